@@ -1,0 +1,152 @@
+"""The ``kgzsl`` command: build-graph, train, predict, demo.
+
+Each subcommand is a small function over the library; heavy imports happen inside them so that
+``kgzsl --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("kgzsl.cli")
+
+
+def _cmd_build_graph(args: argparse.Namespace) -> int:
+    from kgzsl.graph import build_wordnet_graph, graph_data_dir, resolve_wnids
+
+    start = time.perf_counter()
+    wnids, sources = resolve_wnids(args.wnids)
+    graph = build_wordnet_graph(wnids, sources, wordnet_dir=args.wordnet)
+    out = Path(args.out) if args.out else graph_data_dir() / "custom"
+    graph.save(out)
+    c = graph.manifest["counts"]
+    print(f"graph {out}: {c['nodes']} nodes ({c['requested']} requested + ancestors), {c['edges']} edges "
+          f"({c['instance_edges']} instance-hypernym), {c['ancestor_pairs']} ancestor pairs, {c['roots']} root(s); "
+          f"built in {graph.manifest['build_seconds']:.2f}s, {time.perf_counter() - start:.2f}s with WordNet "
+          "loading and writing")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from kgzsl.config import load_config
+    from kgzsl.run import train_run
+
+    overrides = list(args.overrides)
+    if args.holdout is not None:
+        value = args.holdout
+        try:
+            overrides.append(f"train.holdout={float(value)}")
+        except ValueError:
+            items = Path(value).read_text().split() if Path(value).is_file() else value.split(",")
+            overrides.append(f"train.holdout=[{','.join(items)}]")
+    if args.holdout_seed is not None:
+        overrides.append(f"train.holdout_seed={args.holdout_seed}")
+    config = load_config(args.config, overrides)
+    out = train_run(config, out_dir=args.out, progress=not args.no_progress)
+    summary = json.loads((out / "run.json").read_text())
+    print(f"run {out}: {summary['model']} best validation cosine {summary['best_val_cosine']:.4f} at epoch "
+          f"{summary['best_epoch']} ({summary['epochs_run']} epochs, {summary['seconds_per_epoch']:.3f}s/epoch, "
+          f"{summary['seconds_to_best']:.1f}s to best, {summary['total_seconds']:.1f}s total)")
+    return 0
+
+
+def format_table(records: list[dict]) -> str:
+    """Readable text table of :meth:`ZeroShotClassifier.predict_detailed` records."""
+    lines = []
+    for rec in records:
+        lines.append(rec["image"])
+        if "error" in rec:
+            lines.append(f"    ERROR: {rec['error']}")
+            continue
+        for p in rec["predictions"]:
+            lines.append(f"    {p['score']:7.2%}  {p['label']:<24} {p['synset']} ({p['wnid']})")
+    return "\n".join(lines)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from kgzsl.classifier import ZeroShotClassifier
+
+    clf = ZeroShotClassifier.load(args.run, device=args.device)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    records = clf.predict_detailed(args.images, labels, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(format_table(records))
+    failed = sum("error" in r for r in records)
+    if failed:
+        print(f"{failed} of {len(records)} images failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kgzsl.demo import run_demo
+
+    print(run_demo(config_path=args.config, out_dir=args.out, retrain=args.retrain))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kgzsl`` command."""
+    parser = argparse.ArgumentParser(prog="kgzsl", description="Knowledge-graph zero-shot image recognition: "
+                                     "propagate a frozen CNN's classifier rows over WordNet to unseen classes.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build-graph", help="build a WordNet class graph from wnid lists")
+    p.add_argument("--wnids", required=True, help="NAME_OR_FILE[,NAME_OR_FILE...]: shipped sets (imagenet1k, "
+                   "imagenet21k, 2-hops, 3-hops, all) or text files with one wnid per line")
+    p.add_argument("--out", help="output folder (default graph_data/custom)")
+    p.add_argument("--wordnet", help="folder with the WordNet 3.0 dict files (default: /usr/share/wordnet)")
+    p.set_defaults(func=_cmd_build_graph)
+
+    p = sub.add_parser("train", help="train a propagation model on the backbone's seen rows")
+    p.add_argument("--config", help="YAML run config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.name=sgcn")
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--holdout", help="hide seen classes from training: a fraction (0.2), wnids (a,b,c) or a file")
+    p.add_argument("--holdout-seed", type=int, help="seed of the holdout draw")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="zero-shot classify images with a trained run")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--labels", help="comma-separated candidates: words, synset names or wnids (default: every node)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("demo", help="build, train (or reuse) and classify bundled photos with non-ImageNet-1k labels")
+    p.add_argument("--config", default=None, help="run config (default configs/dgp.yaml)")
+    p.add_argument("--out", default=None, help="run folder (default runs/demo)")
+    p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kgzsl`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+        print(f"kgzsl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Build a :class:`KnowledgeGraph` from lists of wnids over WordNet 3.0.
+
+The graph holds the requested synsets and every hypernym and instance-hypernym ancestor up to
+``entity.n.01``, so it is one connected graph (the reference code cut its ancestor search at
+ImageNet's structure file, which isolated test classes; kgzsl does not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterable
+
+from kgzsl.graph.knowledge_graph import KnowledgeGraph
+from kgzsl.graph.wordnet import load_wordnet, synset_from_wnid, wnid_of
+
+__all__ = ["graph_data_dir", "named_wnid_sets", "read_wnid_list", "resolve_wnids", "build_wordnet_graph",
+           "load_or_build_graph", "DEFAULT_GRAPH", "DEFAULT_WNIDS"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRAPH = "imagenet1k_21k"
+DEFAULT_WNIDS = "imagenet1k,imagenet21k"
+
+
+def graph_data_dir() -> Path:
+    """The ``graph_data/`` folder: ``$KGZSL_GRAPH_DATA``, else the one beside the package."""
+    env = os.environ.get("KGZSL_GRAPH_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "graph_data"
+
+
+def named_wnid_sets() -> dict[str, Path]:
+    """Named wnid lists shipped in ``graph_data/wnids/`` (``imagenet1k``, ``imagenet21k``, ``2-hops``, ...)."""
+    folder = graph_data_dir() / "wnids"
+    return {p.stem: p for p in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
+
+
+def read_wnid_list(path: str | os.PathLike) -> list[str]:
+    """Read wnids from a text file: the first whitespace-separated token of each non-comment line.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the file holds no wnid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"wnid list not found: {path}")
+    wnids = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            wnids.append(line.split()[0])
+    if not wnids:
+        raise ValueError(f"{path} holds no wnid (one per line, e.g. n02084071)")
+    return wnids
+
+
+def resolve_wnids(spec: str | Iterable[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Resolve ``NAME_OR_FILE[,NAME_OR_FILE...]`` into one de-duplicated, ordered wnid list.
+
+    Args:
+        spec: Comma-separated names of shipped sets or paths to wnid files (or a list of them).
+
+    Returns:
+        ``(wnids, sources)``: the wnids in first-seen order, and one record per source
+        (name, path, count, sha256) for the manifest.
+
+    Raises:
+        ValueError: If a part is neither a shipped set nor an existing file.
+    """
+    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+    if not parts:
+        raise ValueError("no wnid list given; name a shipped set or a file")
+    named = named_wnid_sets()
+    wnids: dict[str, None] = {}
+    sources = []
+    for part in parts:
+        path = named.get(part) or Path(part)
+        if not path.is_file():
+            raise ValueError(f"wnid list {part!r} is neither a shipped set ({', '.join(named) or 'none found'}) "
+                             "nor an existing file")
+        items = read_wnid_list(path)
+        sources.append({"name": part, "path": str(path), "count": len(items),
+                        "sha256": hashlib.sha256("\n".join(items).encode()).hexdigest()})
+        wnids.update(dict.fromkeys(items))
+    return list(wnids), sources
+
+
+def build_wordnet_graph(wnids: Iterable[str], sources: list[dict[str, Any]] | None = None,
+                        wordnet_dir: str | None = None) -> KnowledgeGraph:
+    """Build the graph of ``wnids`` plus all their hypernym / instance-hypernym ancestors.
+
+    Args:
+        wnids: Class wnids; they come first in the node order, ancestors follow breadth-first.
+        sources: Source records for the manifest (from :func:`resolve_wnids`).
+        wordnet_dir: Optional WordNet folder (see :func:`kgzsl.graph.wordnet.load_wordnet`).
+
+    Returns:
+        The in-memory graph (save it with :meth:`KnowledgeGraph.save`).
+
+    Raises:
+        ValueError: Listing every wnid that is not a WordNet 3.0 noun synset.
+    """
+    wn = load_wordnet(wordnet_dir)
+    start = time.perf_counter()
+    requested = list(dict.fromkeys(wnids))
+    synsets, bad = [], []
+    for w in requested:
+        try:
+            synsets.append(synset_from_wnid(wn, w))
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        shown = "\n  ".join(bad[:10])
+        raise ValueError(f"{len(bad)} of {len(requested)} wnids are not WordNet 3.0 noun synsets:\n  {shown}"
+                         + ("\n  ..." if len(bad) > 10 else ""))
+    index = {wnid_of(s): i for i, s in enumerate(synsets)}
+    nodes = list(synsets)
+    queue = deque(nodes)
+    edges = []
+    while queue:
+        syn = queue.popleft()
+        child = index[wnid_of(syn)]
+        for rel, parents in ((0, syn.hypernyms()), (1, syn.instance_hypernyms())):
+            for par in parents:
+                key = wnid_of(par)
+                if key not in index:
+                    index[key] = len(nodes)
+                    nodes.append(par)
+                    queue.append(par)
+                edges.append((child, index[key], rel))
+    graph = KnowledgeGraph(
+        wnids=[wnid_of(s) for s in nodes], names=[s.name() for s in nodes],
+        lemmas=[s.lemma_names() for s in nodes], glosses=[s.definition() for s in nodes], edges=edges)
+    index_t, dist = graph.ancestor_index()
+    seconds = time.perf_counter() - start
+    from kgzsl import __version__
+
+    graph.manifest = {
+        "kgzsl_version": __version__,
+        "source": "wordnet",
+        "wordnet_version": wn.get_version(),
+        "sources": sources or [],
+        "build": {"ancestors": "hypernyms + instance_hypernyms, to the root", "python": platform.python_version()},
+        "counts": {"requested": len(requested), "nodes": graph.num_nodes, "edges": len(edges),
+                   "instance_edges": sum(1 for e in edges if e[2] == 1), "ancestor_pairs": int(dist.numel()),
+                   "roots": len(graph.subgraph_roots()), "max_depth": int(dist.max()) if dist.numel() else 0},
+        "build_seconds": round(seconds, 3),
+    }
+    logger.info("built graph: %d nodes, %d edges from %d wnids in %.2fs", graph.num_nodes, len(edges),
+                len(requested), seconds)
+    return graph
+
+
+def load_or_build_graph(path: str | os.PathLike, wnids: str = DEFAULT_WNIDS) -> KnowledgeGraph:
+    """Load the graph at ``path``; build it from ``wnids`` and save it there if it does not exist."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return KnowledgeGraph.load(path)
+    logger.info("graph %s not found: building it from %s", path, wnids)
+    ids, sources = resolve_wnids(wnids)
+    graph = build_wordnet_graph(ids, sources)
+    graph.save(path)
+    return graph

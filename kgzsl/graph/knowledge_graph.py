@@ -1,0 +1,231 @@
+"""The class graph: WordNet noun synsets, child→parent edges, and DGP's ancestor table.
+
+A :class:`KnowledgeGraph` is built once (see :mod:`kgzsl.graph.build`) and stored as a folder::
+
+    graph_data/<name>/
+      manifest.json    kgzsl/WordNet versions, source lists, counts, build config
+      nodes.tsv        wnid, synset name, lemma names ('|'-separated), gloss
+      edges.tsv        child wnid, parent wnid, relation (hypernym | instance_hypernym)
+      ancestors.tsv    node wnid, ancestor wnid, hop distance (DGP's dense edges, distance >= 1)
+
+Node order is fixed at build time and is the row order of every matrix derived from the graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgzsl.io import write_json, write_text
+
+__all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+RELATIONS = ("hypernym", "instance_hypernym")
+
+
+class GraphFormatError(ValueError):
+    """A graph folder is missing files, is malformed, or comes from another format version."""
+
+
+@dataclass
+class KnowledgeGraph:
+    """Class nodes and their hypernym edges.
+
+    Args:
+        wnids: Node ids (WordNet wnids, or any unique string for custom nodes).
+        names: Synset names (``dog.n.01``), one per node.
+        lemmas: Lemma names per node (``["dog", "domestic_dog", "Canis_familiaris"]``).
+        glosses: Definitions per node.
+        edges: ``(child, parent, relation)`` index triples; relation is an index into ``RELATIONS``.
+        manifest: Build metadata (sources, counts, versions).
+        path: The folder the graph was loaded from or saved to, if any.
+
+    Shapes:
+        - :attr:`edge_index`: ``[2, E]``, row 0 child, row 1 parent.
+        - :meth:`ancestor_index`: ``[2, M]`` (node, ancestor) pairs with ``[M]`` hop distances.
+    """
+
+    wnids: list[str]
+    names: list[str]
+    lemmas: list[list[str]]
+    glosses: list[str]
+    edges: list[tuple[int, int, int]]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.wnids)
+        if not (len(self.names) == len(self.lemmas) == len(self.glosses) == n):
+            raise GraphFormatError("wnids, names, lemmas and glosses must have one entry per node")
+        if len(set(self.wnids)) != n:
+            raise GraphFormatError("node ids must be unique")
+        for child, parent, _ in self.edges:
+            if not (0 <= child < n and 0 <= parent < n):
+                raise GraphFormatError(f"edge ({child}, {parent}) points outside the {n} nodes")
+
+    def __len__(self) -> int:
+        return len(self.wnids)
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes."""
+        return len(self.wnids)
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        """Map from wnid to node index."""
+        return {w: i for i, w in enumerate(self.wnids)}
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """Child→parent edges as a ``[2, E]`` long tensor."""
+        if not self.edges:
+            return torch.zeros(2, 0, dtype=torch.long)
+        return torch.tensor([[c for c, _, _ in self.edges], [p for _, p, _ in self.edges]], dtype=torch.long)
+
+    @functools.cached_property
+    def parents(self) -> list[list[int]]:
+        """Direct parents of each node."""
+        out: list[list[int]] = [[] for _ in range(self.num_nodes)]
+        for child, parent, _ in self.edges:
+            out[child].append(parent)
+        return out
+
+    @functools.cached_property
+    def _ancestors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        stored = getattr(self, "_stored_ancestors", None)
+        if stored is not None:
+            return stored
+        pairs: list[tuple[int, int, int]] = []
+        parents = self.parents
+        for node in range(self.num_nodes):  # breadth-first search gives the shortest hop distance
+            seen = {node: 0}
+            queue = deque([node])
+            while queue:
+                cur = queue.popleft()
+                for par in parents[cur]:
+                    if par not in seen:
+                        seen[par] = seen[cur] + 1
+                        queue.append(par)
+                        pairs.append((node, par, seen[par]))
+        if not pairs:
+            return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        t = torch.tensor(pairs, dtype=torch.long)
+        return t[:, :2].T.contiguous(), t[:, 2].contiguous()
+
+    def ancestor_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every (node, ancestor) pair with its shortest hop distance (>= 1).
+
+        Returns:
+            ``(index [2, M], distance [M])``.
+        """
+        return self._ancestors
+
+    def ancestor_groups(self, num_groups: int = 5) -> list[torch.Tensor]:
+        """DGP's dense edges grouped by distance.
+
+        Group 0 holds the self loops; group ``k`` (1 <= k < num_groups - 1) the pairs at distance
+        ``k``; the last group every pair at distance ``>= num_groups - 1``.
+
+        Returns:
+            A list of ``num_groups`` ``[2, M_k]`` (node, ancestor) index tensors.
+        """
+        if num_groups < 2:
+            raise ValueError(f"num_groups must be >= 2, got {num_groups}")
+        index, dist = self.ancestor_index()
+        loops = torch.arange(self.num_nodes).repeat(2, 1)
+        groups = [loops]
+        for k in range(1, num_groups):
+            mask = dist == k if k < num_groups - 1 else dist >= k
+            groups.append(index[:, mask])
+        return groups
+
+    def subgraph_roots(self) -> list[int]:
+        """Nodes without parents (``entity.n.01`` for a WordNet graph)."""
+        return [i for i, ps in enumerate(self.parents) if not ps]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the graph folder (each file atomically) and return its path."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        nodes = "".join(
+            f"{w}\t{n}\t{'|'.join(ls)}\t{_clean(g)}\n"
+            for w, n, ls, g in zip(self.wnids, self.names, self.lemmas, self.glosses))
+        write_text(path / "nodes.tsv", "wnid\tname\tlemmas\tgloss\n" + nodes)
+        edges = "".join(f"{self.wnids[c]}\t{self.wnids[p]}\t{RELATIONS[r]}\n" for c, p, r in self.edges)
+        write_text(path / "edges.tsv", "child\tparent\trelation\n" + edges)
+        index, dist = self.ancestor_index()
+        w = self.wnids
+        anc = "".join(f"{w[a]}\t{w[b]}\t{d}\n" for a, b, d in zip(index[0].tolist(), index[1].tolist(), dist.tolist()))
+        write_text(path / "ancestors.tsv", "node\tancestor\tdistance\n" + anc)
+        manifest = dict(self.manifest, format_version=FORMAT_VERSION)
+        write_json(path / "manifest.json", manifest)  # written last: its presence marks a complete graph
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> KnowledgeGraph:
+        """Read a graph folder written by :meth:`save`.
+
+        Raises:
+            GraphFormatError: If files are missing or malformed, or the format version differs.
+        """
+        path = Path(path)
+        manifest_file = path / "manifest.json"
+        if not manifest_file.is_file():
+            raise GraphFormatError(f"{path} is not a kgzsl graph (no manifest.json); build one with "
+                                   f"`kgzsl build-graph --wnids imagenet1k,imagenet21k --out {path}`")
+        try:
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise GraphFormatError(f"{manifest_file} is not valid JSON ({exc}); rebuild the graph") from None
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if version != FORMAT_VERSION:
+            raise GraphFormatError(f"{path} has graph format {version!r}, this kgzsl reads format "
+                                   f"{FORMAT_VERSION} (written by kgzsl {manifest.get('kgzsl_version', '?')}); "
+                                   "rebuild it with `kgzsl build-graph`")
+        rows = _read_tsv(path / "nodes.tsv", 4)
+        wnids = [r[0] for r in rows]
+        index = {w: i for i, w in enumerate(wnids)}
+        try:
+            edges = [(index[c], index[p], RELATIONS.index(r)) for c, p, r in _read_tsv(path / "edges.tsv", 3)]
+            anc = [(index[a], index[b], int(d)) for a, b, d in _read_tsv(path / "ancestors.tsv", 3)]
+        except (KeyError, ValueError) as exc:
+            raise GraphFormatError(f"{path}: an edge names an unknown node or relation ({exc}); rebuild it") from None
+        graph = cls(wnids=wnids, names=[r[1] for r in rows], lemmas=[r[2].split("|") if r[2] else [] for r in rows],
+                    glosses=[r[3] for r in rows], edges=edges, manifest=manifest, path=path)
+        if anc:
+            t = torch.tensor(anc, dtype=torch.long)
+            graph._stored_ancestors = (t[:, :2].T.contiguous(), t[:, 2].contiguous())
+        else:
+            graph._stored_ancestors = (torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+        return graph
+
+    def __repr__(self) -> str:
+        name = self.path.name if self.path else "in-memory"
+        return f"KnowledgeGraph({name!r}, nodes={self.num_nodes}, edges={len(self.edges)})"
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _read_tsv(path: Path, columns: int) -> list[list[str]]:
+    if not path.is_file():
+        raise GraphFormatError(f"graph file missing: {path}; rebuild the graph with `kgzsl build-graph`")
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line]
+    for i, row in enumerate(rows, start=2):
+        if len(row) != columns:
+            raise GraphFormatError(f"{path}:{i}: expected {columns} tab-separated fields, got {len(row)}")
+    return rows

@@ -1,0 +1,136 @@
+"""WordNet 3.0 access through nltk's reader, offline.
+
+kgzsl reads the Debian ``wordnet-base`` files (``/usr/share/wordnet``) with nltk's
+``WordNetCorpusReader``. Those files lack the ``lexnames`` table that nltk needs, so kgzsl ships it
+(``kgzsl/data/lexnames``, the 45-line table of lexnames(5WN)) and hands it to the reader. When the
+Debian files are absent, an nltk_data ``wordnet`` corpus is used instead. ImageNet class ids
+(wnids) are WordNet 3.0 noun offsets: ``n02084071`` is ``dog.n.01``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import nltk
+from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+__all__ = ["WordNetNotFoundError", "load_wordnet", "synset_from_wnid", "wnid_of", "DEBIAN_WORDNET_DIR"]
+
+logger = logging.getLogger(__name__)
+
+DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
+_LEXNAMES = Path(__file__).resolve().parent.parent / "data" / "lexnames"
+_FIX = ("Install WordNet 3.0 in one of two ways: `apt-get install wordnet-base` (Debian/Ubuntu, files in "
+        "/usr/share/wordnet; or set KGZSL_WORDNET_DIR to a folder holding data.noun and index.noun), or, "
+        "online, `python -c \"import nltk; nltk.download('wordnet')\"`.")
+
+
+class WordNetNotFoundError(RuntimeError):
+    """Raised when no WordNet 3.0 files can be found; the message names both fixes."""
+
+
+class _OfflineWordNetReader(WordNetCorpusReader):
+    """nltk's reader over a plain WordNet dict folder, with kgzsl's ``lexnames`` table."""
+
+    def map_wn(self, version: str = "oewn") -> None:  # noqa: D102 - no OMW mapping offline
+        return None
+
+    def open(self, fileid: str) -> Any:  # noqa: D102
+        if fileid == "lexnames" and not (Path(str(self.root)) / "lexnames").exists():
+            return open(_LEXNAMES, encoding="utf-8")
+        return super().open(fileid)
+
+
+def _candidate_dirs(path: str | os.PathLike | None) -> list[Path]:
+    dirs = []
+    if path:
+        dirs.append(Path(path))
+    if os.environ.get("KGZSL_WORDNET_DIR"):
+        dirs.append(Path(os.environ["KGZSL_WORDNET_DIR"]))
+    dirs.append(DEBIAN_WORDNET_DIR)
+    return dirs
+
+
+def load_wordnet(path: str | os.PathLike | None = None) -> WordNetCorpusReader:
+    """Load WordNet 3.0 once per process.
+
+    Looks in ``path``, then ``$KGZSL_WORDNET_DIR``, then ``/usr/share/wordnet`` (Debian's
+    ``wordnet-base``), then nltk_data's ``corpora/wordnet``.
+
+    Args:
+        path: Optional folder with the WordNet dict files (``data.noun``, ``index.noun``, ...).
+
+    Returns:
+        An nltk ``WordNetCorpusReader``.
+
+    Raises:
+        WordNetNotFoundError: If no WordNet files are found anywhere; the message names the fixes.
+    """
+    return _load_wordnet(str(path) if path else None)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_wordnet(path: str | None) -> WordNetCorpusReader:
+    start = time.perf_counter()
+    for folder in _candidate_dirs(path):
+        if (folder / "data.noun").is_file() and (folder / "index.noun").is_file():
+            root = str(folder.resolve())
+            if root not in nltk.data.path:  # nltk only opens folders on its search path
+                nltk.data.path.append(root)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reader = _OfflineWordNetReader(root, None)
+            logger.info("loaded WordNet %s from %s in %.1fs", reader.get_version(), root,
+                        time.perf_counter() - start)
+            return reader
+    if path:
+        raise WordNetNotFoundError(f"no WordNet files (data.noun, index.noun) in {path}. {_FIX}")
+    try:
+        corpus_root = nltk.data.find("corpora/wordnet")
+    except LookupError:
+        try:
+            corpus_root = nltk.data.find("corpora/wordnet.zip/wordnet/")
+        except LookupError:
+            raise WordNetNotFoundError(f"WordNet 3.0 was not found. {_FIX}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reader = _OfflineWordNetReader(corpus_root, None)
+    logger.info("loaded WordNet %s from nltk_data in %.1fs", reader.get_version(), time.perf_counter() - start)
+    return reader
+
+
+def wnid_of(synset: Any) -> str:
+    """Return the ImageNet-style id of a synset, e.g. ``n02084071`` for ``dog.n.01``."""
+    return f"{synset.pos()}{synset.offset():08d}"
+
+
+def synset_from_wnid(wn: WordNetCorpusReader, wnid: str) -> Any:
+    """Look up the noun synset of a wnid.
+
+    Args:
+        wn: A loaded WordNet reader.
+        wnid: ``n`` followed by an 8-digit WordNet 3.0 noun offset.
+
+    Raises:
+        ValueError: If ``wnid`` is malformed or names no noun synset.
+    """
+    text = str(wnid).strip()
+    if len(text) != 9 or text[0] != "n" or not text[1:].isdigit():
+        raise ValueError(f"{wnid!r} is not a wnid: expected 'n' and 8 digits (a WordNet 3.0 noun offset, "
+                         "e.g. n02084071 for dog.n.01)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            synset = wn.synset_from_pos_and_offset("n", int(text[1:]))
+    except Exception:  # nltk raises WordNetError or returns None depending on the offset
+        synset = None
+    if synset is None or wnid_of(synset) != text:
+        raise ValueError(f"{text} is not a WordNet 3.0 noun synset (check the id, or the WordNet version "
+                         "of your list: ImageNet wnids are WordNet 3.0 offsets)")
+    return synset

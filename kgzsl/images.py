@@ -1,0 +1,166 @@
+"""Robust image loading: any file PIL can read becomes an RGB image, or a clear error.
+
+Image folders in the wild hold grayscale scans, 16-bit TIFFs, transparent PNGs, CMYK JPEGs,
+half-downloaded files and text files named ``.jpg``. :func:`load_image` turns every readable one
+into an 8-bit RGB :class:`PIL.Image.Image` (EXIF orientation applied) and every unreadable one into
+an :class:`ImageLoadError` that names the file and says what to do. :func:`load_batch` applies a
+backbone's preprocessing to many files and keeps going past the bad ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tensor_batch"]
+
+logger = logging.getLogger(__name__)
+
+ImageSource = Union[str, os.PathLike, Image.Image]
+
+# Modes whose values are not 0..255 integers; they are rescaled by their actual value range.
+_WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+
+class ImageLoadError(ValueError):
+    """An image could not be read; the message names the input and how to fix it.
+
+    Attributes:
+        source: The path (or a description of the in-memory image) that failed.
+    """
+
+    def __init__(self, source: str, problem: str, fix: str) -> None:
+        self.source = source
+        super().__init__(f"cannot load image {source}: {problem}; {fix}")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Convert a decoded image of any PIL mode to 8-bit RGB."""
+    if im.mode in _WIDE_MODES:
+        # A plain clip would turn most 16-bit images white: stretch the used range to 0..255.
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.clip(arr, 0.0, 255.0)
+        return Image.fromarray(np.rint(arr).astype(np.uint8)).convert("RGB")
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")  # premultiplied 'RGBa'/'La' and palette transparency included
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, RGB (a copy) ...
+
+
+def _finish(im: Image.Image, name: str) -> Image.Image:
+    """Apply EXIF orientation and convert to RGB, turning PIL failures into ImageLoadError."""
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception as exc:  # a corrupt EXIF block should not lose the picture
+        logger.warning("ignoring unreadable EXIF orientation of %s: %s", name, exc)
+    try:
+        return _to_rgb(im)
+    except (ValueError, OSError) as exc:
+        raise ImageLoadError(name, f"mode {im.mode!r} cannot be converted to RGB ({exc})",
+                             "re-save it as an RGB or grayscale PNG/JPEG") from exc
+
+
+def load_image(source: ImageSource, max_pixels: int = 100_000_000) -> Image.Image:
+    """Load an image file (or take a PIL image) and return it as 8-bit RGB.
+
+    The image size is checked from the file header before any pixel is decoded, then the whole
+    file is decoded so that truncated files fail here rather than later.
+
+    Args:
+        source: A path to an image file, or an already opened :class:`PIL.Image.Image`.
+        max_pixels: Refuse files whose header claims more pixels than this (decompression bombs).
+
+    Returns:
+        A fully loaded RGB image. Transparent areas are composited on white; 16-bit and float
+        images are scaled to 0..255 by their value range; EXIF orientation is applied.
+
+    Raises:
+        ImageLoadError: If the path is missing, a directory or empty, is not an image, is
+            truncated or corrupt, or is larger than ``max_pixels``.
+    """
+    if isinstance(source, Image.Image):
+        return _finish(source, f"<PIL image mode={source.mode} size={source.size}>")
+    path = Path(source)
+    name = str(path)
+    if not path.exists():
+        raise ImageLoadError(name, "no such file", "check the path and the working directory")
+    if path.is_dir():
+        raise ImageLoadError(name, "it is a directory", "pass an image file inside it")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(name, "the file is empty (0 bytes)", "re-download or re-export it")
+    fix_corrupt = "the file is truncated or corrupt; re-download or re-export it"
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above its own limit; ours is checked explicitly below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise ImageLoadError(
+                        name, f"{width}x{height} = {width * height:,} pixels exceeds "
+                        f"max_pixels={max_pixels:,}", "downscale it, or raise max_pixels if trusted")
+                im.load()
+                return _finish(im, name)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(name, f"too many pixels for PIL ({exc})",
+                             "downscale it before loading") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(name, "not a recognised image format",
+                             "check that it really is an image (JPEG, PNG, TIFF, ...)") from exc
+    except (OSError, SyntaxError, EOFError, ValueError) as exc:
+        raise ImageLoadError(name, f"decoding failed ({exc})", fix_corrupt) from exc
+
+
+def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image], torch.Tensor],
+               max_pixels: int = 100_000_000,
+               ) -> tuple[torch.Tensor | None, list[int], dict[int, str]]:
+    """Load and preprocess many images; a bad image is reported, never fatal.
+
+    Args:
+        sources: Image paths and/or PIL images.
+        transform: Preprocessing, PIL RGB image to a float tensor ``[3, H, W]`` (for example
+            ``Backbone.transform``).
+        max_pixels: Passed to :func:`load_image`.
+
+    Returns:
+        ``(batch, indices, errors)``: ``batch`` is ``[N, 3, H, W]`` for the ``N`` images that
+        loaded (``None`` if none did), ``indices`` their positions in ``sources``, and
+        ``errors`` maps the position of each failure to its message.
+    """
+    if isinstance(sources, (str, os.PathLike, Image.Image)):
+        sources = [sources]
+    tensors: list[torch.Tensor] = []
+    indices: list[int] = []
+    errors: dict[int, str] = {}
+    for i, source in enumerate(sources):
+        try:
+            tensor = transform(load_image(source, max_pixels=max_pixels))
+            if tensors and tensor.shape != tensors[0].shape:
+                raise ValueError(f"transform gave shape {tuple(tensor.shape)}, expected "
+                                 f"{tuple(tensors[0].shape)} like the first image")
+        except Exception as exc:  # one bad image must not stop the batch
+            errors[i] = str(exc) if isinstance(exc, ImageLoadError) else \
+                f"cannot preprocess image {source}: {type(exc).__name__}: {exc}"
+            logger.warning("skipping image %d: %s", i, errors[i])
+            continue
+        tensors.append(tensor)
+        indices.append(i)
+    batch = torch.stack(tensors) if tensors else None
+    return batch, indices, errors
+
+
+def is_tensor_batch(x: object) -> bool:
+    """Return True if ``x`` is an already preprocessed tensor batch of shape ``[B, 3, H, W]``."""
+    return isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] == 3

@@ -1,0 +1,39 @@
+"""Propagation models: GCNZ, SGCN and DGP, selected by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kgzsl.models.base import PropagationModel
+from kgzsl.models.dgp import DGP
+from kgzsl.models.gcn import GCNZ, SGCN
+from kgzsl.models.operators import Operator, restrict
+
+__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "MODELS", "build_model", "Operator", "restrict"]
+
+MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": DGP}
+
+
+def build_model(name: str, in_channels: int, out_channels: int, **params: Any) -> PropagationModel:
+    """Build a propagation model by name.
+
+    Args:
+        name: ``gcnz``, ``sgcn`` or ``dgp``.
+        in_channels: Node feature size.
+        out_channels: Classifier row size.
+        **params: Model hyper-parameters; ``None`` values take the model's default.
+
+    Example:
+        >>> model = build_model("dgp", 384, 1281, dropout=0.5)
+
+    Raises:
+        ValueError: For an unknown model name or hyper-parameter.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    cls = MODELS[name]
+    params = {k: v for k, v in params.items() if v is not None}
+    try:
+        return cls(in_channels, out_channels, **params)
+    except TypeError as exc:
+        raise ValueError(f"bad hyper-parameters for {name}: {exc}") from None

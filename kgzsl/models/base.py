@@ -1,0 +1,53 @@
+"""The interface every propagation model implements."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from kgzsl.models.operators import Operator, restrict
+
+__all__ = ["PropagationModel"]
+
+
+class PropagationModel(nn.Module):
+    """Maps node input features to classifier rows by propagating over a graph.
+
+    Subclasses define :meth:`operators` (the graph matrices each layer uses, built once per graph)
+    and :meth:`forward` (features + operators → L2-normalised rows). Keeping the graph out of the
+    module lets the same weights run on the full graph, on the receptive field of the seen rows
+    during training, or on an extended graph.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__()
+        self.hparams = hparams
+
+    def operators(self, graph: Any) -> list[list[Operator]]:
+        """Per layer, the full-graph operators it propagates with."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> torch.Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def predict_rows(self, x: torch.Tensor, layers: list[list[Operator]],
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Compute output rows, on the full graph or only for ``rows``.
+
+        Args:
+            x: ``[N, in_channels]`` node features of the whole graph.
+            layers: Result of :meth:`operators`.
+            rows: Optional global indices of the rows wanted.
+
+        Returns:
+            ``[N, out]`` or ``[len(rows), out]`` L2-normalised rows.
+        """
+        if rows is not None:
+            layers, inputs = restrict(layers, rows)
+            x = x[inputs.to(x.device)]
+        device = x.device
+        return self(x, [[op.to_torch(device) for op in ops] for ops in layers])
