@@ -87,8 +87,9 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
         f"kgzsl demo — {summary['model'].upper()} on {summary['num_nodes']} WordNet nodes, backbone "
         f"{summary['backbone']}, trained on {summary['train']} seen rows (best validation cosine "
         f"{summary['best_val_cosine']:.3f} at epoch {summary['best_epoch']}, {summary['train_seconds']:.0f}s)",
-        "candidate labels (" + ("none" if not in_1k else "ImageNet-1k: " + ", ".join(in_1k)) + " are ImageNet-1k "
-        "classes; the backbone has no row for the others):",
+        "candidate labels (" + ("none is an ImageNet-1k class: the backbone has no classifier row for any of them"
+                               if not in_1k else "ImageNet-1k classes among them: " + ", ".join(in_1k)
+                               + "; the backbone has no row for the others") + "):",
         "  " + ", ".join(f"{r.label}={r.synset}" for r in resolved),
         "",
         f"{'photo':<20} {'top-1':<22} {'top-2':<22} {'top-3':<22}",

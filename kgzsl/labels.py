@@ -131,7 +131,7 @@ class LabelResolver:
                 best = ranked[0]
                 others = tuple(s.name() for s in ranked[1:])
                 if others:
-                    logger.info("label %r is ambiguous; using %s (%s) over %s", text, best.name(),
+                    logger.debug("label %r is ambiguous; using %s (%s) over %s", text, best.name(),
                                 best.definition(), ", ".join(others))
                 return self._result(text, self.index[f"n{best.offset():08d}"], others)
             if synsets:

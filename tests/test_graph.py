@@ -105,3 +105,24 @@ def test_bad_wnids_are_listed():
     with pytest.raises(ValueError, match="2 of 3 wnids") as info:
         build_wordnet_graph(["n02084071", "n99999999", "dog"])
     assert "n99999999" in str(info.value) and "'dog'" in str(info.value)
+
+
+@requires_wordnet
+@pytest.mark.slow
+def test_default_imagenet_graph_is_one_component():
+    wnids, sources = resolve_wnids("imagenet1k,imagenet21k")
+    graph = build_wordnet_graph(wnids, sources)
+    counts = graph.manifest["counts"]
+    assert counts["requested"] == 21844 and counts["nodes"] == 23548 and counts["roots"] == 1
+    assert counts["instance_edges"] == 4
+    seen_from_root = set()
+    children = {}
+    for c, p, _ in graph.edges:
+        children.setdefault(p, []).append(c)
+    stack = graph.subgraph_roots()
+    while stack:
+        node = stack.pop()
+        if node not in seen_from_root:
+            seen_from_root.add(node)
+            stack.extend(children.get(node, []))
+    assert len(seen_from_root) == graph.num_nodes  # every test class hangs under entity.n.01
