@@ -5,7 +5,7 @@ A :class:`KnowledgeGraph` is built once (see :mod:`kgzsl.graph.build`) and store
     graph_data/<name>/
       manifest.json    kgzsl/WordNet versions, source lists, counts, build config
       nodes.tsv        wnid, synset name, lemma names ('|'-separated), gloss
-      edges.tsv        child wnid, parent wnid, relation (hypernym | instance_hypernym)
+      edges.tsv        source id, target id, relation, weight (child → parent for hierarchical relations)
       ancestors.tsv    node wnid, ancestor wnid, hop distance (DGP's dense edges, distance >= 1)
 
 Node order is fixed at build time and is the row order of every matrix derived from the graph.
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 RELATIONS = ("hypernym", "instance_hypernym")
+#: relations that point from a class to a more general one; only these define ancestors
+HIERARCHICAL = frozenset({"hypernym", "instance_hypernym", "IsA"})
 
 
 class GraphFormatError(ValueError):
@@ -46,7 +48,10 @@ class KnowledgeGraph:
         names: Synset names (``dog.n.01``), one per node.
         lemmas: Lemma names per node (``["dog", "domestic_dog", "Canis_familiaris"]``).
         glosses: Definitions per node.
-        edges: ``(child, parent, relation)`` index triples; relation is an index into ``RELATIONS``.
+        edges: ``(source, target, relation)`` index triples; ``relation`` indexes ``relations``. For
+            hierarchical relations (:data:`HIERARCHICAL`) the source is the child, the target the parent.
+        relations: Relation names (WordNet graphs: ``hypernym``, ``instance_hypernym``).
+        weights: Optional per-edge weights (e.g. ConceptNet assertion weights); 1.0 when None.
         manifest: Build metadata (sources, counts, versions).
         path: The folder the graph was loaded from or saved to, if any.
 
@@ -62,6 +67,8 @@ class KnowledgeGraph:
     edges: list[tuple[int, int, int]]
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    relations: list[str] = field(default_factory=lambda: list(RELATIONS))
+    weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.wnids)
@@ -69,9 +76,13 @@ class KnowledgeGraph:
             raise GraphFormatError("wnids, names, lemmas and glosses must have one entry per node")
         if len(set(self.wnids)) != n:
             raise GraphFormatError("node ids must be unique")
-        for child, parent, _ in self.edges:
+        for child, parent, rel in self.edges:
             if not (0 <= child < n and 0 <= parent < n):
                 raise GraphFormatError(f"edge ({child}, {parent}) points outside the {n} nodes")
+            if not 0 <= rel < len(self.relations):
+                raise GraphFormatError(f"edge ({child}, {parent}) has relation {rel}, not one of {self.relations}")
+        if self.weights is not None and len(self.weights) != len(self.edges):
+            raise GraphFormatError(f"{len(self.weights)} edge weights for {len(self.edges)} edges")
 
     def __len__(self) -> int:
         return len(self.wnids)
@@ -93,12 +104,26 @@ class KnowledgeGraph:
             return torch.zeros(2, 0, dtype=torch.long)
         return torch.tensor([[c for c, _, _ in self.edges], [p for _, p, _ in self.edges]], dtype=torch.long)
 
+    @property
+    def edge_type(self) -> torch.Tensor:
+        """Relation index of each edge, ``[E]``."""
+        return torch.tensor([r for _, _, r in self.edges], dtype=torch.long)
+
+    @property
+    def edge_weight(self) -> torch.Tensor:
+        """Weight of each edge, ``[E]`` (ones when the graph has none)."""
+        if self.weights is None:
+            return torch.ones(len(self.edges))
+        return torch.tensor(self.weights, dtype=torch.float)
+
     @functools.cached_property
     def parents(self) -> list[list[int]]:
-        """Direct parents of each node."""
+        """Direct parents of each node, over the hierarchical relations only."""
+        hierarchical = {i for i, name in enumerate(self.relations) if name in HIERARCHICAL}
         out: list[list[int]] = [[] for _ in range(self.num_nodes)]
-        for child, parent, _ in self.edges:
-            out[child].append(parent)
+        for child, parent, rel in self.edges:
+            if rel in hierarchical:
+                out[child].append(parent)
         return out
 
     @functools.cached_property
@@ -162,13 +187,15 @@ class KnowledgeGraph:
             f"{w}\t{n}\t{'|'.join(ls)}\t{_clean(g)}\n"
             for w, n, ls, g in zip(self.wnids, self.names, self.lemmas, self.glosses))
         write_text(path / "nodes.tsv", "wnid\tname\tlemmas\tgloss\n" + nodes)
-        edges = "".join(f"{self.wnids[c]}\t{self.wnids[p]}\t{RELATIONS[r]}\n" for c, p, r in self.edges)
-        write_text(path / "edges.tsv", "child\tparent\trelation\n" + edges)
+        weights = self.weights if self.weights is not None else [1.0] * len(self.edges)
+        edges = "".join(f"{self.wnids[c]}\t{self.wnids[p]}\t{self.relations[r]}\t{w:g}\n"
+                        for (c, p, r), w in zip(self.edges, weights))
+        write_text(path / "edges.tsv", "source\ttarget\trelation\tweight\n" + edges)
         index, dist = self.ancestor_index()
         w = self.wnids
         anc = "".join(f"{w[a]}\t{w[b]}\t{d}\n" for a, b, d in zip(index[0].tolist(), index[1].tolist(), dist.tolist()))
         write_text(path / "ancestors.tsv", "node\tancestor\tdistance\n" + anc)
-        manifest = dict(self.manifest, format_version=FORMAT_VERSION)
+        manifest = dict(self.manifest, format_version=FORMAT_VERSION, relations=list(self.relations))
         write_json(path / "manifest.json", manifest)  # written last: its presence marks a complete graph
         self.path = path
         return path
@@ -197,13 +224,18 @@ class KnowledgeGraph:
         rows = _read_tsv(path / "nodes.tsv", 4)
         wnids = [r[0] for r in rows]
         index = {w: i for i, w in enumerate(wnids)}
+        relations = list(manifest.get("relations", RELATIONS))
+        rel_index = {r: i for i, r in enumerate(relations)}
         try:
-            edges = [(index[c], index[p], RELATIONS.index(r)) for c, p, r in _read_tsv(path / "edges.tsv", 3)]
+            edge_rows = _read_tsv(path / "edges.tsv", 4)
+            edges = [(index[c], index[p], rel_index[r]) for c, p, r, _ in edge_rows]
+            weights = [float(w) for *_, w in edge_rows]
             anc = [(index[a], index[b], int(d)) for a, b, d in _read_tsv(path / "ancestors.tsv", 3)]
         except (KeyError, ValueError) as exc:
             raise GraphFormatError(f"{path}: an edge names an unknown node or relation ({exc}); rebuild it") from None
         graph = cls(wnids=wnids, names=[r[1] for r in rows], lemmas=[r[2].split("|") if r[2] else [] for r in rows],
-                    glosses=[r[3] for r in rows], edges=edges, manifest=manifest, path=path)
+                    glosses=[r[3] for r in rows], edges=edges, manifest=manifest, path=path, relations=relations,
+                    weights=None if all(w == 1.0 for w in weights) else weights)
         if anc:
             t = torch.tensor(anc, dtype=torch.long)
             graph._stored_ancestors = (t[:, :2].T.contiguous(), t[:, 2].contiguous())
