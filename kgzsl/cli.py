@@ -86,6 +86,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from kgzsl.evaluate_run import evaluate_run, format_result
+
+    result = evaluate_run(args.run, args.data, split=args.split, generalized=args.generalized, gamma=args.gamma,
+                          val_dir=args.val, device=args.device)
+    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kgzsl.demo import run_demo
 
@@ -124,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="hit@k of a run on an ImageNet-style folder of test images")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("--data", required=True, help="image folder with one sub-folder per class, named by wnid")
+    p.add_argument("--split", required=True, help="unseen classes: 2-hops, 3-hops, all, or a wnid file")
+    p.add_argument("--generalized", action="store_true", help="the 1,000 seen classes are candidates too")
+    p.add_argument("--gamma", type=float, help="calibrated stacking: subtract this from seen-class scores")
+    p.add_argument("--val", help="validation image folder to choose --gamma on (never the test folder)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("demo", help="build, train (or reuse) and classify bundled photos with non-ImageNet-1k labels")
     p.add_argument("--config", default=None, help="run config (default configs/dgp.yaml)")

@@ -1,0 +1,189 @@
+"""Image features of a frozen backbone, extracted once and cached on disk.
+
+Evaluating a run scores every image against every candidate class; the expensive part, the
+backbone's forward pass, does not depend on the run. :func:`extract_features` therefore caches the
+pooled features under ``cache_dir`` as safetensors, keyed by the backbone (name and weights) and by
+each file's path, size and modification time, so a changed or replaced image is re-read.
+
+Example:
+    >>> items = image_folder("data/imagenet21k/val", wnids=["n02121620", "n02084071"])
+    >>> feats, ok = extract_features(backbone, [p for p, _ in items])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kgzsl.images import ImageLoadError, load_image
+from kgzsl.io import load_tensors, save_tensors
+
+__all__ = ["IMAGE_EXTENSIONS", "default_cache_dir", "image_folder", "cache_key", "extract_features"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def default_cache_dir() -> Path:
+    """``$KGZSL_CACHE/features`` if ``KGZSL_CACHE`` is set, else ``~/.cache/kgzsl/features``."""
+    root = os.environ.get("KGZSL_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "kgzsl") / "features"
+
+
+def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) -> list[tuple[Path, str]]:
+    """List the images of an ImageNet-style folder, ``root/<wnid>/**/<image>``.
+
+    Args:
+        root: Folder with one sub-folder per class, named by wnid.
+        wnids: Only keep these classes (sub-folders with other names are then allowed too).
+
+    Returns:
+        ``(path, wnid)`` pairs, sorted by class folder then path; only files with an image
+        extension (any case, e.g. ``.JPEG``), hidden files left out.
+
+    Raises:
+        FileNotFoundError: If ``root`` is not a folder.
+        ValueError: If ``root`` holds no class sub-folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    keep = None if wnids is None else set(wnids)
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and (_WNID.match(d.name) or (keep and d.name in keep)))
+    if not classes:
+        raise ValueError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg)")
+    items = []
+    for folder in classes:
+        if keep is not None and folder.name not in keep:
+            continue
+        files = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            files += [Path(dirpath) / f for f in filenames
+                      if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+        items += [(p, folder.name) for p in sorted(files)]
+    return items
+
+
+def cache_key(backbone: Any, paths: Sequence[str | os.PathLike]) -> str:
+    """Hash of the backbone's name and weights and each file's absolute path, size and mtime."""
+    files = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            files.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+        except OSError:
+            files.append((os.path.abspath(p), -1, -1))
+    blob = json.dumps([backbone.name, str(getattr(backbone, "weights", "")), files])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _ImageFiles(Dataset):
+    """Loads and preprocesses one image per item; a failure becomes an error message, not an exception."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], transform: Callable) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return i, self.transform(load_image(self.paths[i])), None
+        except ImageLoadError as exc:
+            return i, None, str(exc)
+        except Exception as exc:  # a transform failing on one odd image must not stop the run
+            return i, None, f"cannot preprocess image {self.paths[i]}: {type(exc).__name__}: {exc}"
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str | None]],
+             ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    good = [(i, x) for i, x, _ in items if x is not None]
+    errors = [(i, e) for i, x, e in items if x is None]
+    if good:
+        shape = good[0][1].shape
+        errors += [(i, f"transform gave shape {tuple(x.shape)}, expected {tuple(shape)}")
+                   for i, x in good if x.shape != shape]
+        good = [(i, x) for i, x in good if x.shape == shape]
+    batch = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], batch, errors
+
+
+def _read_cache(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    try:
+        t = load_tensors(path)
+        feats, ok = t["features"], t["ok"].bool()
+        if feats.ndim == 2 and feats.size(0) == n and ok.shape == (n,):
+            return feats.float(), ok
+        logger.warning("feature cache %s does not match %d images; recomputing", path, n)
+    except Exception as exc:  # a corrupt cache is recomputed, never fatal
+        logger.warning("unreadable feature cache %s (%s); recomputing", path, exc)
+    return None
+
+
+def extract_features(backbone: Any, paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike | None = None,
+                     batch_size: int = 32, progress: bool = True, num_workers: int = 0,
+                     cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled backbone features of image files, skipping unreadable ones, cached on disk.
+
+    Args:
+        backbone: A :class:`kgzsl.backbones.Backbone` (or anything with ``name``, ``transform``,
+            ``forward`` and optionally ``weights`` / ``device``).
+        paths: Image files.
+        cache_dir: Cache folder; default :func:`default_cache_dir`.
+        batch_size: Images per forward pass.
+        progress: Show a tqdm progress bar.
+        num_workers: DataLoader worker processes decoding images.
+        cache: Read and write the cache.
+
+    Returns:
+        ``(features [N, D] float32 on the CPU, ok [N] bool)``; rows of images that failed to load
+        are zero with ``ok`` False (each failure is logged as a warning naming the file).
+    """
+    from tqdm.auto import tqdm
+
+    paths = [str(p) for p in paths]
+    file = Path(cache_dir or default_cache_dir()) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', backbone.name)}-" \
+                                                    f"{cache_key(backbone, paths)[:32]}.safetensors"
+    if cache and paths and file.is_file():
+        hit = _read_cache(file, len(paths))
+        if hit is not None:
+            logger.info("features of %d images loaded from %s", len(paths), file)
+            return hit
+    dim = int(getattr(backbone, "feature_dim", 0))
+    feats = torch.zeros(len(paths), dim)
+    ok = torch.zeros(len(paths), dtype=torch.bool)
+    device = getattr(backbone, "device", torch.device("cpu"))
+    loader = DataLoader(_ImageFiles(paths, backbone.transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=torch.device(device).type == "cuda")
+    with torch.inference_mode(), tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
+        for idx, batch, errors in loader:
+            for i, msg in errors:
+                logger.warning("skipping image: %s", msg if paths[i] in msg else f"{paths[i]}: {msg}")
+            if batch is not None:
+                out = backbone(batch.to(device, non_blocking=True)).float().cpu()
+                if out.size(1) != feats.size(1) and not ok.any():  # no (or a wrong) feature_dim was given
+                    feats = torch.zeros(len(paths), out.size(1))
+                feats[idx] = out
+                ok[idx] = True
+            bar.update(len(idx) + len(errors))
+    if cache and paths:
+        try:
+            save_tensors(file, {"features": feats, "ok": ok},
+                         metadata={"backbone": backbone.name, "weights": str(getattr(backbone, "weights", "")),
+                                   "images": str(len(paths))})
+            logger.info("features of %d images cached at %s", len(paths), file)
+        except OSError as exc:  # a read-only or full disk costs the cache, not the features
+            logger.warning("cannot write feature cache %s (%s); set KGZSL_CACHE to a writable folder", file, exc)
+    return feats, ok
