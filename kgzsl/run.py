@@ -93,13 +93,17 @@ def plot_history(result: FitResult, path: Path, title: str) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import nltk
-    import torch_geometric
+    from importlib import metadata
 
     from kgzsl import __version__
 
-    return {"kgzsl": __version__, "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
-            "nltk": nltk.__version__, "python": platform.python_version()}
+    out = {"kgzsl": __version__, "python": platform.python_version()}
+    for package in ("torch", "torchvision", "torch_geometric", "nltk", "numpy", "safetensors"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
 
 
 def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True) -> Path:

@@ -17,9 +17,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import nltk
-from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
 __all__ = ["WordNetNotFoundError", "load_wordnet", "synset_from_wnid", "wnid_of", "DEBIAN_WORDNET_DIR"]
 
 logger = logging.getLogger(__name__)
@@ -35,16 +32,24 @@ class WordNetNotFoundError(RuntimeError):
     """Raised when no WordNet 3.0 files can be found; the message names both fixes."""
 
 
-class _OfflineWordNetReader(WordNetCorpusReader):
-    """nltk's reader over a plain WordNet dict folder, with kgzsl's ``lexnames`` table."""
+@functools.lru_cache(maxsize=1)
+def _reader_class() -> type:
+    """nltk's reader over a plain WordNet dict folder, with kgzsl's ``lexnames`` table.
 
-    def map_wn(self, version: str = "oewn") -> None:  # noqa: D102 - no OMW mapping offline
-        return None
+    Built on first use so that importing kgzsl does not import nltk.
+    """
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    def open(self, fileid: str) -> Any:  # noqa: D102
-        if fileid == "lexnames" and not (Path(str(self.root)) / "lexnames").exists():
-            return open(_LEXNAMES, encoding="utf-8")
-        return super().open(fileid)
+    class OfflineWordNetReader(WordNetCorpusReader):
+        def map_wn(self, version: str = "oewn") -> None:  # no OMW mapping offline
+            return None
+
+        def open(self, fileid: str) -> Any:
+            if fileid == "lexnames" and not (Path(str(self.root)) / "lexnames").exists():
+                return open(_LEXNAMES, encoding="utf-8")
+            return super().open(fileid)
+
+    return OfflineWordNetReader
 
 
 def _candidate_dirs(path: str | os.PathLike | None) -> list[Path]:
@@ -57,7 +62,7 @@ def _candidate_dirs(path: str | os.PathLike | None) -> list[Path]:
     return dirs
 
 
-def load_wordnet(path: str | os.PathLike | None = None) -> WordNetCorpusReader:
+def load_wordnet(path: str | os.PathLike | None = None) -> Any:
     """Load WordNet 3.0 once per process.
 
     Looks in ``path``, then ``$KGZSL_WORDNET_DIR``, then ``/usr/share/wordnet`` (Debian's
@@ -67,7 +72,7 @@ def load_wordnet(path: str | os.PathLike | None = None) -> WordNetCorpusReader:
         path: Optional folder with the WordNet dict files (``data.noun``, ``index.noun``, ...).
 
     Returns:
-        An nltk ``WordNetCorpusReader``.
+        An nltk ``WordNetCorpusReader`` (a subclass that reads Debian's files offline).
 
     Raises:
         WordNetNotFoundError: If no WordNet files are found anywhere; the message names the fixes.
@@ -76,7 +81,9 @@ def load_wordnet(path: str | os.PathLike | None = None) -> WordNetCorpusReader:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_wordnet(path: str | None) -> WordNetCorpusReader:
+def _load_wordnet(path: str | None) -> Any:
+    import nltk
+
     start = time.perf_counter()
     for folder in _candidate_dirs(path):
         if (folder / "data.noun").is_file() and (folder / "index.noun").is_file():
@@ -85,7 +92,7 @@ def _load_wordnet(path: str | None) -> WordNetCorpusReader:
                 nltk.data.path.append(root)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                reader = _OfflineWordNetReader(root, None)
+                reader = _reader_class()(root, None)
             logger.info("loaded WordNet %s from %s in %.1fs", reader.get_version(), root,
                         time.perf_counter() - start)
             return reader
@@ -100,7 +107,7 @@ def _load_wordnet(path: str | None) -> WordNetCorpusReader:
             raise WordNetNotFoundError(f"WordNet 3.0 was not found. {_FIX}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reader = _OfflineWordNetReader(corpus_root, None)
+        reader = _reader_class()(corpus_root, None)
     logger.info("loaded WordNet %s from nltk_data in %.1fs", reader.get_version(), time.perf_counter() - start)
     return reader
 
@@ -110,7 +117,7 @@ def wnid_of(synset: Any) -> str:
     return f"{synset.pos()}{synset.offset():08d}"
 
 
-def synset_from_wnid(wn: WordNetCorpusReader, wnid: str) -> Any:
+def synset_from_wnid(wn: Any, wnid: str) -> Any:
     """Look up the noun synset of a wnid.
 
     Args:
