@@ -126,3 +126,17 @@ def test_default_imagenet_graph_is_one_component():
             seen_from_root.add(node)
             stack.extend(children.get(node, []))
     assert len(seen_from_root) == graph.num_nodes  # every test class hangs under entity.n.01
+
+
+@requires_wordnet
+def test_node_order_does_not_depend_on_hash_seed():
+    import os
+    import subprocess
+    import sys
+
+    code = ("from kgzsl.graph import build_wordnet_graph; "
+            "g = build_wordnet_graph(['n02084071', 'n02123045', 'n04037443', 'n03790512']); "
+            "print(' '.join(g.wnids)); print(g.edges)")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(outs) == 1

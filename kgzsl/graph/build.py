@@ -127,7 +127,7 @@ def build_wordnet_graph(wnids: Iterable[str], sources: list[dict[str, Any]] | No
         syn = queue.popleft()
         child = index[wnid_of(syn)]
         for rel, parents in ((0, syn.hypernyms()), (1, syn.instance_hypernyms())):
-            for par in parents:
+            for par in sorted(parents, key=wnid_of):  # nltk keeps pointers in sets: fix the order
                 key = wnid_of(par)
                 if key not in index:
                     index[key] = len(nodes)
