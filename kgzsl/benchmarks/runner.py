@@ -1,0 +1,74 @@
+"""``kgzsl benchmark NAME``: find or train the runs a benchmark needs, run it, print and save it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from kgzsl.io import write_json
+
+__all__ = ["ensure_runs", "format_rows", "run_benchmark", "BENCHMARKS"]
+
+logger = logging.getLogger(__name__)
+
+BENCHMARKS = ("fmnist",)
+_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dict[str, Path]:
+    """``runs_dir/<model>`` for each model, trained from ``configs/<model>.yaml`` when missing."""
+    from kgzsl.config import load_config
+    from kgzsl.run import train_run
+
+    runs = {}
+    for model in models:
+        run = runs_dir / model
+        if (run / "run.json").is_file():
+            summary = json.loads((run / "run.json").read_text())
+            if summary.get("model") != model:
+                raise ValueError(f"{run} holds a {summary.get('model')} run, not {model}; pass another --runs-dir")
+            logger.info("using the trained %s run in %s", model, run)
+        else:
+            config_file = _CONFIGS / f"{model}.yaml"
+            if not config_file.is_file():
+                raise FileNotFoundError(f"no run in {run} and no config {config_file} to train one")
+            logger.info("no %s run in %s: training one from %s", model, run, config_file)
+            train_run(load_config(config_file), out_dir=run, progress=progress)
+        runs[model] = run
+    return runs
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of flat benchmark rows."""
+    keys = ["method", "kind", "setting"]
+    metrics = [k for k in ("top1", "mean_per_class", "seen", "unseen", "harmonic", "gamma", "largest_class_share",
+                           "mean_cosine", "hit1", "hit5") if any(k in r for r in rows)]
+    header = f"{'method':<15} {'kind':<9} {'setting':<9} " + " ".join(f"{m:>14}" for m in metrics)
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = " ".join(f"{r[m]:>14.3f}" if isinstance(r.get(m), float) else f"{'':>14}" for m in metrics)
+        lines.append(f"{r['method']:<15} {r['kind']:<9} {r['setting']:<9} {cells}")
+    return "\n".join(lines)
+
+
+def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, json_path: Path | None = None,
+                  limit_per_class: int | None = None, progress: bool = True) -> str:
+    """Run a benchmark and return its printed report."""
+    import time
+
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    start = time.perf_counter()
+    runs = ensure_runs(models, runs_dir, progress)
+    from kgzsl.benchmarks.fmnist import run_fmnist
+
+    result = run_fmnist(runs, out_dir, progress=progress, limit_per_class=limit_per_class)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    result["runs"] = {k: str(v) for k, v in runs.items()}
+    if json_path is not None:
+        write_json(json_path, result)
+    return (f"Fashion-MNIST zero-shot (B1): {result['n_images']} test images, runs {', '.join(map(str, runs.values()))}\n"
+            + format_rows(result["rows"])
+            + f"\nconfusion matrix of the best model: {result['confusion_png']}\n{result['seconds']:.1f}s")

@@ -1,0 +1,72 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from kgzsl.benchmarks.fmnist import _conse_scorer, _hierarchy_scorer, _setting_scores
+from kgzsl.benchmarks.fmnist_data import FMNIST_CLASSES, FMNIST_DIR, load_fmnist, stratified_subset
+from kgzsl.benchmarks.runner import format_rows
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_reader_on_written_files(tmp_path):
+    images = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([4, 0, 9]))
+    got, labels = load_fmnist("test", root=tmp_path)
+    assert np.array_equal(got, images) and labels.tolist() == [4, 0, 9]
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        load_fmnist("train", root=tmp_path)
+
+
+@pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_real_fashion_mnist():
+    images, labels = load_fmnist("test")
+    assert images.shape == (10000, 28, 28) and np.bincount(labels).tolist() == [1000] * 10
+    idx = stratified_subset(labels, 5, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [5] * 10
+
+
+def test_class_table():
+    assert [c.label for c in FMNIST_CLASSES] == list(range(10))
+    assert {c.name for c in FMNIST_CLASSES if c.seen} == {"T-shirt/top", "Sandal"}
+
+
+def test_hierarchy_baselines_use_hyponym_logits():
+    logits = torch.tensor([[1.0, 5.0, 3.0]])
+    below = [[0, 1], [2], []]  # node 0 covers classes 0 and 1; node 1 covers class 2; node 2 none
+    hmax = _hierarchy_scorer(lambda f: logits, below, "max")(torch.zeros(1, 4), [0, 1, 2])
+    hmean = _hierarchy_scorer(lambda f: logits, below, "mean")(torch.zeros(1, 4), [0, 1, 2])
+    assert hmax[0, :2].tolist() == [5.0, 3.0] and hmax[0, 2] == float("-inf")
+    assert hmean[0, :2].tolist() == [3.0, 3.0]
+
+
+def test_conse_averages_top_class_embeddings():
+    logits = torch.tensor([[10.0, -10.0, -10.0]])
+    text = torch.eye(4)  # nodes 0..2 are the seen classes, node 3 a candidate
+    scores = _conse_scorer(lambda f: logits, text, seen_nodes=[0, 1, 2], top=2)(torch.zeros(1, 2), [0, 1, 3])
+    assert scores[0, 0] > 0.99 and scores[0, 2].abs() < 1e-6
+
+
+def test_settings_pick_unseen_images_and_columns():
+    labels = torch.tensor([0, 1, 2, 5])
+    calls = []
+
+    def scorer(feats, nodes):
+        calls.append(nodes)
+        return torch.zeros(feats.size(0), len(nodes))
+
+    out = _setting_scores(scorer, torch.zeros(4, 3), labels, list(range(100, 110)), unseen=[1, 2, 3])
+    assert out["zsl-8"][1].tolist() == [0, 1] and calls[0] == [101, 102, 103]
+    assert out["all-10"][1].tolist() == labels.tolist() and calls[1] == list(range(100, 110))
+
+
+def test_format_rows():
+    text = format_rows([{"method": "dgp", "kind": "model", "setting": "zsl-8", "top1": 0.5, "mean_per_class": 0.25}])
+    assert "dgp" in text and "0.500" in text and "0.250" in text
