@@ -70,3 +70,47 @@ def test_settings_pick_unseen_images_and_columns():
 def test_format_rows():
     text = format_rows([{"method": "dgp", "kind": "model", "setting": "zsl-8", "top1": 0.5, "mean_per_class": 0.25}])
     assert "dgp" in text and "0.500" in text and "0.250" in text
+
+
+def test_weight_space_metrics_ties_count_against():
+    from kgzsl.benchmarks.heldout import weight_space_metrics
+
+    true = torch.eye(3)
+    perfect = weight_space_metrics(true.clone(), true)
+    assert perfect == {"mean_cosine": pytest.approx(1.0), "hit1": 1.0, "hit5": 1.0}
+    swapped = weight_space_metrics(true[[1, 0, 2]], true)
+    assert swapped["hit1"] == pytest.approx(1 / 3) and swapped["mean_cosine"] == pytest.approx(1 / 3)
+    tied = weight_space_metrics(torch.ones(3, 3), true)  # every predicted row equally close: rank 3
+    assert tied["hit1"] == 0.0 and tied["hit5"] == 1.0
+
+
+def test_conse_rows_average_textual_neighbours():
+    from kgzsl.benchmarks.heldout import conse_rows
+
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    rows = conse_rows(text, train_nodes=[0, 1], train_rows=torch.tensor([[2.0], [4.0]]), hidden_nodes=[2], top=1)
+    assert rows.tolist() == [[2.0]]
+
+
+def test_heldout_benchmark_on_a_toy_graph():
+    from kgzsl.benchmarks.heldout import run_heldout
+    from kgzsl.config import load_config
+
+    from conftest import random_tree
+
+    graph = random_tree(80, seed=3)
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(80, 8), dim=1)
+    seen = list(range(30, 80))
+    targets = torch.randn(50, 6)
+    config = load_config(None, ["model.name=sgcn", "model.hidden_channels=[16]", "train.epochs=5"])
+    from kgzsl.benchmarks.heldout import heldout_splits
+
+    splits = heldout_splits(graph, seen, n_random=10)
+    assert all(len(v) == 10 for k, v in splits.items() if k.startswith("random"))
+    splits.pop("subtrees")
+    result = run_heldout(graph, x, targets, seen, {"sgcn": config}, progress=False, splits=splits)
+    methods = {(r["method"], r["split"]) for r in result["rows"]}
+    assert ("sgcn", "random-s0") in methods and ("conse", "random-s2") in methods
+    assert {s["method"] for s in result["summary"]} == {"sgcn", "conse"}
+    assert all(-1 <= r["mean_cosine"] <= 1 for r in result["rows"])

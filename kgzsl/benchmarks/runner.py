@@ -13,7 +13,7 @@ __all__ = ["ensure_runs", "format_rows", "run_benchmark", "BENCHMARKS"]
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("fmnist",)
+BENCHMARKS = ("fmnist", "imagenet-heldout")
 _CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -54,13 +54,25 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, json_path: Path | None = None,
-                  limit_per_class: int | None = None, progress: bool = True) -> str:
+                  limit_per_class: int | None = None, progress: bool = True, device: str = "auto") -> str:
     """Run a benchmark and return its printed report."""
     import time
 
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     start = time.perf_counter()
+    if name == "imagenet-heldout":
+        result = _heldout(models, device, progress)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        if json_path is not None:
+            write_json(json_path, result)
+        return ("ImageNet-1k held-out rows (B2): weight-space metrics of the hidden classes' predicted rows\n"
+                + format_rows([{**r, "setting": r["split"]} for r in result["rows"]])
+                + "\n\nrandom splits, mean ± std over seeds:\n"
+                + "\n".join(f"{s['method']:<8} mean cosine {s['mean_cosine']:.3f} ± {s['mean_cosine_std']:.3f}  "
+                            f"hit@1 {s['hit1']:.3f} ± {s['hit1_std']:.3f}  hit@5 {s['hit5']:.3f} ± {s['hit5_std']:.3f}"
+                            for s in result["summary"])
+                + f"\n{result['seconds']:.1f}s")
     runs = ensure_runs(models, runs_dir, progress)
     from kgzsl.benchmarks.fmnist import run_fmnist
 
@@ -72,3 +84,22 @@ def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, j
     return (f"Fashion-MNIST zero-shot (B1): {result['n_images']} test images, runs {', '.join(map(str, runs.values()))}\n"
             + format_rows(result["rows"])
             + f"\nconfusion matrix of the best model: {result['confusion_png']}\n{result['seconds']:.1f}s")
+
+
+def _heldout(models: list[str], device: str, progress: bool) -> dict[str, Any]:
+    from kgzsl.backbones import load_backbone
+    from kgzsl.benchmarks.heldout import run_heldout
+    from kgzsl.config import load_config
+    from kgzsl.device import resolve_device
+    from kgzsl.features import node_features
+    from kgzsl.graph import load_or_build_graph
+    from kgzsl.run import graph_path
+
+    configs = {m: load_config(_CONFIGS / f"{m}.yaml") for m in models}
+    first = next(iter(configs.values()))
+    graph = load_or_build_graph(graph_path(first.graph.path), first.graph.wnids)
+    x = node_features(graph, encoder=first.features.encoder, use_gloss=first.features.gloss)
+    backbone = load_backbone(first.backbone.name, weights=first.backbone.weights, device="cpu")
+    seen = [graph.index[w] for w in backbone.wnids]
+    return run_heldout(graph, x, backbone.classifier_rows(), seen, configs, device=resolve_device(device),
+                       progress=progress)
