@@ -1,4 +1,4 @@
-"""Propagation models: GCNZ, SGCN and DGP, selected by name."""
+"""Propagation models: GCNZ, SGCN, DGP and R-GCN, selected by name."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from kgzsl.models.base import PropagationModel
 from kgzsl.models.dgp import DGP
 from kgzsl.models.gcn import GCNZ, SGCN
 from kgzsl.models.operators import Operator, restrict
+from kgzsl.models.rgcn import RGCN
 
-__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "MODELS", "build_model", "Operator", "restrict"]
+__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "RGCN", "MODELS", "build_model", "Operator", "restrict"]
 
-MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": DGP}
+MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": DGP, "rgcn": RGCN}
 
 
 def build_model(name: str, in_channels: int, out_channels: int, **params: Any) -> PropagationModel:

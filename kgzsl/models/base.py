@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kgzsl.models.operators import Operator, restrict
 
-__all__ = ["PropagationModel"]
+__all__ = ["PropagationModel", "run_layers"]
 
 
 class PropagationModel(nn.Module):
@@ -51,3 +52,21 @@ class PropagationModel(nn.Module):
             x = x[inputs.to(x.device)]
         device = x.device
         return self(x, [[op.to_torch(device) for op in ops] for ops in layers])
+
+
+def run_layers(convs: nn.ModuleList, x: torch.Tensor, adjs: list[list[torch.Tensor]], negative_slope: float,
+               weights: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """Apply graph layers with LeakyReLU between them; return L2-normalised rows.
+
+    Args:
+        convs: The layers; layer ``l`` is called as ``conv(x, adjs[l])`` or ``conv(x, adjs[l], weights[l])``.
+        x: Input rows.
+        adjs: Per layer, its operators.
+        negative_slope: LeakyReLU slope.
+        weights: Optional per-layer operator weights (DGP's group weights).
+    """
+    for i, conv in enumerate(convs):
+        x = conv(x, adjs[i]) if weights is None else conv(x, adjs[i], weights[i])
+        if i < len(convs) - 1:
+            x = F.leaky_relu(x, negative_slope)
+    return F.normalize(x, dim=-1)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kgzsl.models.base import PropagationModel
+from kgzsl.models.base import PropagationModel, run_layers
 from kgzsl.models.layers import GroupGraphConv
 from kgzsl.models.operators import Operator, row_normalized
 
@@ -66,11 +66,8 @@ class DGP(PropagationModel):
             ``x [N_in, in_channels]`` → ``[N_out, out_channels]``, rows of unit norm.
         """
         down, up = self.group_weights()
-        for i, conv in enumerate(self.convs):
-            x = conv(x, adjs[i], down if i % 2 == 0 else up)
-            if i < len(self.convs) - 1:
-                x = F.leaky_relu(x, self.negative_slope)
-        return F.normalize(x, dim=-1)
+        weights = [down if i % 2 == 0 else up for i in range(len(self.convs))]
+        return run_layers(self.convs, x, adjs, self.negative_slope, weights)
 
     def __repr__(self) -> str:
         sizes = [self.convs[0].in_channels] + [c.out_channels for c in self.convs]

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch_geometric.utils import to_undirected
 
-from kgzsl.models.base import PropagationModel
+from kgzsl.models.base import PropagationModel, run_layers
 from kgzsl.models.layers import GroupGraphConv
 from kgzsl.models.operators import Operator, row_normalized, symmetric_adjacency
 
@@ -41,11 +40,7 @@ class _StackedGCN(PropagationModel):
         Shapes:
             ``x [N_in, in_channels]`` → ``[N_out, out_channels]``, rows of unit norm.
         """
-        for i, conv in enumerate(self.convs):
-            x = conv(x, adjs[i])
-            if i < len(self.convs) - 1:
-                x = F.leaky_relu(x, self.negative_slope)
-        return F.normalize(x, dim=-1)
+        return run_layers(self.convs, x, adjs, self.negative_slope)
 
     def __repr__(self) -> str:
         sizes = [self.convs[0].in_channels] + [c.out_channels for c in self.convs]
