@@ -114,3 +114,4 @@ def test_heldout_benchmark_on_a_toy_graph():
     assert ("sgcn", "random-s0") in methods and ("conse", "random-s2") in methods
     assert {s["method"] for s in result["summary"]} == {"sgcn", "conse"}
     assert all(-1 <= r["mean_cosine"] <= 1 for r in result["rows"])
+    assert result["hidden_wnids"]["random-s0"] == [graph.wnids[seen[i]] for i in splits["random-s0"]]

@@ -82,8 +82,8 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
         splits: Split name → hidden positions; :func:`heldout_splits` by default.
 
     Returns:
-        ``{"benchmark": "imagenet-heldout", "rows": [...], "summary": [...]}``: one row per
-        (method, split), and mean ± std over the random seeds.
+        ``{"benchmark": "imagenet-heldout", "rows": [...], "summary": [...], "hidden_wnids": {...}}``:
+        one row per (method, split), mean ± std over the random seeds, and each split's hidden classes.
     """
     targets = F.normalize(targets, dim=1)
     splits = splits if splits is not None else heldout_splits(graph, seen_nodes)
@@ -121,5 +121,5 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
             entry[key] = statistics.mean(values)
             entry[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         summary.append(entry)
-    return {"benchmark": "imagenet-heldout", "rows": rows, "summary": summary,
-            "subtrees": SUBTREES}
+    return {"benchmark": "imagenet-heldout", "rows": rows, "summary": summary, "subtrees": SUBTREES,
+            "hidden_wnids": {split: [graph.wnids[seen_nodes[i]] for i in hidden] for split, hidden in splits.items()}}
