@@ -136,10 +136,18 @@ def _split_head(model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a state_dict from ``.pth``/``.pt``/``.safetensors`` (no pickled code is run)."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
+        from kgzsl.io import load_tensors
+
+        state = load_tensors(path)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            # weights_only=True: the restricted unpickler builds tensors and plain containers only; a
+            # file that asks for any other object (a code-running __reduce__) is refused, not run.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError, RuntimeError (not a torch file), EOFError ...
+            raise ValueError(f"weights file {path} cannot be loaded safely: {exc}. kgzsl only reads plain "
+                             "state_dicts of tensors (a .pth/.pt holding model.state_dict()) or "
+                             ".safetensors; re-export the weights that way") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -149,7 +157,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_file_into(model: nn.Module, path: Path) -> None:
-    missing, unexpected = model.load_state_dict(_read_state_dict(path), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(_read_state_dict(path), strict=False)
+    except RuntimeError as exc:  # same keys, other shapes: weights of another variant of the model
+        raise ValueError(f"weights file {path} does not fit the model ({str(exc).strip()[:500]}); use the "
+                         "weights of this exact architecture") from None
     if missing or unexpected:
         raise ValueError(f"weights file {path} does not fit the model: missing keys "
                          f"{missing[:5]}, unexpected keys {unexpected[:5]}")

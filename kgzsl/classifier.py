@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from pathlib import Path
@@ -22,10 +21,10 @@ import torch
 
 from kgzsl.device import resolve_device
 from kgzsl.images import ImageSource, is_tensor_batch, load_batch, load_image
-from kgzsl.io import load_tensors
+from kgzsl.io import load_tensors, read_tensor_metadata
 from kgzsl.labels import LabelResolver, ResolvedLabel
 
-__all__ = ["ZeroShotClassifier", "RunNotFoundError"]
+__all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +33,65 @@ class RunNotFoundError(FileNotFoundError):
     """A run folder is missing or incomplete."""
 
 
+class RunFormatError(ValueError):
+    """A run folder is corrupt or inconsistent, or does not fit the backbone it is used with."""
+
+
+_RETRAIN = "retrain the run, or copy the complete run folder again"
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFormatError(f"{path} is not valid JSON ({exc}); {_RETRAIN}") from None
+    if not isinstance(summary, dict):
+        raise RunFormatError(f"{path} must hold a JSON object, got {type(summary).__name__}; {_RETRAIN}")
+    return summary
+
+
 def _read_nodes(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFormatError(f"{path} is not UTF-8 text ({exc}); {_RETRAIN}") from None
     wnids, names, lemmas = [], [], []
-    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+    for lineno, line in enumerate(text.split("\n")[1:], start=2):
+        line = line.removesuffix("\r")
+        if not line:
+            continue
         parts = line.split("\t")
         if len(parts) < 3:
-            continue
+            raise RunFormatError(f"{path}:{lineno}: expected wnid, name, lemmas and gloss separated by tabs, "
+                                 f"got {len(parts)} field(s); {_RETRAIN}")
         wnids.append(parts[0])
         names.append(parts[1])
         lemmas.append(parts[2].split("|") if parts[2] else [])
+    if len(set(wnids)) != len(wnids):
+        raise RunFormatError(f"{path} lists a node id twice; {_RETRAIN}")
     return wnids, names, lemmas
+
+
+def _check_rows(run_dir: Path, summary: dict[str, Any], tensors: dict[str, torch.Tensor], meta: dict[str, str],
+                num_nodes: int) -> torch.Tensor:
+    """The run's ``[N, D + 1]`` rows, after checking they agree with nodes.tsv and run.json."""
+    rows = tensors.get("rows")
+    where = run_dir / "rows.safetensors"
+    if rows is None or rows.ndim != 2 or not rows.is_floating_point():
+        raise RunFormatError(f"{where} holds no [nodes, features + 1] float 'rows' tensor; {_RETRAIN}")
+    if rows.size(0) != num_nodes:
+        raise RunFormatError(f"{where} has {rows.size(0)} rows but {run_dir / 'nodes.tsv'} lists {num_nodes} nodes: "
+                             f"the files come from different runs or graphs; {_RETRAIN}")
+    expected = summary.get("num_nodes")
+    if isinstance(expected, int) and expected != num_nodes:
+        raise RunFormatError(f"{run_dir / 'run.json'} records {expected} nodes but {run_dir / 'nodes.tsv'} lists "
+                             f"{num_nodes}: the files come from different runs or graphs; {_RETRAIN}")
+    if meta.get("backbone") and summary.get("backbone") and meta["backbone"] != summary["backbone"]:
+        raise RunFormatError(f"{where} was written for backbone {meta['backbone']!r} but {run_dir / 'run.json'} "
+                             f"names {summary['backbone']!r}; {_RETRAIN}")
+    if not torch.isfinite(rows).all():
+        raise RunFormatError(f"{where} holds NaN or infinite rows (training diverged); retrain with a lower train.lr")
+    return rows
 
 
 class ZeroShotClassifier:
@@ -57,10 +105,12 @@ class ZeroShotClassifier:
         lemmas: Lemma names per node.
         row_scale: Mean norm of the backbone's own rows; logits are scaled by it so that softmax
             scores have the sharpness of the original classifier.
+        max_pixels: Images whose header claims more pixels are refused before decoding (see
+            :func:`kgzsl.images.load_image`); an attribute, so it can be changed after loading.
     """
 
     def __init__(self, backbone: Any, rows: torch.Tensor, wnids: Sequence[str], names: Sequence[str],
-                 lemmas: Sequence[Sequence[str]], row_scale: float = 1.0) -> None:
+                 lemmas: Sequence[Sequence[str]], row_scale: float = 1.0, max_pixels: int = 100_000_000) -> None:
         if rows.size(0) != len(wnids):
             raise ValueError(f"{rows.size(0)} rows but {len(wnids)} nodes")
         if rows.size(1) != backbone.feature_dim + 1:
@@ -72,6 +122,7 @@ class ZeroShotClassifier:
         self.names = list(names)
         self.lemmas = [list(x) for x in lemmas]
         self.row_scale = float(row_scale)
+        self.max_pixels = int(max_pixels)
         from kgzsl.graph.wordnet import load_wordnet
 
         self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
@@ -88,28 +139,50 @@ class ZeroShotClassifier:
 
         Raises:
             RunNotFoundError: If the folder is missing or the run did not finish.
+            RunFormatError: If its files are corrupt or disagree with each other (row count vs
+                nodes.tsv, backbone), or ``backbone`` is not the one the run was trained for.
+            kgzsl.io.TensorFileError: If rows.safetensors is not a safetensors file (never unpickled).
         """
         run_dir = Path(run_dir)
         if not (run_dir / "run.json").is_file():
             raise RunNotFoundError(f"{run_dir} is not a finished kgzsl run (no run.json); train one with "
                                    "`kgzsl train --config configs/dgp.yaml`")
-        summary = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        for name in ("rows.safetensors", "nodes.tsv"):
+            if not (run_dir / name).is_file():
+                raise RunNotFoundError(f"run {run_dir} is incomplete: {name} is missing; {_RETRAIN}")
+        summary = _read_summary(run_dir / "run.json")
         tensors = load_tensors(run_dir / "rows.safetensors")
-        from safetensors import safe_open
-
-        with safe_open(str(run_dir / "rows.safetensors"), framework="pt") as fh:
-            meta = fh.metadata() or {}
+        meta = read_tensor_metadata(run_dir / "rows.safetensors")
         wnids, names, lemmas = _read_nodes(run_dir / "nodes.tsv")
+        rows = _check_rows(run_dir, summary, tensors, meta, len(wnids))
+        try:
+            row_scale = float(meta.get("row_scale", 1.0))
+        except ValueError:
+            raise RunFormatError(f"{run_dir / 'rows.safetensors'}: row_scale {meta['row_scale']!r} is not a number; "
+                                 f"{_RETRAIN}") from None
+        trained_for = summary.get("backbone") or meta.get("backbone")
         if backbone is None:
             from kgzsl.backbones import load_backbone
 
-            cfg = summary.get("config", {}).get("backbone", {})
-            backbone = load_backbone(cfg.get("name", summary["backbone"]), weights=cfg.get("weights", "DEFAULT"),
+            cfg = (summary.get("config") or {}).get("backbone") or {}
+            if not (cfg.get("name") or trained_for):
+                raise RunFormatError(f"{run_dir / 'run.json'} does not say which backbone the run was trained for; "
+                                     f"{_RETRAIN}")
+            backbone = load_backbone(cfg.get("name") or trained_for, weights=cfg.get("weights", "DEFAULT"),
                                      device=str(resolve_device(device)))
-        elif backbone.name != summary.get("backbone"):
-            raise ValueError(f"run {run_dir} was trained for backbone {summary.get('backbone')!r}, "
-                             f"not {backbone.name!r}")
-        clf = cls(backbone, tensors["rows"], wnids, names, lemmas, float(meta.get("row_scale", 1.0)))
+        elif trained_for and backbone.name != trained_for:
+            raise RunFormatError(f"run {run_dir} was trained for backbone {trained_for!r}, not {backbone.name!r}; "
+                                 "load it without `backbone=` to use its own, or train a run for "
+                                 f"{backbone.name!r} (backbone.name={backbone.name})")
+        recorded = summary.get("backbone_weights")
+        if recorded and getattr(backbone, "weights", None) and recorded != backbone.weights:
+            logger.warning("run %s was trained on backbone weights %r but the backbone has %r; predictions are "
+                           "only meaningful with the weights the rows were fitted to", run_dir, recorded,
+                           backbone.weights)
+        try:
+            clf = cls(backbone, rows, wnids, names, lemmas, row_scale)
+        except ValueError as exc:  # the feature size differs: another backbone or other weights
+            raise RunFormatError(f"run {run_dir} does not fit this backbone: {exc}") from None
         clf.run_dir = run_dir
         clf.summary = summary
         return clf
@@ -156,7 +229,7 @@ class ZeroShotClassifier:
         records: list[dict[str, Any]] = [{"image": _describe(s)} for s in sources]
         for idx, chunk, offset in chunks:
             if idx is None:
-                batch, ok, errors = load_batch(chunk, self.backbone.transform)
+                batch, ok, errors = load_batch(chunk, self.backbone.transform, max_pixels=self.max_pixels)
                 for j, msg in errors.items():
                     records[offset + j]["error"] = msg
                 idx = [offset + j for j in ok]
@@ -196,7 +269,7 @@ class ZeroShotClassifier:
             kgzsl.images.ImageLoadError: If a single image given alone cannot be loaded.
         """
         if not isinstance(images, (list, tuple)) and not is_tensor_batch(images):
-            image = load_image(images)  # a single image: its load error is raised as is
+            image = load_image(images, max_pixels=self.max_pixels)  # a single image: its error is raised as is
             return self.predict_detailed([image], candidate_labels, top_k, batch_size)[0]["predictions"]
         records = self.predict_detailed(images, candidate_labels, top_k, batch_size)
         return [r.get("predictions", []) for r in records]

@@ -23,6 +23,24 @@ def _cmd_build_graph(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     wnids, sources = resolve_wnids(args.wnids)
+    if args.source != "wordnet":
+        from kgzsl.graph.conceptnet import build_source_graph
+
+        parts = args.conceptnet_topk.split(",")
+        if len(parts) != 2 or not all(k.strip().isdigit() and int(k) > 0 for k in parts):
+            raise ValueError(f"--conceptnet-topk must be two positive integers K1,K2, got {args.conceptnet_topk!r}")
+        topk = (int(parts[0]), int(parts[1]))
+        graph = build_source_graph(args.source, wnids, args.conceptnet, sources=sources, topk=topk,
+                                   wordnet_dir=args.wordnet, progress=not args.quiet)
+        out = graph.save(Path(args.out) if args.out else graph_data_dir() / "custom")
+        cn = graph.manifest if args.source == "conceptnet" else graph.manifest["conceptnet"]
+        read, c = cn["conceptnet"], cn["counts"]
+        print(f"graph {out} ({args.source}): {graph.num_nodes} nodes, {len(graph.edges)} edges, "
+              f"{len(graph.relations)} relations; ConceptNet: {read['lines']} lines read, {read['kept']} English "
+              f"assertions, {read['non_english']} non-English, {read['malformed']} malformed lines skipped "
+              f"{read['malformed_by_reason']}; {c['classes_matched']} of {c['classes']} classes matched; "
+              f"{time.perf_counter() - start:.2f}s")
+        return 0
     graph = build_wordnet_graph(wnids, sources, wordnet_dir=args.wordnet)
     out = Path(args.out) if args.out else graph_data_dir() / "custom"
     graph.save(out)
@@ -49,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.holdout_seed is not None:
         overrides.append(f"train.holdout_seed={args.holdout_seed}")
     config = load_config(args.config, overrides)
-    out = train_run(config, out_dir=args.out, progress=not args.no_progress)
+    out = train_run(config, out_dir=args.out, progress=not args.no_progress, resume=args.resume)
     summary = json.loads((out / "run.json").read_text())
     print(f"run {out}: {summary['model']} best validation cosine {summary['best_val_cosine']:.4f} at epoch "
           f"{summary['best_epoch']} ({summary['epochs_run']} epochs, {summary['seconds_per_epoch']:.3f}s/epoch, "
@@ -57,13 +75,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (surrogate escapes) shown as ``\\udcxx``, never a crash."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def format_table(records: list[dict]) -> str:
     """Readable text table of :meth:`ZeroShotClassifier.predict_detailed` records."""
     lines = []
     for rec in records:
-        lines.append(rec["image"])
+        lines.append(_printable(rec["image"]))
         if "error" in rec:
-            lines.append(f"    ERROR: {rec['error']}")
+            lines.append(f"    ERROR: {_printable(rec['error'])}")
             continue
         for p in rec["predictions"]:
             lines.append(f"    {p['score']:7.2%}  {p['label']:<24} {p['synset']} ({p['wnid']})")
@@ -74,7 +97,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from kgzsl.classifier import ZeroShotClassifier
 
     clf = ZeroShotClassifier.load(args.run, device=args.device)
-    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    clf.max_pixels = args.max_pixels
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels is not None else None
     records = clf.predict_detailed(args.images, labels, top_k=args.top_k)
     if args.json:
         print(json.dumps(records, indent=2))
@@ -95,6 +119,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from kgzsl.benchmarks.runner import run_benchmark
+
+    print(run_benchmark(args.name, [m.strip() for m in args.models.split(",")], Path(args.runs_dir), Path(args.out),
+                        json_path=Path(args.json) if args.json else None, limit_per_class=args.limit_per_class,
+                        device=args.device))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kgzsl.demo import run_demo
 
@@ -109,11 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("build-graph", help="build a WordNet class graph from wnid lists")
+    p = sub.add_parser("build-graph", help="build a class graph (WordNet and/or ConceptNet) from wnid lists")
     p.add_argument("--wnids", required=True, help="NAME_OR_FILE[,NAME_OR_FILE...]: shipped sets (imagenet1k, "
                    "imagenet21k, 2-hops, 3-hops, all) or text files with one wnid per line")
     p.add_argument("--out", help="output folder (default graph_data/custom)")
     p.add_argument("--wordnet", help="folder with the WordNet 3.0 dict files (default: /usr/share/wordnet)")
+    p.add_argument("--source", choices=["wordnet", "conceptnet", "wordnet+conceptnet"], default="wordnet",
+                   help="graph source: WordNet hypernyms, the ConceptNet 2-hop neighbourhood, or both merged")
+    p.add_argument("--conceptnet", metavar="PATH",
+                   help="conceptnet-assertions-5.7.0.csv.gz (needed by the conceptnet sources)")
+    p.add_argument("--conceptnet-topk", default="100,50", metavar="K1,K2",
+                   help="ConceptNet neighbours kept per node at hop 1 and hop 2 (default 100,50 as ZSL-KG)")
     p.set_defaults(func=_cmd_build_graph)
 
     p = sub.add_parser("train", help="train a propagation model on the backbone's seen rows")
@@ -123,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", help="hide seen classes from training: a fraction (0.2), wnids (a,b,c) or a file")
     p.add_argument("--holdout-seed", type=int, help="seed of the holdout draw")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from the checkpoint in its "
+                   "folder (same config); gives the same result as an uninterrupted run")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="zero-shot classify images with a trained run")
@@ -132,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--device", default="auto")
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="refuse images whose header claims more pixels (checked before decoding)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="hit@k of a run on an ImageNet-style folder of test images")
@@ -144,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")
+    p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed"],
+                   help="fmnist: zero-shot on Fashion-MNIST (Debian dataset-fashion-mnist); imagenet-heldout: "
+                   "predict hidden ImageNet-1k rows (random 200 x 3 seeds, and whole WordNet subtrees); speed: "
+                   "graph build, receptive-field vs full-graph training, head overhead, memory, start-up")
+    p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
+    p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
+    p.add_argument("--out", default="runs/benchmarks", help="where plots go")
+    p.add_argument("--json", help="also write the rows as JSON to this file")
+    p.add_argument("--limit-per-class", type=int, help="fmnist: quick run on a stratified subset of the test images")
+    p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
+    p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("demo", help="build, train (or reuse) and classify bundled photos with non-ImageNet-1k labels")
     p.add_argument("--config", default=None, help="run config (default configs/dgp.yaml)")
@@ -161,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = "; continue with the same command and --resume" if args.command == "train" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:  # OSError includes FileNotFoundError
         print(f"kgzsl {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

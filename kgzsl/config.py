@@ -61,6 +61,7 @@ class ModelConfig:
     negative_slope: Union[float, None] = None
     bias: Union[bool, None] = None
     num_groups: Union[int, None] = None
+    num_bases: Union[int, None] = None
 
 
 @dataclass
@@ -71,6 +72,7 @@ class TrainConfig:
     ``holdout``: seen classes hidden from training (a list of wnids, or a fraction drawn with
     ``holdout_seed``); they count as unseen. ``val_fraction`` of the remaining seen rows is kept
     for validation; training stops ``patience`` epochs after the best validation cosine.
+    ``checkpoint_every``: epochs between resumable checkpoints (``kgzsl train --resume``); 0 disables.
     """
 
     epochs: int = 3000
@@ -83,6 +85,7 @@ class TrainConfig:
     holdout: Union[list[str], float, None] = None
     holdout_seed: int = 0
     device: str = "auto"
+    checkpoint_every: int = 25
 
 
 @dataclass
@@ -162,7 +165,7 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     key, raw = override.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
     parts = key.strip().split(".")
     node = data
@@ -192,7 +195,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise FileNotFoundError(f"config file not found: {path} (shipped configs are in configs/)")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 YAML") from None
+        except (yaml.YAMLError, RecursionError) as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")

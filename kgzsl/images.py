@@ -70,7 +70,7 @@ def _finish(im: Image.Image, name: str) -> Image.Image:
                              "re-save it as an RGB or grayscale PNG/JPEG") from exc
 
 
-def load_image(source: ImageSource, max_pixels: int = 100_000_000) -> Image.Image:
+def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ratio: float = 100.0) -> Image.Image:
     """Load an image file (or take a PIL image) and return it as 8-bit RGB.
 
     The image size is checked from the file header before any pixel is decoded, then the whole
@@ -79,6 +79,9 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000) -> Image.Imag
     Args:
         source: A path to an image file, or an already opened :class:`PIL.Image.Image`.
         max_pixels: Refuse files whose header claims more pixels than this (decompression bombs).
+        max_aspect_ratio: Refuse files whose longer side is more than this many times the shorter
+            one: resizing the short side of a 20000x1 image to a backbone's 224 pixels would need
+            tens of GB, although the file itself is tiny.
 
     Returns:
         A fully loaded RGB image. Transparent areas are composited on white; 16-bit and float
@@ -86,7 +89,8 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000) -> Image.Imag
 
     Raises:
         ImageLoadError: If the path is missing, a directory or empty, is not an image, is
-            truncated or corrupt, or is larger than ``max_pixels``.
+            truncated or corrupt, is larger than ``max_pixels`` or more elongated than
+            ``max_aspect_ratio``.
     """
     if isinstance(source, Image.Image):
         return _finish(source, f"<PIL image mode={source.mode} size={source.size}>")
@@ -109,6 +113,11 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000) -> Image.Imag
                     raise ImageLoadError(
                         name, f"{width}x{height} = {width * height:,} pixels exceeds "
                         f"max_pixels={max_pixels:,}", "downscale it, or raise max_pixels if trusted")
+                if min(width, height) < 1 or max(width, height) > max_aspect_ratio * min(width, height):
+                    raise ImageLoadError(
+                        name, f"{width}x{height} is too elongated (aspect ratio above {max_aspect_ratio:g}:1; "
+                        "resizing its short side to the model's input size would need huge memory)",
+                        "crop it to a less extreme shape, or raise max_aspect_ratio if trusted")
                 im.load()
                 return _finish(im, name)
     except ImageLoadError:

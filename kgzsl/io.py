@@ -9,8 +9,10 @@ never half of one. Tensors are stored as safetensors, which hold no code.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,7 +20,12 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["atomic_path", "write_text", "write_json", "save_tensors", "load_tensors"]
+__all__ = ["TensorFileError", "atomic_path", "write_text", "write_json", "save_tensors", "load_tensors",
+           "read_tensor_metadata"]
+
+
+class TensorFileError(ValueError):
+    """A tensor file exists but is not a readable safetensors file (truncated, corrupt, or a pickle)."""
 
 
 @contextlib.contextmanager
@@ -29,7 +36,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path: Final location of the file. Its parent directory is created if missing.
 
     Yields:
-        A temporary path in the same directory to write to.
+        A temporary path in the same directory to write to. Its name (``.<name>.XXXX.tmp``, hidden)
+        can never be taken for the artifact; a process killed mid-write may leave it behind.
+
+    The new file gets the permissions of the file it replaces, or the usual ``0666 & ~umask`` of a
+    new file (``mkstemp`` alone would make every artifact private to its owner).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,10 +51,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _mode_for(path))
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it for an instant)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable across a power cut too (best effort; not possible on every OS)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -76,8 +118,44 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
     Raises:
         FileNotFoundError: If ``path`` does not exist, naming it.
+        TensorFileError: If the file is not a valid safetensors file (for example a truncated
+            file or a pickled checkpoint), naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tensor file not found: {path}")
-    return load_file(str(path), device=str(device))
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own SafetensorError (not an OSError/ValueError)
+        raise TensorFileError(_unreadable(path, exc)) from None
+    if torch.device(device).type == "cpu":
+        return tensors
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def read_tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata stored in a safetensors header (empty if none), without loading tensors.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        TensorFileError: If the file is not a valid safetensors file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tensor file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:
+        raise TensorFileError(_unreadable(path, exc)) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    kind = " (it looks like a pickle / torch.save file, which kgzsl never unpickles)" \
+        if head[:1] == b"\x80" or head == b"PK" else ""
+    return (f"{path} is not a readable safetensors file{kind}: {exc}; it is truncated, corrupt or of another "
+            "format: delete it and re-create it with kgzsl")

@@ -20,7 +20,10 @@ __all__ = ["ResolvedLabel", "LabelError", "LabelResolver"]
 logger = logging.getLogger(__name__)
 
 _WNID = re.compile(r"^n\d{8}$")
+_OTHER_POS_ID = re.compile(r"^[vasr]\d{8}$")
 _SYNSET_NAME = re.compile(r"^.+\.n\.\d+$")
+_OTHER_POS_NAME = re.compile(r"^.+\.[vasr]\.\d+$")
+_POS = {"v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"}
 
 
 class LabelError(ValueError):
@@ -71,13 +74,20 @@ class LabelResolver:
         text = str(label).strip()
         if not text:
             raise LabelError("empty label: give a word ('cat'), a synset name ('cat.n.01') or a wnid ('n02121808')")
-        if _WNID.match(text):
-            if text not in self.index:
-                raise LabelError(f"wnid {text} is not a node of this graph; rebuild the graph with it "
-                                 "(kgzsl build-graph --wnids ...)")
+        if text in self.index:  # any node id, WordNet or custom
             return self._result(text, self.index[text])
-        if _SYNSET_NAME.match(text) and text in self.by_name:
+        if text in self.by_name:
             return self._result(text, self.by_name[text])
+        if _WNID.match(text):
+            raise LabelError(self._missing_wnid(text))
+        if _OTHER_POS_ID.match(text) or _OTHER_POS_NAME.match(text):
+            pos = _POS[text[0] if _OTHER_POS_ID.match(text) else text.rsplit(".", 2)[1]]
+            raise LabelError(f"{text!r} names a WordNet {pos}, but classes are noun synsets; give a noun "
+                             "('cat'), a noun synset name ('cat.n.01') or a noun wnid ('n02121620')")
+        if _SYNSET_NAME.match(text):
+            index = self._synset_node(text)
+            if index is not None:
+                return self._result(text, index)
         return self._resolve_word(text)
 
     def resolve_all(self, labels: Sequence[str]) -> list[ResolvedLabel]:
@@ -107,19 +117,61 @@ class LabelResolver:
             raise LabelError("; ".join(errors))
         return out
 
+    def _wn(self) -> Any:
+        """The WordNet reader, or None when it is unavailable (then lemma names are matched only)."""
+        if self._wordnet is None:
+            return None
+        try:
+            return self._wordnet()
+        except Exception as exc:  # WordNet missing: fall back to the graph's own lemma names
+            logger.warning("WordNet unavailable (%s); matching labels to lemma names only", exc)
+            self._wordnet = None
+            return None
+
+    def _missing_wnid(self, wnid: str) -> str:
+        """Why a well-formed wnid that is not a node fails: not a WordNet noun, or not in this graph."""
+        wn = self._wn()
+        if wn is not None:
+            from kgzsl.graph.wordnet import synset_from_wnid
+
+            try:
+                synset = synset_from_wnid(wn, wnid)
+            except ValueError:
+                return (f"wnid {wnid} is not a WordNet 3.0 noun synset; check the id (ImageNet wnids are "
+                        "WordNet 3.0 noun offsets, e.g. n02084071 for dog.n.01)")
+            return (f"wnid {wnid} ({synset.name()}) is not a node of this graph; rebuild the graph with it "
+                    "(kgzsl build-graph --wnids ...)")
+        return f"wnid {wnid} is not a node of this graph; rebuild the graph with it (kgzsl build-graph --wnids ...)"
+
+    def _synset_node(self, name: str) -> int | None:
+        """Node of a noun synset name spelled otherwise than in the graph (``Dog.n.01``).
+
+        Returns None without WordNet (the name is then matched as a word).
+
+        Raises:
+            LabelError: If WordNet has no such synset, or it is not a node of this graph.
+        """
+        wn = self._wn()
+        if wn is None:
+            return None
+        try:
+            synset = wn.synset(name)
+        except Exception:  # nltk raises WordNetError / ValueError for unknown names
+            raise LabelError(f"{name!r} is not a WordNet 3.0 noun synset; check the sense number "
+                             f"(e.g. {name.rsplit('.', 2)[0]}.n.01) or give the word alone") from None
+        wnid = f"n{synset.offset():08d}"
+        if wnid in self.index:
+            return self.index[wnid]
+        raise LabelError(f"synset {synset.name()} ({wnid}) is not a node of this graph; rebuild the graph with "
+                         f"its wnid {wnid} (kgzsl build-graph --wnids ...)")
+
     def _result(self, label: str, index: int, alternatives: tuple[str, ...] = ()) -> ResolvedLabel:
         return ResolvedLabel(label=label, index=index, wnid=self.wnids[index], synset=self.names[index],
                              alternatives=alternatives)
 
     def _resolve_word(self, text: str) -> ResolvedLabel:
         key = _norm(text)
-        wn = None
-        if self._wordnet is not None:
-            try:
-                wn = self._wordnet()
-            except Exception as exc:  # WordNet missing: fall back to the graph's own lemma names
-                logger.warning("WordNet unavailable (%s); matching labels to lemma names only", exc)
-                self._wordnet = None
+        wn = self._wn()
         if wn is not None:
             synsets = wn.synsets(key, pos="n")
             in_graph = [s for s in synsets if f"n{s.offset():08d}" in self.index]
@@ -131,8 +183,9 @@ class LabelResolver:
                 best = ranked[0]
                 others = tuple(s.name() for s in ranked[1:])
                 if others:
-                    logger.debug("label %r is ambiguous; using %s (%s) over %s", text, best.name(),
-                                best.definition(), ", ".join(others))
+                    logger.info("label %r is ambiguous: using %s (%s) over %s; pass a synset name such as %r "
+                                "to choose another sense", text, best.name(), best.definition(), ", ".join(others),
+                                others[0])
                 return self._result(text, self.index[f"n{best.offset():08d}"], others)
             if synsets:
                 senses = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
@@ -142,7 +195,8 @@ class LabelResolver:
             nodes = self.by_lemma[key]
             return self._result(text, nodes[0], tuple(self.names[i] for i in nodes[1:]))
         close = difflib.get_close_matches(key, list(self.by_lemma), n=5, cutoff=0.75)
-        hint = f"; did you mean {', '.join(c.replace('_', ' ') for c in close)}?" if close else ""
+        hint = f"; did you mean {', '.join(c.replace('_', ' ') for c in close)}?" if close else \
+            "; check the spelling, or give a synset name ('dog.n.01') or a wnid ('n02084071') of a graph node"
         raise LabelError(f"unknown label {text!r}: not a WordNet noun nor a lemma of this graph's nodes{hint}")
 
 

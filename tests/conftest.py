@@ -9,6 +9,9 @@ import torch
 
 from kgzsl.graph import KnowledgeGraph
 
+# the tests run tiny models, for which one thread is faster than two fighting over a shared machine
+torch.set_num_threads(1)
+
 
 def wordnet_available() -> bool:
     try:

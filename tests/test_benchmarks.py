@@ -115,3 +115,11 @@ def test_heldout_benchmark_on_a_toy_graph():
     assert {s["method"] for s in result["summary"]} == {"sgcn", "conse"}
     assert all(-1 <= r["mean_cosine"] <= 1 for r in result["rows"])
     assert result["hidden_wnids"]["random-s0"] == [graph.wnids[seen[i]] for i in splits["random-s0"]]
+
+
+def test_time_per_call_counts_calls():
+    from kgzsl.benchmarks.speed import time_per_call
+
+    calls = []
+    seconds = time_per_call(lambda: calls.append(1), repeat=4, warmup=2)
+    assert len(calls) == 6 and seconds >= 0

@@ -89,3 +89,19 @@ def test_build_model_errors():
         build_model("gat", 4, 4)
     with pytest.raises(ValueError, match="bad hyper-parameters for sgcn"):
         build_model("sgcn", 4, 4, num_groups=3)
+
+
+@pytest.mark.parametrize("name", ["sgcn", "dgp", "gcnz"])
+def test_pre_aggregated_first_layer_equals_plain_forward_in_eval(name):
+    from kgzsl.models.layers import PreAggregated
+
+    graph = random_tree(200, seed=4, extra_parents=10)
+    torch.manual_seed(0)
+    model = build_model(name, 8, 6, hidden_channels=[32] * (5 if name == "gcnz" else 1)).eval()
+    x = torch.randn(200, 8)
+    sliced, inputs = restrict(model.operators(graph), torch.arange(150, 200))
+    adjs = [[op.to_torch() for op in ops] for ops in sliced]
+    prepared = model.prepare_inputs(x[inputs], adjs)
+    assert isinstance(prepared, PreAggregated)  # 8 -> 32 aggregates first
+    with torch.no_grad():
+        assert torch.allclose(model(prepared, adjs), model(x[inputs], adjs), atol=1e-6)

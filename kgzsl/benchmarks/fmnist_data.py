@@ -129,8 +129,12 @@ def fmnist_features(backbone: Any, split: str = "test", indices: np.ndarray | No
     weights = str(getattr(backbone, "weights", "")).replace("/", "_").replace(" ", "_")[:40]
     cache = Path(cache_dir or default_cache_dir()) / f"fmnist-{split}-{subset}-{backbone.name}-{weights}.safetensors"
     if cache.is_file():
-        cached = load_tensors(cache)
-        if cached["features"].size(0) == len(indices):
+        try:
+            cached = load_tensors(cache)
+        except (OSError, ValueError) as exc:  # a corrupt or foreign file is rebuilt, never trusted
+            logger.warning("ignoring feature cache %s (%s)", cache, exc)
+            cached = None
+        if cached is not None and cached["features"].size(0) == len(indices):
             return cached["features"], cached["labels"]
     chunks = []
     bar = tqdm(range(0, len(indices), batch_size), desc=f"fmnist {split} features", disable=not progress)

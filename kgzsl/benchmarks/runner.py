@@ -13,7 +13,7 @@ __all__ = ["ensure_runs", "format_rows", "run_benchmark", "BENCHMARKS"]
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("fmnist", "imagenet-heldout")
+BENCHMARKS = ("fmnist", "imagenet-heldout", "speed")
 _CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -61,6 +61,14 @@ def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, j
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     start = time.perf_counter()
+    if name == "speed":
+        from kgzsl.benchmarks.speed import run_speed
+
+        result = run_speed(run_dir=runs_dir / "dgp", progress=progress)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        if json_path is not None:
+            write_json(json_path, result)
+        return "speed (B3), one run on this machine:\n" + "\n".join(f"  {k:<40} {v}" for k, v in result.items())
     if name == "imagenet-heldout":
         result = _heldout(models, device, progress)
         result["seconds"] = round(time.perf_counter() - start, 1)

@@ -183,6 +183,9 @@ class KnowledgeGraph:
         """Write the graph folder (each file atomically) and return its path."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        # Each file is replaced atomically; dropping the old manifest first means a process killed
+        # half-way through re-saving leaves a folder that loads as "incomplete", never a mix of versions.
+        (path / "manifest.json").unlink(missing_ok=True)
         nodes = "".join(
             f"{w}\t{n}\t{'|'.join(ls)}\t{_clean(g)}\n"
             for w, n, ls, g in zip(self.wnids, self.names, self.lemmas, self.glosses))
@@ -214,30 +217,37 @@ class KnowledgeGraph:
                                    f"`kgzsl build-graph --wnids imagenet1k,imagenet21k --out {path}`")
         try:
             manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise GraphFormatError(f"{manifest_file} is not valid JSON ({exc}); rebuild the graph") from None
-        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if not isinstance(manifest, dict):
+            raise GraphFormatError(f"{manifest_file} must hold a JSON object, got {type(manifest).__name__}; "
+                                   "rebuild the graph with `kgzsl build-graph`")
+        version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise GraphFormatError(f"{path} has graph format {version!r}, this kgzsl reads format "
                                    f"{FORMAT_VERSION} (written by kgzsl {manifest.get('kgzsl_version', '?')}); "
                                    "rebuild it with `kgzsl build-graph`")
+        relations = manifest.get("relations", list(RELATIONS))
+        if not (isinstance(relations, list) and all(isinstance(r, str) for r in relations)):
+            raise GraphFormatError(f"{manifest_file}: 'relations' must be a list of names, got "
+                                   f"{relations!r}; rebuild the graph")
         rows = _read_tsv(path / "nodes.tsv", 4)
         wnids = [r[0] for r in rows]
         index = {w: i for i, w in enumerate(wnids)}
-        relations = list(manifest.get("relations", RELATIONS))
         rel_index = {r: i for i, r in enumerate(relations)}
         try:
             edge_rows = _read_tsv(path / "edges.tsv", 4)
             edges = [(index[c], index[p], rel_index[r]) for c, p, r, _ in edge_rows]
             weights = [float(w) for *_, w in edge_rows]
             anc = [(index[a], index[b], int(d)) for a, b, d in _read_tsv(path / "ancestors.tsv", 3)]
-        except (KeyError, ValueError) as exc:
-            raise GraphFormatError(f"{path}: an edge names an unknown node or relation ({exc}); rebuild it") from None
+            t = torch.tensor(anc, dtype=torch.long) if anc else None
+        except (KeyError, ValueError, OverflowError, RuntimeError) as exc:
+            raise GraphFormatError(f"{path}: an edge names an unknown node or relation, or has a malformed "
+                                   f"weight or distance ({exc}); rebuild it") from None
         graph = cls(wnids=wnids, names=[r[1] for r in rows], lemmas=[r[2].split("|") if r[2] else [] for r in rows],
                     glosses=[r[3] for r in rows], edges=edges, manifest=manifest, path=path, relations=relations,
                     weights=None if all(w == 1.0 for w in weights) else weights)
-        if anc:
-            t = torch.tensor(anc, dtype=torch.long)
+        if t is not None:
             graph._stored_ancestors = (t[:, :2].T.contiguous(), t[:, 2].contiguous())
         else:
             graph._stored_ancestors = (torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
@@ -255,9 +265,19 @@ def _clean(text: str) -> str:
 def _read_tsv(path: Path, columns: int) -> list[list[str]]:
     if not path.is_file():
         raise GraphFormatError(f"graph file missing: {path}; rebuild the graph with `kgzsl build-graph`")
-    lines = path.read_text(encoding="utf-8").splitlines()[1:]
-    rows = [line.split("\t") for line in lines if line]
-    for i, row in enumerate(rows, start=2):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GraphFormatError(f"{path} is not UTF-8 text ({exc}); rebuild the graph with `kgzsl build-graph`") from None
+    rows = []
+    # split on newlines only: str.splitlines() would also split inside a name on \x1c, \x85, \u2028 ...
+    for i, line in enumerate(text.split("\n")[1:], start=2):
+        line = line.removesuffix("\r")
+        if not line:
+            continue
+        row = line.split("\t")
         if len(row) != columns:
-            raise GraphFormatError(f"{path}:{i}: expected {columns} tab-separated fields, got {len(row)}")
+            raise GraphFormatError(f"{path}:{i}: expected {columns} tab-separated fields, got {len(row)}; "
+                                   "rebuild the graph with `kgzsl build-graph`")
+        rows.append(row)
     return rows

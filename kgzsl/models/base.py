@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kgzsl.models.layers import GroupGraphConv
 from kgzsl.models.operators import Operator, restrict
 
 __all__ = ["PropagationModel", "run_layers"]
@@ -34,6 +35,20 @@ class PropagationModel(nn.Module):
 
     def forward(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError
+
+    def prepare_inputs(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> Any:
+        """Input for repeated training steps on fixed ``x`` and ``adjs``.
+
+        When the first layer aggregates before it transforms, its aggregations of the fixed input
+        features do not depend on any weight: they are computed here once
+        (:class:`~kgzsl.models.layers.PreAggregated`) instead of every epoch. Dropout then acts
+        on the aggregate rather than on the raw features. In eval mode the rows are the same.
+        """
+        first = self.convs[0] if hasattr(self, "convs") else None
+        if isinstance(first, GroupGraphConv) and first.aggregates_first(x.size(0), adjs[0]):
+            with torch.no_grad():
+                return first.pre_aggregate(x, adjs[0])
+        return x
 
     def predict_rows(self, x: torch.Tensor, layers: list[list[Operator]],
                      rows: torch.Tensor | None = None) -> torch.Tensor:

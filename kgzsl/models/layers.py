@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import spmm
 
-__all__ = ["GroupGraphConv"]
+__all__ = ["GroupGraphConv", "PreAggregated"]
+
+
+class PreAggregated(NamedTuple):
+    """A first layer's aggregations ``A_g x`` of fixed input features, computed once for training.
+
+    Passed to :class:`GroupGraphConv` in place of ``x``: the layer then only mixes the parts with
+    its group weights, applies dropout to the mixed aggregate (not to ``x``: the one place where
+    training differs from the reference code) and transforms.
+    """
+
+    parts: list[torch.Tensor]
 
 
 class GroupGraphConv(nn.Module):
@@ -50,14 +63,25 @@ class GroupGraphConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor, adjs: list[torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Propagate ``x`` through the operators (see the class docstring)."""
-        x = F.dropout(x, p=self.dropout, training=self.training)
+    def aggregates_first(self, num_inputs: int, adjs: list[torch.Tensor]) -> bool:
+        """Whether aggregating before transforming is the cheaper order for these operators."""
         nnz = sum(adj._nnz() for adj in adjs)
         d_in, d_out = self.in_channels, self.out_channels
-        aggregate_first = nnz * d_in + adjs[0].size(0) * d_in * d_out
-        transform_first = x.size(0) * d_in * d_out + nnz * d_out
-        if aggregate_first <= transform_first:
+        return nnz * d_in + adjs[0].size(0) * d_in * d_out <= num_inputs * d_in * d_out + nnz * d_out
+
+    def pre_aggregate(self, x: torch.Tensor, adjs: list[torch.Tensor]) -> PreAggregated:
+        """``A_g x`` for every operator: reuse them while ``x`` and ``adjs`` stay fixed."""
+        return PreAggregated([spmm(adj, x) for adj in adjs])
+
+    def forward(self, x: torch.Tensor | PreAggregated, adjs: list[torch.Tensor],
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Propagate ``x`` through the operators (see the class docstring)."""
+        if isinstance(x, PreAggregated):
+            mixed = sum(p if weights is None else p * weights[g] for g, p in enumerate(x.parts))
+            out = self.lin(F.dropout(mixed, p=self.dropout, training=self.training))
+            return out + self.bias if self.bias is not None else out
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        if self.aggregates_first(x.size(0), adjs):
             out = self.lin(self._aggregate(x, adjs, weights))
         else:
             out = self._aggregate(self.lin(x), adjs, weights)

@@ -1,0 +1,182 @@
+"""B3 ``kgzsl benchmark speed``: where the time goes, as ratios measured in one run.
+
+- graph build (WordNet already loaded) at ImageNet-1k, 1k + 21K and all 82,115 noun synsets;
+- one training epoch on the full graph vs on the receptive field of the seen rows (SGCN, DGP),
+  and seconds to the best validation score with the shipped configs;
+- peak RSS of full-graph training (a child process, so nothing else counts);
+- images/s of the bare backbone vs the zero-shot classifier with 21,843 candidates (batch 1, 64);
+- cold start of ``kgzsl --help`` and of ``kgzsl predict`` on one image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["run_speed", "time_per_call"]
+
+logger = logging.getLogger(__name__)
+_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def time_per_call(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
+    """Mean wall seconds of ``fn()`` over ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def _graph_build(out: dict[str, Any]) -> None:
+    from kgzsl.graph import build_wordnet_graph, load_wordnet, resolve_wnids
+
+    wn = load_wordnet()
+    sets = {"1k": resolve_wnids("imagenet1k")[0], "1k+21k": resolve_wnids("imagenet1k,imagenet21k")[0],
+            "all_nouns": [f"n{s.offset():08d}" for s in wn.all_synsets("n")]}
+    for name, wnids in sets.items():
+        start = time.perf_counter()
+        graph = build_wordnet_graph(wnids)
+        seconds = time.perf_counter() - start
+        out[f"graph_build_seconds_{name}"] = round(seconds, 3)
+        out[f"graph_nodes_{name}"] = graph.num_nodes
+        out[f"graph_edges_{name}"] = len(graph.edges)
+    out["graph_build_seconds"] = out["graph_build_seconds_1k+21k"]
+
+
+def _training(out: dict[str, Any], graph: Any, x: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor,
+              to_best: bool, progress: bool) -> None:
+    from kgzsl.config import config_to_dict, load_config
+    from kgzsl.models import build_model, restrict
+    from kgzsl.train import fit, regression_loss, split_seen
+
+    for name in ("sgcn", "dgp"):
+        config = load_config(_CONFIGS / f"{name}.yaml")
+        params = {k: v for k, v in config_to_dict(config.model).items() if k != "name"}
+        torch.manual_seed(0)
+        model = build_model(name, x.size(1), targets.size(1), **params)
+        layers = model.operators(graph)
+        opt = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        full_adjs = [[op.to_torch() for op in ops] for ops in layers]
+        sliced, inputs = restrict(layers, seen)
+        rf_adjs = [[op.to_torch() for op in ops] for ops in sliced]
+        rf_x = model.prepare_inputs(x[inputs], rf_adjs)
+
+        def step(inp: Any, adjs: list, rows: torch.Tensor | None) -> None:
+            model.train()
+            pred = model(inp, adjs)
+            loss = regression_loss(pred if rows is None else pred[rows], targets, config.train.loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        full = time_per_call(lambda: step(x, full_adjs, seen), repeat=3)
+        rf = time_per_call(lambda: step(rf_x, rf_adjs, None), repeat=10)
+        out[f"train_epoch_seconds_full_{name}"] = round(full, 4)
+        out[f"train_epoch_seconds_rf_{name}"] = round(rf, 4)
+        out[f"train_epoch_speedup_{name}"] = round(full / rf, 2)
+        if to_best:
+            torch.manual_seed(config.train.seed)
+            model = build_model(name, x.size(1), targets.size(1), **params)
+            tr, va = split_seen(seen, config.train.val_fraction, config.train.seed)
+            result = fit(model, x, model.operators(graph), seen[tr], targets[tr], seen[va], targets[va],
+                         config.train, progress=progress)
+            out[f"train_seconds_to_best_{name}"] = round(result.seconds_to_best, 1)
+            out[f"train_best_epoch_{name}"] = result.best_epoch
+
+
+_RSS_CHILD = """
+import resource, torch, json
+from kgzsl.graph import KnowledgeGraph
+from kgzsl.features import node_features
+from kgzsl.models import build_model
+g = KnowledgeGraph.load({graph!r}); x = node_features(g)
+seen = torch.arange(1000); y = torch.nn.functional.normalize(torch.randn(1000, 1281), dim=1)
+peak = {{}}
+for name in ("sgcn", "dgp"):
+    m = build_model(name, x.size(1), 1281); adjs = [[o.to_torch() for o in l] for l in m.operators(g)]
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    for _ in range(2):
+        loss = ((m(x, adjs)[seen] - y) ** 2).sum() / 2000; opt.zero_grad(); loss.backward(); opt.step()
+print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def _peak_rss(out: dict[str, Any], graph_dir: str) -> None:
+    child = subprocess.run([sys.executable, "-c", _RSS_CHILD.format(graph=graph_dir)], capture_output=True,
+                           text=True, timeout=900)
+    if child.returncode != 0:
+        raise RuntimeError(f"the peak-RSS child failed: {child.stderr[-2000:]}")
+    out["train_peak_rss_mib"] = round(json.loads(child.stdout.strip().splitlines()[-1])["peak_rss_mib"], 1)
+
+
+def _prediction(out: dict[str, Any], rows: torch.Tensor) -> None:
+    from kgzsl.backbones import load_backbone
+
+    backbone = load_backbone(device="cpu")
+    head = F.normalize(rows, dim=1)
+    for batch in (1, 64):
+        images = torch.randn(batch, 3, 224, 224)
+
+        def bare() -> None:
+            with torch.inference_mode():
+                backbone(images)
+
+        def classifier() -> None:
+            with torch.inference_mode():
+                feats = backbone(images)
+                (feats @ head[:, :-1].T + head[:, -1]).softmax(-1).topk(5, dim=-1)
+
+        repeat = 20 if batch == 1 else 3
+        t_bare = time_per_call(bare, repeat=repeat)
+        t_clf = time_per_call(classifier, repeat=repeat)
+        out[f"backbone_images_per_s_batch{batch}"] = round(batch / t_bare, 2)
+        out[f"classifier_images_per_s_batch{batch}"] = round(batch / t_clf, 2)
+        out[f"head_overhead_batch{batch}"] = round(t_clf / t_bare - 1, 4)
+    out["head_candidates"] = int(rows.size(0))
+
+
+def _startup(out: dict[str, Any], run_dir: Path | None) -> None:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "kgzsl", "--help"], capture_output=True, check=True)
+    out["startup_help_seconds"] = round(time.perf_counter() - start, 2)
+    if run_dir is not None and (run_dir / "run.json").is_file():
+        from kgzsl.demo import demo_photos
+
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "kgzsl", "-q", "predict", str(run_dir), str(demo_photos()[0]),
+                        "--labels", "cat,dog,bear"], capture_output=True, check=True)
+        out["predict_one_image_cold_seconds"] = round(time.perf_counter() - start, 2)
+
+
+def run_speed(run_dir: Path | None = None, to_best: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Measure B3 on the default ImageNet-1k + 21K graph; returns one flat dict of figures."""
+    from kgzsl.backbones import load_backbone
+    from kgzsl.config import RunConfig
+    from kgzsl.features import node_features
+    from kgzsl.graph import load_or_build_graph
+    from kgzsl.run import graph_path
+
+    out: dict[str, Any] = {"benchmark": "speed", "threads": torch.get_num_threads()}
+    _graph_build(out)
+    config = RunConfig()
+    graph = load_or_build_graph(graph_path(config.graph.path), config.graph.wnids)
+    x = node_features(graph, encoder=config.features.encoder, use_gloss=config.features.gloss)
+    backbone = load_backbone(config.backbone.name, weights=config.backbone.weights, device="cpu")
+    seen = torch.tensor([graph.index[w] for w in backbone.wnids])
+    targets = F.normalize(backbone.classifier_rows(), dim=1)
+    _training(out, graph, x, targets, seen, to_best, progress)
+    _peak_rss(out, str(graph.path))
+    torch.manual_seed(0)
+    _prediction(out, torch.randn(21843, backbone.feature_dim + 1))
+    _startup(out, run_dir)
+    return out
