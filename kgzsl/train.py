@@ -283,8 +283,9 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     elif ckpt is not None and ckpt.exists():
         logger.info("ignoring the earlier checkpoint %s (not resuming); it will be overwritten", ckpt)
     start = time.perf_counter() - result.seconds
-    bar = tqdm(range(first, config.epochs + 1), desc=f"train {model.name}", disable=not progress, leave=False,
-               initial=first - 1, total=config.epochs)
+    # the bar only draws on a terminal; elsewhere (CI, logs) a line is logged every 50 epochs
+    bar = tqdm(range(first, config.epochs + 1), desc=f"train {model.name}", disable=None if progress else True,
+               leave=False, initial=first - 1, total=config.epochs)
     for epoch in bar:
         model.train()
         loss = regression_loss(model(x_train, adj_train), y_train, config.loss)
@@ -306,7 +307,7 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
             result.seconds_to_best = time.perf_counter() - start
             best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{score:.4f}", best=result.best_epoch)
-        if not progress and epoch % 50 == 0:
+        if bar.disable and epoch % 50 == 0:
             logger.info("epoch %d: loss %.4f, validation cosine %.4f (best %.4f at epoch %d)", epoch, loss_value,
                         score, best, result.best_epoch)
         if not math.isfinite(loss_value):
