@@ -210,12 +210,16 @@ class ZeroShotClassifier:
 
     def predict_detailed(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
                          candidate_labels: Sequence[str] | str | None = None, top_k: int = 5,
-                         batch_size: int = 32) -> list[dict[str, Any]]:
+                         batch_size: int = 32, abstain: bool = False) -> list[dict[str, Any]]:
         """Like :meth:`predict`, one record per image: ``{"image", "predictions"}`` or ``{"image", "error"}``.
 
         A bad image gets an ``error`` entry; the others are still classified.
         """
         matrix, resolved = self.head(candidate_labels)  # bad labels fail before any image work
+        if abstain:
+            from kgzsl.openset import abstain_entry, load_abstain
+
+            load_abstain(self)  # fails before any image work when the run was never calibrated
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         k = min(top_k, len(resolved))
@@ -238,17 +242,21 @@ class ZeroShotClassifier:
             if batch is None or not idx:
                 continue
             with torch.inference_mode():
-                probs = self.logits(self.backbone(batch.to(self.backbone.device)), candidate_labels).softmax(-1)
+                logits = self.logits(self.backbone(batch.to(self.backbone.device)), candidate_labels)
+                probs = logits.softmax(-1)
             scores, top = probs.topk(k, dim=-1)
             for row, i in enumerate(idx):
                 records[i]["predictions"] = [
                     {"label": resolved[c].label, "wnid": resolved[c].wnid, "synset": resolved[c].synset,
                      "score": round(float(s), 6)} for s, c in zip(scores[row].tolist(), top[row].tolist())]
+                none = abstain_entry(self, float(logits[row].max())) if abstain else None
+                if none is not None:
+                    records[i]["predictions"].insert(0, none)
         return records
 
     def predict(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
                 candidate_labels: Sequence[str] | str | None = None, top_k: int = 5,
-                batch_size: int = 32) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+                batch_size: int = 32, abstain: bool = False) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Zero-shot classify images, like Hugging Face's ``zero-shot-image-classification`` pipeline.
 
         Args:
@@ -258,6 +266,8 @@ class ZeroShotClassifier:
                 every node of the graph.
             top_k: How many labels to return per image.
             batch_size: Images per backbone call.
+            abstain: Put a ``{"label": "none of these", ...}`` entry first when the best candidate's
+                logit is below the run's calibrated threshold (see :mod:`kgzsl.openset`).
 
         Returns:
             For one image, a list of ``{"label", "wnid", "synset", "score"}`` sorted by score
@@ -270,9 +280,28 @@ class ZeroShotClassifier:
         """
         if not isinstance(images, (list, tuple)) and not is_tensor_batch(images):
             image = load_image(images, max_pixels=self.max_pixels)  # a single image: its error is raised as is
-            return self.predict_detailed([image], candidate_labels, top_k, batch_size)[0]["predictions"]
-        records = self.predict_detailed(images, candidate_labels, top_k, batch_size)
+            return self.predict_detailed([image], candidate_labels, top_k, batch_size, abstain)[0]["predictions"]
+        records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain)
         return [r.get("predictions", []) for r in records]
+
+    def add_concept(self, word_or_wnid: str, parents: Sequence[str] | str | None = None,
+                    description: str | None = None, sense: str | None = None) -> ResolvedLabel:
+        """Add a concept without retraining; see :func:`kgzsl.concepts.add_concept`."""
+        from kgzsl.concepts import add_concept
+
+        return add_concept(self, word_or_wnid, parents=parents, description=description, sense=sense)
+
+    def save_concepts(self, path: str | Path) -> Path:
+        """Write the added concepts as a YAML concept file; see :func:`kgzsl.concepts.save_concepts`."""
+        from kgzsl.concepts import save_concepts
+
+        return save_concepts(self, path)
+
+    def explain(self, image: ImageSource, label: str, top_k: int = 5) -> dict[str, Any]:
+        """Which seen classes and graph paths carry ``label``; see :func:`kgzsl.explain.explain`."""
+        from kgzsl.explain import explain
+
+        return explain(self, image, label, top_k=top_k)
 
     def __repr__(self) -> str:
         return f"ZeroShotClassifier(backbone={self.backbone.name!r}, classes={len(self.wnids)})"

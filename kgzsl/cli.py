@@ -1,4 +1,4 @@
-"""The ``kgzsl`` command: build-graph, train, predict, demo.
+"""The ``kgzsl`` command: build-graph, train, predict, explain, index, search, evaluate, benchmark, demo.
 
 Each subcommand is a small function over the library; heavy imports happen inside them so that
 ``kgzsl --help`` starts fast.
@@ -89,6 +89,9 @@ def format_table(records: list[dict]) -> str:
             lines.append(f"    ERROR: {_printable(rec['error'])}")
             continue
         for p in rec["predictions"]:
+            if p["score"] is None:  # "none of these"
+                lines.append(f"    {'-':>7}  {p['label']:<24} (best logit {p['max_logit']:.3f} < {p['threshold']:.3f})")
+                continue
             lines.append(f"    {p['score']:7.2%}  {p['label']:<24} {p['synset']} ({p['wnid']})")
     return "\n".join(lines)
 
@@ -98,8 +101,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     clf = ZeroShotClassifier.load(args.run, device=args.device)
     clf.max_pixels = args.max_pixels
+    if args.concept_file:
+        from kgzsl.concepts import load_concepts
+
+        load_concepts(clf, args.concept_file)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels is not None else None
-    records = clf.predict_detailed(args.images, labels, top_k=args.top_k)
+    records = clf.predict_detailed(args.images, labels, top_k=args.top_k, abstain=args.abstain)
     if args.json:
         print(json.dumps(records, indent=2))
     else:
@@ -108,6 +115,50 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(records)} images failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _load_with_concepts(run: str, device: str, concept_file: str | None):
+    from kgzsl.classifier import ZeroShotClassifier
+
+    clf = ZeroShotClassifier.load(run, device=device)
+    if concept_file:
+        from kgzsl.concepts import load_concepts
+
+        load_concepts(clf, concept_file)
+    return clf
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from kgzsl.explain import explain_png, format_explanation
+
+    clf = _load_with_concepts(args.run, args.device, args.concept_file)
+    result = clf.explain(args.image, args.label, top_k=args.top_k)
+    if args.png:
+        result["png"] = str(explain_png(result, args.png))
+    print(json.dumps(result, indent=2) if args.json else format_explanation(result)
+          + (f"\n  drawing: {result['png']}" if args.png else ""))
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from kgzsl.classifier import ZeroShotClassifier
+    from kgzsl.search import build_index
+
+    clf = ZeroShotClassifier.load(args.run, device=args.device)
+    stats = build_index(clf.backbone, args.dir, args.out, progress=not args.no_progress)
+    print(f"index {args.out}: {stats['images']} images ({stats['new']} new, {stats['reused']} unchanged, "
+          f"{stats['removed']} removed, {stats['failed']} unreadable)")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from kgzsl.search import search
+
+    clf = _load_with_concepts(args.run, args.device, args.concept_file)
+    hits = search(clf, args.index, args.query, top_k=args.top_k)
+    print(json.dumps(hits, indent=2) if args.json else
+          "\n".join(f"{h['score']:9.3f}  {_printable(h['path'])}" for h in hits))
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -175,7 +226,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-pixels", type=int, default=100_000_000,
                    help="refuse images whose header claims more pixels (checked before decoding)")
+    p.add_argument("--concept-file", help="YAML list of concepts to add first ({name, parents, description, sense})")
+    p.add_argument("--abstain", action="store_true", help="answer 'none of these' below the run's calibrated "
+                   "threshold (kgzsl.openset.calibrate_abstain)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("explain", help="which seen classes and WordNet paths carry a label's score for an image")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("image", help="image file")
+    p.add_argument("--label", required=True, help="word, synset name or wnid (a graph node or an added concept)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--png", help="also draw the graph neighbourhood to this PNG file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--concept-file", help="YAML list of concepts to add first")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("index", help="cache backbone features of a folder of images for `kgzsl search` "
+                       "(incremental: only new or changed files are processed)")
+    p.add_argument("dir", help="image folder (searched recursively)")
+    p.add_argument("--run", required=True, help="run folder (its backbone computes the features)")
+    p.add_argument("--out", required=True, help="index file to write or update")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="rank indexed images by a concept (text → images)")
+    p.add_argument("index", help="index file written by `kgzsl index`")
+    p.add_argument("query", help="word, synset name or wnid (a graph node or an added concept)")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a list")
+    p.add_argument("--concept-file", help="YAML list of concepts to add first")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("evaluate", help="hit@k of a run on an ImageNet-style folder of test images")
     p.add_argument("run", help="run folder written by `kgzsl train`")

@@ -1,0 +1,146 @@
+"""Text → image search: rank a folder's images by a concept's predicted classifier row.
+
+:func:`build_index` stores the backbone's pooled features of every image under a folder in one
+safetensors file, keyed by each file's path, size and modification time; building again processes
+only new or changed files. :func:`search` scores the indexed features against the row of any node
+of the run's graph or any concept added with :meth:`ZeroShotClassifier.add_concept`.
+
+Example:
+    >>> build_index(clf.backbone, "photos/", "photos.index")
+    >>> search(clf, "photos.index", "red fox", top_k=3)
+    [{'path': 'photos/fox.jpg', 'score': 7.91}, ...]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgzsl.io import load_tensors, read_tensor_metadata, save_tensors
+
+__all__ = ["build_index", "search", "SearchIndexError"]
+
+logger = logging.getLogger(__name__)
+
+
+class SearchIndexError(ValueError):
+    """An index file is missing, corrupt, or was built with another backbone."""
+
+
+def _list_images(folder: Path) -> list[Path]:
+    from kgzsl.features_cache import IMAGE_EXTENSIONS
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in sorted(filenames)
+                if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return out
+
+
+def _read_index(path: Path) -> tuple[list[dict[str, Any]], torch.Tensor, dict[str, str]]:
+    try:
+        meta = read_tensor_metadata(path)
+        files = json.loads(meta["files"])
+        feats = load_tensors(path)["features"]
+    except (KeyError, ValueError) as exc:
+        raise SearchIndexError(f"{path} is not a kgzsl image index ({exc}); build it again with `kgzsl index`") from None
+    if feats.ndim != 2 or feats.size(0) != len(files):
+        raise SearchIndexError(f"{path} lists {len(files)} files but holds {tuple(feats.shape)} features; rebuild it")
+    return files, feats, meta
+
+
+def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.PathLike,
+                progress: bool = True, batch_size: int = 32) -> dict[str, int]:
+    """Index the images under ``folder`` (recursively), reusing the rows of unchanged files.
+
+    Args:
+        backbone: The run's frozen backbone.
+        folder: Image folder.
+        index_path: The index file (safetensors, written atomically).
+        progress: Progress bar over the files processed.
+        batch_size: Images per forward pass.
+
+    Returns:
+        Counts: ``{"images", "new", "reused", "removed", "failed"}``.
+
+    Raises:
+        FileNotFoundError: If ``folder`` does not exist.
+    """
+    from kgzsl.features_cache import extract_features
+
+    index_path = Path(index_path)
+    files = _list_images(Path(folder))
+    keys = []
+    for p in files:
+        st = p.stat()
+        keys.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    old: dict[tuple, torch.Tensor] = {}
+    if index_path.is_file():
+        try:
+            prev, feats, meta = _read_index(index_path)
+            if meta.get("backbone") == backbone.name and meta.get("weights", "") == str(getattr(backbone, "weights", "")):
+                old = {(f["path"], f["size"], f["mtime_ns"]): feats[i] for i, f in enumerate(prev)}
+            else:
+                logger.info("index %s was built with another backbone: rebuilding it", index_path)
+        except SearchIndexError as exc:
+            logger.warning("%s; rebuilding it", exc)
+    todo = [i for i, k in enumerate(keys) if (k["path"], k["size"], k["mtime_ns"]) not in old]
+    dim = int(backbone.feature_dim)
+    out = torch.zeros(len(keys), dim)
+    ok = torch.ones(len(keys), dtype=torch.bool)
+    for i, k in enumerate(keys):
+        hit = old.get((k["path"], k["size"], k["mtime_ns"]))
+        if hit is not None:
+            out[i] = hit
+    if todo:
+        feats, good = extract_features(backbone, [files[i] for i in todo], batch_size=batch_size,
+                                       progress=progress, cache=False)
+        out[todo] = feats
+        ok[todo] = good
+    kept = [k for k, g in zip(keys, ok.tolist()) if g]
+    save_tensors(index_path, {"features": out[ok]},
+                 metadata={"files": json.dumps(kept), "backbone": backbone.name,
+                           "weights": str(getattr(backbone, "weights", ""))})
+    now = {k["path"] for k in keys}
+    stats = {"images": len(kept), "new": len(todo) - int((~ok).sum()), "reused": len(keys) - len(todo),
+             "removed": len({p for p, _, _ in old} - now), "failed": int((~ok).sum())}
+    logger.info("index %s: %s", index_path, stats)
+    return stats
+
+
+def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) -> list[dict[str, Any]]:
+    """Rank the indexed images by the logit of ``query``'s predicted row.
+
+    Args:
+        clf: A loaded :class:`~kgzsl.classifier.ZeroShotClassifier` (its backbone built the index).
+        index_path: File written by :func:`build_index`.
+        query: A word, synset name or wnid of a graph node or an added concept.
+        top_k: How many images to return.
+
+    Returns:
+        ``[{"path", "score"}]``, best first; the score is the query's logit for that image.
+
+    Raises:
+        kgzsl.labels.LabelError: If the query is not a node (add it first with ``clf.add_concept``).
+        SearchIndexError: If the index is corrupt or comes from another backbone.
+    """
+    index_path = Path(index_path)
+    if not index_path.is_file():
+        raise FileNotFoundError(f"index not found: {index_path}; build it with `kgzsl index DIR --out {index_path}`")
+    files, feats, meta = _read_index(index_path)
+    if meta.get("backbone") != clf.backbone.name:
+        raise SearchIndexError(f"{index_path} was built with backbone {meta.get('backbone')!r}, the run uses "
+                          f"{clf.backbone.name!r}; build the index with the run's backbone")
+    if not files:
+        return []
+    scores = clf.logits(feats.to(clf.rows.device), [query])[:, 0].float().cpu()
+    values, order = scores.topk(min(top_k, len(files)))
+    return [{"path": files[i]["path"], "score": round(float(v), 4)} for v, i in zip(values.tolist(), order.tolist())]
