@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from kgzsl.graph.knowledge_graph import ancestor_pairs
 from kgzsl.io import load_tensors, read_tensor_metadata, write_text
 from kgzsl.labels import LabelError, LabelResolver, ResolvedLabel
 
@@ -152,22 +153,6 @@ def _pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any 
     if len(in_graph) == 1:
         return in_graph[0]
     raise AmbiguousConceptError(word, [(s.name(), wnid_of(s), s.definition()) for s in synsets])
-
-
-def _new_ancestors(parents: list[list[int]], start: int, stop: int) -> list[tuple[int, int, int]]:
-    """(node, ancestor, hop distance) of the nodes ``start..stop-1`` by breadth-first search."""
-    pairs = []
-    for node in range(start, stop):
-        seen = {node: 0}
-        queue = deque([node])
-        while queue:
-            cur = queue.popleft()
-            for par in parents[cur]:
-                if par not in seen:
-                    seen[par] = seen[cur] + 1
-                    queue.append(par)
-                    pairs.append((node, par, seen[par]))
-    return pairs
 
 
 class _Extension:
@@ -300,7 +285,7 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
                            edges=old.edges + ext.edges, manifest=dict(old.manifest), path=None,
                            relations=list(old.relations), weights=weights)
     # the old nodes' ancestors are unchanged (new nodes only hang below them): only the new ones are searched
-    pairs = _new_ancestors(graph.parents, n, n + k)
+    pairs = ancestor_pairs(graph.parents, range(n, n + k))
     index, dist = old.ancestor_index()
     if pairs:
         t = torch.tensor(pairs, dtype=torch.long)

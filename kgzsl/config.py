@@ -73,6 +73,8 @@ class TrainConfig:
     ``holdout_seed``); they count as unseen. ``val_fraction`` of the remaining seen rows is kept
     for validation; training stops ``patience`` epochs after the best validation cosine.
     ``checkpoint_every``: epochs between resumable checkpoints (``kgzsl train --resume``); 0 disables.
+    ``precompute_first_layer``: compute the first layer's aggregation of the fixed features once
+    (dropout then acts on the aggregate); false gives the reference's dropout on the raw features.
     """
 
     epochs: int = 3000
@@ -86,6 +88,7 @@ class TrainConfig:
     holdout_seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 25
+    precompute_first_layer: bool = True
 
 
 @dataclass

@@ -258,7 +258,9 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     y_train, y_val = train_targets.to(device), val_targets.to(device)
     train_layers, train_inputs = restrict(layers, train_rows)
     adj_train = _to_torch(train_layers, device)
-    x_train = model.prepare_inputs(x[train_inputs].to(device), adj_train)  # first aggregation computed once
+    x_train = x[train_inputs].to(device)
+    if config.precompute_first_layer:
+        x_train = model.prepare_inputs(x_train, adj_train)  # first aggregation computed once
     if val_rows.numel():
         val_layers, val_inputs = restrict(layers, val_rows)
         x_val, adj_val = x[val_inputs].to(device), _to_torch(val_layers, device)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from kgzsl.classifier import ZeroShotClassifier
-from kgzsl.concepts import AmbiguousConceptError, ConceptError, _new_ancestors, load_concepts
+from kgzsl.concepts import AmbiguousConceptError, ConceptError, load_concepts
+from kgzsl.graph.knowledge_graph import ancestor_pairs
 
 from conftest import toy_graph
 
@@ -30,7 +31,7 @@ def clf(tiny_run):
 def test_new_ancestors_of_a_leaf_on_the_toy_graph():
     g = toy_graph()
     parents = g.parents + [[3]]  # node 6 under dog
-    assert sorted(_new_ancestors(parents, 6, 7)) == [(6, 0, 3), (6, 1, 2), (6, 3, 1)]
+    assert sorted(ancestor_pairs(parents, range(6, 7))) == [(6, 0, 3), (6, 1, 2), (6, 3, 1)]
 
 
 def test_wordnet_concept_rows_equal_full_repropagation(clf):

@@ -95,7 +95,7 @@ def _training(out: dict[str, Any], graph: Any, x: torch.Tensor, targets: torch.T
 
 
 _RSS_CHILD = """
-import resource, torch, json
+import resource, sys, torch, json
 from kgzsl.graph import KnowledgeGraph
 from kgzsl.features import node_features
 from kgzsl.models import build_model
@@ -107,7 +107,7 @@ for name in ("sgcn", "dgp"):
     opt = torch.optim.Adam(m.parameters(), 1e-3)
     for _ in range(2):
         loss = ((m(x, adjs)[seen] - y) ** 2).sum() / 2000; opt.zero_grad(); loss.backward(); opt.step()
-print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+sys.stdout.write(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}) + "\n")
 """
 
 

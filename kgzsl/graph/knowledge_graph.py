@@ -19,13 +19,13 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 from kgzsl.io import write_json, write_text
 
-__all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION"]
+__all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION", "ancestor_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,22 @@ FORMAT_VERSION = 1
 RELATIONS = ("hypernym", "instance_hypernym")
 #: relations that point from a class to a more general one; only these define ancestors
 HIERARCHICAL = frozenset({"hypernym", "instance_hypernym", "IsA"})
+
+
+def ancestor_pairs(parents: list[list[int]], nodes: Iterable[int]) -> list[tuple[int, int, int]]:
+    """``(node, ancestor, hop distance)`` for each of ``nodes``, by breadth-first search (shortest distance)."""
+    pairs: list[tuple[int, int, int]] = []
+    for node in nodes:
+        seen = {node: 0}
+        queue = deque([node])
+        while queue:
+            cur = queue.popleft()
+            for par in parents[cur]:
+                if par not in seen:
+                    seen[par] = seen[cur] + 1
+                    queue.append(par)
+                    pairs.append((node, par, seen[par]))
+    return pairs
 
 
 class GraphFormatError(ValueError):
@@ -131,18 +147,7 @@ class KnowledgeGraph:
         stored = getattr(self, "_stored_ancestors", None)
         if stored is not None:
             return stored
-        pairs: list[tuple[int, int, int]] = []
-        parents = self.parents
-        for node in range(self.num_nodes):  # breadth-first search gives the shortest hop distance
-            seen = {node: 0}
-            queue = deque([node])
-            while queue:
-                cur = queue.popleft()
-                for par in parents[cur]:
-                    if par not in seen:
-                        seen[par] = seen[cur] + 1
-                        queue.append(par)
-                        pairs.append((node, par, seen[par]))
+        pairs = ancestor_pairs(self.parents, range(self.num_nodes))
         if not pairs:
             return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
         t = torch.tensor(pairs, dtype=torch.long)
