@@ -29,6 +29,10 @@ __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 logger = logging.getLogger(__name__)
 
 
+#: concepts saved with a run (``kgzsl add-concept``) and re-added every time it is loaded
+CONCEPTS_FILE = "concepts.yaml"
+
+
 class RunNotFoundError(FileNotFoundError):
     """A run folder is missing or incomplete."""
 
@@ -185,6 +189,10 @@ class ZeroShotClassifier:
             raise RunFormatError(f"run {run_dir} does not fit this backbone: {exc}") from None
         clf.run_dir = run_dir
         clf.summary = summary
+        if (run_dir / CONCEPTS_FILE).is_file():  # concepts added with `kgzsl add-concept` travel with the run
+            from kgzsl.concepts import load_concepts
+
+            load_concepts(clf, run_dir / CONCEPTS_FILE)
         return clf
 
     def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:

@@ -170,6 +170,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_add_concept(args: argparse.Namespace) -> int:
+    from kgzsl.classifier import CONCEPTS_FILE, ZeroShotClassifier
+
+    clf = ZeroShotClassifier.load(args.run, device=args.device)
+    parents = [p.strip() for p in args.parents.split(",")] if args.parents else None
+    added = clf.add_concept(args.word, parents=parents, description=args.description, sense=args.sense)
+    path = clf.save_concepts(Path(args.run) / CONCEPTS_FILE)
+    print(f"added {added.label!r} as {added.synset} ({added.wnid}); the run's concepts are in {path} and are "
+          "re-added whenever the run is loaded")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from kgzsl.classifier import ZeroShotClassifier
+    from kgzsl.openset import calibrate_abstain
+
+    clf = ZeroShotClassifier.load(args.run, device=args.device)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=True)
+    print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}): keeps "
+          f"{result['kept']:.1%} of {result['inputs']} in-set inputs; stored in {Path(args.run) / 'abstain.json'}")
+    return 0
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from kgzsl.benchmarks.runner import run_benchmark
 
@@ -271,6 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("add-concept", help="add a concept to a run without retraining (saved with the run)")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("word", help="a WordNet noun not in the graph, or a new word (then give --parents)")
+    p.add_argument("--parents", help="comma-separated parent labels for a word WordNet does not know")
+    p.add_argument("--description", help="text for the new concept's feature (default: the word)")
+    p.add_argument("--sense", help="the synset name or wnid to use for an ambiguous word")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_add_concept)
+
+    p = sub.add_parser("calibrate", help="calibrate the 'none of these' threshold on in-set images")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("--images", required=True, help="in-set images: a folder of wnid sub-folders, or a flat folder "
+                   "(then give --labels)")
+    p.add_argument("--keep", type=float, default=0.95, help="share of in-set images to keep (default 0.95)")
+    p.add_argument("--labels", help="comma-separated candidates the images are scored against")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")
     p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed"],

@@ -75,7 +75,13 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
         train_run(config, out_dir=out)
     clf = ZeroShotClassifier.load(out)
     labels = labels or DEMO_LABELS
-    _, resolved = clf.head(labels)
+    label_log = logging.getLogger("kgzsl.labels")
+    level = label_log.level
+    label_log.setLevel(logging.WARNING)  # the report below lists the sense chosen for every label
+    try:
+        _, resolved = clf.head(labels)
+    finally:
+        label_log.setLevel(level)
     seen = set(imagenet_wnids())
     in_1k = [r.label for r in resolved if r.wnid in seen]
     photos = demo_photos()

@@ -67,3 +67,31 @@ def test_predict_command_json_and_table(tiny_run, tmp_path):
     assert records[1]["image"] == str(bad) and "error" in records[1]
     table = _kgzsl("predict", str(tiny_run), cat, "--labels", "tabby,tench")
     assert table.returncode == 0 and "tabby.n.01" in table.stdout and "%" in table.stdout
+
+
+def test_add_concept_is_saved_with_the_run_and_calibrate(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from kgzsl.classifier import ZeroShotClassifier
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = len(ZeroShotClassifier.load(run, device="cpu").wnids)
+    assert main(["-q", "add-concept", str(run), "Burmese cat", "--device", "cpu"]) == 0
+    assert "burmese_cat.n.01" in capsys.readouterr().out and (run / "concepts.yaml").is_file()
+    clf = ZeroShotClassifier.load(run, device="cpu")  # the saved concept is re-added on load
+    assert len(clf.wnids) == before + 1 and clf.resolver.resolve("Burmese cat").synset == "burmese_cat.n.01"
+
+    import skimage
+
+    photo = Image.open(Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png").convert("RGB")
+    for wnid in ("n02123045", "n01440764"):
+        (tmp_path / "cal" / wnid).mkdir(parents=True)
+        for i in range(3):
+            photo.rotate(10 * i).resize((96, 64)).save(tmp_path / "cal" / wnid / f"{i}.png")
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5",
+                 "--device", "cpu"]) == 0
+    stored = json.loads((run / "abstain.json").read_text())
+    assert stored["inputs"] == 6 and stored["kept"] >= 0.5 and "keeps" in capsys.readouterr().out
