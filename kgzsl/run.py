@@ -167,7 +167,7 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     result = fit(model, x, layers, node_of[tr], targets[tr], node_of[va], targets[va], config.train,
                  device=device, progress=progress, checkpoint_path=out / CHECKPOINT_FILE, resume=resume)
     with torch.no_grad():
-        rows = model.to(device).predict_rows(x.to(device), layers).cpu()
+        rows = model.to(device).predict_rows(x.to(device), layers, chunk_size=8192).cpu()  # bounded memory
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").unlink(missing_ok=True)  # its absence marks an incomplete run until the end

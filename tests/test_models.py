@@ -105,3 +105,32 @@ def test_pre_aggregated_first_layer_equals_plain_forward_in_eval(name):
     assert isinstance(prepared, PreAggregated)  # 8 -> 32 aggregates first
     with torch.no_grad():
         assert torch.allclose(model(prepared, adjs), model(x[inputs], adjs), atol=1e-6)
+
+
+def test_chunked_rows_equal_full_rows():
+    graph = random_tree(120, seed=5, extra_parents=8)
+    torch.manual_seed(0)
+    model = build_model("dgp", 6, 5, hidden_channels=[16]).eval()
+    x = torch.randn(120, 6)
+    layers = model.operators(graph)
+    with torch.no_grad():
+        assert torch.allclose(model.predict_rows(x, layers, chunk_size=25), model.predict_rows(x, layers), atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sgcn", "dgp"])
+def test_receptive_field_equals_full_graph_on_real_wordnet(name):
+    from conftest import wordnet_available
+
+    if not wordnet_available():
+        pytest.skip("WordNet 3.0 not installed (apt-get install wordnet-base)")
+    from kgzsl.graph import build_wordnet_graph, resolve_wnids
+
+    graph = build_wordnet_graph(resolve_wnids("imagenet1k")[0])  # 1,000 classes + ancestors: 1,860 nodes
+    torch.manual_seed(0)
+    model = build_model(name, 16, 12, hidden_channels=[64]).eval()
+    x = torch.randn(graph.num_nodes, 16)
+    layers = model.operators(graph)
+    seen = torch.arange(1000)
+    with torch.no_grad():
+        assert torch.allclose(model.predict_rows(x, layers)[seen], model.predict_rows(x, layers, seen), atol=1e-5)

@@ -51,17 +51,22 @@ class PropagationModel(nn.Module):
         return x
 
     def predict_rows(self, x: torch.Tensor, layers: list[list[Operator]],
-                     rows: torch.Tensor | None = None) -> torch.Tensor:
+                     rows: torch.Tensor | None = None, chunk_size: int | None = None) -> torch.Tensor:
         """Compute output rows, on the full graph or only for ``rows``.
 
         Args:
             x: ``[N, in_channels]`` node features of the whole graph.
             layers: Result of :meth:`operators`.
             rows: Optional global indices of the rows wanted.
+            chunk_size: Compute the rows in chunks of this many, each over its own receptive
+                field: same rows, less memory at once (some shared work is repeated).
 
         Returns:
             ``[N, out]`` or ``[len(rows), out]`` L2-normalised rows.
         """
+        if chunk_size is not None:
+            wanted = torch.arange(x.size(0)) if rows is None else rows
+            return torch.cat([self.predict_rows(x, layers, part) for part in wanted.split(chunk_size)])
         if rows is not None:
             layers, inputs = restrict(layers, rows)
             x = x[inputs.to(x.device)]
