@@ -121,7 +121,10 @@ else:  # the reference's way: every node, every epoch
     opt = torch.optim.Adam(m.parameters(), 1e-3)
     for _ in range(2):
         loss = ((m(x, adjs)[seen] - y) ** 2).sum() / 2000; opt.zero_grad(); loss.backward(); opt.step()
-sys.stdout.write(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}) + "\\n")
+# VmHWM is this process's own high-water mark (ru_maxrss would carry the parent's across fork/exec)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
+peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.stdout.write(json.dumps({{"peak_rss_mib": peak}}) + "\\n")
 """
 
 
