@@ -1,4 +1,5 @@
-"""The ``kgzsl`` command: build-graph, train, predict, explain, index, search, evaluate, benchmark, demo.
+"""The ``kgzsl`` command: build-graph, train, predict, evaluate, benchmark, demo, and the open-vocabulary
+subcommands of :mod:`kgzsl.cli_vocab` (explain, index, search, add-concept, calibrate).
 
 Each subcommand is a small function over the library; heavy imports happen inside them so that
 ``kgzsl --help`` starts fast.
