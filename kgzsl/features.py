@@ -28,7 +28,7 @@ from typing import IO, Any, Iterable
 import torch
 
 from kgzsl.device import resolve_device
-from kgzsl.io import load_tensors, save_tensors
+from kgzsl.io import load_tensors, read_tensor_metadata, save_tensors
 
 __all__ = ["TextEncoder", "MiniLMEncoder", "WordLlamaEncoder", "GloveEncoder", "get_encoder",
            "node_texts", "node_features", "ENCODERS"]
@@ -293,12 +293,8 @@ def _node_hash(wnids: list[str], texts: list[str]) -> str:
 
 
 def _read_cache(path: Path, node_hash: str, num_nodes: int) -> torch.Tensor | None:
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        if meta.get("node_hash") != node_hash:
+        if read_tensor_metadata(path).get("node_hash") != node_hash:
             logger.info("feature cache %s was built for another node list; recomputing", path)
             return None
         feats = load_tensors(path)["features"]

@@ -37,20 +37,17 @@ logger = logging.getLogger(__name__)
 Scorer = Callable[[torch.Tensor, list[int]], torch.Tensor]
 
 
-def _model_scorer(run_dir: Path, graph_index: dict[str, int]) -> Scorer:
-    from kgzsl.io import load_tensors
-    from safetensors import safe_open
+def _model_scorer(run_dir: Path, graph_index: dict[str, int], backbone: Any) -> Scorer:
+    from kgzsl.classifier import ZeroShotClassifier
 
-    rows = load_tensors(run_dir / "rows.safetensors")["rows"]
-    with safe_open(str(run_dir / "rows.safetensors"), framework="pt") as fh:
-        scale = float((fh.metadata() or {}).get("row_scale", 1.0))
-    run_wnids = [line.split("\t", 1)[0] for line in (run_dir / "nodes.tsv").read_text().splitlines()[1:]]
-    run_pos = {w: i for i, w in enumerate(run_wnids)}
+    clf = ZeroShotClassifier.load(run_dir, device="cpu", backbone=backbone)  # the run's own consistency checks
+    run_pos = {w: i for i, w in enumerate(clf.wnids)}
     graph_wnids = sorted(graph_index, key=graph_index.get)
     missing = [w for w in graph_wnids if w not in run_pos]
     if missing:
         raise ValueError(f"run {run_dir} lacks {len(missing)} nodes of the benchmark's graph (e.g. {missing[0]})")
-    rows = rows[[run_pos[w] for w in graph_wnids]]  # into the benchmark graph's node order
+    rows = clf.rows.cpu()[[run_pos[w] for w in graph_wnids]]  # into the benchmark graph's node order
+    scale = clf.row_scale
 
     def score(feats: torch.Tensor, nodes: list[int]) -> torch.Tensor:
         m = rows[nodes] * scale
@@ -148,7 +145,7 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
     text = node_features(graph, encoder=first["config"]["features"]["encoder"],
                          use_gloss=first["config"]["features"]["gloss"])
     scorers: dict[str, tuple[str, Scorer]] = {
-        name: ("model", _model_scorer(path, graph.index)) for name, path in runs.items()}
+        name: ("model", _model_scorer(path, graph.index, backbone)) for name, path in runs.items()}
     scorers["hierarchy-max"] = ("baseline", _hierarchy_scorer(logits_of, below, "max"))
     scorers["hierarchy-mean"] = ("baseline", _hierarchy_scorer(logits_of, below, "mean"))
     scorers["conse"] = ("baseline", _conse_scorer(logits_of, text, seen_nodes))
