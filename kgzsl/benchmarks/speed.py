@@ -5,7 +5,8 @@
   and seconds to the best validation score with the shipped configs;
 - peak RSS of training, the kgzsl way (receptive field, chunked final rows) and the full-graph way
   (each in a fresh child process, so nothing else counts);
-- images/s of the bare backbone vs the zero-shot classifier with 21,843 candidates (batch 1, 64);
+- images/s of the bare backbone (its own 1,000-way top-5) vs the zero-shot classifier's top-5 over
+  21,843 candidates (batch 1, 64), with the int8-shortlist head and with the dense float32 head;
 - cold start of ``kgzsl --help`` and of ``kgzsl predict`` on one image.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import subprocess
 import sys
 import time
@@ -55,7 +57,9 @@ def _graph_build(out: dict[str, Any]) -> None:
 
 
 def _training(out: dict[str, Any], graph: Any, x: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor,
-              to_best: bool, progress: bool) -> None:
+              to_best: bool, progress: bool) -> torch.Tensor | None:
+    """Time full-graph vs receptive-field epochs; with ``to_best``, return the trained DGP's rows."""
+    rows = None
     from kgzsl.config import config_to_dict, load_config
     from kgzsl.models import build_model, restrict
     from kgzsl.train import fit, regression_loss, split_seen
@@ -93,6 +97,9 @@ def _training(out: dict[str, Any], graph: Any, x: torch.Tensor, targets: torch.T
                          config.train, progress=progress)
             out[f"train_seconds_to_best_{name}"] = round(result.seconds_to_best, 1)
             out[f"train_best_epoch_{name}"] = result.best_epoch
+            with torch.no_grad():
+                rows = model.eval().predict_rows(x, model.operators(graph), chunk_size=8192)
+    return rows
 
 
 _RSS_CHILD = """
@@ -144,30 +151,77 @@ def _peak_rss(out: dict[str, Any], graph_dir: str) -> None:
     out["full_graph_step_peak_rss_mib"] = round(peaks["full_graph"], 1)
 
 
-def _prediction(out: dict[str, Any], rows: torch.Tensor) -> None:
-    from kgzsl.backbones import load_backbone
+def _median_seconds(fns: dict[str, Callable[[], Any]], calls: int, rounds: int) -> dict[str, float]:
+    """Median over ``rounds`` of the mean seconds per call; the functions alternate within each round."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm up
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(t) for name, t in times.items()}
 
-    backbone = load_backbone(device="cpu")
-    head = F.normalize(rows, dim=1)
+
+def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> None:
+    """Images/s of the backbone as the plain 1,000-way classifier vs with the zero-shot head.
+
+    Both sides do the whole job for a batch of the bundled photos: the bare backbone gives
+    softmax top-5 over its own 1,000 classes, the classifier top-5 over ``matrix``'s candidates
+    through :class:`kgzsl.head.LinearHead` (and, for comparison, through the dense float32 product).
+    """
+    from kgzsl.demo import demo_photos
+    from kgzsl.head import LinearHead
+    from kgzsl.images import load_image
+
+    photos = torch.stack([backbone.transform(load_image(p)) for p in demo_photos()])
+    head, dense = LinearHead(matrix), LinearHead(matrix, int8=False)
+    out["head_candidates"] = int(matrix.size(0))
+    out["head_int8"] = head.int8
     for batch in (1, 64):
-        images = torch.randn(batch, 3, 224, 224)
+        chunks = [photos[i:i + 1] for i in range(len(photos))] if batch == 1 else \
+            [photos.repeat(batch // len(photos) + 1, 1, 1, 1)[:batch]]
+        state = {"i": 0}
 
-        def bare() -> None:
-            with torch.inference_mode():
-                backbone(images)
+        def nxt() -> torch.Tensor:
+            state["i"] = (state["i"] + 1) % len(chunks)
+            return chunks[state["i"]]
 
-        def classifier() -> None:
-            with torch.inference_mode():
-                feats = backbone(images)
-                (feats @ head[:, :-1].T + head[:, -1]).softmax(-1).topk(5, dim=-1)
+        with torch.inference_mode():
+            t = _median_seconds({
+                "bare": lambda: backbone.logits(nxt()).softmax(-1).topk(5),
+                "classifier": lambda: head.topk(backbone(nxt()), 5),
+                "classifier_float32": lambda: dense.topk(backbone(nxt()), 5),
+            }, calls=len(chunks) * (3 if batch == 1 else 1), rounds=5 if batch == 1 else 3)
+        out[f"backbone_images_per_s_batch{batch}"] = round(batch / t["bare"], 2)
+        out[f"classifier_images_per_s_batch{batch}"] = round(batch / t["classifier"], 2)
+        out[f"head_overhead_batch{batch}"] = round(t["classifier"] / t["bare"] - 1, 4)
+        out[f"head_overhead_batch{batch}_float32"] = round(t["classifier_float32"] / t["bare"] - 1, 4)
+    with torch.inference_mode():
+        feats = backbone(photos)
+        probs, idx, _ = head.topk(feats, 5)
+        ref = dense.logits(feats).softmax(-1)
+        out["head_top5_equal_float32"] = bool(torch.equal(idx, ref.topk(5, dim=1).indices))
+        out["head_max_probability_difference"] = float((probs - ref.gather(1, idx)).abs().max())
 
-        repeat = 20 if batch == 1 else 3
-        t_bare = time_per_call(bare, repeat=repeat)
-        t_clf = time_per_call(classifier, repeat=repeat)
-        out[f"backbone_images_per_s_batch{batch}"] = round(batch / t_bare, 2)
-        out[f"classifier_images_per_s_batch{batch}"] = round(batch / t_clf, 2)
-        out[f"head_overhead_batch{batch}"] = round(t_clf / t_bare - 1, 4)
-    out["head_candidates"] = int(rows.size(0))
+
+def _candidate_matrix(backbone: Any, graph: Any, rows: torch.Tensor | None, run_dir: Path | None) -> torch.Tensor:
+    """The 21,843 ImageNet-1k + 21K candidate rows, scaled as the classifier scales them."""
+    from kgzsl.graph import resolve_wnids
+
+    wnids = resolve_wnids("imagenet1k,imagenet21k")[0]
+    if run_dir is not None and (run_dir / "run.json").is_file():
+        from kgzsl.classifier import ZeroShotClassifier
+
+        clf = ZeroShotClassifier.load(run_dir, device="cpu", backbone=backbone)
+        index = {w: i for i, w in enumerate(clf.wnids)}
+        return clf.rows[[index[w] for w in wnids if w in index]] * clf.row_scale
+    scale = backbone.classifier_rows().norm(dim=1).mean()
+    if rows is None:  # no trained rows at hand: random ones of the same size
+        rows = torch.randn(graph.num_nodes, backbone.feature_dim + 1, generator=torch.Generator().manual_seed(0))
+    return F.normalize(rows[[graph.index[w] for w in wnids]], dim=1) * scale
 
 
 def _startup(out: dict[str, Any], run_dir: Path | None) -> None:
@@ -199,9 +253,8 @@ def run_speed(run_dir: Path | None = None, to_best: bool = True, progress: bool 
     backbone = load_backbone(config.backbone.name, weights=config.backbone.weights, device="cpu")
     seen = torch.tensor([graph.index[w] for w in backbone.wnids])
     targets = F.normalize(backbone.classifier_rows(), dim=1)
-    _training(out, graph, x, targets, seen, to_best, progress)
+    rows = _training(out, graph, x, targets, seen, to_best, progress)
     _peak_rss(out, str(graph.path))
-    torch.manual_seed(0)
-    _prediction(out, torch.randn(21843, backbone.feature_dim + 1))
+    _prediction(out, backbone, _candidate_matrix(backbone, graph, rows, run_dir))
     _startup(out, run_dir)
     return out

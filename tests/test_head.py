@@ -1,0 +1,102 @@
+"""kgzsl.head: the int8 shortlist returns the float32 top k, and its error bound holds."""
+
+import pytest
+import torch
+
+import kgzsl.head as head_module
+from kgzsl.classifier import ZeroShotClassifier
+from kgzsl.head import INT8_MIN_ROWS, LinearHead
+
+needs_int8 = pytest.mark.skipif(not head_module._int_mm_available(), reason="torch._int_mm missing on this CPU")
+
+
+def _rows(c: int, d: int, seed: int, outliers: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(c, d + 1, generator=g)
+    # neighbouring rows nearly equal, as sibling classes are: top-k gaps are small
+    w[1::2] = w[0::2][: w[1::2].size(0)] + 0.01 * torch.randn(w[1::2].shape, generator=g)
+    if outliers:
+        w[:, 3] *= 40.0
+    return w
+
+
+def _features(b: int, d: int, seed: int, kind: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, generator=g)
+    if kind == "relu":  # pooled ReLU features: non-negative, a few large
+        x = torch.relu(x) ** 2
+    elif kind == "spiky":
+        x[:, 0] = 500.0
+    elif kind == "zero":
+        x = torch.zeros(b, d)
+    elif kind == "constant":
+        x = torch.full((b, d), 3.0)
+    return x
+
+
+@needs_int8
+@pytest.mark.parametrize("kind", ["relu", "gauss", "spiky", "zero", "constant"])
+@pytest.mark.parametrize("outliers", [False, True])
+def test_bound_holds_everywhere(kind, outliers):
+    rows = _rows(600, 64, seed=1, outliers=outliers)
+    head = LinearHead(rows, int8=True)
+    x = _features(16, 64, seed=2, kind=kind)
+    approx, bound = head.approximate_logits(x)
+    exact = x.double() @ rows[:, :-1].double().T + rows[:, -1].double()
+    assert ((approx.double() - exact).abs() <= bound.double()).all()
+    assert (bound > 0).all()
+
+
+@needs_int8
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_topk_equals_float32(seed, batch):
+    rows = _rows(900, 48, seed=seed, outliers=seed % 2 == 1)
+    x = _features(batch, 48, seed=100 + seed, kind="relu" if seed < 3 else "gauss")
+    fast, exact = LinearHead(rows, int8=True), LinearHead(rows, int8=False)
+    assert fast.int8 and not exact.int8
+    for k in (1, 5, 40):
+        p, i, v = fast.topk(x, k)
+        pe, ie, ve = exact.topk(x, k)
+        assert torch.equal(i, ie)
+        torch.testing.assert_close(v, ve, rtol=0, atol=1e-4)
+        torch.testing.assert_close(p, pe, rtol=0.02, atol=1e-6)  # normaliser: int8 logits outside the shortlist
+        assert (p[:, :-1] >= p[:, 1:]).all()
+
+
+@needs_int8
+def test_topk_of_all_rows_and_wide_batches():
+    rows = _rows(40, 16, seed=3)
+    x = _features(64, 16, seed=4, kind="gauss")
+    p, i, _ = LinearHead(rows, int8=True).topk(x, 40)  # every row: the dense fallback
+    assert torch.equal(i.sort(1).values, torch.arange(40).expand(64, 40))
+    torch.testing.assert_close(p.sum(1), torch.ones(64), rtol=0, atol=1e-5)
+
+
+def test_float32_head_and_auto_choice():
+    small = LinearHead(_rows(10, 8, seed=0))
+    assert not small.int8  # below INT8_MIN_ROWS: no int8 copy
+    x = _features(2, 8, seed=0, kind="gauss")
+    torch.testing.assert_close(small.logits(x), x @ small.weight.T + small.bias)
+    with pytest.raises(RuntimeError, match="int8=True"):
+        small.approximate_logits(x)
+    if head_module._int_mm_available():
+        assert LinearHead(torch.zeros(INT8_MIN_ROWS, 9)).int8
+    with pytest.raises(ValueError, match=r"\[C, D \+ 1\]"):
+        LinearHead(torch.zeros(5))
+
+
+@needs_int8
+def test_classifier_predictions_unchanged_by_int8_head(tiny_run, monkeypatch):
+    from kgzsl.demo import demo_photos
+
+    photos = demo_photos()[:3]
+    plain = ZeroShotClassifier.load(tiny_run, device="cpu").predict(photos, top_k=5)
+    monkeypatch.setattr(head_module, "INT8_MIN_ROWS", 1)
+    monkeypatch.setattr(LinearHead.__init__, "__defaults__", (True,))
+    clf = ZeroShotClassifier.load(tiny_run, device="cpu")
+    fast = clf.predict(photos, top_k=5)
+    assert clf._heads[None][2].int8
+    for a, b in zip(plain, fast):
+        assert [r["wnid"] for r in a] == [r["wnid"] for r in b]
+        assert [r["score"] for r in a] == pytest.approx([r["score"] for r in b], abs=1e-3)
