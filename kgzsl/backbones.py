@@ -68,6 +68,8 @@ class Backbone(nn.Module):
         transform: Preprocessing, PIL RGB image to a float tensor ``[3, H, W]``.
         weights: Description of the weights used (for ``repr``).
         trainable: If False (default), ``train()`` leaves the module in eval mode.
+        head_keys: State-dict keys the final layer had in the original model (``("fc.weight",
+            "fc.bias")``), used by :meth:`full_state_dict`; empty if unknown.
 
     Shapes:
         - input: images ``[B, 3, H, W]``, preprocessed by :attr:`transform`
@@ -75,7 +77,8 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, body: nn.Module, weight: torch.Tensor, bias: torch.Tensor, name: str,
-                 transform: Callable, weights: str = "", trainable: bool = False) -> None:
+                 transform: Callable, weights: str = "", trainable: bool = False,
+                 head_keys: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.body = body
         self.register_buffer("weight", weight.detach().clone())
@@ -86,6 +89,7 @@ class Backbone(nn.Module):
         self.transform = transform
         self.weights = weights
         self.trainable = trainable
+        self.head_keys = tuple(head_keys)
         self.requires_grad_(False)
         self.eval()
 
@@ -105,6 +109,24 @@ class Backbone(nn.Module):
         """The final layer as ``[W | b]``, shape ``[1000, D + 1]``, rows ordered as :attr:`wnids`."""
         return torch.cat([self.weight, self.bias[:, None]], dim=1)
 
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole original model's state_dict: the body's, plus the final layer under its own key names.
+
+        Saved as ``.safetensors`` it loads strictly with ``load_backbone(name, weights=file)``
+        (this is how a fine-tuned body is exported, see :mod:`kgzsl.finetune`).
+
+        Raises:
+            ValueError: If the final layer's key names are unknown (a Backbone built by hand).
+        """
+        if not self.head_keys:
+            raise ValueError(f"backbone {self.name!r} does not record the key names of its final layer; "
+                             "build it with load_backbone() to export a full state_dict")
+        state = dict(self.body.state_dict())
+        state[self.head_keys[0]] = self.weight
+        if len(self.head_keys) > 1:
+            state[self.head_keys[1]] = self.bias
+        return state
+
     @property
     def device(self) -> torch.device:
         """The device the backbone lives on."""
@@ -115,8 +137,8 @@ class Backbone(nn.Module):
                 f"classes={self.weight.shape[0]}, weights={self.weights!r}, device={self.device})")
 
 
-def _split_head(model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace the model's last 1000-way ``nn.Linear`` with ``nn.Identity``; return its W and b."""
+def _split_head(model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """Replace the model's last 1000-way ``nn.Linear`` with ``nn.Identity``; return its W, b and state-dict keys."""
     heads = [(n, m) for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and m.out_features == 1000]
     if not heads:
@@ -130,7 +152,8 @@ def _split_head(model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor
     else:
         setattr(parent, attr, nn.Identity())
     bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
-    return layer.weight.detach(), bias.detach()
+    keys = (f"{path}.weight",) + ((f"{path}.bias",) if layer.bias is not None else ())
+    return layer.weight.detach(), bias.detach(), keys
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -265,7 +288,7 @@ def load_backbone(name: str = "efficientnet-lite0", weights: str | None = "DEFAU
     else:
         model, transform, desc = _load_torchvision(name, weights)
     model.eval()
-    weight, bias = _split_head(model, name)
-    backbone = Backbone(model, weight, bias, name, transform, weights=desc).to(dev)
+    weight, bias, head_keys = _split_head(model, name)
+    backbone = Backbone(model, weight, bias, name, transform, weights=desc, head_keys=head_keys).to(dev)
     logger.info("loaded %r", backbone)
     return backbone

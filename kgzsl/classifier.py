@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from kgzsl.device import resolve_device
+from kgzsl.head import LinearHead
 from kgzsl.images import ImageSource, is_tensor_batch, load_batch, load_image
 from kgzsl.io import load_tensors, read_tensor_metadata
 from kgzsl.labels import LabelResolver, ResolvedLabel
@@ -130,16 +132,20 @@ class ZeroShotClassifier:
         from kgzsl.graph.wordnet import load_wordnet
 
         self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
-        self._heads: dict[tuple[str, ...] | None, tuple[torch.Tensor, list[ResolvedLabel]]] = {}
+        self._heads: dict[tuple[str, ...] | None, tuple[torch.Tensor, list[ResolvedLabel], LinearHead]] = {}
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None) -> ZeroShotClassifier:
+    def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
+             finetuned: bool = True) -> ZeroShotClassifier:
         """Load a trained run folder (see :mod:`kgzsl.run`).
 
         Args:
             run_dir: Folder written by ``kgzsl train``.
             device: ``"auto"``, ``"cpu"``, ``"cuda"``...
             backbone: An already loaded backbone to reuse (must match the run's).
+            finetuned: Use the backbone fine-tuned under the run's rows (``kgzsl finetune``, in
+                ``<run>/finetune/``) when there is a finished one and ``backbone`` is None; False
+                loads the original weights the rows were trained for.
 
         Raises:
             RunNotFoundError: If the folder is missing or the run did not finish.
@@ -165,21 +171,32 @@ class ZeroShotClassifier:
             raise RunFormatError(f"{run_dir / 'rows.safetensors'}: row_scale {meta['row_scale']!r} is not a number; "
                                  f"{_RETRAIN}") from None
         trained_for = summary.get("backbone") or meta.get("backbone")
+        tuned = None
         if backbone is None:
             from kgzsl.backbones import load_backbone
+            from kgzsl.finetune_state import finetuned_weights
 
             cfg = (summary.get("config") or {}).get("backbone") or {}
             if not (cfg.get("name") or trained_for):
                 raise RunFormatError(f"{run_dir / 'run.json'} does not say which backbone the run was trained for; "
                                      f"{_RETRAIN}")
-            backbone = load_backbone(cfg.get("name") or trained_for, weights=cfg.get("weights", "DEFAULT"),
+            tuned = finetuned_weights(run_dir) if finetuned else None
+            weights = str(tuned[0]) if tuned else cfg.get("weights", "DEFAULT")
+            backbone = load_backbone(cfg.get("name") or trained_for, weights=weights,
                                      device=str(resolve_device(device)))
+            if tuned:
+                digest = hashlib.sha256(tuned[0].read_bytes()).hexdigest()[:16]
+                # the weights' content is part of the name: feature caches and search indexes key on it
+                backbone.weights = f"{tuned[0]} (fine-tuned from {tuned[1].get('base_weights')}; sha256 {digest})"
+                logger.info("run %s: using the fine-tuned backbone weights %s (finetuned=False for the original)",
+                            run_dir, tuned[0])
         elif trained_for and backbone.name != trained_for:
             raise RunFormatError(f"run {run_dir} was trained for backbone {trained_for!r}, not {backbone.name!r}; "
                                  "load it without `backbone=` to use its own, or train a run for "
                                  f"{backbone.name!r} (backbone.name={backbone.name})")
         recorded = summary.get("backbone_weights")
-        if recorded and getattr(backbone, "weights", None) and recorded != backbone.weights:
+        base = tuned[1].get("base_weights") if tuned else getattr(backbone, "weights", None)
+        if recorded and base and recorded != base:
             logger.warning("run %s was trained on backbone weights %r but the backbone has %r; predictions are "
                            "only meaningful with the weights the rows were fitted to", run_dir, recorded,
                            backbone.weights)
@@ -197,8 +214,7 @@ class ZeroShotClassifier:
 
     def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
         """The ``[C, D + 1]`` candidate matrix and the resolved labels (cached per label list)."""
-        key = None if candidate_labels is None else (
-            (candidate_labels,) if isinstance(candidate_labels, str) else tuple(candidate_labels))
+        key = _key(candidate_labels)
         if key not in self._heads:
             if key is None:
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
@@ -207,14 +223,15 @@ class ZeroShotClassifier:
                 labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
                 resolved = self.resolver.resolve_all([label.strip() for label in labels])
             index = torch.tensor([r.index for r in resolved], device=self.rows.device)
-            self._heads[key] = (self.rows[index] * self.row_scale, resolved)
-        return self._heads[key]
+            matrix = self.rows[index] * self.row_scale
+            self._heads[key] = (matrix, resolved, LinearHead(matrix))
+        return self._heads[key][:2]
 
     @torch.inference_mode()
     def logits(self, features: torch.Tensor, candidate_labels: Sequence[str] | None = None) -> torch.Tensor:
         """``[B, C]`` scores of pooled backbone features against the candidates."""
-        matrix, _ = self.head(candidate_labels)
-        return features @ matrix[:, :-1].T + matrix[:, -1]
+        self.head(candidate_labels)
+        return self._heads[_key(candidate_labels)][2].logits(features)
 
     def predict_detailed(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
                          candidate_labels: Sequence[str] | str | None = None, top_k: int = 5,
@@ -223,7 +240,8 @@ class ZeroShotClassifier:
 
         A bad image gets an ``error`` entry; the others are still classified.
         """
-        matrix, resolved = self.head(candidate_labels)  # bad labels fail before any image work
+        _, resolved = self.head(candidate_labels)  # bad labels fail before any image work
+        linear = self._heads[_key(candidate_labels)][2]
         if abstain:
             from kgzsl.openset import abstain_entry, load_abstain
 
@@ -249,15 +267,13 @@ class ZeroShotClassifier:
                 batch = chunk
             if batch is None or not idx:
                 continue
-            with torch.inference_mode():
-                logits = self.logits(self.backbone(batch.to(self.backbone.device)), candidate_labels)
-                probs = logits.softmax(-1)
-            scores, top = probs.topk(k, dim=-1)
+            with torch.inference_mode():  # exact top k; see kgzsl.head for the int8 shortlist
+                scores, top, best = linear.topk(self.backbone(batch.to(self.backbone.device)), k)
             for row, i in enumerate(idx):
                 records[i]["predictions"] = [
                     {"label": resolved[c].label, "wnid": resolved[c].wnid, "synset": resolved[c].synset,
                      "score": round(float(s), 6)} for s, c in zip(scores[row].tolist(), top[row].tolist())]
-                none = abstain_entry(self, float(logits[row].max())) if abstain else None
+                none = abstain_entry(self, float(best[row, 0])) if abstain else None
                 if none is not None:
                     records[i]["predictions"].insert(0, none)
         return records
@@ -313,6 +329,13 @@ class ZeroShotClassifier:
 
     def __repr__(self) -> str:
         return f"ZeroShotClassifier(backbone={self.backbone.name!r}, classes={len(self.wnids)})"
+
+
+def _key(candidate_labels: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """Cache key of a candidate label list."""
+    if candidate_labels is None:
+        return None
+    return (candidate_labels,) if isinstance(candidate_labels, str) else tuple(candidate_labels)
 
 
 def _describe(source: Any) -> str:
