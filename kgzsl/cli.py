@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from kgzsl.cli_finetune import add_finetune_parser
 from kgzsl.cli_vocab import add_vocabulary_parsers
 
 __all__ = ["main", "build_parser"]
@@ -121,11 +122,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from kgzsl.evaluate_run import evaluate_run, format_result
+    import os
 
-    result = evaluate_run(args.run, args.data, split=args.split, generalized=args.generalized, gamma=args.gamma,
-                          val_dir=args.val, device=args.device)
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    from kgzsl.distributed import close_distributed, init_distributed
+    from kgzsl.evaluate_run import evaluate_run, format_result
+    from kgzsl.features_cache import default_num_workers
+
+    ctx = init_distributed(args.device)  # under torchrun: one rank of the job, else a plain process
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    workers = args.workers if args.workers is not None else \
+        default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)))
+    try:
+        result = evaluate_run(args.run, args.data, split=args.split, generalized=args.generalized, gamma=args.gamma,
+                              val_dir=args.val, device=ctx.device, batch_size=args.batch_size, num_workers=workers,
+                              amp={"auto": "auto", "on": True, "off": False}[args.amp], dist_ctx=ctx)
+    finally:
+        close_distributed(ctx)
+    if ctx.is_main:
+        print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0
 
 
@@ -191,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     add_vocabulary_parsers(sub)
+    add_finetune_parser(sub)
 
     p = sub.add_parser("evaluate", help="hit@k of a run on an ImageNet-style folder of test images")
     p.add_argument("run", help="run folder written by `kgzsl train`")
@@ -200,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, help="calibrated stacking: subtract this from seen-class scores")
     p.add_argument("--val", help="validation image folder to choose --gamma on (never the test folder)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="under torchrun, 'cuda' means each rank's own GPU")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--workers", type=int, help="image-decoding processes per rank (default: min(4, cores per "
+                   "rank - 1), 0 = decode in the main process)")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                   help="mixed-precision backbone: auto = on CUDA only (CPU stays float32)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")

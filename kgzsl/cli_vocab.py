@@ -37,11 +37,28 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
     from kgzsl.classifier import ZeroShotClassifier
+    from kgzsl.distributed import close_distributed, init_distributed
+    from kgzsl.features_cache import default_num_workers
     from kgzsl.search import build_index
 
-    clf = ZeroShotClassifier.load(args.run, device=args.device)
-    stats = build_index(clf.backbone, args.dir, args.out, progress=not args.no_progress)
+    ctx = init_distributed(args.device)  # under torchrun: one rank of the job, else a plain process
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    workers = args.workers if args.workers is not None else \
+        default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)))
+    try:
+        clf = ZeroShotClassifier.load(args.run, device=ctx.device)
+        stats = build_index(clf.backbone, args.dir, args.out, progress=not args.no_progress,
+                            batch_size=args.batch_size, num_workers=workers,
+                            amp={"auto": "auto", "on": True, "off": False}[args.amp], dist_ctx=ctx)
+    finally:
+        close_distributed(ctx)
+    if not ctx.is_main:
+        return 0
     print(f"index {args.out}: {stats['images']} images ({stats['new']} new, {stats['reused']} unchanged, "
           f"{stats['removed']} removed, {stats['failed']} unreadable)")
     return 0
@@ -98,10 +115,16 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="cache backbone features of a folder of images for `kgzsl search` "
                        "(incremental: only new or changed files are processed)")
     p.add_argument("dir", help="image folder (searched recursively)")
-    p.add_argument("--run", required=True, help="run folder (its backbone computes the features)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (its backbone computes the "
+                   "features); under torchrun write --run-dir, as torchrun takes --run for its own --run-path")
     p.add_argument("--out", required=True, help="index file to write or update")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="under torchrun, 'cuda' means each rank's own GPU")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--workers", type=int, help="image-decoding processes per rank (default: min(4, cores per "
+                   "rank - 1), 0 = decode in the main process)")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                   help="mixed-precision backbone: auto = on CUDA only (CPU stays float32)")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="rank indexed images by a concept (text → images)")

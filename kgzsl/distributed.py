@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -25,7 +26,7 @@ import torch.distributed as dist
 from kgzsl.device import resolve_device
 
 __all__ = ["DistContext", "init_distributed", "shard_indices", "gather_objects", "barrier", "broadcast_object",
-           "gather_tensors"]
+           "gather_tensors", "close_distributed", "all_ranks_agree"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,30 @@ def barrier(ctx: DistContext) -> None:
     """Wait for every rank (no-op without torchrun)."""
     if ctx.distributed:
         dist.barrier()
+
+
+def all_ranks_agree(obj: Any, ctx: DistContext) -> bool:
+    """True when every rank holds an equal ``obj`` (compared by a digest of its ``repr``, item by item for a list).
+
+    Every rank gets the same answer, so all can raise together, e.g. when a folder changed between
+    the ranks' listings of it. Always True without torchrun.
+    """
+    if not ctx.distributed:
+        return True
+    digest = hashlib.sha256()
+    for item in obj if isinstance(obj, (list, tuple)) else [obj]:  # millions of paths: no giant string
+        digest.update(repr(item).encode("utf-8", "surrogateescape") + b"\0")
+    return len(set(gather_objects(digest.hexdigest(), ctx))) == 1
+
+
+def close_distributed(ctx: DistContext) -> None:
+    """Leave the process group at the end of a command (no-op without torchrun).
+
+    A gloo or NCCL group still alive at interpreter exit can abort the process from its C++
+    threads ("terminate called without an active exception"), so commands call this last.
+    """
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:

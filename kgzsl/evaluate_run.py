@@ -6,10 +6,15 @@ scored against every candidate with ``features @ W.T + b`` exactly as
 :meth:`ZeroShotClassifier.logits` does, in chunks so that 20,842 classes by millions of images
 never materialise at once. Features are cached per class folder (see :mod:`kgzsl.features_cache`),
 so the 2-hops classes extracted once are reused by the 3-hops and all splits.
+
+Under ``torchrun`` (pass the :class:`~kgzsl.distributed.DistContext`) every rank extracts and
+scores a disjoint share of the images and only the per-image ranks, predictions and thresholds are
+gathered; the result equals the one-process result on every rank.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -20,6 +25,7 @@ import torch
 
 from kgzsl.evaluate import DEFAULT_KS, _accuracy_at, _best_gamma, gzsl_thresholds, harmonic_mean, \
     hit_from_ranks, mistake_severity, true_class_ranks
+from kgzsl.distributed import DistContext, all_ranks_agree, gather_objects, shard_indices
 from kgzsl.features_cache import extract_features, image_folder
 
 __all__ = ["evaluate_run", "split_wnids", "format_result"]
@@ -58,35 +64,52 @@ def _score(feats: torch.Tensor, targets: torch.Tensor, matrix: torch.Tensor, see
 
 
 def _evaluate_folder(backbone: Any, data_dir: str | os.PathLike, candidates: list[str], matrix: torch.Tensor,
-                     seen_mask: torch.Tensor | None, cache_dir: Any, progress: bool) -> dict[str, torch.Tensor]:
+                     seen_mask: torch.Tensor | None, cache_dir: Any, progress: bool, ctx: DistContext = DistContext(),
+                     extract: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """Per-image statistics of a folder, one class at a time (features of a class cached together).
 
     Only the per-image results are kept, never all features: the all split of ImageNet-21K holds
-    millions of images.
+    millions of images. Under torchrun each rank takes a strided share of the folder's images
+    (every class split across the ranks), extracts and scores its share class by class, and the
+    statistics are gathered once, in image order, so every rank returns what one process would.
     """
     from tqdm.auto import tqdm
 
     column = {w: c for c, w in enumerate(candidates)}
-    by_class: dict[str, list[Path]] = {}
-    for path, wnid in image_folder(data_dir, wnids=candidates):
-        by_class.setdefault(wnid, []).append(path)
-    if not by_class:
+    items = image_folder(data_dir, wnids=candidates)
+    if not items:
         raise ValueError(f"{data_dir} has no images of the {len(candidates)} candidate classes")
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("target", "rank", "pred", "is_seen", "threshold", "gap")}
+    if not all_ranks_agree(items, ctx):
+        raise RuntimeError(f"the processes listed different images under {data_dir} (did it change?); run again")
+    keys = ("index", "target", "rank", "pred") + (("is_seen", "threshold", "gap") if seen_mask is not None else ())
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    groups = [list(g) for _, g in itertools.groupby(shard_indices(len(items), ctx), key=lambda i: items[i][1])]
     failed = 0
-    for wnid, paths in tqdm(by_class.items(), unit="class", desc=f"evaluating {Path(data_dir).name}",
-                            disable=not progress):
-        f, ok = extract_features(backbone, paths, cache_dir=cache_dir, progress=False)
+    for idx in tqdm(groups, unit="class", desc=f"evaluating {Path(data_dir).name}", disable=not progress):
+        f, ok = extract_features(backbone, [items[i][0] for i in idx], cache_dir=cache_dir, progress=False,
+                                 **(extract or {}))
         failed += int((~ok).sum())
         if ok.any():
-            _score(f[ok], torch.full((int(ok.sum()),), column[wnid], dtype=torch.long), matrix, seen_mask, out)
-    if failed:
+            out["index"].append(torch.tensor(idx)[ok])
+            _score(f[ok], torch.full((int(ok.sum()),), column[items[idx[0]][1]], dtype=torch.long), matrix,
+                   seen_mask, out)
+    empty = {"is_seen": torch.bool, "threshold": torch.float64, "gap": torch.float64}  # a rank without images
+    stats = {k: torch.cat(v) if v else torch.zeros(0, dtype=empty.get(k, torch.long)) for k, v in out.items()}
+    if ctx.distributed:  # the only exchange: small per-image results, never features
+        shares = gather_objects((stats, failed), ctx)
+        failed = sum(n for _, n in shares)
+        stats = {k: torch.cat([s[k] for s, _ in shares]) for k in keys}
+        order = stats["index"].argsort()
+        stats = {k: v[order] for k, v in stats.items()}
+    if failed and ctx.is_main:
         logger.warning("%d images of %s could not be read and are left out", failed, data_dir)
-    n = sum(len(p) for p in by_class.values()) - failed
-    logger.info("%s: %d images of %d of the %d candidate classes", data_dir, n, len(by_class), len(candidates))
+    n = len(items) - failed
+    if ctx.is_main:
+        logger.info("%s: %d images of %d of the %d candidate classes", data_dir, n,
+                    len({w for _, w in items}), len(candidates))
     if n == 0:
         raise ValueError(f"no readable image in {data_dir} for the candidate classes")
-    return {k: torch.cat(v) for k, v in out.items() if v}
+    return stats
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -95,8 +118,9 @@ def _none_if_nan(x: float) -> float | None:
 
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str | os.PathLike = "2-hops",
                  generalized: bool = False, gamma: float | None = None, val_dir: str | os.PathLike | None = None,
-                 device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 device: str | torch.device = "auto", cache_dir: str | os.PathLike | None = None,
+                 progress: bool = True, batch_size: int = 32, num_workers: int = 0, amp: str | bool = "auto",
+                 dist_ctx: DistContext | None = None) -> dict[str, Any]:
     """Hit@k (and generalized accuracy) of a run on an ImageNet-style image folder.
 
     Args:
@@ -109,7 +133,13 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         val_dir: Validation image folder (same layout) for choosing ``gamma``; never the test set.
         device: Where to run the backbone and the scoring.
         cache_dir: Feature cache folder (default ``~/.cache/kgzsl/features``).
-        progress: Show progress bars.
+        progress: Show progress bars (on rank 0 only under torchrun).
+        batch_size: Images per forward pass of the backbone.
+        num_workers: DataLoader processes decoding images, per process.
+        amp: Mixed precision of the backbone (:func:`kgzsl.features_cache.autocast_dtype`):
+            ``"auto"`` uses it on CUDA only.
+        dist_ctx: The torchrun job (:func:`kgzsl.distributed.init_distributed`); every rank must
+            call this with the same arguments and gets the same result. None: one process.
 
     Returns:
         ``{"n_images", "n_classes", "hit": {"1", "2", "5", "10", "20"}, "mistake_severity", "split",
@@ -122,11 +152,12 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     """
     from kgzsl.classifier import ZeroShotClassifier
 
+    ctx = dist_ctx or DistContext()  # warnings every rank would repeat are logged by rank 0 only
     wanted = split_wnids(split)  # a wrong split fails before the backbone loads
     clf = ZeroShotClassifier.load(run_dir, device=device)
     node = {w: i for i, w in enumerate(clf.wnids)}
     candidates = [w for w in wanted if w in node]
-    if len(candidates) < len(wanted):
+    if len(candidates) < len(wanted) and ctx.is_main:
         logger.warning("%d of the %d classes of split %s are not nodes of the run's graph and are left out",
                        len(wanted) - len(candidates), len(wanted), split)
     seen = set(clf.backbone.wnids)
@@ -134,7 +165,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         chosen = set(candidates)
         extra = [w for w in clf.backbone.wnids if w in node and w not in chosen]
         missing = sum(w not in node for w in clf.backbone.wnids)
-        if missing:
+        if missing and ctx.is_main:
             logger.warning("%d of the backbone's %d seen classes are not graph nodes and are not candidates",
                            missing, len(clf.backbone.wnids))
         candidates += extra
@@ -144,7 +175,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     matrix = (clf.rows[columns] * clf.row_scale).float()
     seen_mask = torch.tensor([w in seen for w in candidates], device=matrix.device) if generalized else None
 
-    stats = _evaluate_folder(clf.backbone, data_dir, candidates, matrix, seen_mask, cache_dir, progress)
+    extract = {"batch_size": batch_size, "num_workers": num_workers, "amp": amp}
+    progress = progress and ctx.is_main
+    stats = _evaluate_folder(clf.backbone, data_dir, candidates, matrix, seen_mask, cache_dir, progress, ctx, extract)
     targets = stats["target"]
     result: dict[str, Any] = {
         "n_images": int(targets.numel()), "n_classes": len(candidates),
@@ -159,17 +192,20 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         gnode = torch.tensor([graph.index[w] for w in candidates])
         result["mistake_severity"] = _none_if_nan(mistake_severity(gnode[stats["pred"]], gnode[targets], graph))
     except Exception as exc:  # the rows alone still give every other metric
-        logger.warning("mistake severity skipped: cannot use the run's graph %s (%s)", graph_dir, exc)
+        if ctx.is_main:
+            logger.warning("mistake severity skipped: cannot use the run's graph %s (%s)", graph_dir, exc)
 
     if generalized:
         note = None
         if gamma is None and val_dir is not None:
-            val = _evaluate_folder(clf.backbone, val_dir, candidates, matrix, seen_mask, cache_dir, progress)
+            val = _evaluate_folder(clf.backbone, val_dir, candidates, matrix, seen_mask, cache_dir, progress, ctx,
+                                   extract)
             gamma, val_h = _best_gamma(val["is_seen"], val["threshold"], val["gap"])
             logger.info("gamma %.4f chosen on %s (validation harmonic mean %.4f)", gamma, val_dir, val_h)
         elif gamma is None:
             gamma, note = 0.0, "no gamma and no validation folder given: uncalibrated scores (gamma = 0)"
-            logger.warning(note)
+            if ctx.is_main:
+                logger.warning(note)
         acc = _accuracy_at(stats["is_seen"], stats["threshold"], torch.tensor([float(gamma)]))[0].tolist()
         h = harmonic_mean(acc[0], acc[1])
         result.update(seen_accuracy=_none_if_nan(acc[0]), unseen_accuracy=_none_if_nan(acc[1]),

@@ -5,6 +5,11 @@ backbone's forward pass, does not depend on the run. :func:`extract_features` th
 pooled features under ``cache_dir`` as safetensors, keyed by the backbone (name and weights) and by
 each file's path, size and modification time, so a changed or replaced image is re-read.
 
+Images are decoded by DataLoader workers (``num_workers``, see :func:`default_num_workers`) and,
+on CUDA, the backbone runs under autocast (:func:`autocast_dtype`); the CPU stays float32, so its
+features do not depend on the options. Under torchrun each rank calls :func:`extract_features` on
+its own share of the files, which gives each share its own cache file.
+
 Example:
     >>> items = image_folder("data/imagenet21k/val", wnids=["n02121620", "n02084071"])
     >>> feats, ok = extract_features(backbone, [p for p, _ in items])
@@ -12,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 from kgzsl.images import ImageLoadError, load_image
 from kgzsl.io import load_tensors, save_tensors
 
-__all__ = ["IMAGE_EXTENSIONS", "default_cache_dir", "image_folder", "cache_key", "extract_features"]
+__all__ = ["IMAGE_EXTENSIONS", "default_cache_dir", "image_folder", "cache_key", "autocast_dtype",
+           "default_num_workers", "extract_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +82,22 @@ def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) ->
     return items
 
 
-def cache_key(backbone: Any, paths: Sequence[str | os.PathLike]) -> str:
-    """Hash of the backbone's name and weights and each file's absolute path, size and mtime."""
+def default_num_workers(processes: int = 1) -> int:
+    """DataLoader workers per process that leave one core of each process's share for the model.
+
+    ``min(4, cores // processes - 1)``, at least 0: the cores this process may use (its CPU
+    affinity) split between the ``processes`` of a torchrun job on this machine.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores // max(1, processes) - 1))
+
+
+def cache_key(backbone: Any, paths: Sequence[str | os.PathLike], precision: str = "float32") -> str:
+    """Hash of the backbone's name and weights, the precision and each file's absolute path, size and mtime.
+
+    Float32 features (the default) keep the key they always had, so existing caches stay valid;
+    mixed-precision features (``precision="bfloat16"`` or ``"float16"``) get keys of their own.
+    """
     files = []
     for p in paths:
         try:
@@ -84,7 +105,8 @@ def cache_key(backbone: Any, paths: Sequence[str | os.PathLike]) -> str:
             files.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
         except OSError:
             files.append((os.path.abspath(p), -1, -1))
-    blob = json.dumps([backbone.name, str(getattr(backbone, "weights", "")), files])
+    head = [backbone.name, str(getattr(backbone, "weights", ""))] + ([] if precision == "float32" else [precision])
+    blob = json.dumps([*head, files])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -132,9 +154,30 @@ def _read_cache(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     return None
 
 
+def autocast_dtype(device: str | torch.device, amp: str | bool = "auto") -> torch.dtype | None:
+    """The autocast dtype feature extraction uses on ``device``, or None for plain float32.
+
+    Args:
+        device: Where the backbone runs.
+        amp: ``"auto"``: bfloat16 (float16 on GPUs without it) on CUDA, float32 elsewhere, so CPU
+            results never change; True: also bfloat16 on the CPU; False: always float32.
+
+    Raises:
+        ValueError: If ``amp`` is none of ``"auto"``, True, False.
+    """
+    if amp not in ("auto", True, False):
+        raise ValueError(f"amp must be 'auto', True or False, got {amp!r}")
+    kind = torch.device(device).type
+    if amp is False or (amp == "auto" and kind != "cuda"):
+        return None
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if kind == "cpu" else None
+
+
 def extract_features(backbone: Any, paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike | None = None,
                      batch_size: int = 32, progress: bool = True, num_workers: int = 0,
-                     cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                     cache: bool = True, amp: str | bool = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled backbone features of image files, skipping unreadable ones, cached on disk.
 
     Args:
@@ -144,8 +187,11 @@ def extract_features(backbone: Any, paths: Sequence[str | os.PathLike], cache_di
         cache_dir: Cache folder; default :func:`default_cache_dir`.
         batch_size: Images per forward pass.
         progress: Show a tqdm progress bar.
-        num_workers: DataLoader worker processes decoding images.
+        num_workers: DataLoader worker processes decoding images (0: in this process); never more
+            than there are batches.
         cache: Read and write the cache.
+        amp: Mixed precision (see :func:`autocast_dtype`): by default autocast on CUDA only. Its
+            features are cached apart from the float32 ones.
 
     Returns:
         ``(features [N, D] float32 on the CPU, ok [N] bool)``; rows of images that failed to load
@@ -154,8 +200,11 @@ def extract_features(backbone: Any, paths: Sequence[str | os.PathLike], cache_di
     from tqdm.auto import tqdm
 
     paths = [str(p) for p in paths]
+    device = torch.device(getattr(backbone, "device", "cpu"))
+    half = autocast_dtype(device, amp)
+    precision = str(half or torch.float32).removeprefix("torch.")
     file = Path(cache_dir or default_cache_dir()) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', backbone.name)}-" \
-                                                    f"{cache_key(backbone, paths)[:32]}.safetensors"
+                                                    f"{cache_key(backbone, paths, precision)[:32]}.safetensors"
     if cache and paths and file.is_file():
         hit = _read_cache(file, len(paths))
         if hit is not None:
@@ -164,15 +213,18 @@ def extract_features(backbone: Any, paths: Sequence[str | os.PathLike], cache_di
     dim = int(getattr(backbone, "feature_dim", 0))
     feats = torch.zeros(len(paths), dim)
     ok = torch.zeros(len(paths), dtype=torch.bool)
-    device = getattr(backbone, "device", torch.device("cpu"))
-    loader = DataLoader(_ImageFiles(paths, backbone.transform), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate, pin_memory=torch.device(device).type == "cuda")
+    workers = max(0, min(num_workers, -(-len(paths) // batch_size)))  # a worker per batch at most
+    loader = DataLoader(_ImageFiles(paths, backbone.transform), batch_size=batch_size, num_workers=workers,
+                        collate_fn=_collate, pin_memory=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext()
     with torch.inference_mode(), tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
         for idx, batch, errors in loader:
             for i, msg in errors:
                 logger.warning("skipping image: %s", msg if paths[i] in msg else f"{paths[i]}: {msg}")
             if batch is not None:
-                out = backbone(batch.to(device, non_blocking=True)).float().cpu()
+                with autocast:
+                    out = backbone(batch.to(device, non_blocking=True))
+                out = out.float().cpu()
                 if out.size(1) != feats.size(1) and not ok.any():  # no (or a wrong) feature_dim was given
                     feats = torch.zeros(len(paths), out.size(1))
                 feats[idx] = out
@@ -182,7 +234,7 @@ def extract_features(backbone: Any, paths: Sequence[str | os.PathLike], cache_di
         try:
             save_tensors(file, {"features": feats, "ok": ok},
                          metadata={"backbone": backbone.name, "weights": str(getattr(backbone, "weights", "")),
-                                   "images": str(len(paths))})
+                                   "images": str(len(paths)), "precision": precision})
             logger.info("features of %d images cached at %s", len(paths), file)
         except OSError as exc:  # a read-only or full disk costs the cache, not the features
             logger.warning("cannot write feature cache %s (%s); set KGZSL_CACHE to a writable folder", file, exc)

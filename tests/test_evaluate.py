@@ -187,6 +187,25 @@ def test_default_cache_dir_respects_env(monkeypatch, tmp_path):
     assert default_cache_dir() == Path.home() / ".cache" / "kgzsl" / "features"
 
 
+def test_amp_is_cuda_only_by_default_and_cached_apart(tmp_path):
+    from kgzsl.features_cache import autocast_dtype, cache_key, default_num_workers
+
+    assert autocast_dtype("cpu") is None and autocast_dtype("cpu", False) is None
+    assert autocast_dtype("cpu", True) == torch.bfloat16
+    with pytest.raises(ValueError, match="amp must be"):
+        autocast_dtype("cpu", "yes")
+    assert default_num_workers(10_000) == 0 and 0 <= default_num_workers() <= 4
+    paths = _write_images(tmp_path / "imgs", 5)
+    backbone = _MeanColour()
+    assert cache_key(backbone, paths) == cache_key(backbone, paths, "float32") != cache_key(backbone, paths, "bfloat16")
+    plain, _ = extract_features(backbone, paths, cache_dir=tmp_path / "cache", batch_size=2, progress=False)
+    workers, _ = extract_features(backbone, paths, batch_size=2, num_workers=2, cache=False, progress=False)
+    half, ok = extract_features(backbone, paths, cache_dir=tmp_path / "cache", progress=False, amp=True)
+    assert torch.equal(workers, plain) and ok.all() and half.dtype == torch.float32
+    torch.testing.assert_close(half, plain, atol=1e-2, rtol=1e-2)
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # float32 and bfloat16 apart
+
+
 # ---------------------------------------------------------------- end to end on the tiny run
 
 UNSEEN = ["n02121620", "n02084071", "n02958343"]  # cat, dog, car: 21K classes of the tiny graph
