@@ -73,9 +73,13 @@ class LinearHead:
         q = torch.round(w / self.w_scale[:, None]).clamp_(-127, 127)
         self.w_q = q.to(torch.int8)
         w_hat = q * self.w_scale[:, None]
-        self.w_err = (w - w_hat).norm(dim=1)  # ||w_i - ŵ_i||
-        self.w_hat_norm = w_hat.norm(dim=1)  # ||ŵ_i||
-        self.w_sum = w.sum(1)  # for the shift x' = x - m: w·x = w·x' + m Σ w
+        w_err = (w - w_hat).norm(dim=1)  # ||w_i - ŵ_i||
+        w_hat_norm = w_hat.norm(dim=1)  # ||ŵ_i||
+        w_sum = w.sum(1)  # for the shift x' = x - m: w·x = w·x' + m Σ w
+        self.w_offset = torch.stack([w_sum, self.bias])  # [2, C]: ŝ = acc·s_x·s_w + [m, 1] @ this
+        # bound = [||x'||, ||x' - x̂'||, |m|, 1] @ this: the Cauchy–Schwarz terms plus a float margin
+        self.w_bound = torch.stack([w_err + _FLOAT_SLACK * w_hat_norm, w_hat_norm * (1 + _FLOAT_SLACK),
+                                    _FLOAT_SLACK * w_sum.abs(), _FLOAT_SLACK * self.bias.abs() + 1e-6])
         logger.debug("int8 head: %d rows, %.1f MB", w.size(0), self.w_q.numel() / 1e6)
 
     @property
@@ -102,10 +106,9 @@ class LinearHead:
         x_q = torch.round(xs / x_scale).clamp_(-127, 127)
         x_err = (xs - x_q * x_scale).norm(dim=1, keepdim=True)
         acc = torch._int_mm(x_q.to(torch.int8), self.w_q.T).float()  # exact int32 sums
-        approx = acc * (x_scale * self.w_scale) + shift * self.w_sum + self.bias
-        xs_norm = xs.norm(dim=1, keepdim=True)
-        magnitude = self.w_hat_norm * (xs_norm + x_err) + shift.abs() * self.w_sum.abs() + self.bias.abs()
-        bound = self.w_err * xs_norm + self.w_hat_norm * x_err + _FLOAT_SLACK * magnitude + 1e-6
+        ones = torch.ones_like(shift)
+        approx = torch.addcmul(torch.cat([shift, ones], 1) @ self.w_offset, acc, x_scale * self.w_scale)
+        bound = torch.cat([xs.norm(dim=1, keepdim=True), x_err, shift.abs(), ones], 1) @ self.w_bound
         return approx, bound
 
     def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,13 +129,15 @@ class LinearHead:
             return (top - logits.logsumexp(1, keepdim=True)).exp(), idx, top
         approx, bound = self.approximate_logits(features)
         floor = (approx - bound).topk(k, dim=1).values[:, -1:]
-        maybe = approx + bound >= floor  # rows that can still be among the top k
-        rows = maybe.any(0).nonzero().squeeze(1)
+        maybe = bound.add_(approx) >= floor  # rows whose upper bound reaches the k-th lower bound
+        rows = (maybe[0] if maybe.size(0) == 1 else maybe.any(0)).nonzero().squeeze(1)
         if rows.numel() > self.num_classes // 4:  # a wide batch: the dense product is as cheap
             logits = self.logits(features)
             top, idx = logits.topk(k, dim=1)
             return (top - logits.logsumexp(1, keepdim=True)).exp(), idx, top
         exact = torch.addmm(self.bias[rows], features.float(), self.weight[rows].T)
         top, pos = exact.masked_fill(~maybe[:, rows], float("-inf")).topk(k, dim=1)
-        mixed = approx.index_copy(1, rows, exact)  # exact logits where computed, int8 ones elsewhere
-        return (top - mixed.logsumexp(1, keepdim=True)).exp(), rows[pos], top
+        # softmax normaliser: exact logits where computed, int8 ones elsewhere; no row outside the
+        # shortlist can exceed the best exact logit, so it is the maximum
+        mixed = approx.index_copy_(1, rows, exact).sub_(top[:, :1]).exp_()
+        return (top - top[:, :1]).exp_() / mixed.sum(1, keepdim=True), rows[pos], top
