@@ -42,6 +42,8 @@ from kgzsl.train import FitResult, fit, split_seen
 __all__ = ["graph_path", "select_holdout", "train_run", "plot_history", "CHECKPOINT_FILE"]
 
 logger = logging.getLogger(__name__)
+ROW_CHUNK = 2048
+"""Rows predicted per chunk after training: bounds peak memory (and is no slower than larger chunks)."""
 
 #: name of the resumable training checkpoint inside a run folder
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -167,7 +169,7 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     result = fit(model, x, layers, node_of[tr], targets[tr], node_of[va], targets[va], config.train,
                  device=device, progress=progress, checkpoint_path=out / CHECKPOINT_FILE, resume=resume)
     with torch.no_grad():
-        rows = model.to(device).predict_rows(x.to(device), layers, chunk_size=8192).cpu()  # bounded memory
+        rows = model.to(device).predict_rows(x.to(device), layers, chunk_size=ROW_CHUNK).cpu()  # bounded memory
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").unlink(missing_ok=True)  # its absence marks an incomplete run until the end

@@ -24,6 +24,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from kgzsl.run import ROW_CHUNK
+
 __all__ = ["run_speed", "time_per_call"]
 
 logger = logging.getLogger(__name__)
@@ -98,13 +100,15 @@ def _training(out: dict[str, Any], graph: Any, x: torch.Tensor, targets: torch.T
             out[f"train_seconds_to_best_{name}"] = round(result.seconds_to_best, 1)
             out[f"train_best_epoch_{name}"] = result.best_epoch
             with torch.no_grad():
-                rows = model.eval().predict_rows(x, model.operators(graph), chunk_size=8192)
+                rows = model.eval().predict_rows(x, model.operators(graph), chunk_size=ROW_CHUNK)
     return rows
 
 
 _RSS_CHILD = """
 import resource, sys, torch, json
 import torch.nn.functional as F
+
+from kgzsl.run import ROW_CHUNK
 from kgzsl.backbones import load_backbone
 from kgzsl.config import config_to_dict, load_config
 from kgzsl.features import node_features
@@ -122,7 +126,7 @@ if mode == "kgzsl":  # what `kgzsl train` does: receptive-field epochs, then eve
     tr, va = split_seen(seen, 0.05, 0)
     fit(m, x, layers, seen[tr], y[tr], seen[va], y[va], cfg.train, progress=False)
     with torch.no_grad():
-        m.predict_rows(x, layers, chunk_size=8192)
+        m.predict_rows(x, layers, chunk_size={chunk})
 else:  # the reference's way: every node, every epoch
     adjs = [[o.to_torch() for o in l] for l in layers]
     opt = torch.optim.Adam(m.parameters(), 1e-3)
@@ -140,7 +144,8 @@ def _peak_rss(out: dict[str, Any], graph_dir: str) -> None:
     peaks: dict[str, float] = {}
     for mode in ("kgzsl", "full_graph"):
         for name in ("sgcn", "dgp"):
-            code = _RSS_CHILD.format(name=name, mode=mode, graph=graph_dir, config=str(_CONFIGS / f"{name}.yaml"))
+            code = _RSS_CHILD.format(name=name, mode=mode, graph=graph_dir, config=str(_CONFIGS / f"{name}.yaml"),
+                                     chunk=ROW_CHUNK)
             child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
             if child.returncode != 0:
                 raise RuntimeError(f"the peak-RSS child failed: {child.stderr[-2000:]}")
