@@ -123,7 +123,7 @@ class LinearHead:
             equal those of the float32 product (ties aside).
         """
         k = min(int(k), self.num_classes)
-        if not self.int8 or features.size(0) == 0:
+        if not self.int8 or features.size(0) == 0 or not bool(torch.isfinite(features).all()):
             logits = self.logits(features)
             top, idx = logits.topk(k, dim=1)
             return (top - logits.logsumexp(1, keepdim=True)).exp(), idx, top

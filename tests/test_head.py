@@ -73,6 +73,16 @@ def test_topk_of_all_rows_and_wide_batches():
     torch.testing.assert_close(p.sum(1), torch.ones(64), rtol=0, atol=1e-5)
 
 
+@needs_int8
+def test_non_finite_features_take_the_dense_path():
+    rows = _rows(300, 16, seed=5)
+    x = _features(2, 16, seed=6, kind="gauss")
+    x[0, 3] = float("nan")
+    p, i, v = LinearHead(rows, int8=True).topk(x, 3)
+    pe, ie, ve = LinearHead(rows, int8=False).topk(x, 3)
+    assert torch.equal(i[1], ie[1]) and torch.isnan(v[0]).all() and torch.isnan(ve[0]).all()
+
+
 def test_float32_head_and_auto_choice():
     small = LinearHead(_rows(10, 8, seed=0))
     assert not small.int8  # below INT8_MIN_ROWS: no int8 copy
