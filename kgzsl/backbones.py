@@ -26,9 +26,8 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision import transforms as T
-
 from kgzsl.device import resolve_device
+from kgzsl.preprocess import EvalTransform
 
 __all__ = ["Backbone", "load_backbone", "imagenet_wnids"]
 
@@ -191,9 +190,8 @@ def _load_file_into(model: nn.Module, path: Path) -> None:
 
 
 def _standard_transform(size: int = 224, resize: int = 256, mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
-                        interpolation=T.InterpolationMode.BILINEAR) -> T.Compose:
-    return T.Compose([T.Resize(resize, interpolation=interpolation), T.CenterCrop(size),
-                      T.ToTensor(), T.Normalize(mean, std)])
+                        interpolation: str = "bilinear") -> EvalTransform:
+    return EvalTransform(size, resize, mean, std, interpolation)
 
 
 def _load_lite(name: str, level: int, weights: str | None) -> tuple[nn.Module, Callable, str]:
@@ -219,8 +217,7 @@ def _load_lite(name: str, level: int, weights: str | None) -> tuple[nn.Module, C
         raise ValueError(f"weights for {name} must be 'DEFAULT', None or a local file, got {weights!r}")
     size = _LITE_SIZES[level]
     # TF EfficientNet eval preprocessing: crop with 32 px padding, bicubic; (x*255 - 127) / 128.
-    transform = _standard_transform(size, size + 32, (127 / 255,) * 3, (128 / 255,) * 3,
-                                    T.InterpolationMode.BICUBIC)
+    transform = _standard_transform(size, size + 32, (127 / 255,) * 3, (128 / 255,) * 3, "bicubic")
     return model, transform, desc
 
 

@@ -98,8 +98,8 @@ def train_transform(eval_transform: Callable) -> T.Compose:
 
     Args:
         eval_transform: A backbone's evaluation preprocessing: a ``Compose`` of ``Resize``,
-            ``CenterCrop``, ``ToTensor``, ``Normalize`` (Lite models) or torchvision's
-            ``ImageClassification`` preset.
+            ``CenterCrop``, ``ToTensor``, ``Normalize``, a :class:`kgzsl.preprocess.EvalTransform`
+            (Lite models) or torchvision's ``ImageClassification`` preset.
 
     Raises:
         ValueError: If the crop size or the normalisation cannot be read from it.
@@ -114,6 +114,8 @@ def train_transform(eval_transform: Callable) -> T.Compose:
     else:
         crop, mean, std = (getattr(eval_transform, a, None) for a in ("crop_size", "mean", "std"))
         interpolation = getattr(eval_transform, "interpolation", T.InterpolationMode.BILINEAR)
+        if isinstance(interpolation, str):  # kgzsl.preprocess.EvalTransform names it
+            interpolation = T.InterpolationMode(interpolation)
     if crop is None or mean is None or std is None:
         raise ValueError(f"cannot derive a training augmentation from the backbone's preprocessing {eval_transform!r}: "
                          "it needs a CenterCrop and a Normalize (or torchvision's ImageClassification preset)")
