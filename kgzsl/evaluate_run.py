@@ -26,7 +26,7 @@ import torch
 from kgzsl.evaluate import DEFAULT_KS, _accuracy_at, _best_gamma, gzsl_thresholds, harmonic_mean, \
     hit_from_ranks, mistake_severity, true_class_ranks
 from kgzsl.distributed import DistContext, all_ranks_agree, gather_objects, shard_indices
-from kgzsl.features_cache import extract_features, image_folder
+from kgzsl.features_cache import image_folder, iter_features
 
 __all__ = ["evaluate_run", "split_wnids", "format_result"]
 
@@ -85,9 +85,11 @@ def _evaluate_folder(backbone: Any, data_dir: str | os.PathLike, candidates: lis
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     groups = [list(g) for _, g in itertools.groupby(shard_indices(len(items), ctx), key=lambda i: items[i][1])]
     failed = 0
-    for idx in tqdm(groups, unit="class", desc=f"evaluating {Path(data_dir).name}", disable=not progress):
-        f, ok = extract_features(backbone, [items[i][0] for i in idx], cache_dir=cache_dir, progress=False,
-                                 **(extract or {}))
+    # one DataLoader for the whole share (its workers start once); features are cached per class
+    features = iter_features(backbone, [[items[i][0] for i in idx] for idx in groups], cache_dir=cache_dir,
+                             progress=False, **(extract or {}))
+    for (_, f, ok), idx in zip(tqdm(features, total=len(groups), unit="class",
+                                    desc=f"evaluating {Path(data_dir).name}", disable=not progress), groups):
         failed += int((~ok).sum())
         if ok.any():
             out["index"].append(torch.tensor(idx)[ok])

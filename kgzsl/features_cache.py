@@ -24,7 +24,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -33,7 +33,7 @@ from kgzsl.images import ImageLoadError, load_image
 from kgzsl.io import load_tensors, save_tensors
 
 __all__ = ["IMAGE_EXTENSIONS", "default_cache_dir", "image_folder", "cache_key", "autocast_dtype",
-           "default_num_workers", "extract_features"]
+           "default_num_workers", "extract_features", "iter_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -197,45 +197,85 @@ def extract_features(backbone: Any, paths: Sequence[str | os.PathLike], cache_di
         ``(features [N, D] float32 on the CPU, ok [N] bool)``; rows of images that failed to load
         are zero with ``ok`` False (each failure is logged as a warning naming the file).
     """
+    _, feats, ok = next(iter_features(backbone, [paths], cache_dir=cache_dir, batch_size=batch_size,
+                                      progress=progress, num_workers=num_workers, cache=cache, amp=amp))
+    return feats, ok
+
+
+def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
+                  cache_dir: str | os.PathLike | None = None, batch_size: int = 32, progress: bool = True,
+                  num_workers: int = 0, cache: bool = True, amp: str | bool = "auto",
+                  ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Features of several groups of images (e.g. one per class), each cached on its own, in order.
+
+    One DataLoader streams the images of every group that is not cached yet, so its worker
+    processes start once and batches run across group boundaries; a group is yielded (and its
+    cache written) as soon as its last image is done. See :func:`extract_features` for the
+    arguments.
+
+    Yields:
+        ``(group index, features [n, D], ok [n])`` for every group, in order.
+    """
     from tqdm.auto import tqdm
 
-    paths = [str(p) for p in paths]
+    groups = [[str(p) for p in g] for g in groups]
     device = torch.device(getattr(backbone, "device", "cpu"))
     half = autocast_dtype(device, amp)
     precision = str(half or torch.float32).removeprefix("torch.")
-    file = Path(cache_dir or default_cache_dir()) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', backbone.name)}-" \
-                                                    f"{cache_key(backbone, paths, precision)[:32]}.safetensors"
-    if cache and paths and file.is_file():
-        hit = _read_cache(file, len(paths))
+    folder = Path(cache_dir or default_cache_dir())
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", backbone.name)
+    files = [folder / f"{stem}-{cache_key(backbone, g, precision)[:32]}.safetensors" for g in groups]
+    hits: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for g, paths in enumerate(groups):
+        hit = _read_cache(files[g], len(paths)) if cache and paths and files[g].is_file() else None
         if hit is not None:
-            logger.info("features of %d images loaded from %s", len(paths), file)
-            return hit
+            logger.info("features of %d images loaded from %s", len(paths), files[g])
+            hits[g] = hit
+    flat = [(g, j) for g, paths in enumerate(groups) if g not in hits for j in range(len(paths))]
     dim = int(getattr(backbone, "feature_dim", 0))
-    feats = torch.zeros(len(paths), dim)
-    ok = torch.zeros(len(paths), dtype=torch.bool)
-    workers = max(0, min(num_workers, -(-len(paths) // batch_size)))  # a worker per batch at most
-    loader = DataLoader(_ImageFiles(paths, backbone.transform), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate, pin_memory=device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext()
-    with torch.inference_mode(), tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
-        for idx, batch, errors in loader:
-            for i, msg in errors:
-                logger.warning("skipping image: %s", msg if paths[i] in msg else f"{paths[i]}: {msg}")
-            if batch is not None:
-                with autocast:
-                    out = backbone(batch.to(device, non_blocking=True))
-                out = out.float().cpu()
-                if out.size(1) != feats.size(1) and not ok.any():  # no (or a wrong) feature_dim was given
-                    feats = torch.zeros(len(paths), out.size(1))
-                feats[idx] = out
-                ok[idx] = True
-            bar.update(len(idx) + len(errors))
-    if cache and paths:
-        try:
-            save_tensors(file, {"features": feats, "ok": ok},
-                         metadata={"backbone": backbone.name, "weights": str(getattr(backbone, "weights", "")),
-                                   "images": str(len(paths)), "precision": precision})
-            logger.info("features of %d images cached at %s", len(paths), file)
-        except OSError as exc:  # a read-only or full disk costs the cache, not the features
-            logger.warning("cannot write feature cache %s (%s); set KGZSL_CACHE to a writable folder", file, exc)
-    return feats, ok
+    parts = {g: [torch.zeros(len(p), dim), torch.zeros(len(p), dtype=torch.bool), len(p)]
+             for g, p in enumerate(groups) if g not in hits}
+    batches = None
+    if flat:
+        workers = max(0, min(num_workers, -(-len(flat) // batch_size)))  # a worker per batch at most
+        loader = DataLoader(_ImageFiles([groups[g][j] for g, j in flat], backbone.transform), batch_size=batch_size,
+                            num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
+        batches = iter(loader)
+    autocast = (lambda: torch.autocast(device.type, dtype=half)) if half is not None else contextlib.nullcontext
+    with tqdm(total=len(flat), unit="img", desc="features", disable=not progress) as bar:
+        for g in range(len(groups)):
+            if g in hits:
+                yield g, *hits.pop(g)
+                continue
+            while parts[g][2] > 0:
+                idx, batch, errors = next(batches)
+                for i, msg in errors:
+                    path = groups[flat[i][0]][flat[i][1]]
+                    logger.warning("skipping image: %s", msg if path in msg else f"{path}: {msg}")
+                    parts[flat[i][0]][2] -= 1
+                if batch is not None:
+                    with torch.inference_mode(), autocast():  # not around the yields: the caller's mode stays its own
+                        out = backbone(batch.to(device, non_blocking=True))
+                    out = out.float().cpu()
+                    for row, i in enumerate(idx):
+                        part = parts[flat[i][0]]
+                        if part[0].size(1) != out.size(1):  # no (or a wrong) feature_dim was given
+                            part[0] = torch.zeros(part[0].size(0), out.size(1))
+                        part[0][flat[i][1]] = out[row]
+                        part[1][flat[i][1]] = True
+                        part[2] -= 1
+                bar.update(len(idx) + len(errors))
+            feats, ok, _ = parts.pop(g)
+            if cache and groups[g]:
+                _write_cache(files[g], feats, ok, backbone, precision)
+            yield g, feats, ok
+
+
+def _write_cache(file: Path, feats: torch.Tensor, ok: torch.Tensor, backbone: Any, precision: str) -> None:
+    try:
+        save_tensors(file, {"features": feats, "ok": ok},
+                     metadata={"backbone": backbone.name, "weights": str(getattr(backbone, "weights", "")),
+                               "images": str(len(ok)), "precision": precision})
+        logger.info("features of %d images cached at %s", len(ok), file)
+    except OSError as exc:  # a read-only or full disk costs the cache, not the features
+        logger.warning("cannot write feature cache %s (%s); set KGZSL_CACHE to a writable folder", file, exc)

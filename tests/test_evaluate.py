@@ -11,7 +11,7 @@ from PIL import Image
 
 from kgzsl.evaluate import (calibrated_stacking, choose_gamma, gzsl_thresholds, hit_at_k, lca_heights,
                             mean_per_class_accuracy, mistake_severity, seen_unseen_accuracy, true_class_ranks)
-from kgzsl.features_cache import default_cache_dir, extract_features, image_folder
+from kgzsl.features_cache import default_cache_dir, extract_features, image_folder, iter_features
 from kgzsl.graph import KnowledgeGraph
 
 from conftest import TINY_WNIDS, toy_graph
@@ -178,6 +178,29 @@ def test_extract_features_skips_bad_images_and_uses_the_cache(tmp_path, caplog, 
     backbone.weights = "v2"  # other weights: another cache entry, so the backbone must run
     with pytest.raises(AssertionError, match="backbone ran"):
         extract_features(backbone, paths, cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_iter_features_streams_groups_through_one_loader(tmp_path, monkeypatch):
+    import kgzsl.features_cache as fc
+
+    folder = tmp_path / "imgs"
+    groups = [_write_images(folder / "a", 3, seed=1), [], _write_images(folder / "b", 4, seed=2),
+              _write_images(folder / "c", 1, seed=3)]
+    (folder / "b" / "broken.jpg").write_bytes(b"not an image")
+    groups[2].insert(2, folder / "b" / "broken.jpg")
+    backbone = _MeanColour()
+    cache = tmp_path / "cache"
+    single = [extract_features(backbone, g, cache_dir=tmp_path / "alone", progress=False) for g in groups]
+    extract_features(backbone, groups[2], cache_dir=cache, progress=False)  # one group cached beforehand
+    loaders = []
+    real = fc.DataLoader
+    monkeypatch.setattr(fc, "DataLoader", lambda *a, **k: loaders.append(k) or real(*a, **k))
+    got = list(iter_features(backbone, groups, cache_dir=cache, batch_size=3, progress=False))
+    assert [g for g, _, _ in got] == [0, 1, 2, 3] and len(loaders) == 1  # cached group skipped, one loader
+    for (_, f, ok), (f1, ok1) in zip(got, single):
+        assert torch.equal(ok, ok1) and torch.allclose(f, f1)
+    assert got[2][2].tolist() == [True, True, False, True, True]
+    assert len(list(cache.glob("*.safetensors"))) == 3  # the empty group writes nothing
 
 
 def test_default_cache_dir_respects_env(monkeypatch, tmp_path):
