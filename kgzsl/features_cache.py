@@ -233,8 +233,14 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
             hits[g] = hit
     flat = [(g, j) for g, paths in enumerate(groups) if g not in hits for j in range(len(paths))]
     dim = int(getattr(backbone, "feature_dim", 0))
-    parts = {g: [torch.zeros(len(p), dim), torch.zeros(len(p), dtype=torch.bool), len(p)]
-             for g, p in enumerate(groups) if g not in hits}
+    remaining = {g: len(p) for g, p in enumerate(groups) if g not in hits}
+    parts: dict[int, list[torch.Tensor]] = {}  # buffers of the groups in flight only: memory stays bounded
+
+    def part(g: int, width: int) -> list[torch.Tensor]:
+        if g not in parts or parts[g][0].size(1) != width:  # first image, or no (or a wrong) feature_dim given
+            parts[g] = [torch.zeros(len(groups[g]), width), torch.zeros(len(groups[g]), dtype=torch.bool)]
+        return parts[g]
+
     batches = None
     if flat:
         workers = max(0, min(num_workers, -(-len(flat) // batch_size)))  # a worker per batch at most
@@ -247,25 +253,25 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
             if g in hits:
                 yield g, *hits.pop(g)
                 continue
-            while parts[g][2] > 0:
+            while remaining[g] > 0:
                 idx, batch, errors = next(batches)
                 for i, msg in errors:
                     path = groups[flat[i][0]][flat[i][1]]
                     logger.warning("skipping image: %s", msg if path in msg else f"{path}: {msg}")
-                    parts[flat[i][0]][2] -= 1
+                    remaining[flat[i][0]] -= 1
                 if batch is not None:
                     with torch.inference_mode(), autocast():  # not around the yields: the caller's mode stays its own
                         out = backbone(batch.to(device, non_blocking=True))
                     out = out.float().cpu()
                     for row, i in enumerate(idx):
-                        part = parts[flat[i][0]]
-                        if part[0].size(1) != out.size(1):  # no (or a wrong) feature_dim was given
-                            part[0] = torch.zeros(part[0].size(0), out.size(1))
-                        part[0][flat[i][1]] = out[row]
-                        part[1][flat[i][1]] = True
-                        part[2] -= 1
+                        feats, ok = part(flat[i][0], out.size(1))
+                        feats[flat[i][1]] = out[row]
+                        ok[flat[i][1]] = True
+                        remaining[flat[i][0]] -= 1
                 bar.update(len(idx) + len(errors))
-            feats, ok, _ = parts.pop(g)
+            if g not in parts:  # an empty group, or every image of it unreadable
+                part(g, dim)
+            feats, ok = parts.pop(g)
             if cache and groups[g]:
                 _write_cache(files[g], feats, ok, backbone, precision)
             yield g, feats, ok

@@ -188,6 +188,9 @@ def test_iter_features_streams_groups_through_one_loader(tmp_path, monkeypatch):
               _write_images(folder / "c", 1, seed=3)]
     (folder / "b" / "broken.jpg").write_bytes(b"not an image")
     groups[2].insert(2, folder / "b" / "broken.jpg")
+    (folder / "d").mkdir()
+    (folder / "d" / "only.png").write_bytes(b"neither")
+    groups.append([folder / "d" / "only.png"])  # a group with no readable image
     backbone = _MeanColour()
     cache = tmp_path / "cache"
     single = [extract_features(backbone, g, cache_dir=tmp_path / "alone", progress=False) for g in groups]
@@ -196,11 +199,12 @@ def test_iter_features_streams_groups_through_one_loader(tmp_path, monkeypatch):
     real = fc.DataLoader
     monkeypatch.setattr(fc, "DataLoader", lambda *a, **k: loaders.append(k) or real(*a, **k))
     got = list(iter_features(backbone, groups, cache_dir=cache, batch_size=3, progress=False))
-    assert [g for g, _, _ in got] == [0, 1, 2, 3] and len(loaders) == 1  # cached group skipped, one loader
+    assert [g for g, _, _ in got] == [0, 1, 2, 3, 4] and len(loaders) == 1  # cached group skipped, one loader
+    assert got[4][1].shape == (1, 3) and got[4][1].abs().sum() == 0 and not got[4][2].any()
     for (_, f, ok), (f1, ok1) in zip(got, single):
         assert torch.equal(ok, ok1) and torch.allclose(f, f1)
     assert got[2][2].tolist() == [True, True, False, True, True]
-    assert len(list(cache.glob("*.safetensors"))) == 3  # the empty group writes nothing
+    assert len(list(cache.glob("*.safetensors"))) == 4  # the empty group writes nothing
 
 
 def test_default_cache_dir_respects_env(monkeypatch, tmp_path):
