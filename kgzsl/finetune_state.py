@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kgzsl.io import TensorFileError, load_tensors, read_tensor_metadata, save_tensors
+from kgzsl.io import (TensorFileError, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+                      read_tensor_metadata, save_tensors)
 
 __all__ = ["FINETUNE_DIR", "WEIGHTS_FILE", "SUMMARY_FILE", "CHECKPOINT_FILE", "finetuned_weights",
            "save_checkpoint", "load_checkpoint", "digest"]
@@ -65,15 +66,9 @@ def save_checkpoint(path: Path, body: nn.Module, best: dict[str, torch.Tensor], 
     """Write the current and best weights, the optimizer state and ``state`` (JSON) atomically."""
     tensors = {f"model/{k}": v for k, v in body.state_dict().items()}
     tensors.update({f"best/{k}": v for k, v in best.items()})
-    optim = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for i, entry in optim["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim/{i}/{key}"] = value
-            else:
-                scalars.setdefault(str(i), {})[key] = value
-    state = {**state, "format": CHECKPOINT_FORMAT, "param_groups": optim["param_groups"], "optim_scalars": scalars}
+    optim_tensors, optim_header = optimizer_to_tensors(optimizer)
+    tensors.update(optim_tensors)
+    state = {**state, "format": CHECKPOINT_FORMAT, **optim_header}
     save_tensors(path, {k: v.detach().clone() for k, v in tensors.items()},
                  metadata={"kgzsl_finetune_checkpoint": str(CHECKPOINT_FORMAT), "state": json.dumps(state)})
 
@@ -106,17 +101,11 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any], body: nn.Module, op
                               f"setup: {why}; {fix}")
     try:
         tensors = load_tensors(path)
-        part = {p: {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)} for p in ("model/", "best/", "optim/")}
+        part = {p: {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)} for p in ("model/", "best/")}
         body.load_state_dict(part["model/"])
         if part["best/"].keys() != part["model/"].keys():
             raise ValueError("its best weights do not match the model")
-        optim_state: dict[int, dict[str, Any]] = {}
-        for key, value in part["optim/"].items():
-            i, name = key.split("/", 1)
-            optim_state.setdefault(int(i), {})[name] = value
-        for i, extra in state["optim_scalars"].items():
-            optim_state.setdefault(int(i), {}).update(extra)
-        optimizer.load_state_dict({"state": optim_state, "param_groups": state["param_groups"]})
+        optimizer_from_tensors(optimizer, tensors, state)
         return state, part["best/"]
     except (TensorFileError, RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be restored ({str(exc)[:300]}); {fix}") from None

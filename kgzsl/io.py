@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 __all__ = ["TensorFileError", "atomic_path", "write_text", "write_json", "save_tensors", "load_tensors",
+           "optimizer_to_tensors", "optimizer_from_tensors",
            "read_tensor_metadata"]
 
 
@@ -150,6 +151,43 @@ def read_tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
             return dict(fh.metadata() or {})
     except Exception as exc:
         raise TensorFileError(_unreadable(path, exc)) from None
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer's state into tensors for a safetensors file and JSON for its header.
+
+    Returns:
+        ``({"optim/<param>/<name>": tensor}, {"param_groups": ..., "optim_scalars": ...})``; the
+        inverse is :func:`optimizer_from_tensors`. Nothing needs pickling.
+    """
+    optim = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for i, entry in optim["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{i}/{key}"] = value
+            else:
+                scalars.setdefault(str(i), {})[key] = value
+    return tensors, {"param_groups": optim["param_groups"], "optim_scalars": scalars}
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           header: dict[str, Any]) -> None:
+    """Restore what :func:`optimizer_to_tensors` split (``tensors`` may hold other keys too).
+
+    Raises:
+        KeyError, ValueError, TypeError: If the header or the tensors do not describe this optimizer.
+    """
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            i, name = key[len("optim/"):].split("/", 1)
+            state.setdefault(int(i), {})[name] = value
+    for i, extra in header["optim_scalars"].items():
+        state.setdefault(int(i), {}).update(extra)
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in header["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _unreadable(path: Path, exc: Exception) -> str:

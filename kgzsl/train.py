@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kgzsl.config import TrainConfig
-from kgzsl.io import TensorFileError, load_tensors, read_tensor_metadata, save_tensors
+from kgzsl.io import (TensorFileError, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+                      read_tensor_metadata, save_tensors)
 from kgzsl.models import PropagationModel
 from kgzsl.models.operators import Operator, restrict
 
@@ -131,14 +132,8 @@ def _save_checkpoint(path: Path, model: PropagationModel, optimizer: torch.optim
                      fingerprint: dict[str, Any], device: torch.device) -> None:
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best/{k}": v for k, v in best_state.items()})
-    optim = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for i, entry in optim["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim/{i}/{key}"] = value
-            else:
-                scalars.setdefault(str(i), {})[key] = value
+    optim_tensors, optim_header = optimizer_to_tensors(optimizer)
+    tensors.update(optim_tensors)
     tensors["rng/cpu"] = torch.get_rng_state()
     if device.type == "cuda":
         for j, state in enumerate(torch.cuda.get_rng_state_all()):
@@ -147,7 +142,7 @@ def _save_checkpoint(path: Path, model: PropagationModel, optimizer: torch.optim
         "format": CHECKPOINT_FORMAT, "epoch": epoch, "best": best, "best_epoch": result.best_epoch,
         "train_loss": result.train_loss, "val_cosine": result.val_cosine, "seconds": result.seconds,
         "seconds_to_best": result.seconds_to_best, "resumed_from": result.resumed_from,
-        "param_groups": optim["param_groups"], "optim_scalars": scalars, "fingerprint": fingerprint,
+        **optim_header, "fingerprint": fingerprint,
     }
     # clone: safetensors refuses tensors that share memory, and the files must not alias live weights
     save_tensors(path, {k: v.detach().clone() for k, v in tensors.items()},
@@ -193,14 +188,7 @@ def _restore(state: dict[str, Any], tensors: dict[str, torch.Tensor], model: Pro
         best_state = {k: v.to(device) for k, v in part("best/").items()}
         if best_state.keys() != model.state_dict().keys():
             raise ValueError("its best weights do not match the model's parameters")
-        optim_state: dict[int, dict[str, Any]] = {}
-        for key, value in part("optim/").items():
-            i, name = key.split("/", 1)
-            optim_state.setdefault(int(i), {})[name] = value
-        for i, extra in state["optim_scalars"].items():
-            optim_state.setdefault(int(i), {}).update(extra)
-        groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in state["param_groups"]]
-        optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
+        optimizer_from_tensors(optimizer, tensors, state)
         torch.set_rng_state(tensors["rng/cpu"])
         cuda = part("rng/cuda/")
         if device.type == "cuda" and cuda:
