@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from kgzsl.cli_finetune import add_finetune_parser
 from kgzsl.cli_vocab import add_vocabulary_parsers
@@ -121,11 +122,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def extraction_job(args: argparse.Namespace) -> tuple[Any, int, str | bool]:
+    """Join the torchrun job if any (quieting non-zero ranks); the DataLoader workers and amp setting to use."""
     import os
 
-    from kgzsl.distributed import close_distributed, init_distributed
-    from kgzsl.evaluate_run import evaluate_run, format_result
+    from kgzsl.distributed import init_distributed
     from kgzsl.features_cache import default_num_workers
 
     ctx = init_distributed(args.device)  # under torchrun: one rank of the job, else a plain process
@@ -133,10 +134,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     workers = args.workers if args.workers is not None else \
         default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)))
+    return ctx, workers, {"auto": "auto", "on": True, "off": False}[args.amp]
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from kgzsl.distributed import close_distributed
+    from kgzsl.evaluate_run import evaluate_run, format_result
+
+    ctx, workers, amp = extraction_job(args)
     try:
         result = evaluate_run(args.run, args.data, split=args.split, generalized=args.generalized, gamma=args.gamma,
                               val_dir=args.val, device=ctx.device, batch_size=args.batch_size, num_workers=workers,
-                              amp={"auto": "auto", "on": True, "off": False}[args.amp], dist_ctx=ctx)
+                              amp=amp, dist_ctx=ctx)
     finally:
         close_distributed(ctx)
     if ctx.is_main:

@@ -37,24 +37,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    import logging
-    import os
-
     from kgzsl.classifier import ZeroShotClassifier
-    from kgzsl.distributed import close_distributed, init_distributed
-    from kgzsl.features_cache import default_num_workers
+    from kgzsl.cli import extraction_job
+    from kgzsl.distributed import close_distributed
     from kgzsl.search import build_index
 
-    ctx = init_distributed(args.device)  # under torchrun: one rank of the job, else a plain process
-    if not ctx.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    workers = args.workers if args.workers is not None else \
-        default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)))
+    ctx, workers, amp = extraction_job(args)
     try:
         clf = ZeroShotClassifier.load(args.run, device=ctx.device)
         stats = build_index(clf.backbone, args.dir, args.out, progress=not args.no_progress,
-                            batch_size=args.batch_size, num_workers=workers,
-                            amp={"auto": "auto", "on": True, "off": False}[args.amp], dist_ctx=ctx)
+                            batch_size=args.batch_size, num_workers=workers, amp=amp, dist_ctx=ctx)
     finally:
         close_distributed(ctx)
     if not ctx.is_main:
