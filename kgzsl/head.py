@@ -3,15 +3,22 @@
 Scoring an image against every one of ~22k candidate classes is one matrix-vector product with a
 ``[C, D]`` float32 matrix (112 MB for 21,843 × 1,280): at batch 1 that read costs about as much as
 the backbone. :class:`LinearHead` keeps an int8 copy of the rows (per-row scales, 4x smaller),
-scores every candidate with an int8 product and then recomputes in float32 only the rows that can
-still be in the top k, using a per-row bound on the int8 error:
+scores every candidate with an exact integer product and then recomputes in float only the rows
+that can still be in the top k, using a per-row bound on the quantisation error. The features are
+quantised per image to 255 levels over ``[min x, max x]`` (pooled ReLU features keep their zeros
+exact) and, with ``m`` the mean of ``x``,
 
-    |s_i - ŝ_i| <= ||w_i - ŵ_i|| · ||x'|| + ||ŵ_i|| · ||x' - x̂'||   (x' = x - mean(x))
+    |s_i - ŝ_i| <= ||x - m|| · ||w_i - ŵ_i|| + |m| · |Σ(w_i - ŵ_i)| + ||x - x̂|| · ||ŵ_i||
 
-(Cauchy–Schwarz on both quantisations, plus a float-rounding margin). A row whose upper bound is
-below the k-th best lower bound cannot be in the top k, so the returned labels and logits are the
-float32 ones: the shortlist is certified, not sampled. Probabilities use the exact logits of the
-rescored rows and the int8 logits of the others in the softmax normaliser.
+(Cauchy–Schwarz on both quantisations; ŝ and the bound are computed in float64 with a margin, from
+a float32 per-row table whose norms are rounded up). A
+row whose upper bound is below the k-th best lower bound cannot be in the top k, so the returned
+labels and logits are the exact ones: the shortlist is certified, not sampled. Probabilities use
+the exact logits of the rescored rows and the int8 logits of the others in the softmax normaliser.
+
+At batch 1 on the CPU the whole pass runs as one compiled kernel (:mod:`kgzsl.head_kernel`);
+batches go through ``torch._int_mm``. The int8 copy is built on the second call, so a one-off
+prediction never pays for it.
 
 Example:
     >>> head = LinearHead(matrix)                       # [C, D + 1] rows [W | b]
@@ -21,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from types import ModuleType
 
 import torch
 
@@ -30,7 +38,10 @@ logger = logging.getLogger(__name__)
 
 INT8_MIN_ROWS = 4096
 """Below this many candidates the float32 product is already cheap; no int8 copy is made."""
-_FLOAT_SLACK = 1e-5  # relative margin for float32 rounding in both products
+_REL = 1e-9  # relative margin for float64 rounding in the approximate logits
+_KERNEL_MAX_K = 64  # beyond this the shortlist is wide anyway: the batched path
+_CHUNK = 2048  # rows quantised at a time (bounded float64 temporaries)
+_kernel_module: ModuleType | None | bool = None  # kgzsl.head_kernel once imported, False if unavailable
 
 
 def _int_mm_available() -> bool:
@@ -41,13 +52,47 @@ def _int_mm_available() -> bool:
         return False
 
 
+def _kernel() -> ModuleType | None:
+    """The compiled batch-1 kernel module, or None where numba is missing."""
+    global _kernel_module
+    if _kernel_module is None:
+        try:
+            from kgzsl import head_kernel
+
+            _kernel_module = head_kernel
+        except ImportError as exc:  # numba missing or broken: the batched torch path serves batch 1 too
+            logger.info("batch-1 head kernel unavailable (%s); using torch ops", exc)
+            _kernel_module = False
+    return _kernel_module or None
+
+
+def _quantize_features(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image, 255 levels over ``[min x, max x]``: ``x̂ = lo + step · level``.
+
+    Args:
+        x: ``[B, D]`` float64 features.
+
+    Returns:
+        ``(level, lo, step, err, dev)``: ``level`` ``[B, D]`` in 0..254 (float64); ``lo``, ``step``,
+        ``err = ||x - x̂||`` and ``dev = ||x - mean x||`` as ``[B, 1]``, the norms rounded up.
+    """
+    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+    step = (hi - lo) / 254.0
+    inv = torch.where(step > 0, 1.0 / step.clamp_min(1e-300), torch.zeros_like(step))
+    level = torch.floor((x - lo) * inv + 0.5).clamp_(0, 254)
+    err = (x - (lo + step * level)).norm(dim=1, keepdim=True) * (1 + _REL)
+    dev = (x - x.mean(1, keepdim=True)).norm(dim=1, keepdim=True) * (1 + _REL)
+    return level, lo, step, err, dev
+
+
 class LinearHead:
     """Scores of pooled features against fixed classifier rows ``[W | b]``.
 
     Args:
         matrix: ``[C, D + 1]`` candidate rows (weights then bias), already scaled.
         int8: ``"auto"`` (an int8 shortlist on the CPU when there are at least
-            :data:`INT8_MIN_ROWS` candidates), True or False.
+            :data:`INT8_MIN_ROWS` candidates, built on the second :meth:`topk` call), True (built
+            now) or False.
 
     Shapes:
         - features: ``[B, D]``
@@ -57,30 +102,47 @@ class LinearHead:
     def __init__(self, matrix: torch.Tensor, int8: bool | str = "auto") -> None:
         if matrix.ndim != 2 or matrix.size(1) < 2:
             raise ValueError(f"a head needs a [C, D + 1] matrix of rows [W | b], got shape {tuple(matrix.shape)}")
-        self.weight = matrix[:, :-1].float().contiguous()
-        self.bias = matrix[:, -1].float().contiguous()
+        self.weight = matrix[:, :-1].detach().float().contiguous()
+        self.bias = matrix[:, -1].detach().float().contiguous()
+        wanted = int8
         if int8 == "auto":
-            int8 = self.weight.device.type == "cpu" and self.weight.size(0) >= INT8_MIN_ROWS
-        self.int8 = bool(int8) and self.weight.device.type == "cpu" and _int_mm_available()
-        if int8 and not self.int8:
+            wanted = self.weight.device.type == "cpu" and self.weight.size(0) >= INT8_MIN_ROWS
+        self.int8 = bool(wanted) and self.weight.device.type == "cpu" and _int_mm_available()
+        if wanted and not self.int8:
             logger.info("int8 head unavailable here (needs torch._int_mm on the CPU); scoring in float32")
-        if self.int8:
+        self._q: torch.Tensor | None = None
+        self._calls = 0
+        if self.int8 and int8 is True:
             self._quantize()
 
     def _quantize(self) -> None:
-        w = self.weight
-        self.w_scale = w.abs().amax(1).clamp_min(1e-30) / 127.0
-        q = torch.round(w / self.w_scale[:, None]).clamp_(-127, 127)
-        self.w_q = q.to(torch.int8)
-        w_hat = q * self.w_scale[:, None]
-        w_err = (w - w_hat).norm(dim=1)  # ||w_i - ŵ_i||
-        w_hat_norm = w_hat.norm(dim=1)  # ||ŵ_i||
-        w_sum = w.sum(1)  # for the shift x' = x - m: w·x = w·x' + m Σ w
-        self.w_offset = torch.stack([w_sum, self.bias])  # [2, C]: ŝ = acc·s_x·s_w + [m, 1] @ this
-        # bound = [||x'||, ||x' - x̂'||, |m|, 1] @ this: the Cauchy–Schwarz terms plus a float margin
-        self.w_bound = torch.stack([w_err + _FLOAT_SLACK * w_hat_norm, w_hat_norm * (1 + _FLOAT_SLACK),
-                                    _FLOAT_SLACK * w_sum.abs(), _FLOAT_SLACK * self.bias.abs() + 1e-6])
-        logger.debug("int8 head: %d rows, %.1f MB", w.size(0), self.w_q.numel() / 1e6)
+        """The int8 rows ``Q`` and the float32 table ``[scale, Σ Q, b, ||w - ŵ||, |Σ(w - ŵ)|, ||ŵ||]``.
+
+        ``ŵ = scale · Q`` is exact in float64 (a float32 scale times an integer); the norms are
+        computed in float64 and rounded up to float32, so the bound stays a bound.
+        """
+        c, d = self.weight.shape
+        self._q = torch.empty(c, d, dtype=torch.int8)
+        tab = torch.empty(c, 6, dtype=torch.float32)
+        up = torch.tensor(float("inf"))
+        for s in range(0, c, _CHUNK):
+            w = self.weight[s:s + _CHUNK]
+            scale = (w.abs().amax(1) / 127.0).clamp_min(1e-30)
+            q = torch.round(w.double() / scale.double()[:, None]).clamp_(-127, 127)
+            diff = w.double() - q * scale.double()[:, None]
+            self._q[s:s + _CHUNK] = q.to(torch.int8)
+            norms = torch.stack([diff.norm(dim=1), diff.sum(1).abs(), (q * scale.double()[:, None]).norm(dim=1)], 1)
+            tab[s:s + _CHUNK, :3] = torch.stack([scale, q.sum(1).float(), self.bias[s:s + _CHUNK]], 1)
+            tab[s:s + _CHUNK, 3:] = torch.nextafter(norms.float(), up)
+        self._tab = tab
+        logger.debug("int8 head: %d rows, %.1f MB", c, self._q.numel() / 1e6)
+
+    @property
+    def batch1_path(self) -> str:
+        """How one image is scored: ``"kernel"`` (compiled int8 pass), ``"int8"`` (torch ops) or ``"float32"``."""
+        if not self.int8:
+            return "float32"
+        return "kernel" if _kernel() is not None else "int8"
 
     @property
     def num_classes(self) -> int:
@@ -92,23 +154,24 @@ class LinearHead:
         return torch.addmm(self.bias, features.float(), self.weight.T)
 
     def approximate_logits(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Int8 logits ``ŝ`` ``[B, C]`` and a bound ``e`` with ``|logits - ŝ| <= e`` everywhere.
+        """Int8 logits ``ŝ`` ``[B, C]`` (float64) and a bound ``e`` with ``|logits - ŝ| <= e`` everywhere.
 
         Raises:
             RuntimeError: If the head was built without its int8 copy.
         """
         if not self.int8:
             raise RuntimeError("this head has no int8 copy; build it with LinearHead(matrix, int8=True)")
-        x = features.float()
-        shift = x.mean(1, keepdim=True)  # the scalar m minimising ||x - m||, which the bound scales with
-        xs = x - shift
-        x_scale = xs.abs().amax(1, keepdim=True).clamp_min(1e-30) / 127.0
-        x_q = torch.round(xs / x_scale).clamp_(-127, 127)
-        x_err = (xs - x_q * x_scale).norm(dim=1, keepdim=True)
-        acc = torch._int_mm(x_q.to(torch.int8), self.w_q.T).float()  # exact int32 sums
-        ones = torch.ones_like(shift)
-        approx = torch.addcmul(torch.cat([shift, ones], 1) @ self.w_offset, acc, x_scale * self.w_scale)
-        bound = torch.cat([xs.norm(dim=1, keepdim=True), x_err, shift.abs(), ones], 1) @ self.w_bound
+        if self._q is None:
+            self._quantize()
+        x = features.detach().double()
+        level, lo, step, err, dev = _quantize_features(x)
+        acc = torch._int_mm((level - 127).to(torch.int8), self._q.T).double()  # Σ (q - 127) Q, exact
+        tab = self._tab.double()
+        t1 = lo * (tab[:, 0] * tab[:, 1])
+        t2 = step * tab[:, 0] * (acc + 127.0 * tab[:, 1])  # Σ q Q
+        approx = t1 + t2 + tab[:, 2]
+        bound = (dev * tab[:, 3] + x.mean(1, keepdim=True).abs() * tab[:, 4] + err * tab[:, 5]
+                 + _REL * (t1.abs() + t2.abs() + tab[:, 2].abs()) + 1e-300)
         return approx, bound
 
     def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,24 +183,46 @@ class LinearHead:
 
         Returns:
             ``(probabilities, indices, logits)``, each ``[B, k]``, best first. Indices and logits
-            equal those of the float32 product (ties aside).
+            equal those of the float32 product (ties and float rounding aside).
         """
         k = min(int(k), self.num_classes)
-        if not self.int8 or features.size(0) == 0 or not bool(torch.isfinite(features).all()):
-            logits = self.logits(features)
-            top, idx = logits.topk(k, dim=1)
-            return (top - logits.logsumexp(1, keepdim=True)).exp(), idx, top
+        self._calls += 1
+        if self.int8 and self._q is None and self._calls >= 2:
+            self._quantize()
+        if self._q is None or features.size(0) == 0:
+            return self._dense_topk(features, k)
+        if features.size(0) == 1 and k <= _KERNEL_MAX_K and _kernel() is not None:
+            return self._kernel_topk(features, k)
+        if not bool(torch.isfinite(features).all()):
+            return self._dense_topk(features, k)
         approx, bound = self.approximate_logits(features)
         floor = (approx - bound).topk(k, dim=1).values[:, -1:]
         maybe = bound.add_(approx) >= floor  # rows whose upper bound reaches the k-th lower bound
         rows = (maybe[0] if maybe.size(0) == 1 else maybe.any(0)).nonzero().squeeze(1)
         if rows.numel() > self.num_classes // 4:  # a wide batch: the dense product is as cheap
-            logits = self.logits(features)
-            top, idx = logits.topk(k, dim=1)
-            return (top - logits.logsumexp(1, keepdim=True)).exp(), idx, top
+            return self._dense_topk(features, k)
         exact = torch.addmm(self.bias[rows], features.float(), self.weight[rows].T)
         top, pos = exact.masked_fill(~maybe[:, rows], float("-inf")).topk(k, dim=1)
         # softmax normaliser: exact logits where computed, int8 ones elsewhere; no row outside the
         # shortlist can exceed the best exact logit, so it is the maximum
-        mixed = approx.index_copy_(1, rows, exact).sub_(top[:, :1]).exp_()
-        return (top - top[:, :1]).exp_() / mixed.sum(1, keepdim=True), rows[pos], top
+        mixed = approx.index_copy_(1, rows, exact.double()).sub_(top[:, :1]).exp_()
+        probs = (top - top[:, :1]).double().exp_() / mixed.sum(1, keepdim=True)
+        return probs.float(), rows[pos], top
+
+    def _dense_topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.logits(features)
+        top, idx = logits.topk(k, dim=1)
+        return (top - logits.logsumexp(1, keepdim=True)).exp(), idx, top
+
+    def _kernel_topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch 1 through the compiled kernel; the dense product answers NaN features and wide shortlists."""
+        if not hasattr(self, "_arrays"):
+            self._arrays = (self._q.numpy(), self._tab.T.contiguous().numpy(), self.weight.numpy(), self.bias.numpy())
+        x = features.detach() if features.requires_grad else features
+        if x.dtype != torch.float32 or not x.is_contiguous():  # every torch op here costs ~10 us cold
+            x = x.float().contiguous()
+        probs, logits, idx, n, _, _ = _kernel().topk_one(x.numpy(), *self._arrays, k, threads=torch.get_num_threads(),
+                                                         max_rows=self.num_classes // 4)
+        if n < 0:
+            return self._dense_topk(features, k)
+        return torch.from_numpy(probs), torch.from_numpy(idx), torch.from_numpy(logits)

@@ -93,7 +93,11 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
     scores = clf.logits(feats.to(clf.rows.device), cands).max(dim=1).values.float().cpu().sort().values
     n = scores.numel()
     drop = math.floor((1 - keep) * n + 1e-9)  # at most this many below the threshold
-    threshold = float(scores[drop])
+    lowest = float(scores[drop])  # the lowest score kept
+    below = float(scores[drop - 1]) if drop > 0 else lowest - 2e-6 * max(1.0, abs(lowest))
+    # halfway to the highest score dropped: the same images are kept when their logits are recomputed
+    # with other batching or threading (last-bit differences), unlike a threshold equal to a score
+    threshold = (below + lowest) / 2 if below < lowest else lowest
     kept = float((scores >= threshold).float().mean())
     result = {"threshold": threshold, "score": "max_logit", "keep": keep, "kept": round(kept, 6), "inputs": n,
               "method": "images" if not isinstance(images, torch.Tensor) else "features",
