@@ -49,7 +49,7 @@ def test_bound_holds_everywhere(kind, outliers):
 
 @needs_int8
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 8])  # the compiled pass (per image) and the batched int8 path
 def test_topk_equals_float32(seed, batch):
     rows = _rows(900, 48, seed=seed, outliers=seed % 2 == 1)
     x = _features(batch, 48, seed=100 + seed, kind="relu" if seed < 3 else "gauss")

@@ -61,7 +61,7 @@ def test_kernel_topk_equals_float32(seed):
     rows = _rows(900, 48, seed=seed, outliers=seed % 2 == 1)
     x = _features(48, seed=100 + seed, kind="relu" if seed < 3 else "gauss")
     fast, dense = LinearHead(rows, int8=True), LinearHead(rows, int8=False)
-    assert fast.batch1_path == "kernel"
+    assert fast.path(1) == "kernel" and fast.path(8) == "int8" and fast.path(64) == "float32"
     for k in (1, 5, 40):
         p, i, v = fast.topk(x, k)
         pe, ie, ve = dense.topk(x, k)
