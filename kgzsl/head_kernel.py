@@ -48,7 +48,7 @@ _LOCK = threading.Lock()  # one call at a time: the kernel uses every thread and
 _work: tuple[np.ndarray, np.ndarray] | None = None
 _REL = 1e-9  # relative margin for float64 rounding in the approximate logits
 _AHEAD = 2  # rows prefetched ahead of the one being scored
-_BLOCK = 32  # rows scored together: the bound and normaliser arithmetic vectorises over a block
+_BLOCK = 128  # rows scored together: the bound and normaliser arithmetic vectorises over a block
 _FAST = {"reassoc", "contract"}  # sums may be reordered (the margins cover it); NaN/inf checks stay valid
 
 

@@ -159,7 +159,8 @@ def _peak_rss(out: dict[str, Any], graph_dir: str) -> None:
 
 def _median_seconds(fns: dict[str, Callable[[], Any]], calls: int, rounds: int,
                     handover: bool = True) -> dict[str, float]:
-    """Median seconds per call; the functions take turns in blocks of ``calls`` calls, ``rounds`` times.
+    """Median seconds per call; the functions take turns in blocks of ``calls`` calls, ``rounds`` times,
+    the order rotating from round to round.
 
     With ``handover`` the first call of each block only hands the caches over from the previous
     function and is not timed (at batch 1 a call's speed depends on what ran before it). The
@@ -168,8 +169,10 @@ def _median_seconds(fns: dict[str, Callable[[], Any]], calls: int, rounds: int,
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()  # warm up
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # each takes every place in turn
+            fn = fns[name]
             if handover:
                 fn()
             for _ in range(calls):
@@ -210,7 +213,7 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> Non
                 "bare": lambda: backbone.logits(nxt()).softmax(-1).topk(5),
                 "classifier": lambda: head.topk(backbone(nxt()), 5),
                 "classifier_float32": lambda: dense.topk(backbone(nxt()), 5),
-            }, calls=len(chunks) if batch == 1 else 1, rounds=25 if batch == 1 else 7, handover=batch == 1)
+            }, calls=len(chunks) if batch == 1 else 1, rounds=24 if batch == 1 else 9, handover=batch == 1)
         out[f"backbone_images_per_s_batch{batch}"] = round(batch / t["bare"], 2)
         out[f"classifier_images_per_s_batch{batch}"] = round(batch / t["classifier"], 2)
         out[f"head_overhead_batch{batch}"] = round(t["classifier"] / t["bare"] - 1, 4)
