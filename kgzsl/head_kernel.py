@@ -48,16 +48,18 @@ _LOCK = threading.Lock()  # one call at a time: the kernel uses every thread and
 _work: tuple[np.ndarray, np.ndarray] | None = None
 _REL = 1e-9  # relative margin for float64 rounding in the approximate logits
 _AHEAD = 2  # rows prefetched ahead of the one being scored
-_BLOCK = 128  # rows scored together: the bound and normaliser arithmetic vectorises over a block
+_BLOCK = 128  # rows scored together: the normaliser's exponentials vectorise over a block, and the
+# shortlist bookkeeping runs only for blocks where some row reaches the floor
 _FAST = {"reassoc", "contract"}  # sums may be reordered (the margins cover it); NaN/inf checks stay valid
 
 
 @intrinsic
 def _prefetch_nta(typingctx, array, i, j):
-    """Prefetch ``array[i, j]`` with the non-temporal hint (no-op on LLVM builds we do not know).
+    """Prefetch ``array[i, j]`` with the non-temporal hint (``llvm.prefetch``, named for llvmlite's LLVM).
 
-    The int8 rows are read once per image: fetched this way they pass through the caches without
-    evicting the backbone's weights from L3, so the next image's backbone pass is not slowed.
+    The int8 rows are read once per image: fetched this way they evict less of the backbone's
+    weights from L3 (measured on 2 cores: the next backbone pass 0.13 ms faster, the pass itself
+    0.04 ms faster).
     """
     def codegen(context, builder, signature, args):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
@@ -77,7 +79,7 @@ def _prefetch_nta(typingctx, array, i, j):
 
 @numba.njit(cache=True, nogil=True, inline="always", fastmath=_FAST)
 def _exp_neg(y):  # pragma: no cover - compiled
-    """``exp(y)`` for ``y <= 0`` to ~1e-7 relative, branch-free so that loops vectorise.
+    """``exp(y)`` for ``y <= 0`` to ~5e-6 relative, branch-free so that loops vectorise.
 
     Below -40 it returns exp(-40) (4e-18): for a softmax normaliser that counts as zero.
     """
@@ -93,8 +95,8 @@ def _exp_neg(y):  # pragma: no cover - compiled
 def _bounds(accs, tab, b0, nb, lo, step, dev, am, err, floor, av, ev):  # pragma: no cover - compiled
     """Int8 logits ``av`` and bounds ``ev`` of rows ``b0 .. b0 + nb``; their max and whether any reaches ``floor``.
 
-    All inputs are finite here, so full fast-math only lets the loop vectorise (its rounding is
-    within the ``_REL`` margin).
+    All inputs are finite here, so full fast-math changes no result beyond rounding within the
+    ``_REL`` margin.
     """
     bmax = -1e308
     reach = 0
