@@ -122,6 +122,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def add_extraction_args(p: argparse.ArgumentParser) -> None:
+    """The feature-extraction options shared by ``evaluate`` and ``index`` (read by :func:`extraction_job`)."""
+    p.add_argument("--device", default="auto", help="under torchrun, 'cuda' means each rank's own GPU")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--workers", type=int, help="image-decoding processes per rank (default: min(4, cores per "
+                   "rank - 1), 0 = decode in the main process)")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                   help="mixed-precision backbone: auto = on CUDA only (CPU stays float32)")
+
+
 def extraction_job(args: argparse.Namespace) -> tuple[Any, int, str | bool]:
     """Join the torchrun job if any (quieting non-zero ranks); the DataLoader workers and amp setting to use."""
     import os
@@ -225,12 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, help="calibrated stacking: subtract this from seen-class scores")
     p.add_argument("--val", help="validation image folder to choose --gamma on (never the test folder)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--device", default="auto", help="under torchrun, 'cuda' means each rank's own GPU")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--workers", type=int, help="image-decoding processes per rank (default: min(4, cores per "
-                   "rank - 1), 0 = decode in the main process)")
-    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
-                   help="mixed-precision backbone: auto = on CUDA only (CPU stays float32)")
+    add_extraction_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")

@@ -93,6 +93,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the open-vocabulary subcommands on ``kgzsl``'s subparsers."""
+    from kgzsl.cli import add_extraction_args  # kgzsl.cli imports this module first
+
     p = sub.add_parser("explain", help="which seen classes and WordNet paths carry a label's score for an image")
     p.add_argument("run", help="run folder written by `kgzsl train`")
     p.add_argument("image", help="image file")
@@ -111,12 +113,7 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
                    "features); under torchrun write --run-dir, as torchrun takes --run for its own --run-path")
     p.add_argument("--out", required=True, help="index file to write or update")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--device", default="auto", help="under torchrun, 'cuda' means each rank's own GPU")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--workers", type=int, help="image-decoding processes per rank (default: min(4, cores per "
-                   "rank - 1), 0 = decode in the main process)")
-    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
-                   help="mixed-precision backbone: auto = on CUDA only (CPU stays float32)")
+    add_extraction_args(p)
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="rank indexed images by a concept (text → images)")
