@@ -7,32 +7,7 @@ import kgzsl.head as head_module
 from kgzsl.classifier import ZeroShotClassifier
 from kgzsl.head import INT8_MIN_ROWS, LinearHead
 
-needs_int8 = pytest.mark.skipif(not head_module._int_mm_available(), reason="torch._int_mm missing on this CPU")
-
-
-def _rows(c: int, d: int, seed: int, outliers: bool = False) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(c, d + 1, generator=g)
-    # neighbouring rows nearly equal, as sibling classes are: top-k gaps are small
-    w[1::2] = w[0::2][: w[1::2].size(0)] + 0.01 * torch.randn(w[1::2].shape, generator=g)
-    if outliers:
-        w[:, 3] *= 40.0
-    return w
-
-
-def _features(b: int, d: int, seed: int, kind: str) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, d, generator=g)
-    if kind == "relu":  # pooled ReLU features: non-negative, a few large
-        x = torch.relu(x) ** 2
-    elif kind == "spiky":
-        x[:, 0] = 500.0
-    elif kind == "zero":
-        x = torch.zeros(b, d)
-    elif kind == "constant":
-        x = torch.full((b, d), 3.0)
-    return x
-
+from head_helpers import assert_topk_matches_float32, head_features as _features, head_rows as _rows, needs_int8
 
 @needs_int8
 @pytest.mark.parametrize("kind", ["relu", "gauss", "spiky", "zero", "constant"])
@@ -55,13 +30,7 @@ def test_topk_equals_float32(seed, batch):
     x = _features(batch, 48, seed=100 + seed, kind="relu" if seed < 3 else "gauss")
     fast, exact = LinearHead(rows, int8=True), LinearHead(rows, int8=False)
     assert fast.int8 and not exact.int8
-    for k in (1, 5, 40):
-        p, i, v = fast.topk(x, k)
-        pe, ie, ve = exact.topk(x, k)
-        assert torch.equal(i, ie)
-        torch.testing.assert_close(v, ve, rtol=0, atol=1e-4)
-        torch.testing.assert_close(p, pe, rtol=0.02, atol=1e-6)  # normaliser: int8 logits outside the shortlist
-        assert (p[:, :-1] >= p[:, 1:]).all()
+    assert_topk_matches_float32(fast, exact, x)
 
 
 @needs_int8

@@ -1,0 +1,49 @@
+"""Hand-built candidate rows and features for the head tests, and the float32 top-k comparison."""
+
+import pytest
+import torch
+
+import kgzsl.head as head_module
+from kgzsl.head import LinearHead
+
+needs_int8 = pytest.mark.skipif(not head_module._int_mm_available(), reason="torch._int_mm missing on this CPU")
+
+
+def head_rows(c: int, d: int, seed: int, outliers: bool = False) -> torch.Tensor:
+    """``[c, d + 1]`` rows ``[W | b]``; neighbouring rows nearly equal, as sibling classes are (small top-k gaps)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(c, d + 1, generator=g)
+    w[1::2] = w[0::2][: w[1::2].size(0)] + 0.01 * torch.randn(w[1::2].shape, generator=g)
+    if outliers:
+        w[:, 3] *= 40.0
+    return w
+
+
+def head_features(b: int, d: int, seed: int, kind: str) -> torch.Tensor:
+    """``[b, d]`` features of one kind: relu (pooled ReLU: many exact zeros, a few large), gauss,
+    spiky, zero, constant or negative."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, generator=g)
+    if kind == "relu":
+        x = torch.relu(x) ** 2
+    elif kind == "spiky":
+        x[:, 0] = 500.0
+    elif kind == "zero":
+        x = torch.zeros(b, d)
+    elif kind == "constant":
+        x = torch.full((b, d), 3.0)
+    elif kind == "negative":
+        x = -torch.relu(x) - 1.0
+    return x
+
+
+def assert_topk_matches_float32(fast: LinearHead, exact: LinearHead, x: torch.Tensor, ks=(1, 5, 40)) -> None:
+    """``fast.topk`` gives the float32 head's indices and logits, and its probabilities within 2%."""
+    for k in ks:
+        p, i, v = fast.topk(x, k)
+        pe, ie, ve = exact.topk(x, k)
+        assert p.shape == i.shape == v.shape == (x.size(0), k) and i.dtype == torch.int64
+        assert torch.equal(i, ie)
+        torch.testing.assert_close(v, ve, rtol=0, atol=1e-4)
+        torch.testing.assert_close(p, pe, rtol=0.02, atol=1e-6)  # normaliser: int8 logits outside the shortlist
+        assert (p[:, :-1] >= p[:, 1:]).all()
