@@ -138,6 +138,8 @@ class LinearHead:
             tab[s:s + _CHUNK, :3] = torch.stack([scale, q.sum(1).float(), self.bias[s:s + _CHUNK]], 1)
             tab[s:s + _CHUNK, 3:] = torch.nextafter(norms.float(), up)
         self._tab = tab
+        # the compiled pass reads numpy views: the table by columns, so each column is contiguous
+        self._arrays = (self._q.numpy(), tab.T.contiguous().numpy(), self.weight.numpy(), self.bias.numpy())
         logger.debug("int8 head: %d rows, %.1f MB", c, self._q.numel() / 1e6)
 
     def path(self, batch: int = 1) -> str:
@@ -225,8 +227,6 @@ class LinearHead:
 
     def _kernel_topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batch 1 through the compiled kernel; the dense product answers NaN features and wide shortlists."""
-        if not hasattr(self, "_arrays"):
-            self._arrays = (self._q.numpy(), self._tab.T.contiguous().numpy(), self.weight.numpy(), self.bias.numpy())
         x = features.detach() if features.requires_grad else features
         if x.dtype != torch.float32 or not x.is_contiguous():  # every torch op here costs ~10 us cold
             x = x.float().contiguous()

@@ -7,37 +7,16 @@ import torch
 import kgzsl.head as head_module
 from kgzsl.head import LinearHead
 
+from head_helpers import assert_topk_matches_float32, head_features, head_rows as _rows, needs_int8
+
 head_kernel = pytest.importorskip("kgzsl.head_kernel")
-needs_int8 = pytest.mark.skipif(not head_module._int_mm_available(), reason="torch._int_mm missing on this CPU")
-
-
-def _rows(c: int, d: int, seed: int, outliers: bool = False) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(c, d + 1, generator=g)
-    w[1::2] = w[0::2][: w[1::2].size(0)] + 0.01 * torch.randn(w[1::2].shape, generator=g)  # near-tied siblings
-    if outliers:
-        w[:, 3] *= 40.0
-    return w
 
 
 def _features(d: int, seed: int, kind: str) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, d, generator=g)
-    if kind == "relu":  # pooled ReLU features: many exact zeros, a few large values
-        x = torch.relu(x) ** 2
-    elif kind == "spiky":
-        x[:, 0] = 500.0
-    elif kind == "zero":
-        x = torch.zeros(1, d)
-    elif kind == "constant":
-        x = torch.full((1, d), 3.0)
-    elif kind == "negative":
-        x = -torch.relu(x) - 1.0
-    return x
+    return head_features(1, d, seed, kind)
 
 
 def _call(head: LinearHead, x: torch.Tensor, k: int, **kw):
-    head._kernel_topk(torch.zeros(1, head.weight.size(1)), 1)  # builds head._arrays
     return head_kernel.topk_one(x.numpy(), *head._arrays, k, threads=2, **kw)
 
 
@@ -62,14 +41,7 @@ def test_kernel_topk_equals_float32(seed):
     x = _features(48, seed=100 + seed, kind="relu" if seed < 3 else "gauss")
     fast, dense = LinearHead(rows, int8=True), LinearHead(rows, int8=False)
     assert fast.path(1) == "kernel" and fast.path(8) == "int8" and fast.path(64) == "float32"
-    for k in (1, 5, 40):
-        p, i, v = fast.topk(x, k)
-        pe, ie, ve = dense.topk(x, k)
-        assert p.shape == i.shape == v.shape == (1, k) and i.dtype == torch.int64
-        assert torch.equal(i, ie)
-        torch.testing.assert_close(v, ve, rtol=0, atol=1e-4)
-        torch.testing.assert_close(p, pe, rtol=0.02, atol=1e-6)  # normaliser: int8 logits outside the shortlist
-        assert (p[:, :-1] >= p[:, 1:]).all()
+    assert_topk_matches_float32(fast, dense, x)
 
 
 @needs_int8
