@@ -114,6 +114,7 @@ class LinearHead:
         if wanted and not self.int8:
             logger.info("int8 head unavailable here (needs torch._int_mm on the CPU); scoring in float32")
         self._q: torch.Tensor | None = None
+        self._low = None  # kgzsl.head_basis.LowRankRows once quantised, if the rows are low rank
         self._calls = 0
         if self.int8 and int8 is True:
             self._quantize()
@@ -141,13 +142,20 @@ class LinearHead:
         # the compiled pass reads numpy views: the table by columns, so each column is contiguous
         self._arrays = (self._q.numpy(), tab.T.contiguous().numpy(), self.weight.numpy(), self.bias.numpy())
         logger.debug("int8 head: %d rows, %.1f MB", c, self._q.numel() / 1e6)
+        if _kernel() is not None and c >= INT8_MIN_ROWS:  # batch 1 reads a low-rank copy where the rows allow
+            from kgzsl.head_basis import fit_low_rank
+
+            self._low = fit_low_rank(self.weight)
 
     def path(self, batch: int = 1) -> str:
         """How a batch of this size is scored: ``"kernel"`` (one compiled int8 pass per image),
-        ``"int8"`` (``torch._int_mm`` shortlist) or ``"float32"`` (dense product)."""
+        ``"kernel-lowrank"`` (the same over the low-rank int8 copy, once built), ``"int8"``
+        (``torch._int_mm`` shortlist) or ``"float32"`` (dense product)."""
         if not self.int8 or not 0 < batch <= _INT8_MAX_BATCH:
             return "float32"
-        return "kernel" if batch <= _KERNEL_MAX_BATCH and _kernel() is not None else "int8"
+        if batch > _KERNEL_MAX_BATCH or _kernel() is None:
+            return "int8"
+        return "kernel-lowrank" if self._low is not None else "kernel"
 
     @property
     def num_classes(self) -> int:
@@ -230,8 +238,15 @@ class LinearHead:
         x = features.detach() if features.requires_grad else features
         if x.dtype != torch.float32 or not x.is_contiguous():  # every torch op here costs ~10 us cold
             x = x.float().contiguous()
-        probs, logits, idx, n, _, _ = _kernel().topk_one(x.numpy(), *self._arrays, k, threads=torch.get_num_threads(),
-                                                         max_rows=self.num_classes // 4)
+        threads, limit = torch.get_num_threads(), self.num_classes // 4
+        if self._low is not None:
+            from kgzsl.head_kernel_lowrank import topk_lowrank
+
+            probs, logits, idx, n, _, _ = topk_lowrank(x.numpy(), self._low, *self._arrays[2:], k, threads=threads,
+                                                       max_rows=limit)
+        else:
+            probs, logits, idx, n, _, _ = _kernel().topk_one(x.numpy(), *self._arrays, k, threads=threads,
+                                                             max_rows=limit)
         if n < 0:
             return self._dense_topk(features, k)
         return torch.from_numpy(probs), torch.from_numpy(idx), torch.from_numpy(logits)

@@ -44,7 +44,7 @@ NOT_FINITE = -1
 """Shortlist size returned when the features contain NaN or inf (the caller scores densely)."""
 TOO_WIDE = -2
 """Shortlist size returned when more than ``max_rows`` rows need rescoring (dense is as cheap)."""
-_LOCK = threading.Lock()  # one call at a time: the kernel uses every thread and shares its scratch
+LOCK = threading.Lock()  # one call at a time: the kernels use every thread and share their scratch
 _work: tuple[np.ndarray, np.ndarray] | None = None
 _REL = 1e-9  # relative margin for float64 rounding in the approximate logits
 _AHEAD = 2  # rows prefetched ahead of the one being scored
@@ -132,6 +132,73 @@ def _dot(x, rows, i):  # pragma: no cover - compiled
     return acc
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keep(av, ev, nb, b0, top, k, cand, cand_a, cand_u, pos):  # pragma: no cover - compiled
+    """Update the chunk's k best lower bounds ``top`` with a block and append its rows that reach
+    the floor to the candidates at ``pos``; returns the new end."""
+    for t in range(nb):
+        low = av[t] - ev[t]
+        if low > top[0]:
+            p = 0
+            while p + 1 < k and top[p + 1] < low:
+                top[p] = top[p + 1]
+                p += 1
+            top[p] = low
+        if av[t] + ev[t] >= top[0]:  # the floor only rises: a superset of the shortlist
+            cand[pos] = b0 + t
+            cand_a[pos] = av[t]
+            cand_u[pos] = av[t] + ev[t]
+            pos += 1
+    return pos
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _shortlist(k, size, best, work_i, work_f, ncand):  # pragma: no cover - compiled
+    """Merge the chunks' candidates into ``work_i[1]`` / ``work_f[2]``: the rows whose upper bound
+    reaches the k-th best lower bound overall. Returns their number."""
+    cand, short = work_i[0], work_i[1]
+    cand_a, cand_u, short_a = work_f[0], work_f[1], work_f[2]
+    floor = np.sort(best.ravel())[-k]
+    n = 0
+    for ch in range(ncand.shape[0]):
+        for p in range(ch * size, ch * size + ncand[ch]):
+            if cand_u[p] >= floor:
+                short[n] = cand[p]
+                short_a[n] = cand_a[p]
+                n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _top(exact, short, short_a, k, zmax, zsum):  # pragma: no cover - compiled
+    """``(probs, logits, idx)`` ``[1, k]`` from the rescored rows and the chunks' normalisers."""
+    n = exact.shape[0]
+    order = np.argsort(-exact, kind="mergesort")[:k]
+    t0 = exact[order[0]]
+    norm = 0.0
+    for ch in range(zsum.shape[0]):
+        if zsum[ch] > 0.0:
+            norm += zsum[ch] * math.exp(zmax[ch] - t0)
+    for r in range(n):  # exact logits replace the approximate ones of the rescored rows
+        norm += math.exp(exact[r] - t0) - math.exp(short_a[r] - t0)
+    kk = order.size
+    probs = (np.exp(exact[order] - t0) / norm).astype(np.float32).reshape(1, kk)
+    return probs, exact[order].astype(np.float32).reshape(1, kk), short[order].reshape(1, kk)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _rescore(x, rows, bias, short, n):  # pragma: no cover - compiled
+    """Exact logits (float64 accumulation) of the ``n`` shortlisted rows."""
+    exact = np.empty(n)
+    if n <= 256:  # a short list: not worth waking the threads
+        for r in range(n):
+            exact[r] = _dot(x, rows, short[r]) + np.float64(bias[short[r]])
+    else:
+        for r in numba.prange(n):
+            exact[r] = _dot(x, rows, short[r]) + np.float64(bias[short[r]])
+    return exact
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
 def _kernel(features, q_rows, tab, rows, bias, k, nchunks, max_rows, debug, work_i, work_f):  # pragma: no cover - compiled
     x = features[0]
@@ -201,19 +268,7 @@ def _kernel(features, q_rows, tab, rows, bias, k, nchunks, max_rows, debug, work
                     approx[b0 + t] = av[t]
                     upper[b0 + t] = av[t] + ev[t]
             if reach:  # some row of the block reaches the chunk's floor: rare once it has risen
-                for t in range(nb):
-                    low = av[t] - ev[t]
-                    if low > top[0]:
-                        p = 0
-                        while p + 1 < k and top[p + 1] < low:
-                            top[p] = top[p + 1]
-                            p += 1
-                        top[p] = low
-                    if av[t] + ev[t] >= top[0]:  # the floor only rises: a superset of the shortlist
-                        cand[c0 + nc] = b0 + t
-                        cand_a[c0 + nc] = av[t]
-                        cand_u[c0 + nc] = av[t] + ev[t]
-                        nc += 1
+                nc = _keep(av, ev, nb, b0, top, k, cand, cand_a, cand_u, c0 + nc) - c0
             if bmax > m:  # softmax normaliser, relative to the chunk's running maximum
                 z *= _exp_neg(m - bmax)
                 m = bmax
@@ -222,36 +277,21 @@ def _kernel(features, q_rows, tab, rows, bias, k, nchunks, max_rows, debug, work
         zmax[ch] = m
         zsum[ch] = z
 
-    floor = np.sort(best.ravel())[-k]
-    short = work_i[1]
-    short_a = work_f[2]
-    n = 0
-    for ch in range(nchunks):
-        for p in range(ch * size, ch * size + ncand[ch]):
-            if cand_u[p] >= floor:
-                short[n] = cand[p]
-                short_a[n] = cand_a[p]
-                n += 1
+    n = _shortlist(k, size, best, work_i, work_f, ncand)
     if n > max_rows:
         return TOO_WIDE, none, none, np.empty((1, 0), np.int64), approx, upper
-    exact = np.empty(n)
-    if n <= 256:  # a short list: not worth waking the threads
-        for r in range(n):
-            exact[r] = _dot(x, rows, short[r]) + np.float64(bias[short[r]])
-    else:
-        for r in numba.prange(n):
-            exact[r] = _dot(x, rows, short[r]) + np.float64(bias[short[r]])
-    order = np.argsort(-exact, kind="mergesort")[:k]
-    t0 = exact[order[0]]
-    norm = 0.0
-    for ch in range(nchunks):
-        if zsum[ch] > 0.0:
-            norm += zsum[ch] * math.exp(zmax[ch] - t0)
-    for r in range(n):  # exact logits replace the approximate ones of the rescored rows
-        norm += math.exp(exact[r] - t0) - math.exp(short_a[r] - t0)
-    kk = order.size
-    probs = (np.exp(exact[order] - t0) / norm).astype(np.float32).reshape(1, kk)
-    return n, probs, exact[order].astype(np.float32).reshape(1, kk), short[order].reshape(1, kk), approx, upper
+    exact = _rescore(x, rows, bias, work_i[1], n)
+    probs, logits, idx = _top(exact, work_i[1], work_f[2], k, zmax, zsum)
+    return n, probs, logits, idx, approx, upper
+
+
+def scratch(c: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' candidate buffers for ``c`` rows (call under :data:`LOCK`), kept between calls:
+    fresh pages would be faulted in on every call."""
+    global _work
+    if _work is None or _work[0].shape[1] < c:
+        _work = (np.empty((2, c), np.int64), np.empty((3, c)))
+    return _work
 
 
 def set_threads(n: int) -> int:
@@ -285,11 +325,8 @@ def topk_one(features: np.ndarray, q_rows: np.ndarray, tab: np.ndarray, rows: np
     """
     c = q_rows.shape[0]
     limit = c if max_rows is None else int(max_rows)
-    with _LOCK:
-        global _work
-        if _work is None or _work[0].shape[1] < c:  # scratch rows, kept: fresh pages would be faulted in
-            _work = (np.empty((2, c), np.int64), np.empty((3, c)))
+    with LOCK:
         threads = set_threads(threads)
         n, probs, logits, idx, approx, upper = _kernel(features, q_rows, tab, rows, bias, int(k), 4 * threads,
-                                                       limit, bool(debug), *_work)
+                                                       limit, bool(debug), *scratch(c))
     return probs, logits, idx, int(n), approx, upper
