@@ -123,3 +123,14 @@ def test_time_per_call_counts_calls():
     calls = []
     seconds = time_per_call(lambda: calls.append(1), repeat=4, warmup=2)
     assert len(calls) == 6 and seconds >= 0
+
+
+def test_round_medians_rotate_and_pair_by_round():
+    from kgzsl.benchmarks.speed import paired_overhead, round_medians
+
+    order = []
+    times = round_medians({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, calls=3, rounds=4)
+    assert len(times["a"]) == len(times["b"]) == 4
+    assert order[2:] == (["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4) * 2  # handover + 3 timed; order rotates
+    drift = {"base": [1.0, 2.0, 4.0], "x": [1.1, 2.2, 4.4]}  # load drifts between rounds; the ratio does not
+    assert abs(paired_overhead(drift, "x", "base") - 0.1) < 1e-12

@@ -157,29 +157,40 @@ def _peak_rss(out: dict[str, Any], graph_dir: str) -> None:
     out["full_graph_step_peak_rss_mib"] = round(peaks["full_graph"], 1)
 
 
-def _median_seconds(fns: dict[str, Callable[[], Any]], calls: int, rounds: int,
-                    handover: bool = True) -> dict[str, float]:
-    """Median seconds per call; the functions take turns in blocks of ``calls`` calls, ``rounds`` times,
-    the order rotating from round to round.
+def round_medians(fns: dict[str, Callable[[], Any]], calls: int, rounds: int,
+                  handover: bool = True) -> dict[str, list[float]]:
+    """Per function, the median seconds per call of each round's block.
 
-    With ``handover`` the first call of each block only hands the caches over from the previous
-    function and is not timed (at batch 1 a call's speed depends on what ran before it). The
-    median over all timed calls shrugs off bursts of load from other processes.
+    The functions take turns in blocks of ``calls`` calls, ``rounds`` times, the order rotating
+    from round to round, so each takes every place in turn. With ``handover`` the first call of
+    each block only hands the caches over from the previous function and is not timed (at batch 1
+    a call's speed depends on what ran before it).
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()  # warm up
     names = list(fns)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # each takes every place in turn
+        for name in names[r % len(names):] + names[:r % len(names)]:
             fn = fns[name]
             if handover:
                 fn()
+            block = []
             for _ in range(calls):
                 start = time.perf_counter()
                 fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+                block.append(time.perf_counter() - start)
+            times[name].append(statistics.median(block))
+    return times
+
+
+def paired_overhead(times: dict[str, list[float]], name: str, base: str) -> float:
+    """Median over rounds of ``name``'s time over ``base``'s in the same round, minus 1.
+
+    Load from other processes comes in bursts of seconds; blocks of one round run within a second
+    of each other, so a per-round ratio cancels most of it where a ratio of overall medians does not.
+    """
+    return statistics.median(t / b for t, b in zip(times[name], times[base])) - 1
 
 
 def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> None:
@@ -187,7 +198,8 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> Non
 
     Both sides do the whole job for a batch of the bundled photos: the bare backbone gives
     softmax top-5 over its own 1,000 classes, the classifier top-5 over ``matrix``'s candidates
-    through :class:`kgzsl.head.LinearHead` (and, for comparison, through the dense float32 product).
+    through :class:`kgzsl.head.LinearHead` (and, for comparison where the head takes another path,
+    through the dense float32 product). Overheads are per-round paired ratios (:func:`paired_overhead`).
     """
     from kgzsl.demo import demo_photos
     from kgzsl.head import LinearHead
@@ -198,7 +210,6 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> Non
     head.topk(torch.zeros(1, matrix.size(1) - 1), 1)  # a one-off call is dense; the int8 copy is built on the next
     out["head_candidates"] = int(matrix.size(0))
     out["head_int8"] = head.int8
-    out["head_batch1_path"], out["head_batch64_path"] = head.path(1), head.path(64)
     for batch in (1, 64):
         chunks = [photos[i:i + 1] for i in range(len(photos))] if batch == 1 else \
             [photos.repeat(batch // len(photos) + 1, 1, 1, 1)[:batch]]
@@ -208,16 +219,20 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> Non
             state["i"] = (state["i"] + 1) % len(chunks)
             return chunks[state["i"]]
 
+        fns = {"bare": lambda: backbone.logits(nxt()).softmax(-1).topk(5),
+               "classifier": lambda: head.topk(backbone(nxt()), 5)}
+        if head.path(batch) != "float32":  # else the same computation: the time goes to more rounds
+            fns["classifier_float32"] = lambda: dense.topk(backbone(nxt()), 5)
         with torch.inference_mode():
-            t = _median_seconds({
-                "bare": lambda: backbone.logits(nxt()).softmax(-1).topk(5),
-                "classifier": lambda: head.topk(backbone(nxt()), 5),
-                "classifier_float32": lambda: dense.topk(backbone(nxt()), 5),
-            }, calls=len(chunks) if batch == 1 else 1, rounds=24 if batch == 1 else 9, handover=batch == 1)
-        out[f"backbone_images_per_s_batch{batch}"] = round(batch / t["bare"], 2)
-        out[f"classifier_images_per_s_batch{batch}"] = round(batch / t["classifier"], 2)
-        out[f"head_overhead_batch{batch}"] = round(t["classifier"] / t["bare"] - 1, 4)
-        out[f"head_overhead_batch{batch}_float32"] = round(t["classifier_float32"] / t["bare"] - 1, 4)
+            t = round_medians(fns, calls=len(chunks) if batch == 1 else 1,
+                              rounds=48 if batch == 1 else 32 // len(fns), handover=batch == 1)
+        out[f"backbone_images_per_s_batch{batch}"] = round(batch / statistics.median(t["bare"]), 2)
+        out[f"classifier_images_per_s_batch{batch}"] = round(batch / statistics.median(t["classifier"]), 2)
+        out[f"head_overhead_batch{batch}"] = round(paired_overhead(t, "classifier", "bare"), 4)
+        if "classifier_float32" in t:
+            out[f"head_overhead_batch{batch}_float32"] = round(paired_overhead(t, "classifier_float32", "bare"), 4)
+    out["head_batch1_path"], out["head_batch64_path"] = head.path(1), head.path(64)  # after the copies are built
+    out["head_low_rank"] = head._low.rank if head._low is not None else None
     with torch.inference_mode():
         feats = backbone(photos)
         probs, idx, _ = head.topk(feats, 5)
