@@ -19,7 +19,12 @@ the exact logits of the rescored rows and the int8 logits of the others in the s
 Up to 4 images on the CPU, each runs as one compiled pass (:mod:`kgzsl.head_kernel`); batches
 of 5-24 go through ``torch._int_mm``; wider batches use the dense float32 product, which is then
 the cheaper exact head (measured on 2 cores: 32 ms for 64 images against 51 ms through int8).
-The int8 copy is built on the second call, so a one-off prediction never pays for it.
+Where the rows are close to low rank, as the rows a graph network predicts are (DGP's 21,843
+ImageNet rows keep 99.9% of their centred energy in 512 of 1,280 directions), the batch-1 pass
+reads a low-rank int8 copy instead (:mod:`kgzsl.head_basis`, :mod:`kgzsl.head_kernel_lowrank`):
+15.6 MB per image instead of 28 MB, with the same certified shortlist and exact rescoring.
+The int8 copies are built on the second call (about 2 s for those rows on 2 cores), so a
+one-off prediction never pays for them.
 
 Example:
     >>> head = LinearHead(matrix)                       # [C, D + 1] rows [W | b]

@@ -21,8 +21,8 @@ import numba
 import numpy as np
 
 from kgzsl.head_basis import LowRankRows
-from kgzsl.head_kernel import (LOCK, NOT_FINITE, TOO_WIDE, _AHEAD, _BLOCK, _FAST, _REL, _exp_neg, _exp_sum, _keep,
-                               _prefetch_nta, _rescore, _shortlist, _top, scratch, set_threads)
+from kgzsl.head_kernel_parts import (LOCK, NOT_FINITE, TOO_WIDE, _AHEAD, _BLOCK, _FAST, _REL, _exp_neg, _exp_sum,
+                                     _keep, _prefetch_nta, _rescore, _shortlist, _top, scratch, set_threads)
 
 __all__ = ["topk_lowrank"]
 
