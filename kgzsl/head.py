@@ -163,6 +163,11 @@ class LinearHead:
         return "kernel-lowrank" if self._low is not None else "kernel"
 
     @property
+    def low_rank(self) -> int | None:
+        """Rank of the low-rank int8 copy the batch-1 pass reads, None if there is none (yet)."""
+        return self._low.rank if self._low is not None else None
+
+    @property
     def num_classes(self) -> int:
         """Number of candidate rows C."""
         return self.weight.size(0)

@@ -70,7 +70,7 @@ def test_lowrank_head_topk_equals_float32(seed, monkeypatch):
     monkeypatch.setattr(head_module, "INT8_MIN_ROWS", 100)
     rows = _low_rank_rows(900, 256, 48, seed=10 + seed)
     fast, dense = LinearHead(rows, int8=True), LinearHead(rows, int8=False)
-    assert fast.path(1) == "kernel-lowrank" and fast._low.rank == 64
+    assert fast.path(1) == "kernel-lowrank" and fast.low_rank == 64
     x = head_features(1, 256, seed=20 + seed, kind="relu" if seed % 2 else "gauss")
     assert_topk_matches_float32(fast, dense, x)
 
@@ -95,4 +95,4 @@ def test_full_rank_rows_keep_the_full_width_kernel(monkeypatch):
     monkeypatch.setattr(head_module, "INT8_MIN_ROWS", 100)
     rows = torch.randn(500, 129, generator=torch.Generator().manual_seed(8))
     head = LinearHead(rows, int8=True)
-    assert head._low is None and head.path(1) == "kernel"
+    assert head.low_rank is None and head.path(1) == "kernel"

@@ -232,7 +232,7 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> Non
         if "classifier_float32" in t:
             out[f"head_overhead_batch{batch}_float32"] = round(paired_overhead(t, "classifier_float32", "bare"), 4)
     out["head_batch1_path"], out["head_batch64_path"] = head.path(1), head.path(64)  # after the copies are built
-    out["head_low_rank"] = head._low.rank if head._low is not None else None
+    out["head_low_rank"] = head.low_rank
     with torch.inference_mode():
         feats = backbone(photos)
         probs, idx, _ = head.topk(feats, 5)
