@@ -12,7 +12,8 @@ instead of a ``D``-wide one. The coefficients are divided by their per-column RM
 per-row int8 quantisation (``a_i / c ≈ scale_i · Q_i``; the features carry ``p ⊙ c``), so the
 quantisation error is spread evenly over the columns. The error of the int8 logit is bounded by
 
-    Σ_g ||(p ⊙ c)_g|| · ||δ_ig|| + ||p̂ - p ⊙ c|| · ||â_i|| + ||x⊥|| · ||R_i|| + η (||p|| + ||x||) · ||a_i||
+    Σ_g ||(p ⊙ c)_g|| · ||δ_ig|| + ||p̂ - p ⊙ c|| · ||â_i|| + ||x⊥|| · ||R_i||
+        + η (||p|| + ||x||) · ||a_i||
 
 with ``δ_i`` the row's quantisation error split into ``G`` column groups, ``p̂`` the int16 features
 and ``η >= ||E||`` (``||x⊥||²`` is bounded by ``||x||² - ||p||² + η ||p||²``). All norms are computed
@@ -111,12 +112,18 @@ def fit_low_rank(weight: torch.Tensor, tol: float = ENERGY_TOL) -> LowRankRows |
     """
     c, d = weight.shape
     w32 = weight.detach().float().cpu()
+    if not bool(torch.isfinite(w32).all()):  # the full-width pass handles such rows (their bound is not finite)
+        return None
     centre = w32.double().mean(0).float()
     gram = torch.zeros(d, d, dtype=torch.float64)
     for s in range(0, c, _CHUNK):
         part = w32[s:s + _CHUNK] - centre
         gram += (part.T @ part).double()
-    eigenvalues, vectors = torch.linalg.eigh(gram)  # only chooses the basis: the bound does not rely on it
+    try:
+        eigenvalues, vectors = torch.linalg.eigh(gram)  # only chooses the basis: the bound does not rely on it
+    except torch.linalg.LinAlgError as exc:  # pragma: no cover - LAPACK did not converge
+        logger.info("no low-rank copy of the rows (%s); the full-width int8 rows serve", exc)
+        return None
     r = choose_rank(eigenvalues.flip(0), d, tol)
     if r is None:
         return None
@@ -147,7 +154,8 @@ def fit_low_rank(weight: torch.Tensor, tol: float = ENERGY_TOL) -> LowRankRows |
         qq = torch.round(scaled / scale.double()[:, None]).clamp_(-127, 127)
         approx = qq * scale.double()[:, None]
         q[s:s + _CHUNK] = qq.to(torch.int8)
-        group_err[s:s + _CHUNK] = torch.nextafter((scaled - approx).reshape(-1, groups, r // groups).norm(dim=2).float(), up)
+        delta = (scaled - approx).reshape(-1, groups, r // groups)
+        group_err[s:s + _CHUNK] = torch.nextafter(delta.norm(dim=2).float(), up)
         tab[0, s:s + _CHUNK] = scale
         tab[1, s:s + _CHUNK] = torch.nextafter(approx.norm(dim=1).float(), up)
         tab[2, s:s + _CHUNK] = torch.nextafter(res.float(), up)

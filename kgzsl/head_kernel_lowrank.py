@@ -60,7 +60,7 @@ def _project(x, basis):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
-def _kernel(features, basis, centre, colscale, q_rows, gerr, tab, rows, bias, k, nchunks, max_rows, debug,
+def _kernel(features, basis, centre, colscale, eta, q_rows, gerr, tab, rows, bias, k, nchunks, max_rows, debug,
             work_i, work_f):  # pragma: no cover - compiled
     x = features[0]
     c, r = q_rows.shape
@@ -82,8 +82,8 @@ def _kernel(features, basis, centre, colscale, q_rows, gerr, tab, rows, bias, k,
     pp = 0.0
     for j in range(r):
         pp += p[j] * p[j]
-    # ||x⊥||² <= ||x||² - ||p||² + η||p||² (η folded into tab[3]); 1e-9 ||x||² covers the rounding
-    xperp = math.sqrt(max(xx - pp + 1e-9 * xx, 0.0)) * (1.0 + _REL)
+    # ||x⊥||² <= ||x||² - ||p||² + η||p||², plus 1e-9 ||x||² for the rounding of p, ||x||² and ||p||²
+    xperp = math.sqrt(max(xx - pp + eta * pp + 1e-9 * xx, 0.0)) * (1.0 + _REL)
     pxn = (math.sqrt(pp) + math.sqrt(xx)) * (1.0 + _REL)
     pn = np.empty(ng)
     pmax = 0.0
@@ -183,6 +183,6 @@ def topk_lowrank(features: np.ndarray, low: LowRankRows, rows: np.ndarray, bias:
     with LOCK:
         threads = set_threads(threads)
         n, probs, logits, idx, approx, upper = _kernel(
-            features, low.basis, low.centre, low.colscale, low.q, low.group_err, low.tab, rows, bias, int(k),
-            4 * threads, limit, bool(debug), *scratch(c))
+            features, low.basis, low.centre, low.colscale, float(low.eta), low.q, low.group_err, low.tab, rows, bias,
+            int(k), 4 * threads, limit, bool(debug), *scratch(c))
     return probs, logits, idx, int(n), approx, upper

@@ -30,8 +30,12 @@ def test_rank_is_the_smallest_multiple_of_64_that_keeps_the_energy():
     assert choose_rank(torch.zeros(256), 256) is None
 
 
-def test_fit_gives_none_for_full_rank_rows():
+def test_fit_gives_none_for_full_rank_or_non_finite_rows():
     assert fit_low_rank(torch.randn(600, 128, generator=torch.Generator().manual_seed(0))) is None
+    rows = _low_rank_rows(600, 128, 20, seed=4)[:, :-1]
+    assert fit_low_rank(rows) is not None
+    rows[3, 5] = float("nan")
+    assert fit_low_rank(rows) is None
 
 
 def test_fit_reconstructs_the_rows():
