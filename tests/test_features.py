@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kgzsl import features
+from kgzsl import text_encoders
 from kgzsl.features import GloveEncoder, get_encoder, node_features, node_texts
 
 GLOVE = """dog 1 0 0
@@ -200,4 +200,4 @@ def test_minilm_semantics() -> None:
     x = enc.encode(["golden retriever", "labrador retriever", "espresso"])
     assert x.shape == (3, 384) and enc.dim == 384 and x.dtype == torch.float32
     assert _cos(x, 0, 1) > _cos(x, 0, 2)
-    assert features._load_minilm.cache_info().currsize >= 1
+    assert text_encoders._load_minilm.cache_info().currsize >= 1
