@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,32 +26,16 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from kgzsl.concept_nodes import (SYNSET_RE, WNID_RE, AmbiguousConceptError, ConceptError, NodeExtension,
+                                 custom_id, pick_synset, resolve_parent)
 from kgzsl.graph.knowledge_graph import ancestor_pairs
 from kgzsl.io import load_tensors, read_tensor_metadata, write_text
-from kgzsl.labels import LabelError, LabelResolver, ResolvedLabel
+from kgzsl.labels import LabelResolver, ResolvedLabel
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "ConceptState", "add_concept", "concept_graph",
            "save_concepts", "load_concepts", "load_propagation_model"]
 
 logger = logging.getLogger(__name__)
-
-_WNID = re.compile(r"^n\d{8}$")
-_SYNSET = re.compile(r"^.+\.n\.\d+$")
-
-
-class ConceptError(ValueError):
-    """A concept cannot be added; the message says why and what to give instead."""
-
-
-class AmbiguousConceptError(ConceptError):
-    """A word has several WordNet noun senses; ``senses`` lists ``(synset name, wnid, gloss)``."""
-
-    def __init__(self, word: str, senses: list[tuple[str, str, str]]) -> None:
-        self.word = word
-        self.senses = senses
-        listed = "; ".join(f"{name} ({wnid}): {gloss}" for name, wnid, gloss in senses)
-        super().__init__(f"{word!r} is ambiguous: it has {len(senses)} WordNet noun senses: {listed}. "
-                         f"Pick one with sense=, e.g. add_concept({word!r}, sense={senses[0][0]!r})")
 
 
 @dataclass
@@ -122,103 +104,6 @@ def concept_graph(clf: Any) -> ConceptState:
     return state
 
 
-def _pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any | None:
-    """The WordNet noun synset meant by ``word`` (or ``sense``); None if WordNet does not know the word.
-
-    Raises:
-        AmbiguousConceptError: If the word has several noun senses and none (or several) is already known.
-        ConceptError: If ``sense`` names no noun synset.
-    """
-    from kgzsl.graph.wordnet import synset_from_wnid, wnid_of
-
-    choice = (sense or "").strip() or word.strip()
-    if _WNID.match(choice):
-        try:
-            return synset_from_wnid(wn, choice)
-        except ValueError as exc:
-            raise ConceptError(str(exc)) from None
-    if _SYNSET.match(choice):
-        try:
-            return wn.synset(choice)
-        except Exception:
-            raise ConceptError(f"{choice!r} is not a WordNet 3.0 noun synset") from None
-    if sense:
-        raise ConceptError(f"sense={sense!r} must be a synset name ('crane.n.04') or a wnid ('n03126707')")
-    synsets = wn.synsets("_".join(word.split()), pos="n")
-    if not synsets:
-        return None
-    if len(synsets) == 1:
-        return synsets[0]
-    in_graph = [s for s in synsets if wnid_of(s) in known]
-    if len(in_graph) == 1:
-        return in_graph[0]
-    raise AmbiguousConceptError(word, [(s.name(), wnid_of(s), s.definition()) for s in synsets])
-
-
-class _Extension:
-    """New nodes and edges collected before the graph is rebuilt once."""
-
-    def __init__(self, graph: Any) -> None:
-        self.graph = graph
-        self.index = dict(graph.index)
-        self.wnids: list[str] = []
-        self.names: list[str] = []
-        self.lemmas: list[list[str]] = []
-        self.glosses: list[str] = []
-        self.texts: list[str | None] = []  # None: the usual node text
-        self.edges: list[tuple[int, int, int]] = []
-
-    def add(self, wnid: str, name: str, lemmas: list[str], gloss: str, text: str | None = None) -> int:
-        self.index[wnid] = len(self.index)
-        self.wnids.append(wnid)
-        self.names.append(name)
-        self.lemmas.append(lemmas)
-        self.glosses.append(gloss)
-        self.texts.append(text)
-        return self.index[wnid]
-
-    def add_synset(self, synset: Any) -> int:
-        """Node of ``synset``, adding it and its missing hypernyms (breadth-first, like the graph build)."""
-        from kgzsl.graph.wordnet import wnid_of
-
-        if wnid_of(synset) in self.index:
-            return self.index[wnid_of(synset)]
-        rel_of = {name: i for i, name in enumerate(self.graph.relations)}
-        first = self.add(wnid_of(synset), synset.name(), synset.lemma_names(), synset.definition())
-        queue = deque([synset])
-        while queue:
-            syn = queue.popleft()
-            child = self.index[wnid_of(syn)]
-            for rel, ups in (("hypernym", syn.hypernyms()), ("instance_hypernym", syn.instance_hypernyms())):
-                for par in sorted(ups, key=wnid_of):
-                    if wnid_of(par) not in self.index:
-                        self.add(wnid_of(par), par.name(), par.lemma_names(), par.definition())
-                        queue.append(par)
-                    self.edges.append((child, self.index[wnid_of(par)], rel_of.get(rel, 0)))
-        return first
-
-
-def _resolve_parent(clf: Any, ext: _Extension, wn: Any, spec: str) -> int:
-    """Node index of a parent given as a word, synset name or wnid; WordNet parents are attached if missing."""
-    try:
-        return clf.resolver.resolve(spec).index
-    except LabelError as exc:
-        if wn is None:
-            raise ConceptError(f"parent {spec!r}: {exc}") from None
-        synset = _pick_synset(wn, spec, None, set(ext.index))
-        if synset is None:
-            raise ConceptError(f"parent {spec!r} is neither a node of the graph nor a WordNet noun; give a "
-                               "word, synset name or wnid the graph or WordNet knows") from None
-        return ext.add_synset(synset)
-
-
-def _custom_id(word: str) -> str:
-    slug = "-".join(re.sub(r"[^\w\- ]+", " ", word.lower()).replace("_", " ").split())
-    if not slug:
-        raise ConceptError(f"cannot make a node id from {word!r}; give a word with letters or digits")
-    return f"x:{slug}"
-
-
 def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None = None,
                 description: str | None = None, sense: str | None = None) -> ResolvedLabel:
     """Add a concept to a loaded classifier and predict its row with the trained model (no weight changes).
@@ -254,23 +139,23 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
     except Exception as exc:  # WordNet missing: only custom nodes under known parents can be added
         logger.warning("WordNet unavailable (%s); %r is added as a custom node", exc, word)
         wn = None
-    ext = _Extension(state.graph)
-    synset = _pick_synset(wn, word, sense, set(ext.index)) if wn is not None else None
+    ext = NodeExtension(state.graph)
+    synset = pick_synset(wn, word, sense, set(ext.index)) if wn is not None else None
     if synset is not None:
         if wnid_of(synset) in ext.index:
             return replace(clf.resolver.resolve(wnid_of(synset)), label=word)
         node = ext.add_synset(synset)
     else:
-        if _WNID.match(word) or _SYNSET.match(word):
+        if WNID_RE.match(word) or SYNSET_RE.match(word):
             raise ConceptError(f"{word!r} names no WordNet noun synset")
         wanted = [parents] if isinstance(parents, str) else list(parents or [])
         if not wanted:
             raise ConceptError(f"{word!r} is not a WordNet noun: say where it belongs with parents=[...] "
                                "(words, synset names or wnids of the graph), e.g. parents=['scooter']")
-        wnid = _custom_id(word)
+        wnid = custom_id(word)
         if wnid in ext.index:
             return clf.resolver.resolve(wnid)
-        ups = [_resolve_parent(clf, ext, wn, p) for p in wanted]
+        ups = [resolve_parent(clf, ext, wn, p) for p in wanted]
         clean = " ".join(word.replace("_", " ").split())
         text = f"{clean}: {description.strip()}" if description and description.strip() else clean
         node = ext.add(wnid, wnid, ["_".join(clean.split())], (description or "").strip(), text=text)
