@@ -31,8 +31,8 @@ import math
 import numba
 import numpy as np
 
-from kgzsl.head_kernel_parts import (LOCK, NOT_FINITE, TOO_WIDE, _AHEAD, _BLOCK, _FAST, _REL, _exp_neg, _exp_sum,
-                                     _keep, _prefetch_nta, _rescore, _shortlist, _top, scratch, set_threads)
+from kgzsl.head_kernel_parts import (LOCK, NOT_FINITE, TOO_WIDE, _AHEAD, _BLOCK, _FAST, _REL, _absorb, _prefetch_nta,
+                                     _rescore, _setup, _shortlist, _top, scratch, set_threads)
 
 __all__ = ["topk_one", "set_threads", "NOT_FINITE", "TOO_WIDE"]
 
@@ -96,16 +96,7 @@ def _kernel(features, q_rows, tab, rows, bias, k, nchunks, max_rows, debug, work
     dev = math.sqrt(dev) * (1.0 + _REL)
     am = abs(mean)
 
-    approx = np.empty(c if debug else 0)
-    upper = np.empty(c if debug else 0)
-    best = np.full((nchunks, k), -np.inf)  # per chunk, the k best lower bounds, ascending
-    cand = work_i[0]  # per chunk, rows that reached the chunk's floor when scored
-    cand_a = work_f[0]
-    cand_u = work_f[1]
-    ncand = np.zeros(nchunks, np.int64)
-    zmax = np.full(nchunks, -np.inf)
-    zsum = np.zeros(nchunks)
-    size = (c + nchunks - 1) // nchunks
+    approx, upper, best, ncand, zmax, zsum, size = _setup(c, nchunks, k, debug)
     for ch in numba.prange(nchunks):
         c0 = ch * size
         c1 = min(c, c0 + size)
@@ -113,7 +104,7 @@ def _kernel(features, q_rows, tab, rows, bias, k, nchunks, max_rows, debug, work
         accs = np.empty(_BLOCK, np.int32)
         av = np.empty(_BLOCK)
         ev = np.empty(_BLOCK)
-        nc = 0
+        pos = c0  # the chunk's candidates go to work_*[c0:]
         m = -np.inf
         z = 0.0
         for b0 in range(c0, c1, _BLOCK):
@@ -127,17 +118,8 @@ def _kernel(features, q_rows, tab, rows, bias, k, nchunks, max_rows, debug, work
                     acc += np.int32(q[j]) * np.int32(q_rows[b0 + t, j])
                 accs[t] = acc
             bmax, reach = _bounds(accs, tab, b0, nb, lo, step, dev, am, err, top[0], av, ev)
-            if debug:
-                for t in range(nb):
-                    approx[b0 + t] = av[t]
-                    upper[b0 + t] = av[t] + ev[t]
-            if reach:  # some row of the block reaches the chunk's floor: rare once it has risen
-                nc = _keep(av, ev, nb, b0, top, k, cand, cand_a, cand_u, c0 + nc) - c0
-            if bmax > m:  # softmax normaliser, relative to the chunk's running maximum
-                z *= _exp_neg(m - bmax)
-                m = bmax
-            z += _exp_sum(av, nb, m)
-        ncand[ch] = nc
+            pos, m, z = _absorb(av, ev, nb, b0, bmax, reach, top, k, work_i, work_f, pos, m, z, debug, approx, upper)
+        ncand[ch] = pos - c0
         zmax[ch] = m
         zsum[ch] = z
 

@@ -22,16 +22,18 @@ import numba
 import numpy as np
 
 from kgzsl.head_basis import LowRankRows
-from kgzsl.head_kernel_parts import (LOCK, NOT_FINITE, TOO_WIDE, _AHEAD, _BLOCK, _FAST, _REL, _exp_neg, _exp_sum,
-                                     _keep, _prefetch_nta, _rescore, _shortlist, _top, scratch, set_threads)
+from kgzsl.head_kernel_parts import (LOCK, NOT_FINITE, TOO_WIDE, _AHEAD, _BLOCK, _FAST, _REL, _absorb, _prefetch_nta,
+                                     _rescore, _setup, _shortlist, _top, scratch, set_threads)
 
 __all__ = ["topk_lowrank"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always", fastmath=True)
-def _bounds(accs, gerr, tab, bias, b0, nb, st, xm, xm_abs, pn, perr, xperp, pxn, av, ev):  # pragma: no cover - compiled
-    """Int8 logits ``av`` and bounds ``ev`` of rows ``b0 .. b0 + nb`` and their max (inputs finite)."""
+def _bounds(accs, gerr, tab, bias, b0, nb, st, xm, xm_abs, pn, perr, xperp, pxn, floor, av, ev):  # pragma: no cover
+    """Int8 logits ``av`` and bounds ``ev`` of rows ``b0 .. b0 + nb``; their max and whether any reaches
+    ``floor`` (inputs finite)."""
     bmax = -1e308
+    reach = 0
     ng = pn.shape[0]
     for t in range(nb):
         i = b0 + t
@@ -46,7 +48,8 @@ def _bounds(accs, gerr, tab, bias, b0, nb, st, xm, xm_abs, pn, perr, xperp, pxn,
         av[t] = a
         ev[t] = e
         bmax = max(bmax, a)
-    return bmax
+        reach += a + e >= floor
+    return bmax, reach > 0
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
@@ -107,14 +110,7 @@ def _kernel(features, basis, centre, colscale, eta, q_rows, gerr, tab, rows, bia
         perr += e * e
     perr = math.sqrt(perr) * (1.0 + _REL)
 
-    approx = np.empty(c if debug else 0)
-    upper = np.empty(c if debug else 0)
-    best = np.full((nchunks, k), -np.inf)  # per chunk, the k best lower bounds, ascending
-    cand, cand_a, cand_u = work_i[0], work_f[0], work_f[1]
-    ncand = np.zeros(nchunks, np.int64)
-    zmax = np.full(nchunks, -np.inf)
-    zsum = np.zeros(nchunks)
-    size = (c + nchunks - 1) // nchunks
+    approx, upper, best, ncand, zmax, zsum, size = _setup(c, nchunks, k, debug)
     for ch in numba.prange(nchunks):
         c0 = ch * size
         c1 = min(c, c0 + size)
@@ -122,7 +118,7 @@ def _kernel(features, basis, centre, colscale, eta, q_rows, gerr, tab, rows, bia
         accs = np.empty(_BLOCK, np.int32)
         av = np.empty(_BLOCK)
         ev = np.empty(_BLOCK)
-        nc = 0
+        pos = c0  # the chunk's candidates go to work_*[c0:]
         m = -np.inf
         z = 0.0
         for b0 in range(c0, c1, _BLOCK):
@@ -136,20 +132,9 @@ def _kernel(features, basis, centre, colscale, eta, q_rows, gerr, tab, rows, bia
                 for j in range(r):
                     acc += np.int32(qp[j]) * np.int32(q_rows[i, j])
                 accs[t] = acc
-            bmax = _bounds(accs, gerr, tab, bias, b0, nb, st, xm, xm_abs, pn, perr, xperp, pxn, av, ev)
-            reach = False
-            for t in range(nb):
-                reach |= av[t] + ev[t] >= top[0]
-                if debug:
-                    approx[b0 + t] = av[t]
-                    upper[b0 + t] = av[t] + ev[t]
-            if reach:
-                nc = _keep(av, ev, nb, b0, top, k, cand, cand_a, cand_u, c0 + nc) - c0
-            if bmax > m:
-                z *= _exp_neg(m - bmax)
-                m = bmax
-            z += _exp_sum(av, nb, m)
-        ncand[ch] = nc
+            bmax, reach = _bounds(accs, gerr, tab, bias, b0, nb, st, xm, xm_abs, pn, perr, xperp, pxn, top[0], av, ev)
+            pos, m, z = _absorb(av, ev, nb, b0, bmax, reach, top, k, work_i, work_f, pos, m, z, debug, approx, upper)
+        ncand[ch] = pos - c0
         zmax[ch] = m
         zsum[ch] = z
 

@@ -107,6 +107,34 @@ def _keep(av, ev, nb, b0, top, k, cand, cand_a, cand_u, pos):  # pragma: no cove
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _setup(c, nchunks, k, debug):  # pragma: no cover - compiled
+    """``(approx, upper, best, ncand, zmax, zsum, size)``: the per-row debug outputs, and per chunk the
+    k best lower bounds (ascending), candidate count and normaliser; ``size`` rows per chunk."""
+    approx = np.empty(c if debug else 0)
+    upper = np.empty(c if debug else 0)
+    best = np.full((nchunks, k), -np.inf)
+    return (approx, upper, best, np.zeros(nchunks, np.int64), np.full(nchunks, -np.inf), np.zeros(nchunks),
+            (c + nchunks - 1) // nchunks)
+
+
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=_FAST)
+def _absorb(av, ev, nb, b0, bmax, reach, top, k, work_i, work_f, pos, m, z, debug, approx, upper):  # pragma: no cover
+    """Take in a scored block: debug outputs, the chunk's shortlist (only when some row reaches its
+    floor, rare once it has risen) and its softmax normaliser. Returns ``(pos, m, z)``."""
+    if debug:
+        for t in range(nb):
+            approx[b0 + t] = av[t]
+            upper[b0 + t] = av[t] + ev[t]
+    if reach:
+        pos = _keep(av, ev, nb, b0, top, k, work_i[0], work_f[0], work_f[1], pos)
+    if bmax > m:  # relative to the chunk's running maximum
+        z *= _exp_neg(m - bmax)
+        m = bmax
+    z += _exp_sum(av, nb, m)
+    return pos, m, z
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _shortlist(k, size, best, work_i, work_f, ncand):  # pragma: no cover - compiled
     """Merge the chunks' candidates into ``work_i[1]`` / ``work_f[2]``: the rows whose upper bound
     reaches the k-th best lower bound overall. Returns their number."""
