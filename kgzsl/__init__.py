@@ -4,14 +4,14 @@ A graph network propagates classifier weights over WordNet from the classes a fr
 trained on to classes it never saw; the predicted rows plug into that CNN as new classifier rows.
 """
 
-__version__ = "0.1.0"
+from kgzsl._version import __version__
 
 __all__ = ["__version__", "ZeroShotClassifier"]
 
 
 def __getattr__(name: str):  # lazy: `import kgzsl` stays cheap for the CLI
     if name == "ZeroShotClassifier":
-        from kgzsl.classifier import ZeroShotClassifier
+        from kgzsl.inference.classifier import ZeroShotClassifier
 
         return ZeroShotClassifier
     raise AttributeError(f"module 'kgzsl' has no attribute {name!r}")

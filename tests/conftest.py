@@ -64,8 +64,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run: tiny WordNet graph, wordllama features, Lite0 targets, a short DGP training."""
     if not wordnet_available():
         pytest.skip("WordNet 3.0 not installed (apt-get install wordnet-base)")
-    from kgzsl.config import load_config
-    from kgzsl.run import train_run
+    from kgzsl.training.config import load_config
+    from kgzsl.training.run import train_run
 
     root = tmp_path_factory.mktemp("tiny")
     wnid_file = root / "tiny.txt"

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import kgzsl.head as head_module
-from kgzsl.head import LinearHead
+import kgzsl.inference.head as head_module
+from kgzsl.inference.head import LinearHead
 
 needs_int8 = pytest.mark.skipif(not head_module._int_mm_available(), reason="torch._int_mm missing on this CPU")
 

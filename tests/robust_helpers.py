@@ -10,10 +10,10 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from kgzsl.config import TrainConfig
-from kgzsl.io import save_tensors
+from kgzsl.training.config import TrainConfig
+from kgzsl.utils.io import save_tensors
 from kgzsl.models import build_model
-from kgzsl.train import FitResult, fit
+from kgzsl.training.fit import FitResult, fit
 
 from conftest import random_tree
 
@@ -59,7 +59,7 @@ def toy_fit(epochs: int = 60, checkpoint_path: Path | None = None, resume: bool 
 
 
 class FakeBackbone(torch.nn.Module):
-    """Enough of :class:`kgzsl.backbones.Backbone` for loading and predicting: mean colour features."""
+    """Enough of :class:`kgzsl.vision.backbones.Backbone` for loading and predicting: mean colour features."""
 
     def __init__(self, name: str = "fakenet", feature_dim: int = 3, weights: str = "fake weights") -> None:
         super().__init__()

@@ -139,7 +139,7 @@ def build_wordnet_graph(wnids: Iterable[str], sources: list[dict[str, Any]] | No
         lemmas=[s.lemma_names() for s in nodes], glosses=[s.definition() for s in nodes], edges=edges)
     index_t, dist = graph.ancestor_index()
     seconds = time.perf_counter() - start
-    from kgzsl import __version__
+    from kgzsl._version import __version__
 
     graph.manifest = {
         "kgzsl_version": __version__,

@@ -189,7 +189,7 @@ def build_conceptnet_graph(path: str | os.PathLike, classes: Sequence[ConceptCla
     edges = [(order[s], order[d], rel_pos[r]) for s, d, r in zip(s_t.tolist(), d_t.tolist(), r_t.tolist())]
     graph = KnowledgeGraph(wnids=wnids, names=syn_names, lemmas=lemmas, glosses=glosses, edges=edges,
                            relations=used, weights=[round(w, 6) for w in w_t.tolist()])
-    from kgzsl import __version__
+    from kgzsl._version import __version__
 
     unmatched = [c.id for c in classes if c.id not in mapper.matched]
     graph.manifest = {

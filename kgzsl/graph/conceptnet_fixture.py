@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kgzsl.graph.conceptnet_reader import ConceptClass
-from kgzsl.io import atomic_path
+from kgzsl.utils.io import atomic_path
 
 __all__ = ["write_fixture", "FIXTURE_CLASSES", "CAT_FILLERS"]
 
@@ -232,7 +232,7 @@ def write_fixture(path: str | os.PathLike, malformed: bool = True, extra_lines: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fh:  # crash-safe, see kgzsl.io
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fh:  # crash-safe, see kgzsl.utils.io
         for line, _ in body:
             fh.write(line + b"\n")
         for line in extra:

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import torch
 
-from kgzsl.io import write_json, write_text
+from kgzsl.utils.io import write_json, write_text
 
 __all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION", "ancestor_pairs"]
 

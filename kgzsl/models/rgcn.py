@@ -145,7 +145,7 @@ class RGCN(PropagationModel):
     weights of :class:`RelationalGraphConv`; LeakyReLU between layers, L2-normalised output.
 
     The relation vocabulary is fixed by ``relations`` or, if None, by the first graph passed to
-    :meth:`operators` (call it before building an optimiser; :func:`kgzsl.train.fit` does). It is
+    :meth:`operators` (call it before building an optimiser; :func:`kgzsl.training.fit.fit` does). It is
     then recorded in :attr:`hparams`, so ``RGCN(**hparams)`` rebuilds a saved model; a later graph
     may use a subset of the relations, not a new one.
 

@@ -1,0 +1,241 @@
+"""The ``kgzsl`` command: build-graph, train, predict, evaluate, benchmark, demo, and the open-vocabulary
+subcommands of :mod:`kgzsl.cli.vocab` (explain, index, search, add-concept, calibrate).
+
+Each subcommand is a small function over the library; heavy imports happen inside them so that
+``kgzsl --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from kgzsl.cli._common import add_extraction_args, extraction_job, format_table
+from kgzsl.cli.finetune import add_finetune_parser
+from kgzsl.cli.vocab import add_vocabulary_parsers
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("kgzsl.cli")
+
+
+def _cmd_build_graph(args: argparse.Namespace) -> int:
+    from kgzsl.graph import build_wordnet_graph, graph_data_dir, resolve_wnids
+
+    start = time.perf_counter()
+    wnids, sources = resolve_wnids(args.wnids)
+    if args.source != "wordnet":
+        from kgzsl.graph.conceptnet import build_source_graph
+
+        parts = args.conceptnet_topk.split(",")
+        if len(parts) != 2 or not all(k.strip().isdigit() and int(k) > 0 for k in parts):
+            raise ValueError(f"--conceptnet-topk must be two positive integers K1,K2, got {args.conceptnet_topk!r}")
+        topk = (int(parts[0]), int(parts[1]))
+        graph = build_source_graph(args.source, wnids, args.conceptnet, sources=sources, topk=topk,
+                                   wordnet_dir=args.wordnet, progress=not args.quiet)
+        out = graph.save(Path(args.out) if args.out else graph_data_dir() / "custom")
+        cn = graph.manifest if args.source == "conceptnet" else graph.manifest["conceptnet"]
+        read, c = cn["conceptnet"], cn["counts"]
+        print(f"graph {out} ({args.source}): {graph.num_nodes} nodes, {len(graph.edges)} edges, "
+              f"{len(graph.relations)} relations; ConceptNet: {read['lines']} lines read, {read['kept']} English "
+              f"assertions, {read['non_english']} non-English, {read['malformed']} malformed lines skipped "
+              f"{read['malformed_by_reason']}; {c['classes_matched']} of {c['classes']} classes matched; "
+              f"{time.perf_counter() - start:.2f}s")
+        return 0
+    graph = build_wordnet_graph(wnids, sources, wordnet_dir=args.wordnet)
+    out = Path(args.out) if args.out else graph_data_dir() / "custom"
+    graph.save(out)
+    c = graph.manifest["counts"]
+    print(f"graph {out}: {c['nodes']} nodes ({c['requested']} requested + ancestors), {c['edges']} edges "
+          f"({c['instance_edges']} instance-hypernym), {c['ancestor_pairs']} ancestor pairs, {c['roots']} root(s); "
+          f"built in {graph.manifest['build_seconds']:.2f}s, {time.perf_counter() - start:.2f}s with WordNet "
+          "loading and writing")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from kgzsl.training.config import load_config
+    from kgzsl.training.run import train_run
+
+    overrides = list(args.overrides)
+    if args.holdout is not None:
+        value = args.holdout
+        try:
+            overrides.append(f"train.holdout={float(value)}")
+        except ValueError:
+            items = Path(value).read_text().split() if Path(value).is_file() else value.split(",")
+            overrides.append(f"train.holdout=[{','.join(items)}]")
+    if args.holdout_seed is not None:
+        overrides.append(f"train.holdout_seed={args.holdout_seed}")
+    config = load_config(args.config, overrides)
+    out = train_run(config, out_dir=args.out, progress=not args.no_progress, resume=args.resume)
+    summary = json.loads((out / "run.json").read_text())
+    print(f"run {out}: {summary['model']} best validation cosine {summary['best_val_cosine']:.4f} at epoch "
+          f"{summary['best_epoch']} ({summary['epochs_run']} epochs, {summary['seconds_per_epoch']:.3f}s/epoch, "
+          f"{summary['seconds_to_best']:.1f}s to best, {summary['total_seconds']:.1f}s total)")
+    return 0
+
+
+
+
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from kgzsl.inference.classifier import ZeroShotClassifier
+
+    clf = ZeroShotClassifier.load(args.run, device=args.device)
+    clf.max_pixels = args.max_pixels
+    if args.concept_file:
+        from kgzsl.inference.concepts import load_concepts
+
+        load_concepts(clf, args.concept_file)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels is not None else None
+    records = clf.predict_detailed(args.images, labels, top_k=args.top_k, abstain=args.abstain)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(format_table(records))
+    failed = sum("error" in r for r in records)
+    if failed:
+        print(f"{failed} of {len(records)} images failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+
+
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from kgzsl.utils.distributed import close_distributed
+    from kgzsl.tasks.evaluate import evaluate_run, format_result
+
+    ctx, workers, amp = extraction_job(args)
+    try:
+        result = evaluate_run(args.run, args.data, split=args.split, generalized=args.generalized, gamma=args.gamma,
+                              val_dir=args.val, device=ctx.device, batch_size=args.batch_size, num_workers=workers,
+                              amp=amp, dist_ctx=ctx)
+    finally:
+        close_distributed(ctx)
+    if ctx.is_main:
+        print(json.dumps(result, indent=2) if args.json else format_result(result))
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from kgzsl.tasks.benchmarks.runner import run_benchmark
+
+    print(run_benchmark(args.name, [m.strip() for m in args.models.split(",")], Path(args.runs_dir), Path(args.out),
+                        json_path=Path(args.json) if args.json else None, limit_per_class=args.limit_per_class,
+                        device=args.device))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kgzsl.tasks.demo import run_demo
+
+    print(run_demo(config_path=args.config, out_dir=args.out, retrain=args.retrain))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kgzsl`` command."""
+    parser = argparse.ArgumentParser(prog="kgzsl", description="Knowledge-graph zero-shot image recognition: "
+                                     "propagate a frozen CNN's classifier rows over WordNet to unseen classes.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build-graph", help="build a class graph (WordNet and/or ConceptNet) from wnid lists")
+    p.add_argument("--wnids", required=True, help="NAME_OR_FILE[,NAME_OR_FILE...]: shipped sets (imagenet1k, "
+                   "imagenet21k, 2-hops, 3-hops, all) or text files with one wnid per line")
+    p.add_argument("--out", help="output folder (default graph_data/custom)")
+    p.add_argument("--wordnet", help="folder with the WordNet 3.0 dict files (default: /usr/share/wordnet)")
+    p.add_argument("--source", choices=["wordnet", "conceptnet", "wordnet+conceptnet"], default="wordnet",
+                   help="graph source: WordNet hypernyms, the ConceptNet 2-hop neighbourhood, or both merged")
+    p.add_argument("--conceptnet", metavar="PATH",
+                   help="conceptnet-assertions-5.7.0.csv.gz (needed by the conceptnet sources)")
+    p.add_argument("--conceptnet-topk", default="100,50", metavar="K1,K2",
+                   help="ConceptNet neighbours kept per node at hop 1 and hop 2 (default 100,50 as ZSL-KG)")
+    p.set_defaults(func=_cmd_build_graph)
+
+    p = sub.add_parser("train", help="train a propagation model on the backbone's seen rows")
+    p.add_argument("--config", help="YAML run config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.name=sgcn")
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--holdout", help="hide seen classes from training: a fraction (0.2), wnids (a,b,c) or a file")
+    p.add_argument("--holdout-seed", type=int, help="seed of the holdout draw")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from the checkpoint in its "
+                   "folder (same config); gives the same result as an uninterrupted run")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="zero-shot classify images with a trained run")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--labels", help="comma-separated candidates: words, synset names or wnids (default: every node)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="refuse images whose header claims more pixels (checked before decoding)")
+    p.add_argument("--concept-file", help="YAML list of concepts to add first ({name, parents, description, sense})")
+    p.add_argument("--abstain", action="store_true", help="answer 'none of these' below the run's calibrated "
+                   "threshold (kgzsl.tasks.abstain.calibrate_abstain)")
+    p.set_defaults(func=_cmd_predict)
+
+    add_vocabulary_parsers(sub)
+    add_finetune_parser(sub)
+
+    p = sub.add_parser("evaluate", help="hit@k of a run on an ImageNet-style folder of test images")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("--data", required=True, help="image folder with one sub-folder per class, named by wnid")
+    p.add_argument("--split", required=True, help="unseen classes: 2-hops, 3-hops, all, or a wnid file")
+    p.add_argument("--generalized", action="store_true", help="the 1,000 seen classes are candidates too")
+    p.add_argument("--gamma", type=float, help="calibrated stacking: subtract this from seen-class scores")
+    p.add_argument("--val", help="validation image folder to choose --gamma on (never the test folder)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_extraction_args(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")
+    p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed"],
+                   help="fmnist: zero-shot on Fashion-MNIST (Debian dataset-fashion-mnist); imagenet-heldout: "
+                   "predict hidden ImageNet-1k rows (random 200 x 3 seeds, and whole WordNet subtrees); speed: "
+                   "graph build, receptive-field vs full-graph training, head overhead, memory, start-up")
+    p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
+    p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
+    p.add_argument("--out", default="runs/benchmarks", help="where plots go")
+    p.add_argument("--json", help="also write the rows as JSON to this file")
+    p.add_argument("--limit-per-class", type=int, help="fmnist: quick run on a stratified subset of the test images")
+    p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
+    p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("demo", help="build, train (or reuse) and classify bundled photos with non-ImageNet-1k labels")
+    p.add_argument("--config", default=None, help="run config (default configs/dgp.yaml)")
+    p.add_argument("--out", default=None, help="run folder (default runs/demo)")
+    p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kgzsl`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        hint = "; continue with the same command and --resume" if args.command == "train" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:  # OSError includes FileNotFoundError
+        print(f"kgzsl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

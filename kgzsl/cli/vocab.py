@@ -1,0 +1,143 @@
+"""Open-vocabulary subcommands of ``kgzsl``: explain, index, search, add-concept, calibrate.
+
+Kept apart from :mod:`kgzsl.cli` so each file stays one concept; heavy imports happen inside the
+handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from kgzsl.cli._common import add_extraction_args, extraction_job, printable
+
+__all__ = ["add_vocabulary_parsers"]
+
+
+def _load_with_concepts(run: str, device: str, concept_file: str | None):
+    from kgzsl.inference.classifier import ZeroShotClassifier
+
+    clf = ZeroShotClassifier.load(run, device=device)
+    if concept_file:
+        from kgzsl.inference.concepts import load_concepts
+
+        load_concepts(clf, concept_file)
+    return clf
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from kgzsl.tasks.explain import explain, explain_png, format_explanation
+
+    clf = _load_with_concepts(args.run, args.device, args.concept_file)
+    result = explain(clf, args.image, args.label, top_k=args.top_k)
+    if args.png:
+        result["png"] = str(explain_png(result, args.png))
+    print(json.dumps(result, indent=2) if args.json else format_explanation(result)
+          + (f"\n  drawing: {result['png']}" if args.png else ""))
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from kgzsl.inference.classifier import ZeroShotClassifier
+    from kgzsl.utils.distributed import close_distributed
+    from kgzsl.tasks.search import build_index
+
+    ctx, workers, amp = extraction_job(args)
+    try:
+        clf = ZeroShotClassifier.load(args.run, device=ctx.device)
+        stats = build_index(clf.backbone, args.dir, args.out, progress=not args.no_progress,
+                            batch_size=args.batch_size, num_workers=workers, amp=amp, dist_ctx=ctx)
+    finally:
+        close_distributed(ctx)
+    if not ctx.is_main:
+        return 0
+    print(f"index {args.out}: {stats['images']} images ({stats['new']} new, {stats['reused']} unchanged, "
+          f"{stats['removed']} removed, {stats['failed']} unreadable)")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from kgzsl.tasks.search import search
+
+    clf = _load_with_concepts(args.run, args.device, args.concept_file)
+    hits = search(clf, args.index, args.query, top_k=args.top_k)
+    print(json.dumps(hits, indent=2) if args.json else
+          "\n".join(f"{h['score']:9.3f}  {printable(h['path'])}" for h in hits))
+    return 0
+
+
+def _cmd_add_concept(args: argparse.Namespace) -> int:
+    from kgzsl.inference.classifier import CONCEPTS_FILE, ZeroShotClassifier
+
+    clf = ZeroShotClassifier.load(args.run, device=args.device)
+    parents = [p.strip() for p in args.parents.split(",")] if args.parents else None
+    added = clf.add_concept(args.word, parents=parents, description=args.description, sense=args.sense)
+    path = clf.save_concepts(Path(args.run) / CONCEPTS_FILE)
+    print(f"added {added.label!r} as {added.synset} ({added.wnid}); the run's concepts are in {path} and are "
+          "re-added whenever the run is loaded")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from kgzsl.inference.classifier import ZeroShotClassifier
+    from kgzsl.tasks.abstain import calibrate_abstain
+
+    clf = ZeroShotClassifier.load(args.run, device=args.device)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=True)
+    print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}): keeps "
+          f"{result['kept']:.1%} of {result['inputs']} in-set inputs; stored in {Path(args.run) / 'abstain.json'}")
+    return 0
+
+
+def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register the open-vocabulary subcommands on ``kgzsl``'s subparsers."""
+    p = sub.add_parser("explain", help="which seen classes and WordNet paths carry a label's score for an image")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("image", help="image file")
+    p.add_argument("--label", required=True, help="word, synset name or wnid (a graph node or an added concept)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--png", help="also draw the graph neighbourhood to this PNG file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--concept-file", help="YAML list of concepts to add first")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("index", help="cache backbone features of a folder of images for `kgzsl search` "
+                       "(incremental: only new or changed files are processed)")
+    p.add_argument("dir", help="image folder (searched recursively)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (its backbone computes the "
+                   "features); under torchrun write --run-dir, as torchrun takes --run for its own --run-path")
+    p.add_argument("--out", required=True, help="index file to write or update")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_extraction_args(p)
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="rank indexed images by a concept (text → images)")
+    p.add_argument("index", help="index file written by `kgzsl index`")
+    p.add_argument("query", help="word, synset name or wnid (a graph node or an added concept)")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a list")
+    p.add_argument("--concept-file", help="YAML list of concepts to add first")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("add-concept", help="add a concept to a run without retraining (saved with the run)")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("word", help="a WordNet noun not in the graph, or a new word (then give --parents)")
+    p.add_argument("--parents", help="comma-separated parent labels for a word WordNet does not know")
+    p.add_argument("--description", help="text for the new concept's feature (default: the word)")
+    p.add_argument("--sense", help="the synset name or wnid to use for an ambiguous word")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_add_concept)
+
+    p = sub.add_parser("calibrate", help="calibrate the 'none of these' threshold on in-set images")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("--images", required=True, help="in-set images: a folder of wnid sub-folders, or a flat folder "
+                   "(then give --labels)")
+    p.add_argument("--keep", type=float, default=0.95, help="share of in-set images to keep (default 0.95)")
+    p.add_argument("--labels", help="comma-separated candidates the images are scored against")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_calibrate)

@@ -1,0 +1,140 @@
+"""Where a new concept's nodes come from: its WordNet synset and missing hypernyms, or a custom node.
+
+:func:`pick_synset` reads a word, synset name or wnid as a WordNet noun (refusing ambiguous words
+with their senses listed); :class:`NodeExtension` collects the new nodes and edges (a synset with
+every hypernym the graph lacks, breadth-first as the graph build does) before the graph is rebuilt
+once; :func:`resolve_parent` and :func:`custom_id` place a word WordNet does not know.
+:mod:`kgzsl.inference.concepts` turns the extension into predicted rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Any
+
+from kgzsl.inference.labels import LabelError
+
+__all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
+           "WNID_RE", "SYNSET_RE"]
+
+WNID_RE = re.compile(r"^n\d{8}$")
+SYNSET_RE = re.compile(r"^.+\.n\.\d+$")
+
+
+class ConceptError(ValueError):
+    """A concept cannot be added; the message says why and what to give instead."""
+
+
+class AmbiguousConceptError(ConceptError):
+    """A word has several WordNet noun senses; ``senses`` lists ``(synset name, wnid, gloss)``."""
+
+    def __init__(self, word: str, senses: list[tuple[str, str, str]]) -> None:
+        self.word = word
+        self.senses = senses
+        listed = "; ".join(f"{name} ({wnid}): {gloss}" for name, wnid, gloss in senses)
+        super().__init__(f"{word!r} is ambiguous: it has {len(senses)} WordNet noun senses: {listed}. "
+                         f"Pick one with sense=, e.g. add_concept({word!r}, sense={senses[0][0]!r})")
+
+
+def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any | None:
+    """The WordNet noun synset meant by ``word`` (or ``sense``); None if WordNet does not know the word.
+
+    Raises:
+        AmbiguousConceptError: If the word has several noun senses and none (or several) is already known.
+        ConceptError: If ``sense`` names no noun synset.
+    """
+    from kgzsl.graph.wordnet import synset_from_wnid, wnid_of
+
+    choice = (sense or "").strip() or word.strip()
+    if WNID_RE.match(choice):
+        try:
+            return synset_from_wnid(wn, choice)
+        except ValueError as exc:
+            raise ConceptError(str(exc)) from None
+    if SYNSET_RE.match(choice):
+        try:
+            return wn.synset(choice)
+        except Exception:
+            raise ConceptError(f"{choice!r} is not a WordNet 3.0 noun synset") from None
+    if sense:
+        raise ConceptError(f"sense={sense!r} must be a synset name ('crane.n.04') or a wnid ('n03126707')")
+    synsets = wn.synsets("_".join(word.split()), pos="n")
+    if not synsets:
+        return None
+    if len(synsets) == 1:
+        return synsets[0]
+    in_graph = [s for s in synsets if wnid_of(s) in known]
+    if len(in_graph) == 1:
+        return in_graph[0]
+    raise AmbiguousConceptError(word, [(s.name(), wnid_of(s), s.definition()) for s in synsets])
+
+
+class NodeExtension:
+    """New nodes and edges collected before the graph is rebuilt once."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+        self.index = dict(graph.index)
+        self.wnids: list[str] = []
+        self.names: list[str] = []
+        self.lemmas: list[list[str]] = []
+        self.glosses: list[str] = []
+        self.texts: list[str | None] = []  # None: the usual node text
+        self.edges: list[tuple[int, int, int]] = []
+
+    def add(self, wnid: str, name: str, lemmas: list[str], gloss: str, text: str | None = None) -> int:
+        """Append one node; ``text`` replaces its usual node text. Returns its index."""
+        self.index[wnid] = len(self.index)
+        self.wnids.append(wnid)
+        self.names.append(name)
+        self.lemmas.append(lemmas)
+        self.glosses.append(gloss)
+        self.texts.append(text)
+        return self.index[wnid]
+
+    def add_synset(self, synset: Any) -> int:
+        """Node of ``synset``, adding it and its missing hypernyms (breadth-first, like the graph build)."""
+        from kgzsl.graph.wordnet import wnid_of
+
+        if wnid_of(synset) in self.index:
+            return self.index[wnid_of(synset)]
+        rel_of = {name: i for i, name in enumerate(self.graph.relations)}
+        first = self.add(wnid_of(synset), synset.name(), synset.lemma_names(), synset.definition())
+        queue = deque([synset])
+        while queue:
+            syn = queue.popleft()
+            child = self.index[wnid_of(syn)]
+            for rel, ups in (("hypernym", syn.hypernyms()), ("instance_hypernym", syn.instance_hypernyms())):
+                for par in sorted(ups, key=wnid_of):
+                    if wnid_of(par) not in self.index:
+                        self.add(wnid_of(par), par.name(), par.lemma_names(), par.definition())
+                        queue.append(par)
+                    self.edges.append((child, self.index[wnid_of(par)], rel_of.get(rel, 0)))
+        return first
+
+
+def resolve_parent(clf: Any, ext: NodeExtension, wn: Any, spec: str) -> int:
+    """Node index of a parent given as a word, synset name or wnid; WordNet parents are attached if missing."""
+    try:
+        return clf.resolver.resolve(spec).index
+    except LabelError as exc:
+        if wn is None:
+            raise ConceptError(f"parent {spec!r}: {exc}") from None
+        synset = pick_synset(wn, spec, None, set(ext.index))
+        if synset is None:
+            raise ConceptError(f"parent {spec!r} is neither a node of the graph nor a WordNet noun; give a "
+                               "word, synset name or wnid the graph or WordNet knows") from None
+        return ext.add_synset(synset)
+
+
+def custom_id(word: str) -> str:
+    """The node id ``x:<slug>`` of a word WordNet does not know.
+
+    Raises:
+        ConceptError: If the word has no letters or digits.
+    """
+    slug = "-".join(re.sub(r"[^\w\- ]+", " ", word.lower()).replace("_", " ").split())
+    if not slug:
+        raise ConceptError(f"cannot make a node id from {word!r}; give a word with letters or digits")
+    return f"x:{slug}"

@@ -1,0 +1,1 @@
+"""Tasks built on the classifier: evaluate, explain, search, abstain, fine-tune, demo, benchmarks."""

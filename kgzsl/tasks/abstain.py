@@ -1,0 +1,106 @@
+"""Open set: answer "none of these" when no candidate is likely enough.
+
+The score is the **maximum logit** over the candidates (pooled feature · predicted row, scaled by
+the run's ``row_scale``, plus bias), not the top softmax probability: a softmax score depends on how
+many and which candidates are given, so a threshold calibrated on one label list would not carry to
+another, while the best candidate's logit is the same whatever else is listed (MaxLogit, Hendrycks
+et al. 2022, also detects unknowns better than the softmax score).
+
+Calibration uses real in-set images: a run holds no images, and synthetic "features" built from
+classifier rows have no realistic scale, so they cannot set a threshold on real logits. The caller
+gives images of seen classes the model was *not* fitted to (an ImageNet-style folder
+``root/<wnid>/*.jpg``, whose class folders are the candidates, or a list of image files with
+``labels=``), or precomputed features; their features come from
+:func:`kgzsl.vision.extract.extract_features`. The threshold is the ``1 - keep`` quantile of their
+max logits, so a share ``keep`` of them is kept. It is stored in ``<run>/abstain.json`` with the
+method, the keep share and the number of inputs.
+
+Example:
+    >>> calibrate_abstain(clf, keep=0.95, images="data/val_seen")
+    >>> clf.predict("odd.jpg", ["cat", "dog"], abstain=True)[0]["label"]
+    'none of these'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from kgzsl.inference.classifier import ABSTAIN_FILE, NONE_LABEL, abstain_entry, load_abstain
+from kgzsl.utils.io import write_json
+
+__all__ = ["ABSTAIN_FILE", "NONE_LABEL", "calibrate_abstain", "load_abstain", "abstain_entry"]
+
+
+
+def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: bool) -> tuple[torch.Tensor, list | None]:
+    from kgzsl.vision.extract import IMAGE_EXTENSIONS, extract_features, image_folder
+
+    if isinstance(images, torch.Tensor):
+        return images.float(), list(labels) if labels is not None else None
+    if isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
+        root = Path(images)
+        try:
+            items = image_folder(root)
+            paths = [p for p, _ in items]
+            labels = labels if labels is not None else sorted({w for _, w in items})
+        except ValueError:  # a flat folder of images
+            paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    else:
+        paths = [Path(p) for p in ([images] if isinstance(images, (str, os.PathLike)) else images)]
+    if not paths:
+        raise ValueError(f"no calibration images in {images}")
+    feats, ok = extract_features(clf.backbone, paths, progress=progress)
+    if not ok.any():
+        raise ValueError("none of the calibration images could be read")
+    return feats[ok], list(labels) if labels is not None else None
+
+
+def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: Sequence[str] | None = None,
+                      save: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Choose the max-logit threshold that keeps a share ``keep`` of in-set inputs; store it with the run.
+
+    Args:
+        clf: A loaded :class:`~kgzsl.inference.classifier.ZeroShotClassifier`.
+        keep: Share of in-set inputs that must stay above the threshold (0 < keep <= 1).
+        images: In-set calibration data: an ImageNet-style folder (its class folders are the
+            candidates), a flat folder or list of image files, or a ``[B, D]`` feature tensor.
+        labels: Candidate labels the calibration inputs are scored against (default: the folder's
+            classes; required for a flat folder, a file list or features).
+        save: Write ``<run>/abstain.json`` atomically.
+        progress: Progress bar while extracting features.
+
+    Returns:
+        ``{"threshold", "score", "method", "keep", "inputs", "kept"}``; also stored as ``clf.abstain``.
+
+    Raises:
+        ValueError: For a keep share outside (0, 1], no calibration data, or no candidate labels.
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    if images is None:
+        raise ValueError("calibration needs in-set images (a folder of held-out seen classes) or their features; "
+                         "a run holds no images")
+    feats, cands = _features(clf, images, labels, progress)
+    if not cands:
+        raise ValueError("give labels= (the candidate classes of the calibration images)")
+    scores = clf.logits(feats.to(clf.rows.device), cands).max(dim=1).values.float().cpu().sort().values
+    n = scores.numel()
+    drop = math.floor((1 - keep) * n + 1e-9)  # at most this many below the threshold
+    lowest = float(scores[drop])  # the lowest score kept
+    below = float(scores[drop - 1]) if drop > 0 else lowest - 2e-6 * max(1.0, abs(lowest))
+    # halfway to the highest score dropped: the same images are kept when their logits are recomputed
+    # with other batching or threading (last-bit differences), unlike a threshold equal to a score
+    threshold = (below + lowest) / 2 if below < lowest else lowest
+    kept = float((scores >= threshold).float().mean())
+    result = {"threshold": threshold, "score": "max_logit", "keep": keep, "kept": round(kept, 6), "inputs": n,
+              "method": "images" if not isinstance(images, torch.Tensor) else "features",
+              "candidates": [str(c) for c in cands]}
+    if save and getattr(clf, "run_dir", None) is not None:
+        write_json(Path(clf.run_dir) / ABSTAIN_FILE, result)
+    clf.abstain = result
+    return result

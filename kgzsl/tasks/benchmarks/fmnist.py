@@ -1,0 +1,234 @@
+"""B1 ``kgzsl benchmark fmnist``: zero-shot on Fashion-MNIST with an ImageNet-1k backbone.
+
+Settings (each reported as top-1 and mean per-class accuracy):
+
+- ``zsl-8``: images of the 8 classes that are not ImageNet-1k classes, those 8 as candidates;
+- ``all-10``: all images, the 10 classes as candidates (predicted rows for all ten);
+- ``gzsl``: all images; candidates are the 8 unseen classes (predicted rows) plus the 1,000
+  ImageNet-1k classes with the backbone's own rows (T-shirt = jersey and Sandal are among them);
+  right only if the answer is the image's class. Reported raw and with calibrated stacking,
+  gamma chosen on a stratified subset of the *train* split, never on test.
+
+Methods: every trained propagation model, raw and ``+centred`` (hubness correction: each
+candidate's scores minus their mean over unlabelled images of the train split — predictions of
+graph-propagated rows tend to pile onto a few "hub" classes), and the baselines ``chance``, ``hierarchy-max`` /
+``hierarchy-mean`` (max / mean backbone logit over the ImageNet-1k hyponyms of a class) and
+``conse`` (Norouzi et al. 2014: softmax-weighted mean of the text embeddings of the top-10
+ImageNet-1k classes, cosine to each candidate's text embedding).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from kgzsl.tasks.benchmarks.fmnist_data import FMNIST_CLASSES, fmnist_features, load_fmnist, stratified_subset
+from kgzsl.tasks.metrics import calibrated_stacking, choose_gamma, mean_per_class_accuracy, seen_unseen_accuracy
+
+__all__ = ["run_fmnist", "Scorer"]
+
+logger = logging.getLogger(__name__)
+
+# A scorer maps pooled features [N, D] and candidate graph nodes to scores [N, C]
+Scorer = Callable[[torch.Tensor, list[int]], torch.Tensor]
+
+
+def _model_scorer(run_dir: Path, graph_index: dict[str, int], backbone: Any) -> Scorer:
+    from kgzsl.inference.classifier import ZeroShotClassifier
+
+    clf = ZeroShotClassifier.load(run_dir, device="cpu", backbone=backbone)  # the run's own consistency checks
+    run_pos = {w: i for i, w in enumerate(clf.wnids)}
+    graph_wnids = sorted(graph_index, key=graph_index.get)
+    missing = [w for w in graph_wnids if w not in run_pos]
+    if missing:
+        raise ValueError(f"run {run_dir} lacks {len(missing)} nodes of the benchmark's graph (e.g. {missing[0]})")
+    rows = clf.rows.cpu()[[run_pos[w] for w in graph_wnids]]  # into the benchmark graph's node order
+    scale = clf.row_scale
+
+    def score(feats: torch.Tensor, nodes: list[int]) -> torch.Tensor:
+        m = rows[nodes] * scale
+        return feats @ m[:, :-1].T + m[:, -1]
+
+    return score
+
+
+def _hierarchy_scorer(logits_of: Callable[[torch.Tensor], torch.Tensor], below: list[list[int]],
+                      reduce: str) -> Scorer:
+    def score(feats: torch.Tensor, nodes: list[int]) -> torch.Tensor:
+        logits = logits_of(feats)
+        cols = []
+        for node in nodes:
+            idx = below[node]
+            if not idx:
+                cols.append(torch.full((feats.size(0),), float("-inf")))
+            else:
+                part = logits[:, idx]
+                cols.append(part.max(1).values if reduce == "max" else part.mean(1))
+        return torch.stack(cols, 1)
+
+    return score
+
+
+def _conse_scorer(logits_of: Callable[[torch.Tensor], torch.Tensor], text: torch.Tensor, seen_nodes: list[int],
+                  top: int = 10) -> Scorer:
+    def score(feats: torch.Tensor, nodes: list[int]) -> torch.Tensor:
+        probs = logits_of(feats).softmax(-1)
+        p, idx = probs.topk(top, dim=-1)
+        emb = (p.unsqueeze(-1) * text[torch.tensor(seen_nodes)][idx]).sum(1) / p.sum(1, keepdim=True)
+        return F.normalize(emb, dim=-1) @ F.normalize(text[nodes], dim=-1).T
+
+    return score
+
+
+def _setting_scores(scorer: Scorer, feats: torch.Tensor, labels: torch.Tensor, node_of: list[int],
+                    unseen: list[int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Scores and target columns of the zsl-8 and all-10 settings."""
+    mask = torch.isin(labels, torch.tensor(unseen))
+    remap = {c: j for j, c in enumerate(unseen)}
+    zsl_targets = torch.tensor([remap[int(c)] for c in labels[mask]])
+    return {"zsl-8": (scorer(feats[mask], [node_of[c] for c in unseen]), zsl_targets),
+            "all-10": (scorer(feats, node_of), labels)}
+
+
+def _accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    return float((scores.argmax(1) == targets).float().mean())
+
+
+def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
+               limit_per_class: int | None = None) -> dict[str, Any]:
+    """Run B1 and write a confusion-matrix PNG of the best model.
+
+    Args:
+        runs: Model name → finished run folder (all trained on the same graph and backbone).
+        out_dir: Where the confusion matrix PNG goes.
+        progress: Progress bars for feature extraction.
+        limit_per_class: Use a stratified subset of the test images (quick runs); None = all 10,000.
+
+    Returns:
+        ``{"benchmark": "fmnist", "rows": [...], "n_images": N, "confusion_png": PATH, ...}``.
+    """
+    from kgzsl.vision.backbones import load_backbone
+    from kgzsl.text.features import node_features
+    from kgzsl.graph import KnowledgeGraph
+    import json
+
+    first = json.loads((next(iter(runs.values())) / "run.json").read_text())
+    graph = KnowledgeGraph.load(first["graph"])
+    backbone = load_backbone(first["config"]["backbone"]["name"], weights=first["config"]["backbone"]["weights"],
+                             device="cpu")
+    _, test_labels = load_fmnist("test")
+    test_idx = None if limit_per_class is None else stratified_subset(test_labels, limit_per_class, seed=0)
+    feats, labels = fmnist_features(backbone, "test", indices=test_idx, progress=progress)
+    _, train_labels = load_fmnist("train")
+    val_feats, val_labels = fmnist_features(backbone, "train", indices=stratified_subset(train_labels, 200, seed=0),
+                                            progress=progress)
+    W = backbone.classifier_rows()
+
+    def logits_of(f: torch.Tensor) -> torch.Tensor:
+        return f @ W[:, :-1].T + W[:, -1]
+
+    node_of = [graph.index[c.wnid] for c in FMNIST_CLASSES]
+    unseen = [c.label for c in FMNIST_CLASSES if not c.seen]
+    seen_nodes = [graph.index[w] for w in backbone.wnids]
+    seen_pos = {n: i for i, n in enumerate(seen_nodes)}
+    anc_index, _ = graph.ancestor_index()
+    below: list[list[int]] = [[] for _ in range(graph.num_nodes)]  # ImageNet-1k columns under each node
+    for node, anc in zip(anc_index[0].tolist(), anc_index[1].tolist()):
+        if node in seen_pos:
+            below[anc].append(seen_pos[node])
+    for node, pos in seen_pos.items():
+        below[node].append(pos)
+    text = node_features(graph, encoder=first["config"]["features"]["encoder"],
+                         use_gloss=first["config"]["features"]["gloss"])
+    scorers: dict[str, tuple[str, Scorer]] = {
+        name: ("model", _model_scorer(path, graph.index, backbone)) for name, path in runs.items()}
+    scorers["hierarchy-max"] = ("baseline", _hierarchy_scorer(logits_of, below, "max"))
+    scorers["hierarchy-mean"] = ("baseline", _hierarchy_scorer(logits_of, below, "mean"))
+    scorers["conse"] = ("baseline", _conse_scorer(logits_of, text, seen_nodes))
+
+    rows: list[dict[str, Any]] = []
+    for setting, n in (("zsl-8", 8), ("all-10", 10)):
+        rows.append({"method": "chance", "kind": "baseline", "setting": setting, "top1": 1 / n,
+                     "mean_per_class": 1 / n})
+    # gzsl columns: the 1,000 ImageNet-1k classes, then the 8 unseen Fashion-MNIST classes
+    gzsl_target = {c.label: (backbone.wnids.index(c.wnid) if c.seen else 1000 + unseen.index(c.label))
+                   for c in FMNIST_CLASSES}
+    seen_mask = torch.arange(1000 + len(unseen)) < 1000
+    unseen_nodes = [node_of[c] for c in unseen]
+    confusion: dict[str, torch.Tensor] = {}
+    setting_nodes = {"zsl-8": [node_of[c] for c in unseen], "all-10": node_of}
+    for name, (kind, scorer) in scorers.items():
+        for setting, (scores, targets) in _setting_scores(scorer, feats, labels, node_of, unseen).items():
+            variants = [(name, scores)]
+            if kind == "model":  # hubness correction: centre each class's scores on unlabelled train images
+                variants.append((f"{name}+centred", scores - scorer(val_feats, setting_nodes[setting]).mean(0)))
+            for method, s in variants:
+                rows.append({"method": method, "kind": kind, "setting": setting, "top1": _accuracy(s, targets),
+                             "mean_per_class": mean_per_class_accuracy(s, targets),
+                             "largest_class_share": float(s.argmax(1).bincount().max() / s.size(0))})
+                if setting == "all-10":
+                    confusion[method] = s.argmax(1)
+
+        def gzsl_scores(f: torch.Tensor, scorer: Scorer = scorer, kind: str = kind) -> torch.Tensor:
+            seen_part = logits_of(f) if kind == "model" else scorer(f, seen_nodes)
+            return torch.cat([seen_part, scorer(f, unseen_nodes)], 1)
+
+        g_targets = torch.tensor([gzsl_target[int(c)] for c in labels])
+        g_val_targets = torch.tensor([gzsl_target[int(c)] for c in val_labels])
+        scores = gzsl_scores(feats)
+        finite = torch.isfinite(scores).all()
+        gamma, _ = choose_gamma(gzsl_scores(val_feats), g_val_targets, seen_mask) if finite else (0.0, None)
+        for label, s, g in (("gzsl", scores, 0.0), ("gzsl+cs", calibrated_stacking(scores, seen_mask, gamma), gamma)):
+            split = seen_unseen_accuracy(s, g_targets, seen_mask)
+            rows.append({"method": name, "kind": kind, "setting": label, "top1": _accuracy(s, g_targets),
+                         "mean_per_class": _per_class_on(s, g_targets, labels),
+                         "seen": split["seen"], "unseen": split["unseen"], "harmonic": split["harmonic"],
+                         "gamma": float(g)})
+    best = max((r for r in rows if r["kind"] == "model" and r["setting"] == "all-10"), key=lambda r: r["top1"],
+               default=None)
+    png = None
+    if best is not None:
+        png = out_dir / f"fmnist-confusion-{best['method']}.png"
+        _plot_confusion(labels, confusion[best["method"]], png, f"{best['method']} on Fashion-MNIST (all-10)")
+    return {"benchmark": "fmnist", "n_images": int(labels.numel()), "rows": rows,
+            "confusion_png": str(png) if png else None}
+
+
+def _per_class_on(scores: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> float:
+    correct = (scores.argmax(1) == targets).float()
+    return float(torch.stack([correct[labels == c].mean() for c in labels.unique()]).mean())
+
+
+def _plot_confusion(labels: torch.Tensor, pred: torch.Tensor, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kgzsl.utils.io import atomic_path
+
+    n = len(FMNIST_CLASSES)
+    cm = torch.zeros(n, n)
+    cm.index_put_((labels, pred), torch.ones(labels.numel()), accumulate=True)
+    cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(cm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    names = [c.name + ("*" if c.seen else "") for c in FMNIST_CLASSES]
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (* = ImageNet-1k class)")
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,114 @@
+"""``kgzsl benchmark NAME``: find or train the runs a benchmark needs, run it, print and save it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from kgzsl.utils.io import write_json
+from kgzsl.utils.paths import shipped_dir
+
+__all__ = ["ensure_runs", "format_rows", "run_benchmark", "BENCHMARKS"]
+
+logger = logging.getLogger(__name__)
+
+BENCHMARKS = ("fmnist", "imagenet-heldout", "speed")
+_CONFIGS = shipped_dir("configs")
+
+
+def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dict[str, Path]:
+    """``runs_dir/<model>`` for each model, trained from ``configs/<model>.yaml`` when missing."""
+    from kgzsl.training.config import load_config
+    from kgzsl.training.run import train_run
+
+    runs = {}
+    for model in models:
+        run = runs_dir / model
+        if (run / "run.json").is_file():
+            summary = json.loads((run / "run.json").read_text())
+            if summary.get("model") != model:
+                raise ValueError(f"{run} holds a {summary.get('model')} run, not {model}; pass another --runs-dir")
+            logger.info("using the trained %s run in %s", model, run)
+        else:
+            config_file = _CONFIGS / f"{model}.yaml"
+            if not config_file.is_file():
+                raise FileNotFoundError(f"no run in {run} and no config {config_file} to train one")
+            logger.info("no %s run in %s: training one from %s", model, run, config_file)
+            train_run(load_config(config_file), out_dir=run, progress=progress)
+        runs[model] = run
+    return runs
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of flat benchmark rows."""
+    keys = ["method", "kind", "setting"]
+    metrics = [k for k in ("top1", "mean_per_class", "seen", "unseen", "harmonic", "gamma", "largest_class_share",
+                           "mean_cosine", "hit1", "hit5") if any(k in r for r in rows)]
+    header = f"{'method':<15} {'kind':<9} {'setting':<9} " + " ".join(f"{m:>14}" for m in metrics)
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = " ".join(f"{r[m]:>14.3f}" if isinstance(r.get(m), float) else f"{'':>14}" for m in metrics)
+        lines.append(f"{r['method']:<15} {r['kind']:<9} {r['setting']:<9} {cells}")
+    return "\n".join(lines)
+
+
+def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, json_path: Path | None = None,
+                  limit_per_class: int | None = None, progress: bool = True, device: str = "auto") -> str:
+    """Run a benchmark and return its printed report."""
+    import time
+
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    start = time.perf_counter()
+    if name == "speed":
+        from kgzsl.tasks.benchmarks.speed import run_speed
+
+        result = run_speed(run_dir=runs_dir / "dgp", progress=progress)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        if json_path is not None:
+            write_json(json_path, result)
+        return "speed (B3), one run on this machine:\n" + "\n".join(f"  {k:<40} {v}" for k, v in result.items())
+    if name == "imagenet-heldout":
+        result = _heldout(models, device, progress)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        if json_path is not None:
+            write_json(json_path, result)
+        return ("ImageNet-1k held-out rows (B2): weight-space metrics of the hidden classes' predicted rows\n"
+                + format_rows([{**r, "setting": r["split"]} for r in result["rows"]])
+                + "\n\nrandom splits, mean ± std over seeds:\n"
+                + "\n".join(f"{s['method']:<8} mean cosine {s['mean_cosine']:.3f} ± {s['mean_cosine_std']:.3f}  "
+                            f"hit@1 {s['hit1']:.3f} ± {s['hit1_std']:.3f}  hit@5 {s['hit5']:.3f} ± {s['hit5_std']:.3f}"
+                            for s in result["summary"])
+                + f"\n{result['seconds']:.1f}s")
+    runs = ensure_runs(models, runs_dir, progress)
+    from kgzsl.tasks.benchmarks.fmnist import run_fmnist
+
+    result = run_fmnist(runs, out_dir, progress=progress, limit_per_class=limit_per_class)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    result["runs"] = {k: str(v) for k, v in runs.items()}
+    if json_path is not None:
+        write_json(json_path, result)
+    return (f"Fashion-MNIST zero-shot (B1): {result['n_images']} test images, runs {', '.join(map(str, runs.values()))}\n"
+            + format_rows(result["rows"])
+            + f"\nconfusion matrix of the best model: {result['confusion_png']}\n{result['seconds']:.1f}s")
+
+
+def _heldout(models: list[str], device: str, progress: bool) -> dict[str, Any]:
+    from kgzsl.vision.backbones import load_backbone
+    from kgzsl.tasks.benchmarks.heldout import run_heldout
+    from kgzsl.training.config import load_config
+    from kgzsl.utils.device import resolve_device
+    from kgzsl.text.features import node_features
+    from kgzsl.graph import load_or_build_graph
+    from kgzsl.training.run import graph_path
+
+    configs = {m: load_config(_CONFIGS / f"{m}.yaml") for m in models}
+    first = next(iter(configs.values()))
+    graph = load_or_build_graph(graph_path(first.graph.path), first.graph.wnids)
+    x = node_features(graph, encoder=first.features.encoder, use_gloss=first.features.gloss)
+    backbone = load_backbone(first.backbone.name, weights=first.backbone.weights, device="cpu")
+    seen = [graph.index[w] for w in backbone.wnids]
+    return run_heldout(graph, x, backbone.classifier_rows(), seen, configs, device=resolve_device(device),
+                       progress=progress)

@@ -1,0 +1,160 @@
+"""Why a label scored as it did: the seen classes and WordNet paths that carried its predicted row.
+
+A predicted row is built by propagating over the graph from the classes the backbone was trained
+on. :func:`explain` names the seen classes whose real backbone rows (``classifier_rows()``,
+normalised) are closest to the label's predicted row, the graph path between each of them and the
+label (up to their lowest common ancestor and down), and the image's own top seen-class evidence
+(the backbone's ImageNet-1k softmax). :func:`explain_png` draws that neighbourhood of the graph.
+
+Example:
+    >>> result = clf.explain("cat.jpg", "Burmese cat")
+    >>> result["similar_seen"][0]["path"]
+    ['burmese_cat.n.01', 'domestic_cat.n.01', 'tabby.n.01']
+    >>> explain_png(result, "why.png")
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from kgzsl.vision.images import ImageSource, load_image
+from kgzsl.utils.io import atomic_path
+
+__all__ = ["explain", "graph_path", "explain_png"]
+
+
+def _up(parents: list[list[int]], start: int) -> dict[int, tuple[int, int | None]]:
+    """Breadth-first ancestors of ``start``: node -> (hops, the child it was reached from)."""
+    seen: dict[int, tuple[int, int | None]] = {start: (0, None)}
+    queue = deque([start])
+    while queue:
+        cur = queue.popleft()
+        for par in parents[cur]:
+            if par not in seen:
+                seen[par] = (seen[cur][0] + 1, cur)
+                queue.append(par)
+    return seen
+
+
+def graph_path(parents: list[list[int]], a: int, b: int) -> tuple[list[int], int | None]:
+    """Shortest path ``a → … → lca → … → b`` over parent links, and the lowest common ancestor.
+
+    Returns:
+        ``(path, lca)``; ``([], None)`` when the two nodes share no ancestor.
+    """
+    up_a, up_b = _up(parents, a), _up(parents, b)
+    common = [n for n in up_a if n in up_b]
+    if not common:
+        return [], None
+    lca = min(common, key=lambda n: (up_a[n][0] + up_b[n][0], n))
+
+    def chain(up: dict[int, tuple[int, int | None]]) -> list[int]:
+        out, cur = [], lca
+        while cur is not None:
+            out.append(cur)
+            cur = up[cur][1]
+        return out[::-1]  # start ... lca
+
+    return chain(up_a) + chain(up_b)[::-1][1:], lca
+
+
+def _graph(clf: Any) -> Any:
+    from kgzsl.inference.concepts import concept_graph
+
+    return concept_graph(clf).graph
+
+
+def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[str, Any]:
+    """Explain the score of ``label`` for ``image``.
+
+    Args:
+        clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier` loaded from a run folder.
+        image: A path or PIL image.
+        label: A word, synset name or wnid of a graph node or an added concept.
+        top_k: How many similar seen classes and how many image evidence classes.
+
+    Returns:
+        A JSON-able dict: ``label``, ``wnid``, ``synset``, ``logit`` (the label's logit for the
+        image), ``similar_seen`` (``[{wnid, synset, similarity, lca, path}]``, ``path`` a list of
+        synset names from the seen class to the label) and ``image_evidence``
+        (``[{wnid, synset, probability}]``, the backbone's own top ImageNet-1k classes).
+
+    Raises:
+        kgzsl.inference.labels.LabelError: If the label is not a node (add it with ``clf.add_concept``).
+    """
+    res = clf.resolver.resolve(label)
+    graph = _graph(clf)
+    backbone = clf.backbone
+    real = F.normalize(backbone.classifier_rows().float(), dim=1)
+    seen = [(i, graph.index[w]) for i, w in enumerate(backbone.wnids) if w in graph.index and graph.index[w] != res.index]
+    row = clf.rows[res.index].float().to(real.device)
+    sims = real[[i for i, _ in seen]] @ row
+    best = sims.topk(min(top_k, len(seen)))
+    similar = []
+    for s, j in zip(best.values.tolist(), best.indices.tolist()):
+        node = seen[j][1]
+        path, lca = graph_path(graph.parents, node, res.index)
+        similar.append({"wnid": graph.wnids[node], "synset": graph.names[node], "similarity": round(s, 4),
+                        "lca": graph.names[lca] if lca is not None else None,
+                        "path": [graph.names[n] for n in path]})
+    x = backbone.transform(load_image(image, max_pixels=clf.max_pixels))[None].to(backbone.device)
+    with torch.inference_mode():
+        feats = backbone(x)
+        probs = backbone.logits(x).softmax(-1)[0].float().cpu()
+        logit = float(clf.logits(feats, [res.wnid])[0, 0])
+    top = probs.topk(top_k)
+    evidence = []
+    for p, i in zip(top.values.tolist(), top.indices.tolist()):
+        w = backbone.wnids[i]
+        evidence.append({"wnid": w, "synset": graph.names[graph.index[w]] if w in graph.index else w,
+                         "probability": round(p, 4)})
+    return {"image": str(image) if isinstance(image, (str, Path)) else type(image).__name__, "label": res.label,
+            "wnid": res.wnid, "synset": res.synset, "logit": round(logit, 4), "similar_seen": similar,
+            "image_evidence": evidence}
+
+
+def format_explanation(result: dict[str, Any]) -> str:
+    """Readable text of an :func:`explain` result."""
+    lines = [f"{result['label']} ({result['synset']}, {result['wnid']}): logit {result['logit']:.3f}",
+             "  carried by the seen classes (cosine of their real row to the predicted row; graph path):"]
+    for s in result["similar_seen"]:
+        lines.append(f"    {s['similarity']:+.3f}  {s['synset']:<28} {' → '.join(s['path']) or '(no path)'}")
+    lines.append("  the image's own seen-class evidence (backbone softmax):")
+    for e in result["image_evidence"]:
+        lines.append(f"    {e['probability']:7.2%}  {e['synset']} ({e['wnid']})")
+    return "\n".join(lines)
+
+
+def explain_png(result: dict[str, Any], path: str | Path) -> Path:
+    """Draw the explanation's graph neighbourhood (label red, seen classes blue, paths as edges) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    g = nx.Graph()
+    target = result["synset"]
+    g.add_node(target)
+    weight = {}
+    for s in result["similar_seen"]:
+        nodes = s["path"] or [s["synset"]]
+        g.add_nodes_from(nodes)
+        g.add_edges_from(zip(nodes, nodes[1:]))
+        weight[s["synset"]] = s["similarity"]
+    colour = ["tab:red" if n == target else "tab:blue" if n in weight else "lightgray" for n in g.nodes]
+    fig, ax = plt.subplots(figsize=(9, 7))
+    pos = nx.spring_layout(g, seed=0)
+    nx.draw_networkx(g, pos, ax=ax, node_color=colour, font_size=7, node_size=500, edge_color="gray")
+    ax.set_title(f"{result['label']}: seen classes (blue) and WordNet paths", fontsize=10)
+    ax.axis("off")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

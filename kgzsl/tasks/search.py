@@ -1,0 +1,175 @@
+"""Text → image search: rank a folder's images by a concept's predicted classifier row.
+
+:func:`build_index` stores the backbone's pooled features of every image under a folder in one
+safetensors file, keyed by each file's path, size and modification time; building again processes
+only new or changed files, and under ``torchrun`` splits them across the ranks (rank 0 writes the
+index). :func:`search` scores the indexed features against the row of any node of the run's graph
+or any concept added with :meth:`ZeroShotClassifier.add_concept`.
+
+Example:
+    >>> build_index(clf.backbone, "photos/", "photos.index")
+    >>> search(clf, "photos.index", "red fox", top_k=3)
+    [{'path': 'photos/fox.jpg', 'score': 7.91}, ...]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgzsl.utils.distributed import DistContext, all_ranks_agree, broadcast_object, gather_tensors, shard_indices
+from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
+
+__all__ = ["build_index", "search", "SearchIndexError"]
+
+logger = logging.getLogger(__name__)
+
+
+class SearchIndexError(ValueError):
+    """An index file is missing, corrupt, or was built with another backbone."""
+
+
+def _list_images(folder: Path) -> list[Path]:
+    from kgzsl.vision.extract import IMAGE_EXTENSIONS
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in sorted(filenames)
+                if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return out
+
+
+def _read_index(path: Path) -> tuple[list[dict[str, Any]], torch.Tensor, dict[str, str]]:
+    try:
+        meta = read_tensor_metadata(path)
+        files = json.loads(meta["files"])
+        feats = load_tensors(path)["features"]
+    except (KeyError, ValueError) as exc:
+        raise SearchIndexError(f"{path} is not a kgzsl image index ({exc}); build it again with `kgzsl index`") from None
+    if feats.ndim != 2 or feats.size(0) != len(files):
+        raise SearchIndexError(f"{path} lists {len(files)} files but holds {tuple(feats.shape)} features; rebuild it")
+    return files, feats, meta
+
+
+def _reusable_rows(backbone: Any, index_path: Path) -> dict[tuple, torch.Tensor]:
+    """Features of the files an existing index already holds, keyed by (path, size, mtime_ns)."""
+    if not index_path.is_file():
+        return {}
+    try:
+        prev, feats, meta = _read_index(index_path)
+    except SearchIndexError as exc:
+        logger.warning("%s; rebuilding it", exc)
+        return {}
+    if meta.get("backbone") != backbone.name or meta.get("weights", "") != str(getattr(backbone, "weights", "")):
+        logger.info("index %s was built with another backbone: rebuilding it", index_path)
+        return {}
+    return {(f["path"], f["size"], f["mtime_ns"]): feats[i] for i, f in enumerate(prev)}
+
+
+def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.PathLike,
+                progress: bool = True, batch_size: int = 32, num_workers: int = 0, amp: str | bool = "auto",
+                dist_ctx: DistContext | None = None) -> dict[str, int]:
+    """Index the images under ``folder`` (recursively), reusing the rows of unchanged files.
+
+    Under torchrun every rank must call it with the same arguments: rank 0 reads the old index,
+    the new or changed files are split across the ranks, each rank extracts its share (and caches
+    it in the feature cache, so a rerun after a failed rank redoes only what is missing), and the
+    features are gathered to rank 0, which alone writes the index.
+
+    Args:
+        backbone: The run's frozen backbone.
+        folder: Image folder.
+        index_path: The index file (safetensors, written atomically).
+        progress: Progress bar over the files processed (rank 0 only).
+        batch_size: Images per forward pass.
+        num_workers: DataLoader processes decoding images, per process.
+        amp: Mixed precision of the backbone (:func:`kgzsl.vision.extract.autocast_dtype`):
+            ``"auto"`` uses it on CUDA only.
+        dist_ctx: The torchrun job (:func:`kgzsl.utils.distributed.init_distributed`); None: one process.
+
+    Returns:
+        Counts, the same on every rank: ``{"images", "new", "reused", "removed", "failed"}``.
+
+    Raises:
+        FileNotFoundError: If ``folder`` does not exist.
+    """
+    from kgzsl.vision.extract import extract_features
+
+    ctx = dist_ctx or DistContext()
+    index_path = Path(index_path)
+    files = _list_images(Path(folder))
+    keys = []
+    for p in files:
+        st = p.stat()
+        keys.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    if not all_ranks_agree(keys, ctx):
+        raise RuntimeError(f"the processes listed different files under {folder} (did it change?); run again")
+    old = _reusable_rows(backbone, index_path) if ctx.is_main else {}
+    todo = [i for i, k in enumerate(keys) if (k["path"], k["size"], k["mtime_ns"]) not in old]
+    todo = broadcast_object(todo, ctx)  # rank 0 read the index: the others take its list
+    share = [[todo[j] for j in shard_indices(len(todo), DistContext(rank=r, world_size=ctx.world_size))]
+             for r in range(ctx.world_size)]
+    feats, good = torch.zeros(0, int(backbone.feature_dim)), torch.zeros(0, dtype=torch.bool)
+    if share[ctx.rank]:
+        feats, good = extract_features(backbone, [files[i] for i in share[ctx.rank]], batch_size=batch_size,
+                                       num_workers=num_workers, progress=progress and ctx.is_main,
+                                       cache=ctx.distributed, amp=amp)
+    shares, oks = gather_tensors(feats, ctx), gather_tensors(good, ctx)
+    stats = None
+    if ctx.is_main:
+        out = torch.zeros(len(keys), int(backbone.feature_dim))
+        ok = torch.ones(len(keys), dtype=torch.bool)
+        for i, k in enumerate(keys):
+            hit = old.get((k["path"], k["size"], k["mtime_ns"]))
+            if hit is not None:
+                out[i] = hit
+        for rows, f, g in zip(share, shares or [], oks or []):
+            if rows:
+                out[rows], ok[rows] = f, g
+        kept = [k for k, g in zip(keys, ok.tolist()) if g]
+        save_tensors(index_path, {"features": out[ok]},
+                     metadata={"files": json.dumps(kept), "backbone": backbone.name,
+                               "weights": str(getattr(backbone, "weights", ""))})
+        now = {k["path"] for k in keys}
+        stats = {"images": len(kept), "new": len(todo) - int((~ok).sum()), "reused": len(keys) - len(todo),
+                 "removed": len({p for p, _, _ in old} - now), "failed": int((~ok).sum())}
+        logger.info("index %s: %s", index_path, stats)
+    return broadcast_object(stats, ctx)
+
+
+def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) -> list[dict[str, Any]]:
+    """Rank the indexed images by the logit of ``query``'s predicted row.
+
+    Args:
+        clf: A loaded :class:`~kgzsl.inference.classifier.ZeroShotClassifier` (its backbone built the index).
+        index_path: File written by :func:`build_index`.
+        query: A word, synset name or wnid of a graph node or an added concept.
+        top_k: How many images to return.
+
+    Returns:
+        ``[{"path", "score"}]``, best first; the score is the query's logit for that image.
+
+    Raises:
+        kgzsl.inference.labels.LabelError: If the query is not a node (add it first with ``clf.add_concept``).
+        SearchIndexError: If the index is corrupt or comes from another backbone.
+    """
+    index_path = Path(index_path)
+    if not index_path.is_file():
+        raise FileNotFoundError(f"index not found: {index_path}; build it with `kgzsl index DIR --out {index_path}`")
+    files, feats, meta = _read_index(index_path)
+    if meta.get("backbone") != clf.backbone.name:
+        raise SearchIndexError(f"{index_path} was built with backbone {meta.get('backbone')!r}, the run uses "
+                          f"{clf.backbone.name!r}; build the index with the run's backbone")
+    if not files:
+        return []
+    scores = clf.logits(feats.to(clf.rows.device), [query])[:, 0].float().cpu()
+    values, order = scores.topk(min(top_k, len(files)))
+    return [{"path": files[i]["path"], "score": round(float(v), 4)} for v, i in zip(values.tolist(), order.tolist())]

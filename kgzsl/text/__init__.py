@@ -1,0 +1,1 @@
+"""Node text features: text encoders (MiniLM, WordLlama, GloVe) and the cached node feature matrix."""

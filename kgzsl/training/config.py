@@ -1,0 +1,216 @@
+"""Run configuration: typed dataclasses, YAML files in ``configs/``, dotted command-line overrides.
+
+Precedence, lowest first: the dataclass defaults, the YAML file, ``section.key=value`` overrides.
+Unknown keys are rejected with the valid ones listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from kgzsl.utils.io import write_text
+
+__all__ = ["GraphConfig", "FeaturesConfig", "BackboneConfig", "ModelConfig", "TrainConfig", "RunConfig",
+           "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed, has unknown keys, or a value of the wrong type."""
+
+
+@dataclass
+class GraphConfig:
+    """Which graph to use; built from ``wnids`` when ``path`` does not exist yet.
+
+    A bare name (no ``/``) is a folder under ``graph_data/``.
+    """
+
+    path: str = "imagenet1k_21k"
+    wnids: str = "imagenet1k,imagenet21k"
+
+
+@dataclass
+class FeaturesConfig:
+    """Node input features: a text encoder (``minilm``, ``wordllama``, ``glove:PATH``) over lemma names."""
+
+    encoder: str = "minilm"
+    gloss: bool = False
+
+
+@dataclass
+class BackboneConfig:
+    """The frozen CNN whose final-layer rows are the regression targets."""
+
+    name: str = "efficientnet-lite0"
+    weights: Union[str, None] = "DEFAULT"
+
+
+@dataclass
+class ModelConfig:
+    """Propagation model and its hyper-parameters (``None``: the model's published default)."""
+
+    name: str = "dgp"
+    hidden_channels: Union[list[int], None] = None
+    dropout: Union[float, None] = None
+    negative_slope: Union[float, None] = None
+    bias: Union[bool, None] = None
+    num_groups: Union[int, None] = None
+    num_bases: Union[int, None] = None
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, validation and early stopping.
+
+    ``loss``: ``sse`` (sum of squared errors over 2·N_seen, SGCN/DGP) or ``mse`` (GCNZ).
+    ``holdout``: seen classes hidden from training (a list of wnids, or a fraction drawn with
+    ``holdout_seed``); they count as unseen. ``val_fraction`` of the remaining seen rows is kept
+    for validation; training stops ``patience`` epochs after the best validation cosine.
+    ``checkpoint_every``: epochs between resumable checkpoints (``kgzsl train --resume``); 0 disables.
+    ``precompute_first_layer``: compute the first layer's aggregation of the fixed features once
+    (dropout then acts on the aggregate); false gives the reference's dropout on the raw features.
+    """
+
+    epochs: int = 3000
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    loss: str = "sse"
+    val_fraction: float = 0.05
+    patience: int = 100
+    seed: int = 0
+    holdout: Union[list[str], float, None] = None
+    holdout_seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 25
+    precompute_first_layer: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs."""
+
+    name: str = "run"
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if origin is Union:
+        errors = []
+        for option in get_args(hint):
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} does not fit {hint}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = get_args(hint)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def config_from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "config") -> Any:
+    """Build a config dataclass from a nested dict, checking keys and types.
+
+    Raises:
+        ConfigError: For unknown keys (the valid ones are listed) or wrongly typed values.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = config_from_dict(value or {}, hint, f"{where}.{key}")
+        else:
+            kwargs[key] = _check_type(value, hint, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain nested dict of a config (for YAML/JSON)."""
+    return dataclasses.asdict(config)
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like section.key=value (e.g. train.lr=0.01)")
+    key, raw = override.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config and apply dotted overrides.
+
+    Args:
+        path: YAML file, or None for the defaults.
+        overrides: ``section.key=value`` strings; values are parsed as YAML (``train.lr=1e-2``,
+            ``model.hidden_channels=[1024]``).
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ConfigError: For malformed YAML, unknown keys or wrong types.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path} (shipped configs are in configs/)")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 YAML") from None
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+        data.setdefault("name", path.stem)
+    for override in overrides or []:
+        _apply_override(data, override)
+    return config_from_dict(data, RunConfig, str(path) if path else "config")
+
+
+def save_config(config: RunConfig, path: str | os.PathLike) -> None:
+    """Write a config as YAML, atomically."""
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

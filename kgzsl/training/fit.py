@@ -1,0 +1,318 @@
+"""Fit a propagation model to the seen classifier rows, with validation and early stopping.
+
+Only the loss's rows matter during training, so each step runs the model on the receptive field
+of the training rows (see :func:`kgzsl.models.operators.restrict`); in eval mode this gives the
+same rows as the full graph. Validation uses held-out seen rows; the weights of the epoch with the
+best validation cosine are kept.
+
+With a ``checkpoint_path``, :func:`fit` saves a resumable checkpoint every ``checkpoint_every``
+epochs: model, optimizer and best weights, the history, the epoch and the torch random state, in
+one safetensors file (tensors, plus the rest as JSON in its header; no pickle), written atomically.
+``resume=True`` restores all of it, so an interrupted run continues to exactly the result of an
+uninterrupted one (bit-identical on the CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from kgzsl.training.config import TrainConfig
+from kgzsl.utils.io import (TensorFileError, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+                      read_tensor_metadata, save_tensors)
+from kgzsl.models import PropagationModel
+from kgzsl.models.operators import Operator, restrict
+
+__all__ = ["FitResult", "fit", "split_seen", "regression_loss", "CheckpointError", "CHECKPOINT_FORMAT"]
+
+logger = logging.getLogger(__name__)
+
+#: version of the checkpoint layout written by :func:`fit`
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint cannot be resumed: unreadable, or written for another training setup."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the history and where the best validation score was."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_cosine: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_cosine: float = float("nan")
+    epochs_run: int = 0
+    seconds: float = 0.0
+    seconds_to_best: float = 0.0
+    resumed_from: int = 0
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Mean wall time of one epoch (training step + validation)."""
+        return self.seconds / max(self.epochs_run, 1)
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "sse") -> torch.Tensor:
+    """``sse``: sum of squared errors / (2·N) (SGCN, DGP); ``mse``: mean squared error (GCNZ)."""
+    if kind == "sse":
+        return (pred - target).pow(2).sum() / (2 * pred.size(0))
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    raise ValueError(f"unknown loss {kind!r}; use 'sse' or 'mse'")
+
+
+def split_seen(seen: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split seen rows into (train, validation) with a seeded permutation.
+
+    Returns:
+        Two index tensors into ``seen`` positions (not node ids), each sorted.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n = seen.numel()
+    n_val = int(round(n * val_fraction)) if n > 1 else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def _to_torch(layers: list[list[Operator]], device: torch.device) -> list[list[torch.Tensor]]:
+    return [[op.to_torch(device) for op in ops] for ops in layers]
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _fingerprint(model: PropagationModel, x: torch.Tensor, train_rows: torch.Tensor, train_targets: torch.Tensor,
+                 val_rows: torch.Tensor, val_targets: torch.Tensor, config: TrainConfig) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resumption."""
+    return {
+        "model": model.name,
+        "hparams": json.loads(json.dumps(model.hparams, default=str)),
+        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "nodes": int(x.size(0)),
+        "node_features": _digest(x),
+        "train_rows": int(train_rows.numel()),
+        "train_targets": _digest(train_rows, train_targets),
+        "val_targets": _digest(val_rows, val_targets),
+        "optimizer": {"lr": config.lr, "weight_decay": config.weight_decay, "loss": config.loss},
+    }
+
+
+_FINGERPRINT_MEANING = {
+    "model": "another propagation model", "hparams": "other model hyper-parameters",
+    "parameters": "other layer sizes", "nodes": "a graph with another node count",
+    "node_features": "other node features (graph, text encoder or gloss setting)",
+    "train_rows": "another number of training rows", "train_targets": "other target rows (backbone or holdout)",
+    "val_targets": "another validation split", "optimizer": "other optimiser settings (lr, weight_decay, loss)",
+}
+
+
+def _save_checkpoint(path: Path, model: PropagationModel, optimizer: torch.optim.Optimizer,
+                     best_state: dict[str, torch.Tensor], result: FitResult, best: float, epoch: int,
+                     fingerprint: dict[str, Any], device: torch.device) -> None:
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"best/{k}": v for k, v in best_state.items()})
+    optim_tensors, optim_header = optimizer_to_tensors(optimizer)
+    tensors.update(optim_tensors)
+    tensors["rng/cpu"] = torch.get_rng_state()
+    if device.type == "cuda":
+        for j, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{j}"] = state
+    state = {
+        "format": CHECKPOINT_FORMAT, "epoch": epoch, "best": best, "best_epoch": result.best_epoch,
+        "train_loss": result.train_loss, "val_cosine": result.val_cosine, "seconds": result.seconds,
+        "seconds_to_best": result.seconds_to_best, "resumed_from": result.resumed_from,
+        **optim_header, "fingerprint": fingerprint,
+    }
+    # clone: safetensors refuses tensors that share memory, and the files must not alias live weights
+    save_tensors(path, {k: v.detach().clone() for k, v in tensors.items()},
+                 metadata={"kgzsl_checkpoint": str(CHECKPOINT_FORMAT), "state": json.dumps(state)})
+    logger.debug("checkpoint at epoch %d written to %s", epoch, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and check a checkpoint; returns its JSON state and its tensors (on the CPU)."""
+    fix = f"delete {path} to train from the start, or resume with the settings it was written with"
+    try:
+        meta = read_tensor_metadata(path)
+    except TensorFileError as exc:  # a pickle, a truncated file ...: refused, never unpickled
+        raise CheckpointError(f"{exc}; {fix}") from None
+    if meta.get("kgzsl_checkpoint") != str(CHECKPOINT_FORMAT) or "state" not in meta:
+        raise CheckpointError(f"{path} is not a kgzsl training checkpoint of format {CHECKPOINT_FORMAT}; {fix}")
+    try:
+        state = json.loads(meta["state"])
+        epoch = int(state["epoch"])
+        saved = state["fingerprint"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} has a malformed header ({exc}); {fix}") from None
+    differs = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    if differs:
+        why = "; ".join(f"{k}: {_FINGERPRINT_MEANING.get(k, 'changed')} (checkpoint {saved.get(k)!r}, now "
+                        f"{fingerprint.get(k)!r})" for k in differs)
+        raise CheckpointError(f"checkpoint {path} (epoch {epoch}) was written for another training setup: {why}; "
+                              f"{fix}")
+    try:
+        return state, load_tensors(path)
+    except TensorFileError as exc:  # a valid header over truncated tensor data
+        raise CheckpointError(f"{exc}; {fix}") from None
+
+
+def _restore(state: dict[str, Any], tensors: dict[str, torch.Tensor], model: PropagationModel,
+             optimizer: torch.optim.Optimizer, device: torch.device, path: Path,
+             ) -> tuple[dict[str, torch.Tensor], FitResult, float, int]:
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    try:
+        model.load_state_dict({k: v.to(device) for k, v in part("model/").items()})
+        best_state = {k: v.to(device) for k, v in part("best/").items()}
+        if best_state.keys() != model.state_dict().keys():
+            raise ValueError("its best weights do not match the model's parameters")
+        optimizer_from_tensors(optimizer, tensors, state)
+        torch.set_rng_state(tensors["rng/cpu"])
+        cuda = part("rng/cuda/")
+        if device.type == "cuda" and cuda:
+            torch.cuda.set_rng_state_all([cuda[k] for k in sorted(cuda, key=int)])
+        result = FitResult(train_loss=[float(v) for v in state["train_loss"]],
+                           val_cosine=[float(v) for v in state["val_cosine"]], best_epoch=int(state["best_epoch"]),
+                           epochs_run=int(state["epoch"]), seconds=float(state["seconds"]),
+                           seconds_to_best=float(state["seconds_to_best"]), resumed_from=int(state["epoch"]))
+        best = float(state["best"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be restored ({exc}); delete it to train from the start") \
+            from None
+    return best_state, result, best, int(state["epoch"])
+
+
+def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], train_rows: torch.Tensor,
+        train_targets: torch.Tensor, val_rows: torch.Tensor, val_targets: torch.Tensor, config: TrainConfig,
+        device: torch.device | str = "cpu", progress: bool = True,
+        checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+        resume: bool = False) -> FitResult:
+    """Train ``model`` so that its rows at ``train_rows`` match ``targets``.
+
+    Args:
+        model: The propagation model (modified in place; ends with the best validation weights).
+        x: ``[N, F]`` node features of the whole graph.
+        layers: ``model.operators(graph)``.
+        train_rows: Node indices supervised by the loss.
+        train_targets: ``[len(train_rows), D]`` unit target rows.
+        val_rows: Node indices used for early stopping (may be empty: then the lowest loss wins).
+        val_targets: ``[len(val_rows), D]`` unit target rows.
+        config: Epochs, optimiser and stopping settings.
+        device: Where to compute.
+        progress: Show a progress bar.
+        checkpoint_path: Where to keep a resumable checkpoint (a ``.safetensors`` file); None: none.
+        checkpoint_every: Epochs between checkpoints; None takes ``config.checkpoint_every``; 0
+            disables periodic checkpoints.
+        resume: Continue from ``checkpoint_path`` if it exists (else start from the beginning, with a
+            warning). ``model`` must be built exactly as for the interrupted run (same seed), and
+            the data and settings must match; the result is then identical to an uninterrupted run.
+            The checkpoint is left in place (:func:`kgzsl.training.run.train_run` removes it once its run
+            folder is complete).
+
+    Returns:
+        The loss / validation history and the best epoch.
+
+    Raises:
+        CheckpointError: If ``resume`` meets a checkpoint of another model, graph, target set or
+            optimiser setting, or an unreadable one (a pickle is refused, never unpickled).
+    """
+    device = torch.device(device)
+    every = config.checkpoint_every if checkpoint_every is None else checkpoint_every
+    if every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {every}")
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    y_train, y_val = train_targets.to(device), val_targets.to(device)
+    train_layers, train_inputs = restrict(layers, train_rows)
+    adj_train = _to_torch(train_layers, device)
+    x_train = x[train_inputs].to(device)
+    if config.precompute_first_layer:
+        x_train = model.prepare_inputs(x_train, adj_train)  # first aggregation computed once
+    if val_rows.numel():
+        val_layers, val_inputs = restrict(layers, val_rows)
+        x_val, adj_val = x[val_inputs].to(device), _to_torch(val_layers, device)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fingerprint = _fingerprint(model, x, train_rows, train_targets, val_rows, val_targets, config) \
+        if ckpt is not None else {}
+    result = FitResult()
+    best_state = copy.deepcopy(model.state_dict())
+    best = -math.inf
+    first = 1
+    if resume and ckpt is None:
+        raise ValueError("resume=True needs a checkpoint_path")
+    if resume and ckpt.exists():
+        state, tensors = _load_checkpoint(ckpt, fingerprint)
+        best_state, result, best, done = _restore(state, tensors, model, optimizer, device, ckpt)
+        first = done + 1
+        logger.info("resuming %s from %s at epoch %d (best %.4f at epoch %d)", model.name, ckpt, done, best,
+                    result.best_epoch)
+    elif resume:
+        logger.warning("no checkpoint at %s: training %s from the start", ckpt, model.name)
+    elif ckpt is not None and ckpt.exists():
+        logger.info("ignoring the earlier checkpoint %s (not resuming); it will be overwritten", ckpt)
+    start = time.perf_counter() - result.seconds
+    # the bar only draws on a terminal; elsewhere (CI, logs) a line is logged every 50 epochs
+    bar = tqdm(range(first, config.epochs + 1), desc=f"train {model.name}", disable=None if progress else True,
+               leave=False, initial=first - 1, total=config.epochs)
+    for epoch in bar:
+        model.train()
+        loss = regression_loss(model(x_train, adj_train), y_train, config.loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss_value = float(loss.detach())
+        result.train_loss.append(loss_value)
+        if val_rows.numel():
+            model.eval()
+            with torch.no_grad():
+                score = float((model(x_val, adj_val) * y_val).sum(1).mean())
+        else:
+            score = -loss_value
+        result.val_cosine.append(score)
+        result.epochs_run = epoch
+        if score > best:
+            best, result.best_epoch = score, epoch
+            result.seconds_to_best = time.perf_counter() - start
+            best_state = copy.deepcopy(model.state_dict())
+        bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{score:.4f}", best=result.best_epoch)
+        if bar.disable and epoch % 50 == 0:
+            logger.info("epoch %d: loss %.4f, validation cosine %.4f (best %.4f at epoch %d)", epoch, loss_value,
+                        score, best, result.best_epoch)
+        if not math.isfinite(loss_value):
+            logger.warning("loss became %s at epoch %d; keeping the best weights so far", loss_value, epoch)
+            break
+        if epoch - result.best_epoch >= config.patience:
+            break
+        if ckpt is not None and every and epoch % every == 0 and epoch < config.epochs:
+            result.seconds = time.perf_counter() - start
+            _save_checkpoint(ckpt, model, optimizer, best_state, result, best, epoch, fingerprint, device)
+    bar.close()
+    result.seconds = time.perf_counter() - start
+    result.best_val_cosine = best if val_rows.numel() else float("nan")
+    model.load_state_dict(best_state)
+    model.eval()
+    logger.info("%s: best validation cosine %.4f at epoch %d of %d (%.1fs, %.3fs/epoch)", model.name, best,
+                result.best_epoch, result.epochs_run, result.seconds, result.seconds_per_epoch)
+    return result

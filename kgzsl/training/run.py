@@ -1,0 +1,202 @@
+"""A training run end to end: graph → features → targets → fit → a self-contained run folder.
+
+A run folder holds everything prediction needs, without the graph or the text encoder::
+
+    runs/<name>/
+      config.yaml        the resolved config
+      model.safetensors  propagation weights (+ model name and hyper-parameters in the header)
+      rows.safetensors   predicted [W | b] rows for every node, and the train/val/holdout node ids
+      nodes.tsv          node ids, synset names, lemma names, glosses (row order of ``rows``)
+      history.json       per-epoch training loss and validation cosine
+      loss.png           the loss curve
+      run.json           summary: timings, best epoch, counts, seed, library versions (written last)
+      checkpoint.safetensors  resumable training state (see :func:`kgzsl.training.fit.fit`); exists only
+                         while training or after an interruption, removed once the run is complete
+
+Every file is written atomically (:mod:`kgzsl.utils.io`). An interrupted ``train_run`` (``kill -9``
+included) continues with ``train_run(config, out_dir, resume=True)`` / ``kgzsl train --resume`` to
+the same rows an uninterrupted run gives (bit-identical on the CPU; on a GPU up to its
+non-deterministic kernels).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from kgzsl.training.config import RunConfig, config_to_dict, save_config
+from kgzsl.utils.device import resolve_device
+from kgzsl.graph import graph_data_dir, load_or_build_graph
+from kgzsl.utils.io import atomic_path, save_tensors, write_json
+from kgzsl.models import build_model
+from kgzsl.training.fit import FitResult, fit, split_seen
+
+__all__ = ["graph_path", "select_holdout", "train_run", "plot_history", "CHECKPOINT_FILE"]
+
+logger = logging.getLogger(__name__)
+ROW_CHUNK = 2048
+"""Rows predicted per chunk after training: bounds peak memory (and is no slower than larger chunks)."""
+
+#: name of the resumable training checkpoint inside a run folder
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+def graph_path(spec: str) -> Path:
+    """A bare graph name is a folder under ``graph_data/``; anything with a ``/`` is a path."""
+    return Path(spec) if ("/" in spec or spec.startswith(".")) else graph_data_dir() / spec
+
+
+def select_holdout(seen_wnids: list[str], holdout: list[str] | float | None, seed: int) -> list[str]:
+    """Seen classes to hide from training.
+
+    Args:
+        seen_wnids: The seen classes present in the graph.
+        holdout: A list of wnids, a fraction in (0, 1), or None.
+        seed: Seed of the random draw for a fraction.
+
+    Raises:
+        ValueError: For a fraction outside (0, 1) or wnids that are not seen classes.
+    """
+    if holdout is None:
+        return []
+    if isinstance(holdout, float):
+        if not 0 < holdout < 1:
+            raise ValueError(f"holdout fraction must be in (0, 1), got {holdout}")
+        k = int(round(len(seen_wnids) * holdout))
+        perm = torch.randperm(len(seen_wnids), generator=torch.Generator().manual_seed(seed))[:k]
+        return sorted(seen_wnids[i] for i in perm.tolist())
+    unknown = sorted(set(holdout) - set(seen_wnids))
+    if unknown:
+        raise ValueError(f"holdout wnids that are not seen classes of the backbone in this graph: "
+                         f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
+    return sorted(set(holdout))
+
+
+def plot_history(result: FitResult, path: Path, title: str) -> None:
+    """Save the training loss and validation cosine curves as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = range(1, len(result.train_loss) + 1)
+    ax.plot(epochs, result.train_loss, label="training loss", color="tab:blue")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss", color="tab:blue")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, result.val_cosine, label="validation cosine", color="tab:orange")
+    ax2.set_ylabel("validation cosine (held-out seen rows)", color="tab:orange")
+    ax2.axvline(result.best_epoch, color="gray", linestyle="--", linewidth=1)
+    ax.set_title(f"{title} — best epoch {result.best_epoch}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from kgzsl._version import __version__
+
+    out = {"kgzsl": __version__, "python": platform.python_version()}
+    for package in ("torch", "torchvision", "torch_geometric", "nltk", "numpy", "safetensors"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True,
+              resume: bool = False) -> Path:
+    """Train the configured model and write its run folder.
+
+    Args:
+        config: The run config (graph, features, backbone, model, training).
+        out_dir: Run folder; ``runs/<config.name>`` by default.
+        progress: Show progress bars.
+        resume: Continue from the folder's ``checkpoint.safetensors`` (written every
+            ``config.train.checkpoint_every`` epochs) instead of starting over; the config must be
+            the one the interrupted run used.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        kgzsl.training.fit.CheckpointError: If ``resume`` finds a checkpoint of another config or graph.
+    """
+    from kgzsl.vision.backbones import load_backbone
+    from kgzsl.text.features import node_features
+
+    out = Path(out_dir) if out_dir else Path("runs") / config.name
+    device = resolve_device(config.train.device)
+    start = time.perf_counter()
+    graph = load_or_build_graph(graph_path(config.graph.path), config.graph.wnids)
+    x = node_features(graph, encoder=config.features.encoder, use_gloss=config.features.gloss)
+    backbone = load_backbone(config.backbone.name, weights=config.backbone.weights, device="cpu")
+    raw_rows = backbone.classifier_rows().float()
+    present = [i for i, w in enumerate(backbone.wnids) if w in graph.index]
+    if not present:
+        raise ValueError(f"none of the backbone's {len(backbone.wnids)} classes is a node of {graph}; "
+                         "build the graph from a wnid list that includes them (e.g. imagenet1k)")
+    if len(present) < len(backbone.wnids):
+        logger.warning("%d backbone classes are not in the graph and are ignored",
+                       len(backbone.wnids) - len(present))
+    seen_wnids = [backbone.wnids[i] for i in present]
+    hidden = set(select_holdout(seen_wnids, config.train.holdout, config.train.holdout_seed))
+    kept = [i for i in present if backbone.wnids[i] not in hidden]
+    tr, va = split_seen(torch.tensor(kept), config.train.val_fraction, config.train.seed)
+    node_of = torch.tensor([graph.index[backbone.wnids[i]] for i in kept])
+    targets = F.normalize(raw_rows[kept], dim=1)
+
+    torch.manual_seed(config.train.seed)
+    params = {k: v for k, v in config_to_dict(config.model).items() if k != "name"}
+    model = build_model(config.model.name, x.size(1), raw_rows.size(1), **params)
+    layers = model.operators(graph)
+    logger.info("training %r on %d seen rows (%d validation, %d held out) of %s", model, tr.numel(), va.numel(),
+                len(hidden), graph)
+    result = fit(model, x, layers, node_of[tr], targets[tr], node_of[va], targets[va], config.train,
+                 device=device, progress=progress, checkpoint_path=out / CHECKPOINT_FILE, resume=resume)
+    with torch.no_grad():
+        rows = model.to(device).predict_rows(x.to(device), layers, chunk_size=ROW_CHUNK).cpu()  # bounded memory
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").unlink(missing_ok=True)  # its absence marks an incomplete run until the end
+    save_config(config, out / "config.yaml")
+    save_tensors(out / "model.safetensors", model.state_dict(),
+                 metadata={"model": model.name, "hparams": json.dumps(model.hparams)})
+    holdout_nodes = torch.tensor(sorted(graph.index[w] for w in hidden), dtype=torch.long)
+    save_tensors(out / "rows.safetensors", {"rows": rows, "train_rows": node_of[tr], "val_rows": node_of[va],
+                                            "holdout_rows": holdout_nodes},
+                 metadata={"row_scale": f"{raw_rows.norm(dim=1).mean().item():.6f}", "backbone": backbone.name})
+    with atomic_path(out / "nodes.tsv") as tmp:
+        shutil.copyfile(Path(graph.path) / "nodes.tsv", tmp)
+    write_json(out / "history.json", {"train_loss": result.train_loss, "val_cosine": result.val_cosine})
+    plot_history(result, out / "loss.png", f"{config.name}: {model.name} on {graph.num_nodes} nodes")
+    summary: dict[str, Any] = {
+        "name": config.name, "model": model.name, "backbone": backbone.name, "graph": str(graph.path),
+        "graph_counts": graph.manifest.get("counts", {}), "num_nodes": graph.num_nodes,
+        "seen": len(present), "train": tr.numel(), "val": va.numel(), "holdout": sorted(hidden),
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "best_val_cosine": result.best_val_cosine, "train_seconds": round(result.seconds, 2),
+        "seconds_per_epoch": round(result.seconds_per_epoch, 4), "seconds_to_best": round(result.seconds_to_best, 2),
+        "total_seconds": round(time.perf_counter() - start, 2), "device": str(device), "seed": config.train.seed,
+        "backbone_weights": backbone.weights, "resumed_from_epoch": result.resumed_from or None,
+        "torch_threads": torch.get_num_threads(),
+        "versions": _versions(), "config": config_to_dict(config),
+    }
+    write_json(out / "run.json", summary)
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    logger.info("wrote run %s", out)
+    return out

@@ -1,0 +1,1 @@
+"""Shared utilities below every layer: crash-safe files (io), device choice, torch.distributed, shipped paths."""

@@ -1,0 +1,1 @@
+"""The image side: frozen backbones, preprocessing, robust image loading, cached feature extraction."""

@@ -1,0 +1,97 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kgzsl.cli import main
+
+from conftest import TINY_WNIDS, requires_wordnet
+
+pytestmark = pytest.mark.slow
+
+
+def _kgzsl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kgzsl", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_help_lists_subcommands():
+    out = _kgzsl("--help")
+    assert out.returncode == 0
+    for cmd in ["build-graph", "train", "predict", "demo"]:
+        assert cmd in out.stdout
+
+
+@requires_wordnet
+def test_build_graph_command(tmp_path):
+    wnids = tmp_path / "mine.txt"
+    wnids.write_text("n02084071\nn02123045\n")
+    out = _kgzsl("build-graph", "--wnids", f"{wnids}", "--out", str(tmp_path / "g"))
+    assert out.returncode == 0, out.stderr
+    assert "nodes" in out.stdout and "1 root" in out.stdout
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert manifest["sources"][0]["count"] == 2 and manifest["counts"]["nodes"] > 10
+    bad = _kgzsl("build-graph", "--wnids", "no-such-list", "--out", str(tmp_path / "h"))
+    assert bad.returncode == 2 and "neither a shipped set" in bad.stderr
+
+
+@requires_wordnet
+def test_train_command_with_overrides_and_holdout(tmp_path, capsys):
+    wnids = tmp_path / "tiny.txt"
+    wnids.write_text("\n".join(TINY_WNIDS))
+    code = main(["-q", "train", f"graph.path={tmp_path / 'g'}", f"graph.wnids={wnids}", "model.name=sgcn",
+                 "model.hidden_channels=[64]", "features.encoder=wordllama", "train.epochs=5", "--holdout",
+                 "n01440764,n02690373", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0
+    assert "best validation cosine" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary["holdout"] == ["n01440764", "n02690373"] and summary["train"] + summary["val"] == 22
+    assert main(["-q", "train", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_predict_command_json_and_table(tiny_run, tmp_path):
+    import skimage
+
+    cat = str(Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png")
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n0000")
+    out = _kgzsl("predict", str(tiny_run), cat, str(bad), "--labels", "tabby,tench,airliner", "--top-k", "2",
+                 "--json")
+    assert out.returncode == 1  # one image failed; the other is still reported
+    records = json.loads(out.stdout)
+    assert records[0]["image"] == cat and records[0]["predictions"][0]["label"] == "tabby"
+    assert set(records[0]["predictions"][0]) >= {"label", "wnid", "score"} and len(records[0]["predictions"]) == 2
+    assert records[1]["image"] == str(bad) and "error" in records[1]
+    table = _kgzsl("predict", str(tiny_run), cat, "--labels", "tabby,tench")
+    assert table.returncode == 0 and "tabby.n.01" in table.stdout and "%" in table.stdout
+
+
+def test_add_concept_is_saved_with_the_run_and_calibrate(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from kgzsl.inference.classifier import ZeroShotClassifier
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = len(ZeroShotClassifier.load(run, device="cpu").wnids)
+    assert main(["-q", "add-concept", str(run), "Burmese cat", "--device", "cpu"]) == 0
+    assert "burmese_cat.n.01" in capsys.readouterr().out and (run / "concepts.yaml").is_file()
+    clf = ZeroShotClassifier.load(run, device="cpu")  # the saved concept is re-added on load
+    assert len(clf.wnids) == before + 1 and clf.resolver.resolve("Burmese cat").synset == "burmese_cat.n.01"
+
+    import skimage
+
+    photo = Image.open(Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png").convert("RGB")
+    for wnid in ("n02123045", "n01440764"):
+        (tmp_path / "cal" / wnid).mkdir(parents=True)
+        for i in range(3):
+            photo.rotate(10 * i).resize((96, 64)).save(tmp_path / "cal" / wnid / f"{i}.png")
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5",
+                 "--device", "cpu"]) == 0
+    stored = json.loads((run / "abstain.json").read_text())
+    assert stored["inputs"] == 6 and stored["kept"] >= 0.5 and "keeps" in capsys.readouterr().out

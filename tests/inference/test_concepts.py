@@ -1,0 +1,111 @@
+"""Adding concepts to a trained run: graph extension, inductive rows, ambiguity, concept files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.inference.concepts import AmbiguousConceptError, ConceptError, load_concepts
+from kgzsl.graph.knowledge_graph import ancestor_pairs
+
+from conftest import toy_graph
+
+pytestmark = pytest.mark.slow
+
+
+def _photo(name: str) -> Path:
+    import skimage
+
+    return Path(os.path.dirname(skimage.__file__)) / "data" / name
+
+
+@pytest.fixture
+def clf(tiny_run):
+    return ZeroShotClassifier.load(tiny_run, device="cpu")
+
+
+def test_new_ancestors_of_a_leaf_on_the_toy_graph():
+    g = toy_graph()
+    parents = g.parents + [[3]]  # node 6 under dog
+    assert sorted(ancestor_pairs(parents, range(6, 7))) == [(6, 0, 3), (6, 1, 2), (6, 3, 1)]
+
+
+def test_wordnet_concept_rows_equal_full_repropagation(clf):
+    n = len(clf.wnids)
+    res = clf.add_concept("Burmese cat")
+    assert res.synset == "burmese_cat.n.01" and res.index == n  # house_cat is in the graph: one new node
+    state = clf._concept_state
+    assert clf.rows.shape == (n + 1, 1281)
+    assert torch.allclose(clf.rows.norm(dim=1), torch.ones(n + 1), atol=1e-4)
+    with torch.no_grad():
+        full = state.model.predict_rows(state.x, state.model.operators(state.graph))
+    assert torch.allclose(full[n:], clf.rows[n:], atol=1e-5)
+    assert "domestic_cat.n.01" in [state.graph.names[p] for p in state.graph.parents[n]]
+    # an existing node is not added twice, and the classifier predicts with the concept at once
+    assert clf.add_concept("burmese_cat.n.01").index == n and len(clf.wnids) == n + 1
+    cat = clf.logits(clf.backbone(clf.backbone.transform(_load(_photo("chelsea.png")))[None]), ["Burmese cat"])
+    coffee = clf.logits(clf.backbone(clf.backbone.transform(_load(_photo("coffee.png")))[None]), ["Burmese cat"])
+    assert cat.item() > coffee.item()
+
+
+def _load(path):
+    from kgzsl.vision.images import load_image
+
+    return load_image(path)
+
+
+def test_hypernym_path_is_attached(clf):
+    n = len(clf.wnids)
+    res = clf.add_concept("okapi")
+    added = clf.names[n:]
+    assert res.synset == "okapi.n.01" and added[:2] == ["okapi.n.01", "giraffe.n.01"]
+    graph = clf._concept_state.graph
+    # the path climbs until it meets the graph (mammals are there through the cats and dogs)
+    assert all(graph.parents[i] for i in range(n, len(clf.wnids)))
+    assert any(graph.parents[i][0] < n for i in range(n, len(clf.wnids)))
+    assert clf.rows.shape[0] == len(clf.wnids) == len(graph.wnids)
+
+
+def test_custom_concept_and_concept_file(clf, tmp_path):
+    n = len(clf.wnids)
+    res = clf.add_concept("e-scooter", parents=["car", "n02690373"], description="a standing scooter with "
+                          "an electric motor")
+    assert res.wnid == "x:e-scooter" and res.index == n
+    graph = clf._concept_state.graph
+    assert sorted(graph.names[p] for p in graph.parents[n]) == ["airliner.n.01", "car.n.01"]
+    preds = clf.predict(_photo("rocket.jpg"), ["e-scooter", "tabby"], top_k=2)
+    assert {p["label"] for p in preds} == {"e-scooter", "tabby"}
+    path = clf.save_concepts(tmp_path / "concepts.yaml")
+    again = ZeroShotClassifier.load(clf.run_dir, device="cpu", backbone=clf.backbone)
+    assert [r.wnid for r in load_concepts(again, path)] == ["x:e-scooter"]
+    assert torch.allclose(again.rows[n], clf.rows[n], atol=1e-6)
+
+
+def test_ambiguous_and_unknown_words_raise(clf):
+    with pytest.raises(AmbiguousConceptError, match=r"crane\.n\.04.*sense="):
+        clf.add_concept("crane")
+    assert clf.add_concept("crane", sense="crane.n.04").synset == "crane.n.04"
+    with pytest.raises(ConceptError, match="parents="):
+        clf.add_concept("blorptastic gizmo")
+    with pytest.raises(ConceptError, match="parent 'zzqx'"):
+        clf.add_concept("blorptastic gizmo", parents=["zzqx"])
+
+
+def test_cli_predict_with_a_concept_file(tiny_run, tmp_path, capsys):
+    import json
+
+    from kgzsl.cli import main
+
+    concepts = tmp_path / "concepts.yaml"
+    concepts.write_text("- name: e-scooter\n  parents: [car]\n  description: a standing scooter with an electric "
+                        "motor\n- name: Burmese cat\n")
+    assert main(["-q", "predict", str(tiny_run), str(_photo("chelsea.png")), "--labels", "e-scooter,Burmese cat",
+                 "--concept-file", str(concepts), "--json", "--device", "cpu"]) == 0
+    preds = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert {p["label"] for p in preds} == {"e-scooter", "Burmese cat"}
+    assert main(["-q", "predict", str(tiny_run), str(_photo("chelsea.png")), "--labels", "crane",
+                 "--concept-file", str(tmp_path / "missing.yaml"), "--device", "cpu"]) == 2

@@ -1,0 +1,65 @@
+"""Explanations: similar seen classes, WordNet paths, image evidence, PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.tasks.explain import explain, explain_png, format_explanation, graph_path
+
+from conftest import requires_wordnet, toy_graph
+
+pytestmark = pytest.mark.slow
+
+
+def _chelsea() -> Path:
+    import skimage
+
+    return Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png"
+
+
+def test_graph_path_goes_through_the_lowest_common_ancestor():
+    g = toy_graph()  # entity(0) ← animal(1) ← {dog(3), cat(4)};  entity(0) ← artifact(2) ← car(5)
+    assert graph_path(g.parents, 3, 4) == ([3, 1, 4], 1)
+    assert graph_path(g.parents, 3, 5) == ([3, 1, 0, 2, 5], 0)
+    assert graph_path(g.parents, 3, 1) == ([3, 1], 1)
+    assert graph_path([[], []], 0, 1) == ([], None)
+
+
+@requires_wordnet
+def test_explain_an_added_concept(tiny_run, tmp_path):
+    from kgzsl.graph.wordnet import load_wordnet
+
+    clf = ZeroShotClassifier.load(tiny_run, device="cpu")
+    clf.add_concept("Burmese cat")
+    result = explain(clf, _chelsea(), "Burmese cat", top_k=3)
+    json.dumps(result)
+    assert result["synset"] == "burmese_cat.n.01" and len(result["similar_seen"]) == 3
+    assert result["similar_seen"][0]["similarity"] >= result["similar_seen"][1]["similarity"]
+    assert result["image_evidence"][0]["synset"] in {"tabby.n.01", "tiger_cat.n.02", "egyptian_cat.n.01"}
+    wn = load_wordnet()
+    for s in result["similar_seen"]:
+        path = s["path"]
+        assert path[0] == s["synset"] and path[-1] == "burmese_cat.n.01" and s["lca"] in path
+        for a, b in zip(path, path[1:]):  # every step is a WordNet hypernym link, one way or the other
+            sa, sb = wn.synset(a), wn.synset(b)
+            assert sb in sa.hypernyms() + sa.instance_hypernyms() or sa in sb.hypernyms() + sb.instance_hypernyms()
+    assert "burmese_cat.n.01" in format_explanation(result)
+    png = explain_png(result, tmp_path / "why.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@requires_wordnet
+def test_cli_explain(tiny_run, tmp_path, capsys):
+    from kgzsl.cli import main
+
+    png = tmp_path / "out.png"
+    assert main(["-q", "explain", str(tiny_run), str(_chelsea()), "--label", "tabby", "--png", str(png),
+                 "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["synset"] == "tabby.n.01" and result["png"] == str(png) and png.is_file()
+    assert all(s["path"][-1] == "tabby.n.01" for s in result["similar_seen"])

@@ -1,0 +1,74 @@
+"""Image search: incremental index and text → image ranking with the tiny run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.tasks.search import SearchIndexError, build_index, search
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_run):
+    return ZeroShotClassifier.load(tiny_run, device="cpu")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    import skimage
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.png", "coffee.png", "rocket.jpg"):
+        shutil.copy(Path(os.path.dirname(skimage.__file__)) / "data" / name, folder / name)
+    return folder
+
+
+def test_index_is_incremental_and_search_finds_the_cat(clf, photos, tmp_path):
+    index = tmp_path / "photos.index"
+    assert build_index(clf.backbone, photos, index, progress=False) == \
+        {"images": 3, "new": 3, "reused": 0, "removed": 0, "failed": 0}
+    assert build_index(clf.backbone, photos, index, progress=False)["reused"] == 3
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    os.utime(photos / "coffee.png", ns=(1, 1))  # a changed file is processed again
+    stats = build_index(clf.backbone, photos, index, progress=False)
+    assert stats == {"images": 3, "new": 1, "reused": 2, "removed": 0, "failed": 1}
+    (photos / "rocket.jpg").unlink()
+    assert build_index(clf.backbone, photos, index, progress=False)["removed"] == 1
+
+    build_index(clf.backbone, photos, index, progress=False)
+    hits = search(clf, index, "tabby", top_k=5)
+    assert Path(hits[0]["path"]).name == "chelsea.png" and len(hits) == 2
+    assert hits[0]["score"] > hits[1]["score"]
+
+
+def test_search_ranks_three_photos_and_added_concepts(clf, photos, tmp_path):
+    index = tmp_path / "i.index"
+    build_index(clf.backbone, photos, index, progress=False)
+    assert Path(search(clf, index, "tabby")[0]["path"]).name == "chelsea.png"
+    clf.add_concept("Burmese cat")
+    assert Path(search(clf, index, "Burmese cat")[0]["path"]).name == "chelsea.png"
+
+
+def test_bad_index_is_refused(clf, tmp_path):
+    (tmp_path / "x.index").write_bytes(b"junk")
+    with pytest.raises((SearchIndexError, ValueError)):
+        search(clf, tmp_path / "x.index", "tabby")
+
+
+def test_cli_index_and_search(tiny_run, photos, tmp_path, capsys):
+    from kgzsl.cli import main
+
+    index = tmp_path / "cli.index"
+    assert main(["-q", "index", str(photos), "--run", str(tiny_run), "--out", str(index), "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert "3 images (3 new" in capsys.readouterr().out
+    assert main(["-q", "search", str(index), "tabby", "--run", str(tiny_run), "--json", "--device", "cpu"]) == 0
+    hits = __import__("json").loads(capsys.readouterr().out)
+    assert Path(hits[0]["path"]).name == "chelsea.png"

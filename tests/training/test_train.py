@@ -1,0 +1,73 @@
+import torch
+import torch.nn.functional as F
+import pytest
+
+from kgzsl.training.config import TrainConfig
+from kgzsl.models import build_model
+from kgzsl.training.run import select_holdout
+from kgzsl.training.fit import fit, regression_loss, split_seen
+
+from conftest import random_tree
+
+
+def test_regression_losses():
+    pred, target = torch.zeros(2, 3), torch.ones(2, 3)
+    assert regression_loss(pred, target, "sse").item() == pytest.approx(6 / 4)
+    assert regression_loss(pred, target, "mse").item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown loss"):
+        regression_loss(pred, target, "l1")
+
+
+def test_split_seen_is_seeded_and_disjoint():
+    tr, va = split_seen(torch.arange(100), 0.1, seed=3)
+    assert va.numel() == 10 and tr.numel() == 90
+    assert not set(tr.tolist()) & set(va.tolist())
+    assert torch.equal(va, split_seen(torch.arange(100), 0.1, seed=3)[1])
+    assert not torch.equal(va, split_seen(torch.arange(100), 0.1, seed=4)[1])
+
+
+def test_holdout_fraction_and_list():
+    seen = [f"n{i:08d}" for i in range(50)]
+    drawn = select_holdout(seen, 0.2, seed=0)
+    assert len(drawn) == 10 and drawn == select_holdout(seen, 0.2, seed=0)
+    assert select_holdout(seen, ["n00000003"], 0) == ["n00000003"]
+    with pytest.raises(ValueError, match="not seen classes"):
+        select_holdout(seen, ["n99999999"], 0)
+    with pytest.raises(ValueError, match="fraction"):
+        select_holdout(seen, 1.5, 0)
+
+
+@pytest.mark.parametrize("name", ["sgcn", "dgp", "gcnz"])
+def test_seen_rows_are_recovered_on_a_toy_graph(name):
+    graph = random_tree(60, seed=2)
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(60, 16), dim=1)
+    seen = torch.arange(40, 60)  # leaves-ish nodes at the end
+    targets = F.normalize(torch.randn(20, 8), dim=1)
+    hidden = [64] * (5 if name == "gcnz" else 1)
+    model = build_model(name, 16, 8, hidden_channels=hidden, dropout=0.0)
+    config = TrainConfig(epochs=400, lr=1e-2, weight_decay=0.0, patience=400)
+    none = torch.zeros(0, dtype=torch.long)  # no validation rows: the lowest training loss wins
+    result = fit(model, x, model.operators(graph), seen, targets, none, targets[:0], config, progress=False)
+    with torch.no_grad():
+        rows = model.predict_rows(x, model.operators(graph), seen)
+    cosine = (rows * targets).sum(1)
+    assert cosine.mean() > 0.95, cosine
+    assert result.epochs_run >= result.best_epoch >= 1
+    assert len(result.train_loss) == result.epochs_run and result.train_loss[-1] < result.train_loss[0]
+
+
+def test_early_stopping_keeps_best_validation_weights():
+    graph = random_tree(30, seed=0)
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(30, 8), dim=1)
+    model = build_model("sgcn", 8, 4, hidden_channels=[16])
+    config = TrainConfig(epochs=200, lr=5e-2, patience=5)
+    rows = torch.arange(10, 30)
+    y = F.normalize(torch.randn(20, 4), dim=1)
+    result = fit(model, x, model.operators(graph), rows[:15], y[:15], rows[15:], y[15:], config, progress=False)
+    assert result.epochs_run - result.best_epoch <= 5 or result.epochs_run == 200
+    model.eval()
+    with torch.no_grad():
+        val = (model.predict_rows(x, model.operators(graph), rows[15:]) * y[15:]).sum(1).mean()
+    assert val.item() == pytest.approx(result.best_val_cosine, abs=1e-5)

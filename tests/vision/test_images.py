@@ -1,0 +1,164 @@
+"""Tests for kgzsl.vision.images: every bad file gives ImageLoadError, every odd mode becomes RGB."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kgzsl.vision.images import ImageLoadError, is_tensor_batch, load_batch, load_image
+
+
+def _noise(size=(64, 48), mode="RGB", seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(arr).convert(mode)
+
+
+def _png_claiming(path, width: int, height: int) -> None:
+    """Write a valid small PNG, then rewrite its IHDR (with a correct CRC) to claim width x height."""
+    buf = io.BytesIO()
+    Image.new("1", (8, 8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def _small_transform(im: Image.Image) -> torch.Tensor:
+    arr = np.asarray(im.resize((8, 8)), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    """name -> path of each kind of unreadable input."""
+    files = {"missing": tmp_path / "missing.jpg", "directory": tmp_path / "adir.jpg"}
+    files["directory"].mkdir()
+    files["empty"] = tmp_path / "empty.jpg"
+    files["empty"].write_bytes(b"")
+    files["text"] = tmp_path / "notes.jpg"
+    files["text"].write_text("this is not an image\n" * 20)
+    for fmt, ext in (("JPEG", "jpg"), ("PNG", "png")):
+        buf = io.BytesIO()
+        _noise((256, 256)).save(buf, format=fmt)
+        files[f"truncated_{ext}"] = tmp_path / f"truncated.{ext}"
+        files[f"truncated_{ext}"].write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    files["huge"] = tmp_path / "huge.png"
+    _png_claiming(files["huge"], 20000, 20000)   # above PIL's own bomb limit
+    files["big"] = tmp_path / "big.png"
+    _png_claiming(files["big"], 12000, 12000)    # 144 M: above ours, between PIL's warn and error
+    return files
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "text", "truncated_jpg",
+                                  "truncated_png", "huge", "big"])
+def test_bad_inputs_raise_with_path(bad_files, kind):
+    path = bad_files[kind]
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path)
+    assert str(path) in str(info.value)
+    assert info.value.source == str(path)
+    assert isinstance(info.value, ValueError)
+
+
+def test_pixel_limit_checked_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    _png_claiming(path, 20000, 20000)  # its pixel data is only 8x8: decoding would fail differently
+    with pytest.raises(ImageLoadError, match="pixels"):
+        load_image(path)
+    ok = tmp_path / "ok.png"
+    _noise((100, 100)).save(ok)
+    with pytest.raises(ImageLoadError, match="max_pixels=5,000"):
+        load_image(ok, max_pixels=5000)
+    assert load_image(ok, max_pixels=10_000).size == (100, 100)
+
+
+def _odd_images() -> dict[str, Image.Image]:
+    base = _noise((40, 30))
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((40, 30)))
+    pal = base.convert("P", palette=Image.Palette.ADAPTIVE)
+    pal.info["transparency"] = 0
+    wide = np.linspace(1000, 3000, 40 * 30).reshape(30, 40)
+    return {
+        "L": base.convert("L"), "LA": base.convert("LA"), "RGBA": rgba, "CMYK": base.convert("CMYK"),
+        "I;16": Image.fromarray(wide.astype(np.uint16)),
+        "I": Image.fromarray((wide * 30 - 50000).astype(np.int32)),
+        "F": Image.fromarray((wide / 3000).astype(np.float32)),
+        "P": pal, "P_plain": base.convert("P"), "1": base.convert("1"), "RGB": base,
+    }
+
+
+@pytest.mark.parametrize("mode", list(_odd_images()))
+def test_modes_convert_to_rgb(mode):
+    im = load_image(_odd_images()[mode])
+    assert im.mode == "RGB" and im.size == (40, 30)
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"),
+                                      ("CMYK", "TIFF"), ("I;16", "PNG"), ("I;16", "TIFF"),
+                                      ("P", "PNG"), ("P", "GIF"), ("1", "PNG"), ("F", "TIFF")])
+def test_modes_from_files(tmp_path, mode, fmt):
+    path = tmp_path / f"img.{fmt.lower()}"
+    _odd_images()[mode].save(path, format=fmt)
+    im = load_image(path)
+    assert im.mode == "RGB" and im.size == (40, 30)
+
+
+def test_sixteen_bit_scaled_by_value_range(tmp_path):
+    path = tmp_path / "deep.png"
+    _odd_images()["I;16"].save(path)
+    arr = np.asarray(load_image(path))
+    assert arr.min() == 0 and arr.max() == 255  # a plain clip would give all 255
+    assert len(np.unique(arr)) > 100
+
+
+def test_transparency_composited_on_white():
+    im = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert load_image(im).getpixel((0, 0)) == (255, 255, 255)
+    im = Image.new("RGBA", (4, 4), (255, 0, 0, 255))
+    assert load_image(im).getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_exif_orientation_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    _noise((40, 20)).save(path, exif=exif)
+    assert load_image(path).size == (20, 40)
+
+
+def test_load_batch_skips_bad_items(tmp_path, bad_files, caplog):
+    good = tmp_path / "good.png"
+    _noise().save(good)
+    sources = [good, bad_files["text"], _noise(mode="L"), bad_files["missing"], str(good)]
+    batch, indices, errors = load_batch(sources, _small_transform)
+    assert batch.shape == (3, 3, 8, 8)
+    assert indices == [0, 2, 4]
+    assert set(errors) == {1, 3}
+    assert str(bad_files["missing"]) in errors[3]
+    assert "skipping image" in caplog.text
+
+
+def test_load_batch_all_bad_and_transform_failure(bad_files):
+    batch, indices, errors = load_batch([bad_files["empty"]], _small_transform)
+    assert batch is None and indices == [] and list(errors) == [0]
+
+    def broken(_im):
+        raise RuntimeError("boom")
+    batch, indices, errors = load_batch([_noise()], broken)
+    assert batch is None and "boom" in errors[0]
+
+
+def test_is_tensor_batch():
+    assert is_tensor_batch(torch.zeros(2, 3, 8, 8))
+    assert not is_tensor_batch(torch.zeros(3, 8, 8))
+    assert not is_tensor_batch(torch.zeros(2, 1, 8, 8))
+    assert not is_tensor_batch("img.jpg")
