@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kgzsl-installed
-# torch/torchvision pinned to the pair this machine kind serves from local wheels (see pyproject.toml)
+# pyproject.toml states ranges; CONSTRAINTS pins torch/torchvision to the pair this machine kind
+# serves from local wheels, so that pip never downloads another (CUDA) build
+CONSTRAINTS := scripts/constraints.txt
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -11,9 +13,9 @@ export TRANSFORMERS_OFFLINE := 1
 
 setup: $(STAMP) system-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[demo,test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[demo,test]"
 	@touch $(STAMP)
 
 # WordNet 3.0 (Debian wordnet-base) and Fashion-MNIST: installed when missing, if apt is usable.

@@ -74,4 +74,4 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                 "features.encoder=wordllama", "model.name=dgp", "model.hidden_channels=[256]",
                                 "train.epochs=150", "train.val_fraction=0.1", "train.patience=150",
                                 "train.device=cpu"])
-    return train_run(config, out_dir=root / "run", progress=False)
+    return train_run(config, out_dir=root / "run", progress=False, build_graph=True)

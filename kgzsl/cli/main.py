@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from kgzsl._version import __version__
 from kgzsl.cli._common import add_extraction_args, extraction_job, format_table
 from kgzsl.cli.finetune import add_finetune_parser
 from kgzsl.cli.vocab import add_vocabulary_parsers
@@ -24,9 +25,10 @@ logger = logging.getLogger("kgzsl.cli")
 
 
 def _cmd_build_graph(args: argparse.Namespace) -> int:
-    from kgzsl.graph import build_wordnet_graph, graph_data_dir, resolve_wnids
+    from kgzsl.graph import build_wordnet_graph, resolve_graph_dir, resolve_wnids
 
     start = time.perf_counter()
+    target = resolve_graph_dir(args.out or "custom")  # the same rule as graph.path in a run config
     wnids, sources = resolve_wnids(args.wnids)
     if args.source != "wordnet":
         from kgzsl.graph.conceptnet import build_source_graph
@@ -37,7 +39,7 @@ def _cmd_build_graph(args: argparse.Namespace) -> int:
         topk = (int(parts[0]), int(parts[1]))
         graph = build_source_graph(args.source, wnids, args.conceptnet, sources=sources, topk=topk,
                                    wordnet_dir=args.wordnet, progress=not args.quiet)
-        out = graph.save(Path(args.out) if args.out else graph_data_dir() / "custom")
+        out = graph.save(target)
         cn = graph.manifest if args.source == "conceptnet" else graph.manifest["conceptnet"]
         read, c = cn["conceptnet"], cn["counts"]
         print(f"graph {out} ({args.source}): {graph.num_nodes} nodes, {len(graph.edges)} edges, "
@@ -47,8 +49,7 @@ def _cmd_build_graph(args: argparse.Namespace) -> int:
               f"{time.perf_counter() - start:.2f}s")
         return 0
     graph = build_wordnet_graph(wnids, sources, wordnet_dir=args.wordnet)
-    out = Path(args.out) if args.out else graph_data_dir() / "custom"
-    graph.save(out)
+    out = graph.save(target)
     c = graph.manifest["counts"]
     print(f"graph {out}: {c['nodes']} nodes ({c['requested']} requested + ancestors), {c['edges']} edges "
           f"({c['instance_edges']} instance-hypernym), {c['ancestor_pairs']} ancestor pairs, {c['roots']} root(s); "
@@ -146,12 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgzsl", description="Knowledge-graph zero-shot image recognition: "
                                      "propagate a frozen CNN's classifier rows over WordNet to unseen classes.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--version", action="version", version=f"kgzsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build-graph", help="build a class graph (WordNet and/or ConceptNet) from wnid lists")
     p.add_argument("--wnids", required=True, help="NAME_OR_FILE[,NAME_OR_FILE...]: shipped sets (imagenet1k, "
                    "imagenet21k, 2-hops, 3-hops, all) or text files with one wnid per line")
-    p.add_argument("--out", help="output folder (default graph_data/custom)")
+    p.add_argument("--out", metavar="NAME_OR_PATH", help="where the graph goes, read back by graph.path=NAME_OR_PATH: "
+                   "a bare name is a folder of the graph data folder ($KGZSL_GRAPH_DATA, else ./graph_data if the "
+                   "current directory has one, else $KGZSL_HOME/graph_data, default ~/.local/share/kgzsl/graph_data); "
+                   "a path (with a /) is relative to the current directory (default: custom)")
     p.add_argument("--wordnet", help="folder with the WordNet 3.0 dict files (default: /usr/share/wordnet)")
     p.add_argument("--source", choices=["wordnet", "conceptnet", "wordnet+conceptnet"], default="wordnet",
                    help="graph source: WordNet hypernyms, the ConceptNet 2-hop neighbourhood, or both merged")
@@ -162,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_build_graph)
 
     p = sub.add_parser("train", help="train a propagation model on the backbone's seen rows")
-    p.add_argument("--config", help="YAML run config (see configs/)")
+    p.add_argument("--config", help="run config: a YAML file, or a shipped config name (dgp, sgcn, gcnz)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.name=sgcn")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--holdout", help="hide seen classes from training: a fraction (0.2), wnids (a,b,c) or a file")
@@ -214,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("demo", help="build, train (or reuse) and classify bundled photos with non-ImageNet-1k labels")
-    p.add_argument("--config", default=None, help="run config (default configs/dgp.yaml)")
-    p.add_argument("--out", default=None, help="run folder (default runs/demo)")
+    p.add_argument("--config", default=None, help="run config: a YAML file or a shipped name (default dgp)")
+    p.add_argument("--out", default=None, help="run folder (default runs/demo in the current directory)")
     p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     p.set_defaults(func=_cmd_demo)
     return parser

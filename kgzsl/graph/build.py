@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import time
 from collections import deque
 from pathlib import Path
@@ -18,9 +19,11 @@ from typing import Any, Iterable
 
 from kgzsl.graph.knowledge_graph import KnowledgeGraph
 from kgzsl.graph.wordnet import load_wordnet, synset_from_wnid, wnid_of
+from kgzsl.utils.paths import graph_data_dir, resolve_graph_dir, shipped_names
 
-__all__ = ["graph_data_dir", "named_wnid_sets", "read_wnid_list", "resolve_wnids", "build_wordnet_graph",
-           "load_or_build_graph", "DEFAULT_GRAPH", "DEFAULT_WNIDS"]
+__all__ = ["graph_data_dir", "resolve_graph_dir", "named_wnid_sets", "read_wnid_list", "resolve_wnids",
+           "build_wordnet_graph", "load_graph", "load_or_build_graph", "build_command", "GraphNotFoundError",
+           "DEFAULT_GRAPH", "DEFAULT_WNIDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +31,17 @@ DEFAULT_GRAPH = "imagenet1k_21k"
 DEFAULT_WNIDS = "imagenet1k,imagenet21k"
 
 
-def graph_data_dir() -> Path:
-    """The ``graph_data/`` folder: ``$KGZSL_GRAPH_DATA``, else the one beside the package."""
-    env = os.environ.get("KGZSL_GRAPH_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "graph_data"
+class GraphNotFoundError(FileNotFoundError):
+    """A graph name or path names no built graph; the message gives the ``kgzsl build-graph`` command."""
 
 
 def named_wnid_sets() -> dict[str, Path]:
-    """Named wnid lists shipped in ``graph_data/wnids/`` (``imagenet1k``, ``imagenet21k``, ``2-hops``, ...)."""
-    folder = graph_data_dir() / "wnids"
-    return {p.stem: p for p in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
+    """Named wnid lists shipped with kgzsl (``imagenet1k``, ``imagenet21k``, ``2-hops``, ...).
+
+    They are ``graph_data/wnids/*.txt`` of a checkout, or the same files inside an installed wheel
+    (see :func:`kgzsl.utils.paths.shipped_dir`).
+    """
+    return shipped_names("wnids")
 
 
 def read_wnid_list(path: str | os.PathLike) -> list[str]:
@@ -157,12 +161,39 @@ def build_wordnet_graph(wnids: Iterable[str], sources: list[dict[str, Any]] | No
     return graph
 
 
-def load_or_build_graph(path: str | os.PathLike, wnids: str = DEFAULT_WNIDS) -> KnowledgeGraph:
-    """Load the graph at ``path``; build it from ``wnids`` and save it there if it does not exist."""
-    path = Path(path)
+def build_command(spec: str | os.PathLike, wnids: str = DEFAULT_WNIDS) -> str:
+    """The ``kgzsl build-graph`` command that writes the graph ``spec`` stands for (same resolution rule)."""
+    return f"kgzsl build-graph --wnids {shlex.quote(wnids)} --out {shlex.quote(os.fspath(spec))}"
+
+
+def load_graph(spec: str | os.PathLike, wnids: str = DEFAULT_WNIDS) -> KnowledgeGraph:
+    """Load a built graph by name or path (:func:`kgzsl.utils.paths.resolve_graph_dir` says where).
+
+    Args:
+        spec: A bare graph name (a folder of the graph data folder) or a path.
+        wnids: The wnid lists the graph is built from; only used in the error message.
+
+    Raises:
+        GraphNotFoundError: If no graph is there; the message names the command that builds it.
+        kgzsl.graph.GraphFormatError: If the folder holds a broken or outdated graph.
+    """
+    path = resolve_graph_dir(spec)
+    if not (path / "manifest.json").is_file():
+        raise GraphNotFoundError(f"no graph at {path} (graph {os.fspath(spec)!r}); build it first with: "
+                                 f"{build_command(spec, wnids)}")
+    return KnowledgeGraph.load(path)
+
+
+def load_or_build_graph(spec: str | os.PathLike, wnids: str = DEFAULT_WNIDS) -> KnowledgeGraph:
+    """Load the graph ``spec`` stands for, or build it from ``wnids`` and save it there (logged).
+
+    Only commands whose job is to set everything up (``kgzsl demo``, benchmarks) call this; the
+    others use :func:`load_graph`, which fails with the build command instead of building.
+    """
+    path = resolve_graph_dir(spec)
     if (path / "manifest.json").is_file():
         return KnowledgeGraph.load(path)
-    logger.info("graph %s not found: building it from %s", path, wnids)
+    logger.info("graph %s not found: building it from %s (as `%s` would)", path, wnids, build_command(spec, wnids))
     ids, sources = resolve_wnids(wnids)
     graph = build_wordnet_graph(ids, sources)
     graph.save(path)

@@ -71,34 +71,61 @@ def load_propagation_model(run_dir: str | Path) -> Any:
     return model.eval()
 
 
+def _run_graph(run_dir: Path, summary: dict[str, Any]) -> Any:
+    """The graph a run was trained on: its own copy, else (runs from before the copy) the recorded graph folder."""
+    from kgzsl.graph import KnowledgeGraph, build_command
+
+    if (run_dir / "edges.tsv").is_file() and (run_dir / "manifest.json").is_file():
+        return KnowledgeGraph.load(run_dir)  # nodes.tsv + edges.tsv + ancestors.tsv + manifest.json
+    recorded = summary.get("graph")
+    if recorded and (Path(recorded) / "manifest.json").is_file():
+        logger.info("run %s carries no copy of its graph (trained by an older kgzsl): using %s", run_dir, recorded)
+        return KnowledgeGraph.load(recorded)
+    wnids = ((summary.get("config") or {}).get("graph") or {}).get("wnids") or "imagenet1k,imagenet21k"
+    where = f"the graph folder it records, {recorded}, is missing" if recorded else "it records no graph folder"
+    raise ConceptError(f"run {run_dir} carries no copy of its graph (trained by an older kgzsl) and {where}; "
+                       f"retrain the run, or rebuild the graph with `{build_command(recorded or 'GRAPH', wnids)}`")
+
+
+def _run_features(run_dir: Path, graph: Any, spec: tuple[str, bool]) -> torch.Tensor:
+    """The run's stored node features; for older runs recomputed (and cached beside the graph)."""
+    from kgzsl.text.features import node_features
+
+    file = run_dir / "node_features.safetensors"
+    if file.is_file():
+        x = load_tensors(file).get("features")
+        if x is not None and x.ndim == 2 and x.size(0) == graph.num_nodes:
+            return x
+        logger.warning("%s does not hold [%d, F] node features: recomputing them", file, graph.num_nodes)
+    return node_features(graph, encoder=spec[0], use_gloss=spec[1])
+
+
 def concept_graph(clf: Any) -> ConceptState:
     """The classifier's concept state, loading the run's graph, features and model on first use.
 
+    Everything comes from the run folder (a run copied anywhere works without its graph folder);
+    runs written before runs carried their graph fall back to the graph folder ``run.json`` records.
+
     Raises:
-        ConceptError: If the run's graph folder is gone or no longer matches the run's nodes.
+        ConceptError: If the run carries no graph and the recorded graph folder is gone, or the
+            graph no longer matches the run's nodes.
     """
     state = getattr(clf, "_concept_state", None)
     if state is not None:
         return state
-    from kgzsl.text.features import node_features
-    from kgzsl.graph import KnowledgeGraph
-
     summary = getattr(clf, "summary", None) or {}
     run_dir = getattr(clf, "run_dir", None)
-    if run_dir is None or not summary.get("graph"):
+    if run_dir is None or not summary:
         raise ConceptError("concepts need a classifier loaded from a run folder (ZeroShotClassifier.load)")
-    graph_dir = Path(summary["graph"])
-    if not (graph_dir / "manifest.json").is_file():
-        raise ConceptError(f"the run's graph folder {graph_dir} is missing; rebuild it with `kgzsl build-graph` "
-                           "(same wnids) at that path")
-    graph = KnowledgeGraph.load(graph_dir)
+    run_dir = Path(run_dir)
+    graph = _run_graph(run_dir, summary)
     base = len(clf.wnids) - len(getattr(clf, "_added_wnids", []))
     if graph.wnids != clf.wnids[:base]:
-        raise ConceptError(f"graph {graph_dir} no longer matches the run's nodes.tsv; rebuild the graph the run "
+        raise ConceptError(f"graph {graph.path} no longer matches the run's nodes.tsv; rebuild the graph the run "
                            "was trained on")
     features = (summary.get("config") or {}).get("features") or {}
     spec = (str(features.get("encoder", "minilm")), bool(features.get("gloss", False)))
-    x = node_features(graph, encoder=spec[0], use_gloss=spec[1])
+    x = _run_features(run_dir, graph, spec)
     state = ConceptState(graph=graph, x=x, model=load_propagation_model(run_dir), text_spec=spec)
     clf._concept_state = state
     return state

@@ -1,6 +1,7 @@
 """``kgzsl demo``: the whole path on the offline default, ending in zero-shot predictions on photos.
 
-Builds (or reuses) the ImageNet-1k + 21K WordNet graph, trains (or reuses) the default DGP model
+Builds (or reuses) the ImageNet-1k + 21K WordNet graph (the config's ``graph.path``, resolved as
+everywhere: see :func:`kgzsl.utils.paths.resolve_graph_dir`), trains (or reuses) the default DGP model
 on EfficientNet-Lite0's 1,000 rows, then classifies real photos that ship inside the
 scikit-image, scikit-learn and matplotlib wheels against labels that are *not* ImageNet-1k
 classes: the backbone never had a classifier row for any of them.
@@ -13,8 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from kgzsl.training.config import RunConfig, config_to_dict, load_config
-from kgzsl.utils.paths import shipped_dir
+from kgzsl.training.config import config_to_dict, load_config
 
 __all__ = ["DEMO_LABELS", "demo_photos", "run_demo"]
 
@@ -44,20 +44,14 @@ def demo_photos() -> list[Path]:
     return found
 
 
-def _default_config(config_path: str | Path | None) -> RunConfig:
-    if config_path is not None:
-        return load_config(config_path)
-    shipped = shipped_dir("configs") / "dgp.yaml"
-    return load_config(shipped) if shipped.is_file() else RunConfig(name="dgp")
-
-
 def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None = None, retrain: bool = False,
              labels: list[str] | None = None) -> str:
     """Run the demo and return its report (a text table).
 
     Args:
-        config_path: Run config; ``configs/dgp.yaml`` by default.
-        out_dir: Run folder, reused when it holds a finished run of the same config; ``runs/demo``.
+        config_path: Run config file or shipped config name; the shipped ``dgp`` by default.
+        out_dir: Run folder, reused when it holds a finished run of the same config; ``runs/demo``
+            under the current directory by default.
         retrain: Train even if a matching run exists.
         labels: Candidate labels; :data:`DEMO_LABELS` by default.
     """
@@ -65,7 +59,7 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.training.run import train_run
 
-    config = _default_config(config_path)
+    config = load_config(config_path or "dgp")
     out = Path(out_dir) if out_dir else Path("runs") / "demo"
     previous = out / "run.json"
     reuse = (not retrain and previous.is_file()
@@ -73,7 +67,7 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     if reuse:
         logger.info("reusing the trained run in %s", out)
     else:
-        train_run(config, out_dir=out)
+        train_run(config, out_dir=out, build_graph=True)  # the demo sets everything up, the graph included
     clf = ZeroShotClassifier.load(out)
     labels = labels or DEMO_LABELS
     label_log = logging.getLogger("kgzsl.inference.labels")

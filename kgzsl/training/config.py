@@ -1,7 +1,9 @@
-"""Run configuration: typed dataclasses, YAML files in ``configs/``, dotted command-line overrides.
+"""Run configuration: typed dataclasses, YAML files, dotted command-line overrides.
 
 Precedence, lowest first: the dataclass defaults, the YAML file, ``section.key=value`` overrides.
-Unknown keys are rejected with the valid ones listed.
+Unknown keys are rejected with the valid ones listed. A config is a YAML file or the name of a
+shipped one (``dgp``, ``sgcn``, ``gcnz``: ``configs/`` of a checkout, inside the package of a wheel);
+an existing file wins over a name.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from kgzsl.utils.io import write_text
+from kgzsl.utils.paths import resolve_config
 
 __all__ = ["GraphConfig", "FeaturesConfig", "BackboneConfig", "ModelConfig", "TrainConfig", "RunConfig",
            "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config"]
@@ -26,9 +28,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class GraphConfig:
-    """Which graph to use; built from ``wnids`` when ``path`` does not exist yet.
+    """Which graph to use, and the wnid lists it is built from (``kgzsl build-graph --wnids``).
 
-    A bare name (no ``/``) is a folder under ``graph_data/``.
+    ``path``: a bare name (``imagenet1k_21k``) is a folder of the graph data folder
+    (``$KGZSL_GRAPH_DATA``, else ``./graph_data`` when the current directory has one, else the user
+    data folder); a value with a path separator, or naming a folder of the current directory, is a
+    path relative to the current directory (see :func:`kgzsl.utils.paths.resolve_graph_dir`).
+    A missing graph is an error that names the ``kgzsl build-graph`` command to run.
     """
 
     path: str = "imagenet1k_21k"
@@ -183,19 +189,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     """Load a YAML run config and apply dotted overrides.
 
     Args:
-        path: YAML file, or None for the defaults.
+        path: YAML file or shipped config name (``"dgp"``; see :func:`kgzsl.utils.paths.resolve_config`),
+            or None for the defaults.
         overrides: ``section.key=value`` strings; values are parsed as YAML (``train.lr=1e-2``,
             ``model.hidden_channels=[1024]``).
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        FileNotFoundError: If ``path`` is neither a file nor a shipped config name.
         ConfigError: For malformed YAML, unknown keys or wrong types.
     """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path} (shipped configs are in configs/)")
+        path = resolve_config(path)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:

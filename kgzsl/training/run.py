@@ -7,11 +7,19 @@ A run folder holds everything prediction needs, without the graph or the text en
       model.safetensors  propagation weights (+ model name and hyper-parameters in the header)
       rows.safetensors   predicted [W | b] rows for every node, and the train/val/holdout node ids
       nodes.tsv          node ids, synset names, lemma names, glosses (row order of ``rows``)
+      edges.tsv, ancestors.tsv, manifest.json
+                         the rest of the graph trained on: with nodes.tsv the run folder is itself a
+                         graph folder (``KnowledgeGraph.load(run_dir)``), so concepts and explanations
+                         need no graph folder
+      node_features.safetensors  the ``[N, F]`` node text features the model ran on (concepts)
       history.json       per-epoch training loss and validation cosine
       loss.png           the loss curve
       run.json           summary: timings, best epoch, counts, seed, library versions (written last)
       checkpoint.safetensors  resumable training state (see :func:`kgzsl.training.fit.fit`); exists only
                          while training or after an interruption, removed once the run is complete
+
+A run folder can be copied anywhere: nothing in it refers to the graph folder or to the current
+directory (``run.json`` records the graph's absolute path for information only).
 
 Every file is written atomically (:mod:`kgzsl.utils.io`). An interrupted ``train_run`` (``kill -9``
 included) continues with ``train_run(config, out_dir, resume=True)`` / ``kgzsl train --resume`` to
@@ -34,12 +42,13 @@ import torch.nn.functional as F
 
 from kgzsl.training.config import RunConfig, config_to_dict, save_config
 from kgzsl.utils.device import resolve_device
-from kgzsl.graph import graph_data_dir, load_or_build_graph
+from kgzsl.graph import load_graph, load_or_build_graph, resolve_graph_dir
 from kgzsl.utils.io import atomic_path, save_tensors, write_json
 from kgzsl.models import build_model
 from kgzsl.training.fit import FitResult, fit, split_seen
 
-__all__ = ["graph_path", "select_holdout", "train_run", "plot_history", "CHECKPOINT_FILE"]
+__all__ = ["graph_path", "select_holdout", "train_run", "plot_history", "CHECKPOINT_FILE", "GRAPH_FILES",
+           "NODE_FEATURES_FILE"]
 
 logger = logging.getLogger(__name__)
 ROW_CHUNK = 2048
@@ -47,11 +56,19 @@ ROW_CHUNK = 2048
 
 #: name of the resumable training checkpoint inside a run folder
 CHECKPOINT_FILE = "checkpoint.safetensors"
+#: the graph's files a run folder carries (``nodes.tsv`` included: its rows are the run's row order)
+GRAPH_FILES = ("nodes.tsv", "edges.tsv", "ancestors.tsv", "manifest.json")
+#: the node text features the model was trained on, stored in the run folder
+NODE_FEATURES_FILE = "node_features.safetensors"
 
 
 def graph_path(spec: str) -> Path:
-    """A bare graph name is a folder under ``graph_data/``; anything with a ``/`` is a path."""
-    return Path(spec) if ("/" in spec or spec.startswith(".")) else graph_data_dir() / spec
+    """The absolute graph folder of ``graph.path`` (see :func:`kgzsl.utils.paths.resolve_graph_dir`).
+
+    A value with a path separator, or naming a folder of the current directory, is a path relative
+    to the current directory; a bare name is a folder of the graph data folder.
+    """
+    return resolve_graph_dir(spec)
 
 
 def select_holdout(seen_wnids: list[str], holdout: list[str] | float | None, seed: int) -> list[str]:
@@ -119,7 +136,7 @@ def _versions() -> dict[str, str]:
 
 
 def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True,
-              resume: bool = False) -> Path:
+              resume: bool = False, build_graph: bool = False) -> Path:
     """Train the configured model and write its run folder.
 
     Args:
@@ -129,11 +146,14 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         resume: Continue from the folder's ``checkpoint.safetensors`` (written every
             ``config.train.checkpoint_every`` epochs) instead of starting over; the config must be
             the one the interrupted run used.
+        build_graph: Build the graph from ``config.graph.wnids`` when it does not exist (what
+            ``kgzsl demo`` does); by default a missing graph is an error naming the build command.
 
     Returns:
         The run folder.
 
     Raises:
+        kgzsl.graph.GraphNotFoundError: If the graph does not exist and ``build_graph`` is False.
         kgzsl.training.fit.CheckpointError: If ``resume`` finds a checkpoint of another config or graph.
     """
     from kgzsl.vision.backbones import load_backbone
@@ -142,7 +162,8 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     out = Path(out_dir) if out_dir else Path("runs") / config.name
     device = resolve_device(config.train.device)
     start = time.perf_counter()
-    graph = load_or_build_graph(graph_path(config.graph.path), config.graph.wnids)
+    load = load_or_build_graph if build_graph else load_graph
+    graph = load(config.graph.path, config.graph.wnids)
     x = node_features(graph, encoder=config.features.encoder, use_gloss=config.features.gloss)
     backbone = load_backbone(config.backbone.name, weights=config.backbone.weights, device="cpu")
     raw_rows = backbone.classifier_rows().float()
@@ -180,12 +201,15 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     save_tensors(out / "rows.safetensors", {"rows": rows, "train_rows": node_of[tr], "val_rows": node_of[va],
                                             "holdout_rows": holdout_nodes},
                  metadata={"row_scale": f"{raw_rows.norm(dim=1).mean().item():.6f}", "backbone": backbone.name})
-    with atomic_path(out / "nodes.tsv") as tmp:
-        shutil.copyfile(Path(graph.path) / "nodes.tsv", tmp)
+    for name in GRAPH_FILES:  # the run carries its graph: concepts and explanations work without the graph folder
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(Path(graph.path) / name, tmp)
+    save_tensors(out / NODE_FEATURES_FILE, {"features": x.float().contiguous()},
+                 metadata={"encoder": config.features.encoder, "use_gloss": str(config.features.gloss)})
     write_json(out / "history.json", {"train_loss": result.train_loss, "val_cosine": result.val_cosine})
     plot_history(result, out / "loss.png", f"{config.name}: {model.name} on {graph.num_nodes} nodes")
     summary: dict[str, Any] = {
-        "name": config.name, "model": model.name, "backbone": backbone.name, "graph": str(graph.path),
+        "name": config.name, "model": model.name, "backbone": backbone.name, "graph": str(Path(graph.path).absolute()),
         "graph_counts": graph.manifest.get("counts", {}), "num_nodes": graph.num_nodes,
         "seen": len(present), "train": tr.numel(), "val": va.numel(), "holdout": sorted(hidden),
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import logging
 import os
 import re
@@ -40,12 +39,11 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @functools.lru_cache(maxsize=1)
 def _read_wnids() -> tuple[str, ...]:
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the ImageNet-1k class list comes from timm's package data; "
-                          "run `pip install timm`")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_synsets.txt"
-    wnids = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    from kgzsl.graph.build import read_wnid_list
+    from kgzsl.utils.paths import shipped_dir
+
+    path = shipped_dir("wnids") / "imagenet1k.txt"  # shipped with kgzsl (graph_data/wnids/ in a checkout)
+    wnids = tuple(read_wnid_list(path))
     if len(wnids) != 1000 or list(wnids) != sorted(wnids):
         raise RuntimeError(f"{path} should list 1000 sorted wnids, found {len(wnids)}")
     return wnids

@@ -42,6 +42,7 @@ def test_build_graph_command(tmp_path):
 def test_train_command_with_overrides_and_holdout(tmp_path, capsys):
     wnids = tmp_path / "tiny.txt"
     wnids.write_text("\n".join(TINY_WNIDS))
+    assert main(["-q", "build-graph", "--wnids", str(wnids), "--out", str(tmp_path / "g")]) == 0
     code = main(["-q", "train", f"graph.path={tmp_path / 'g'}", f"graph.wnids={wnids}", "model.name=sgcn",
                  "model.hidden_channels=[64]", "features.encoder=wordllama", "train.epochs=5", "--holdout",
                  "n01440764,n02690373", "--out", str(tmp_path / "run"), "--no-progress"])
