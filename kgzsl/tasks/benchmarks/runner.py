@@ -19,7 +19,7 @@ _CONFIGS = shipped_dir("configs")
 
 
 def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dict[str, Path]:
-    """``runs_dir/<model>`` for each model, trained from ``configs/<model>.yaml`` when missing."""
+    """``runs_dir/<model>`` for each model, trained from ``configs/<model>.yaml`` when missing (graph included)."""
     from kgzsl.training.config import load_config
     from kgzsl.training.run import train_run
 
@@ -36,7 +36,7 @@ def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dic
             if not config_file.is_file():
                 raise FileNotFoundError(f"no run in {run} and no config {config_file} to train one")
             logger.info("no %s run in %s: training one from %s", model, run, config_file)
-            train_run(load_config(config_file), out_dir=run, progress=progress)
+            train_run(load_config(config_file), out_dir=run, progress=progress, build_graph=True)
         runs[model] = run
     return runs
 
