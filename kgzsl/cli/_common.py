@@ -15,17 +15,20 @@ def printable(text: str) -> str:
 
 
 def format_table(records: list[dict]) -> str:
-    """Readable text table of :meth:`ZeroShotClassifier.predict_detailed` records."""
+    """Readable text table of :meth:`ZeroShotClassifier.predict_detailed` records.
+
+    An abstained image (``"abstained": True``) gets a ``none of these`` line above its predictions.
+    """
     lines = []
     for rec in records:
         lines.append(printable(rec["image"]))
         if "error" in rec:
             lines.append(f"    ERROR: {printable(rec['error'])}")
             continue
+        if rec.get("abstained"):
+            lines.append(f"    {'-':>7}  {'none of these':<24} (best logit {rec['max_logit']:.3f} < "
+                         f"{rec['threshold']:.3f})")
         for p in rec["predictions"]:
-            if p["score"] is None:  # "none of these"
-                lines.append(f"    {'-':>7}  {p['label']:<24} (best logit {p['max_logit']:.3f} < {p['threshold']:.3f})")
-                continue
             lines.append(f"    {p['score']:7.2%}  {p['label']:<24} {p['synset']} ({p['wnid']})")
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -70,6 +70,8 @@ class KnowledgeGraph:
         weights: Optional per-edge weights (e.g. ConceptNet assertion weights); 1.0 when None.
         manifest: Build metadata (sources, counts, versions).
         path: The folder the graph was loaded from or saved to, if any.
+        known_ancestors: The ancestor table ``(index [2, M], distance [M])`` when it is already known
+            (read from ``ancestors.tsv``, or extended by :meth:`extended`); searched on first use when None.
 
     Shapes:
         - :attr:`edge_index`: ``[2, E]``, row 0 child, row 1 parent.
@@ -85,8 +87,9 @@ class KnowledgeGraph:
     path: Path | None = None
     relations: list[str] = field(default_factory=lambda: list(RELATIONS))
     weights: list[float] | None = None
+    known_ancestors: InitVar[tuple[torch.Tensor, torch.Tensor] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, known_ancestors: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         n = len(self.wnids)
         if not (len(self.names) == len(self.lemmas) == len(self.glosses) == n):
             raise GraphFormatError("wnids, names, lemmas and glosses must have one entry per node")
@@ -99,6 +102,12 @@ class KnowledgeGraph:
                 raise GraphFormatError(f"edge ({child}, {parent}) has relation {rel}, not one of {self.relations}")
         if self.weights is not None and len(self.weights) != len(self.edges):
             raise GraphFormatError(f"{len(self.weights)} edge weights for {len(self.edges)} edges")
+        if known_ancestors is not None:
+            index, dist = known_ancestors
+            if index.ndim != 2 or index.size(0) != 2 or dist.shape != (index.size(1),):
+                raise GraphFormatError(f"known_ancestors must be (index [2, M], distance [M]), got shapes "
+                                       f"{tuple(index.shape)} and {tuple(dist.shape)}")
+        self._stored_ancestors = known_ancestors
 
     def __len__(self) -> int:
         return len(self.wnids)
@@ -144,9 +153,8 @@ class KnowledgeGraph:
 
     @functools.cached_property
     def _ancestors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        stored = getattr(self, "_stored_ancestors", None)
-        if stored is not None:
-            return stored
+        if self._stored_ancestors is not None:
+            return self._stored_ancestors
         pairs = ancestor_pairs(self.parents, range(self.num_nodes))
         if not pairs:
             return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
@@ -245,18 +253,64 @@ class KnowledgeGraph:
             edges = [(index[c], index[p], rel_index[r]) for c, p, r, _ in edge_rows]
             weights = [float(w) for *_, w in edge_rows]
             anc = [(index[a], index[b], int(d)) for a, b, d in _read_tsv(path / "ancestors.tsv", 3)]
-            t = torch.tensor(anc, dtype=torch.long) if anc else None
+            t = torch.tensor(anc, dtype=torch.long) if anc else torch.zeros(0, 3, dtype=torch.long)
         except (KeyError, ValueError, OverflowError, RuntimeError) as exc:
             raise GraphFormatError(f"{path}: an edge names an unknown node or relation, or has a malformed "
                                    f"weight or distance ({exc}); rebuild it") from None
-        graph = cls(wnids=wnids, names=[r[1] for r in rows], lemmas=[r[2].split("|") if r[2] else [] for r in rows],
-                    glosses=[r[3] for r in rows], edges=edges, manifest=manifest, path=path, relations=relations,
-                    weights=None if all(w == 1.0 for w in weights) else weights)
-        if t is not None:
-            graph._stored_ancestors = (t[:, :2].T.contiguous(), t[:, 2].contiguous())
+        return cls(wnids=wnids, names=[r[1] for r in rows], lemmas=[r[2].split("|") if r[2] else [] for r in rows],
+                   glosses=[r[3] for r in rows], edges=edges, manifest=manifest, path=path, relations=relations,
+                   weights=None if all(w == 1.0 for w in weights) else weights,
+                   known_ancestors=(t[:, :2].T.contiguous(), t[:, 2].contiguous()))
+
+    def extended(self, wnids: list[str], names: list[str], lemmas: list[list[str]], glosses: list[str],
+                 edges: list[tuple[int, int, int]], weights: list[float] | None = None) -> KnowledgeGraph:
+        """A new graph: this one with nodes appended after its own and edges added (this graph is unchanged).
+
+        New nodes may only hang *below* the existing ones, so the existing nodes' ancestors stay as
+        they are and only the new nodes' ancestors are searched (cheap on a 30k-node graph).
+
+        Args:
+            wnids: Ids of the new nodes, numbered ``len(self)``, ``len(self) + 1``, ... in this order.
+            names: Their synset names.
+            lemmas: Their lemma names.
+            glosses: Their definitions.
+            edges: New ``(source, target, relation)`` triples over the combined numbering; the source
+                (child) of every hierarchical edge must be a new node.
+            weights: Weights of the new edges (1.0 each when None).
+
+        Returns:
+            The extended graph, not tied to a folder (``path`` None), with its ancestor table known.
+
+        Raises:
+            GraphFormatError: If the new nodes or edges are malformed, or a hierarchical edge starts at
+                an existing node (it would change that node's ancestors).
+        """
+        n, k = self.num_nodes, len(wnids)
+        hierarchical = {i for i, name in enumerate(self.relations) if name in HIERARCHICAL}
+        parents = [list(ps) for ps in self.parents] + [[] for _ in range(k)]
+        for child, parent, rel in edges:
+            if rel in hierarchical and not n <= child < n + k:
+                raise GraphFormatError(f"edge ({child}, {parent}) would give existing node {child} a new parent; "
+                                       "new nodes can only be added below existing ones")
+            if rel in hierarchical and 0 <= parent < n + k:
+                parents[child].append(parent)
+        if weights is not None and len(weights) != len(edges):
+            raise GraphFormatError(f"{len(weights)} edge weights for {len(edges)} new edges")
+        if self.weights is None and weights is None:
+            all_weights = None
         else:
-            graph._stored_ancestors = (torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
-        return graph
+            old = self.weights if self.weights is not None else [1.0] * len(self.edges)
+            all_weights = list(old) + (list(weights) if weights is not None else [1.0] * len(edges))
+        index, dist = self.ancestor_index()
+        pairs = ancestor_pairs(parents, range(n, n + k))
+        if pairs:
+            t = torch.tensor(pairs, dtype=torch.long)
+            index, dist = torch.cat([index, t[:, :2].T], 1), torch.cat([dist, t[:, 2]])
+        return KnowledgeGraph(wnids=self.wnids + list(wnids), names=self.names + list(names),
+                              lemmas=self.lemmas + [list(ls) for ls in lemmas], glosses=self.glosses + list(glosses),
+                              edges=self.edges + list(edges), manifest=dict(self.manifest), path=None,
+                              relations=list(self.relations), weights=all_weights,
+                              known_ancestors=(index.contiguous(), dist.contiguous()))
 
     def __repr__(self) -> str:
         name = self.path.name if self.path else "in-memory"

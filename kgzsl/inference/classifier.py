@@ -6,7 +6,7 @@ predict time; the candidate matrix is built once per label list and reused.
 
 Example:
     >>> clf = ZeroShotClassifier.load("runs/dgp")
-    >>> clf.predict("cat.jpg", candidate_labels=["cat", "dog", "bear"])
+    >>> clf("cat.jpg", candidate_labels=["cat", "dog", "bear"])   # = clf.predict(...)
     [{'label': 'cat', 'wnid': 'n02121620', 'synset': 'cat.n.01', 'score': 0.93}, ...]
 """
 
@@ -16,13 +16,14 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from kgzsl.utils.device import resolve_device
+from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
 from kgzsl.inference.head import LinearHead
-from kgzsl.vision.images import ImageSource, is_tensor_batch, load_batch, load_image
+from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, ResolvedLabel
 
@@ -33,9 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: concepts saved with a run (``kgzsl add-concept``) and re-added every time it is loaded
 CONCEPTS_FILE = "concepts.yaml"
-#: the "none of these" calibration of a run (``kgzsl calibrate``)
-ABSTAIN_FILE = "abstain.json"
-NONE_LABEL = "none of these"
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -116,10 +114,20 @@ class ZeroShotClassifier:
             scores have the sharpness of the original classifier.
         max_pixels: Images whose header claims more pixels are refused before decoding (see
             :func:`kgzsl.vision.images.load_image`); an attribute, so it can be changed after loading.
+        run_dir: The run folder the rows come from (:meth:`load` sets it); concepts and abstain
+            calibration are stored there.
+        summary: The run's ``run.json`` (empty when the classifier was not loaded from a run).
+        abstain_calibration: A max-logit threshold ``{"threshold": ...}`` for ``abstain=True`` (see
+            :meth:`set_abstain`); :meth:`load` reads the run's ``abstain.json``.
+
+    Calling the classifier is :meth:`predict`: ``clf(images, candidate_labels=[...], top_k=5)``, like
+    Hugging Face's ``zero-shot-image-classification`` pipeline.
     """
 
     def __init__(self, backbone: Any, rows: torch.Tensor, wnids: Sequence[str], names: Sequence[str],
-                 lemmas: Sequence[Sequence[str]], row_scale: float = 1.0, max_pixels: int = 100_000_000) -> None:
+                 lemmas: Sequence[Sequence[str]], row_scale: float = 1.0, max_pixels: int = 100_000_000, *,
+                 run_dir: str | Path | None = None, summary: Mapping[str, Any] | None = None,
+                 abstain_calibration: Mapping[str, Any] | None = None) -> None:
         if rows.size(0) != len(wnids):
             raise ValueError(f"{rows.size(0)} rows but {len(wnids)} nodes")
         if rows.size(1) != backbone.feature_dim + 1:
@@ -136,6 +144,12 @@ class ZeroShotClassifier:
 
         self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
         self._heads: dict[tuple[str, ...] | None, tuple[torch.Tensor, list[ResolvedLabel], LinearHead]] = {}
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.summary: dict[str, Any] = dict(summary or {})
+        self._num_given = len(self.wnids)  # nodes given at construction; later ones came through extend()
+        self._concepts: Any = None
+        self._abstain: dict[str, Any] | None = None
+        self.set_abstain(abstain_calibration)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
@@ -204,16 +218,84 @@ class ZeroShotClassifier:
                            "only meaningful with the weights the rows were fitted to", run_dir, recorded,
                            backbone.weights)
         try:
-            clf = cls(backbone, rows, wnids, names, lemmas, row_scale)
+            clf = cls(backbone, rows, wnids, names, lemmas, row_scale, run_dir=run_dir, summary=summary,
+                      abstain_calibration=read_calibration(run_dir))
         except ValueError as exc:  # the feature size differs: another backbone or other weights
             raise RunFormatError(f"run {run_dir} does not fit this backbone: {exc}") from None
-        clf.run_dir = run_dir
-        clf.summary = summary
         if (run_dir / CONCEPTS_FILE).is_file():  # concepts added with `kgzsl add-concept` travel with the run
             from kgzsl.inference.concepts import load_concepts
 
             load_concepts(clf, run_dir / CONCEPTS_FILE)
         return clf
+
+    @property
+    def added_wnids(self) -> list[str]:
+        """Ids of the nodes appended with :meth:`extend` (concepts added after loading), in row order."""
+        return self.wnids[self._num_given:]
+
+    def extend(self, rows: torch.Tensor, wnids: Sequence[str], names: Sequence[str],
+               lemmas: Sequence[Sequence[str]]) -> None:
+        """Append nodes after the existing ones (rows predicted for new concepts); cached heads are dropped.
+
+        Args:
+            rows: ``[K, D + 1]`` rows of the new nodes.
+            wnids: Their ids (new to the classifier).
+            names: Their synset names.
+            lemmas: Their lemma names.
+
+        Raises:
+            ValueError: If the counts or the row width disagree, or an id is already a node.
+        """
+        if rows.ndim != 2 or rows.size(1) != self.rows.size(1):
+            raise ValueError(f"new rows must be [K, {self.rows.size(1)}], got {tuple(rows.shape)}")
+        if not rows.size(0) == len(wnids) == len(names) == len(lemmas):
+            raise ValueError(f"{rows.size(0)} rows for {len(wnids)} ids, {len(names)} names and {len(lemmas)} "
+                             "lemma lists")
+        known = set(self.wnids)
+        if len(set(wnids)) != len(wnids) or known.intersection(wnids):
+            raise ValueError(f"node ids must be new and unique: {sorted(known.intersection(wnids)) or list(wnids)}")
+        self.rows = torch.cat([self.rows, rows.to(self.rows.device, self.rows.dtype)])
+        self.wnids += list(wnids)
+        self.names += list(names)
+        self.lemmas += [list(ls) for ls in lemmas]
+        from kgzsl.graph.wordnet import load_wordnet
+
+        self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
+        self._clear_heads()
+
+    def _clear_heads(self) -> None:
+        """Forget every cached candidate head (the nodes changed)."""
+        self._heads.clear()
+
+    @property
+    def concepts(self) -> Any:
+        """The :class:`~kgzsl.inference.concepts.ConceptState` that added concepts extend (the run's graph,
+        node features, model and the concepts added); None until the first concept is added."""
+        return self._concepts
+
+    def attach_concepts(self, state: Any) -> None:
+        """Keep the concept state :mod:`kgzsl.inference.concepts` loads on first use.
+
+        Raises:
+            ValueError: If another state is attached already.
+        """
+        if self._concepts is not None and state is not self._concepts:
+            raise ValueError("this classifier already has a concept state")
+        self._concepts = state
+
+    @property
+    def abstain_calibration(self) -> dict[str, Any] | None:
+        """The max-logit threshold used by ``abstain=True`` (a copy), or None if there is none."""
+        return dict(self._abstain) if self._abstain is not None else None
+
+    def set_abstain(self, calibration: Mapping[str, Any] | None) -> None:
+        """Use ``calibration`` (``{"threshold": ..., ...}``, as :func:`kgzsl.tasks.abstain.calibrate_abstain`
+        returns) for ``abstain=True``; None removes it. Nothing is written to the run folder.
+
+        Raises:
+            ValueError: If it holds no finite ``threshold``.
+        """
+        self._abstain = None if calibration is None else check_calibration(calibration)
 
     def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
         """The ``[C, D + 1]`` candidate matrix and the resolved labels (cached per label list)."""
@@ -237,19 +319,27 @@ class ZeroShotClassifier:
         return self._heads[_key(candidate_labels)][2].logits(features)
 
     def predict_detailed(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
-                         candidate_labels: Sequence[str] | str | None = None, top_k: int = 5,
+                         candidate_labels: Sequence[str] | str | None = None, top_k: int | None = 5,
                          batch_size: int = 32, abstain: bool = False) -> list[dict[str, Any]]:
         """Like :meth:`predict`, one record per image: ``{"image", "predictions"}`` or ``{"image", "error"}``.
 
-        A bad image gets an ``error`` entry; the others are still classified.
+        A bad image gets an ``error`` entry; the others are still classified. With ``abstain=True``
+        each classified image's record also has ``"abstained"`` (True when its best candidate logit
+        is below the calibrated threshold), ``"max_logit"`` and ``"threshold"``; its predictions are
+        listed all the same.
+
+        Raises:
+            ValueError: If ``abstain=True`` and the classifier has no calibration (checked before any
+                image work), or ``top_k < 1``.
         """
         _, resolved = self.head(candidate_labels)  # bad labels fail before any image work
         linear = self._heads[_key(candidate_labels)][2]
-        if abstain:
-            load_abstain(self)  # fails before any image work when the run was never calibrated
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        k = min(top_k, len(resolved))
+        calibration = self._abstain if abstain else None
+        if abstain and calibration is None:
+            raise missing_calibration(self.run_dir)
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1 (or None for every candidate), got {top_k}")
+        k = len(resolved) if top_k is None else min(top_k, len(resolved))
         if is_tensor_batch(images):
             sources: list[Any] = [f"tensor[{i}]" for i in range(images.size(0))]
             chunks = [(list(range(s, min(s + batch_size, len(sources)))), images[s:s + batch_size], {})
@@ -257,7 +347,7 @@ class ZeroShotClassifier:
         else:
             sources = list(images) if isinstance(images, (list, tuple)) else [images]
             chunks = ((None, sources[s:s + batch_size], s) for s in range(0, len(sources), batch_size))
-        records: list[dict[str, Any]] = [{"image": _describe(s)} for s in sources]
+        records: list[dict[str, Any]] = [{"image": describe_image(s)} for s in sources]
         for idx, chunk, offset in chunks:
             if idx is None:
                 batch, ok, errors = load_batch(chunk, self.backbone.transform, max_pixels=self.max_pixels)
@@ -274,40 +364,54 @@ class ZeroShotClassifier:
                 records[i]["predictions"] = [
                     {"label": resolved[c].label, "wnid": resolved[c].wnid, "synset": resolved[c].synset,
                      "score": round(float(s), 6)} for s, c in zip(scores[row].tolist(), top[row].tolist())]
-                none = abstain_entry(self, float(best[row, 0])) if abstain else None
-                if none is not None:
-                    records[i]["predictions"].insert(0, none)
+                if calibration is not None:
+                    records[i].update(abstain_fields(calibration, float(best[row, 0])))
         return records
 
     def predict(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
-                candidate_labels: Sequence[str] | str | None = None, top_k: int = 5,
-                batch_size: int = 32, abstain: bool = False) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+                candidate_labels: Sequence[str] | str | None = None, top_k: int | None = 5,
+                batch_size: int = 32, abstain: bool = False,
+                ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | dict[str, Any]:
         """Zero-shot classify images, like Hugging Face's ``zero-shot-image-classification`` pipeline.
 
+        ``clf(images, candidate_labels=..., top_k=...)`` is the same call.
+
         Args:
-            images: A path, a PIL image, a list of them, or a preprocessed ``[B, 3, H, W]`` tensor
-                (already transformed with ``clf.backbone.transform``).
+            images: One image or a list of them. An image is a path, a PIL image, a numpy array
+                (``HxWx3`` / ``HxWx4`` / ``HxW``, uint8 or float in [0, 1]) or a ``[3, H, W]``
+                tensor (uint8 or float in [0, 1]); a ``[B, 3, H, W]`` tensor is a batch already
+                transformed with ``clf.backbone.transform``.
             candidate_labels: wnids, synset names or words (``"golden retriever"``); None scores
                 every node of the graph.
-            top_k: How many labels to return per image.
+            top_k: How many labels to return per image; None returns every candidate.
             batch_size: Images per backbone call.
-            abstain: Put a ``{"label": "none of these", ...}`` entry first when the best candidate's
-                logit is below the run's calibrated threshold (see :mod:`kgzsl.tasks.abstain`).
+            abstain: Decide per image whether to answer "none of these": the best candidate's logit
+                is compared with the calibrated threshold (:attr:`abstain_calibration`, from
+                ``kgzsl calibrate`` / :func:`kgzsl.tasks.abstain.calibrate_abstain`). The result
+                then takes :meth:`predict_detailed`'s form: per image a record
+                ``{"image", "predictions", "abstained", "max_logit", "threshold"}`` (or
+                ``{"image", "error"}``), one record for one image, a list for several.
 
         Returns:
             For one image, a list of ``{"label", "wnid", "synset", "score"}`` sorted by score
             (softmax over the candidates); for several, one such list per image. A failed image
-            gets an empty list (its error is logged; :meth:`predict_detailed` returns it).
+            gets an empty list (its error is logged; :meth:`predict_detailed` returns it). With
+            ``abstain=True``, records as described above.
 
         Raises:
             kgzsl.inference.labels.LabelError: If a candidate label cannot be resolved.
             kgzsl.vision.images.ImageLoadError: If a single image given alone cannot be loaded.
+            ValueError: If ``abstain=True`` and the classifier has no calibration.
         """
-        if not isinstance(images, (list, tuple)) and not is_tensor_batch(images):
-            image = load_image(images, max_pixels=self.max_pixels)  # a single image: its error is raised as is
-            return self.predict_detailed([image], candidate_labels, top_k, batch_size, abstain)[0]["predictions"]
-        records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain)
-        return [r.get("predictions", []) for r in records]
+        if isinstance(images, (list, tuple)) or is_tensor_batch(images):
+            records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain)
+            return records if abstain else [r.get("predictions", []) for r in records]
+        image = load_image(images, max_pixels=self.max_pixels)  # a single image: its error is raised as is
+        record = self.predict_detailed([image], candidate_labels, top_k, batch_size, abstain)[0]
+        record["image"] = describe_image(images)
+        return record if abstain else record["predictions"]
+
+    __call__ = predict
 
     def add_concept(self, word_or_wnid: str, parents: Sequence[str] | str | None = None,
                     description: str | None = None, sense: str | None = None) -> ResolvedLabel:
@@ -331,34 +435,3 @@ def _key(candidate_labels: Sequence[str] | str | None) -> tuple[str, ...] | None
     if candidate_labels is None:
         return None
     return (candidate_labels,) if isinstance(candidate_labels, str) else tuple(candidate_labels)
-
-
-def _describe(source: Any) -> str:
-    return str(source) if isinstance(source, (str, Path)) else type(source).__name__
-
-def load_abstain(clf: Any) -> dict[str, Any]:
-    """The classifier's abstain calibration (``clf.abstain`` or ``<run>/abstain.json``).
-
-    Raises:
-        ValueError: If the run was never calibrated.
-    """
-    found = getattr(clf, "abstain", None)
-    if found is None:
-        path = Path(getattr(clf, "run_dir", ".")) / ABSTAIN_FILE
-        if not path.is_file():
-            raise ValueError(f"abstain=True needs a calibrated threshold: run "
-                             f"`kgzsl calibrate RUN --images DIR` first ({path} is missing)")
-        found = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(found, dict) or not isinstance(found.get("threshold"), (int, float)):
-            raise ValueError(f"{path} holds no threshold; calibrate again")
-        clf.abstain = found
-    return found
-
-
-def abstain_entry(clf: Any, max_logit: float) -> dict[str, Any] | None:
-    """The ``"none of these"`` prediction for an input whose best logit is below the threshold, else None."""
-    cal = load_abstain(clf)
-    if max_logit >= cal["threshold"]:
-        return None
-    return {"label": NONE_LABEL, "wnid": None, "synset": None, "score": None,
-            "max_logit": round(float(max_logit), 6), "threshold": round(float(cal["threshold"]), 6)}

@@ -28,9 +28,8 @@ import torch.nn.functional as F
 
 from kgzsl.inference.concept_nodes import (SYNSET_RE, WNID_RE, AmbiguousConceptError, ConceptError, NodeExtension,
                                  custom_id, pick_synset, resolve_parent)
-from kgzsl.graph.knowledge_graph import ancestor_pairs
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, write_text
-from kgzsl.inference.labels import LabelResolver, ResolvedLabel
+from kgzsl.inference.labels import ResolvedLabel
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "ConceptState", "add_concept", "concept_graph",
            "save_concepts", "load_concepts", "load_propagation_model"]
@@ -110,16 +109,15 @@ def concept_graph(clf: Any) -> ConceptState:
         ConceptError: If the run carries no graph and the recorded graph folder is gone, or the
             graph no longer matches the run's nodes.
     """
-    state = getattr(clf, "_concept_state", None)
-    if state is not None:
-        return state
-    summary = getattr(clf, "summary", None) or {}
-    run_dir = getattr(clf, "run_dir", None)
+    if clf.concepts is not None:
+        return clf.concepts
+    summary = clf.summary or {}
+    run_dir = clf.run_dir
     if run_dir is None or not summary:
         raise ConceptError("concepts need a classifier loaded from a run folder (ZeroShotClassifier.load)")
     run_dir = Path(run_dir)
     graph = _run_graph(run_dir, summary)
-    base = len(clf.wnids) - len(getattr(clf, "_added_wnids", []))
+    base = len(clf.wnids) - len(clf.added_wnids)
     if graph.wnids != clf.wnids[:base]:
         raise ConceptError(f"graph {graph.path} no longer matches the run's nodes.tsv; rebuild the graph the run "
                            "was trained on")
@@ -127,7 +125,7 @@ def concept_graph(clf: Any) -> ConceptState:
     spec = (str(features.get("encoder", "minilm")), bool(features.get("gloss", False)))
     x = _run_features(run_dir, graph, spec)
     state = ConceptState(graph=graph, x=x, model=load_propagation_model(run_dir), text_spec=spec)
-    clf._concept_state = state
+    clf.attach_concepts(state)
     return state
 
 
@@ -152,7 +150,6 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
         ConceptError: If an unknown word has no parents, or a parent cannot be resolved.
     """
     from kgzsl.text.features import get_encoder, node_texts
-    from kgzsl.graph import KnowledgeGraph
     from kgzsl.graph.wordnet import load_wordnet, wnid_of
 
     word = str(word_or_wnid).strip()
@@ -189,20 +186,9 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
         rel = state.graph.relations.index("hypernym") if "hypernym" in state.graph.relations else 0
         ext.edges += [(node, p, rel) for p in dict.fromkeys(ups)]
 
-    old = state.graph
-    n, k = old.num_nodes, len(ext.wnids)
-    weights = None if old.weights is None else list(old.weights) + [1.0] * len(ext.edges)
-    graph = KnowledgeGraph(wnids=old.wnids + ext.wnids, names=old.names + ext.names,
-                           lemmas=old.lemmas + ext.lemmas, glosses=old.glosses + ext.glosses,
-                           edges=old.edges + ext.edges, manifest=dict(old.manifest), path=None,
-                           relations=list(old.relations), weights=weights)
-    # the old nodes' ancestors are unchanged (new nodes only hang below them): only the new ones are searched
-    pairs = ancestor_pairs(graph.parents, range(n, n + k))
-    index, dist = old.ancestor_index()
-    if pairs:
-        t = torch.tensor(pairs, dtype=torch.long)
-        index, dist = torch.cat([index, t[:, :2].T], 1), torch.cat([dist, t[:, 2]])
-    graph._stored_ancestors = (index.contiguous(), dist.contiguous())
+    n, k = state.graph.num_nodes, len(ext.wnids)
+    # new nodes only hang below the old ones: only their ancestors are searched
+    graph = state.graph.extended(ext.wnids, ext.names, ext.lemmas, ext.glosses, ext.edges)
 
     encoder, use_gloss = state.text_spec
     usual = node_texts(ext.lemmas, ext.glosses, use_gloss)
@@ -216,13 +202,7 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
     state.graph, state.x = graph, x
     state.added.append({"name": word, "parents": list(parents) if isinstance(parents, (list, tuple)) else
                         ([parents] if parents else []), "description": description, "sense": sense})
-    clf.rows = torch.cat([clf.rows, rows.to(clf.rows.device, clf.rows.dtype)])
-    clf.wnids += ext.wnids
-    clf.names += ext.names
-    clf.lemmas += [list(ls) for ls in ext.lemmas]
-    clf._added_wnids = getattr(clf, "_added_wnids", []) + ext.wnids
-    clf.resolver = LabelResolver(clf.wnids, clf.names, clf.lemmas, wordnet=load_wordnet)
-    clf._heads.clear()
+    clf.extend(rows, ext.wnids, ext.names, ext.lemmas)
     logger.info("added concept %r: %d new node(s) %s", word, k, ", ".join(ext.names))
     return replace(clf.resolver.resolve(graph.wnids[node]), label=word)
 
@@ -231,8 +211,7 @@ def save_concepts(clf: Any, path: str | Path) -> Path:
     """Write the concepts added to ``clf`` as a YAML list of ``{name, parents, description, sense}`` (atomically)."""
     import yaml
 
-    state = getattr(clf, "_concept_state", None)
-    added = state.added if state is not None else []
+    added = clf.concepts.added if clf.concepts is not None else []
     path = Path(path)
     write_text(path, yaml.safe_dump(added, sort_keys=False, allow_unicode=True))
     return path

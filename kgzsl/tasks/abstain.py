@@ -13,12 +13,14 @@ gives images of seen classes the model was *not* fitted to (an ImageNet-style fo
 ``labels=``), or precomputed features; their features come from
 :func:`kgzsl.vision.extract.extract_features`. The threshold is the ``1 - keep`` quantile of their
 max logits, so a share ``keep`` of them is kept. It is stored in ``<run>/abstain.json`` with the
-method, the keep share and the number of inputs.
+method, the keep share and the number of inputs, and set on the classifier
+(:meth:`~kgzsl.inference.classifier.ZeroShotClassifier.set_abstain`); the rule applied at
+prediction is :mod:`kgzsl.inference.abstain_rule`.
 
 Example:
     >>> calibrate_abstain(clf, keep=0.95, images="data/val_seen")
-    >>> clf.predict("odd.jpg", ["cat", "dog"], abstain=True)[0]["label"]
-    'none of these'
+    >>> clf.predict("odd.jpg", ["cat", "dog"], abstain=True)["abstained"]
+    True
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from typing import Any, Sequence
 
 import torch
 
-from kgzsl.inference.classifier import ABSTAIN_FILE, NONE_LABEL, abstain_entry, load_abstain
+from kgzsl.inference.abstain_rule import ABSTAIN_FILE
 from kgzsl.utils.io import write_json
 
-__all__ = ["ABSTAIN_FILE", "NONE_LABEL", "calibrate_abstain", "load_abstain", "abstain_entry"]
-
+__all__ = ["calibrate_abstain"]
 
 
 def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: bool) -> tuple[torch.Tensor, list | None]:
@@ -75,7 +76,8 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
         progress: Progress bar while extracting features.
 
     Returns:
-        ``{"threshold", "score", "method", "keep", "inputs", "kept"}``; also stored as ``clf.abstain``.
+        ``{"threshold", "score", "method", "keep", "inputs", "kept", "candidates"}``; also set on the
+        classifier (``clf.abstain_calibration``) for ``predict(..., abstain=True)``.
 
     Raises:
         ValueError: For a keep share outside (0, 1], no calibration data, or no candidate labels.
@@ -100,7 +102,7 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
     result = {"threshold": threshold, "score": "max_logit", "keep": keep, "kept": round(kept, 6), "inputs": n,
               "method": "images" if not isinstance(images, torch.Tensor) else "features",
               "candidates": [str(c) for c in cands]}
-    if save and getattr(clf, "run_dir", None) is not None:
+    if save and clf.run_dir is not None:
         write_json(Path(clf.run_dir) / ABSTAIN_FILE, result)
-    clf.abstain = result
+    clf.set_abstain(result)
     return result

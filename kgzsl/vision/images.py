@@ -1,15 +1,18 @@
-"""Robust image loading: any file PIL can read becomes an RGB image, or a clear error.
+"""Robust image loading: any file PIL can read, or an image array, becomes an RGB image, or a clear error.
 
 Image folders in the wild hold grayscale scans, 16-bit TIFFs, transparent PNGs, CMYK JPEGs,
 half-downloaded files and text files named ``.jpg``. :func:`load_image` turns every readable one
 into an 8-bit RGB :class:`PIL.Image.Image` (EXIF orientation applied) and every unreadable one into
-an :class:`ImageLoadError` that names the file and says what to do. :func:`load_batch` applies a
-backbone's preprocessing to many files and keeps going past the bad ones.
+an :class:`ImageLoadError` that names the file and says what to do. Images already in memory are
+taken too: PIL images, numpy arrays (``HxWx3``, ``HxWx4``, ``HxW``; channels last) and tensors
+(``[3, H, W]``; channels first), uint8 or float in [0, 1]. :func:`load_batch` applies a backbone's
+preprocessing to many images and keeps going past the bad ones.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -19,11 +22,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tensor_batch"]
+__all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tensor_batch", "describe_image"]
 
 logger = logging.getLogger(__name__)
 
-ImageSource = Union[str, os.PathLike, Image.Image]
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 # Modes whose values are not 0..255 integers; they are rescaled by their actual value range.
 _WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -70,14 +73,76 @@ def _finish(im: Image.Image, name: str) -> Image.Image:
                              "re-save it as an RGB or grayscale PNG/JPEG") from exc
 
 
+def describe_image(source: object) -> str:
+    """A short name for an image input, for records and messages: its path, or its kind and shape."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        kind = "array" if isinstance(source, np.ndarray) else "tensor"
+        dtype = str(source.dtype).removeprefix("torch.")
+        return f"<{kind} {'x'.join(str(n) for n in source.shape) or 'scalar'} {dtype}>"
+    return type(source).__name__
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int, max_aspect_ratio: float) -> None:
+    if width * height > max_pixels:
+        raise ImageLoadError(name, f"{width}x{height} = {width * height:,} pixels exceeds max_pixels={max_pixels:,}",
+                             "downscale it, or raise max_pixels if trusted")
+    if min(width, height) < 1 or max(width, height) > max_aspect_ratio * min(width, height):
+        raise ImageLoadError(
+            name, f"{width}x{height} is too elongated (aspect ratio above {max_aspect_ratio:g}:1; "
+            "resizing its short side to the model's input size would need huge memory)",
+            "crop it to a less extreme shape, or raise max_aspect_ratio if trusted")
+
+
+_ARRAY_FIX = ("pass one image as an HxWx3, HxWx4 or HxW numpy array or a [3, H, W] tensor, a list of them, "
+              "or a [B, 3, H, W] batch already transformed with the backbone's transform")
+
+
+def _from_array(source: np.ndarray | torch.Tensor, max_pixels: int, max_aspect_ratio: float) -> Image.Image:
+    """An in-memory image array (numpy channels last, torch channels first) as 8-bit RGB."""
+    name = describe_image(source)
+    if isinstance(source, torch.Tensor):
+        if source.ndim == 3 and source.size(0) not in (1, 3, 4):
+            raise ImageLoadError(name, "a 3-D tensor must be [C, H, W] with 1, 3 or 4 channels (channels first)",
+                                 _ARRAY_FIX)
+        t = source.detach().cpu()
+        t = t.permute(1, 2, 0) if t.ndim == 3 else t
+        arr = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).numpy()
+    else:
+        arr = source
+        if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
+            raise ImageLoadError(name, "a 3-D array must be HxWxC with 1, 3 or 4 channels (channels last)", _ARRAY_FIX)
+    if arr.ndim not in (2, 3):
+        raise ImageLoadError(name, f"a {arr.ndim}-D array is not one image", _ARRAY_FIX)
+    height, width = arr.shape[:2]
+    _check_size(name, width, height, max_pixels, max_aspect_ratio)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype.kind == "f":
+        lo, hi = (float(arr.min()), float(arr.max())) if np.isfinite(arr).all() else (math.nan, math.nan)
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ImageLoadError(name, f"float pixel values must lie in [0, 1], got {lo:g}..{hi:g}",
+                                 "scale it to [0, 1] (or pass uint8 0..255); a normalised tensor is a "
+                                 "[B, 3, H, W] batch already transformed")
+        arr = np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ImageLoadError(name, f"pixel type {arr.dtype} is not supported", "convert it to uint8 (0..255) "
+                             "or to float in [0, 1]")
+    arr = np.ascontiguousarray(arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
+    return _finish(Image.fromarray(arr), name)
+
+
 def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ratio: float = 100.0) -> Image.Image:
-    """Load an image file (or take a PIL image) and return it as 8-bit RGB.
+    """Load an image file (or take an image in memory) and return it as 8-bit RGB.
 
     The image size is checked from the file header before any pixel is decoded, then the whole
     file is decoded so that truncated files fail here rather than later.
 
     Args:
-        source: A path to an image file, or an already opened :class:`PIL.Image.Image`.
+        source: A path to an image file, an already opened :class:`PIL.Image.Image`, a numpy array
+            (``HxWx3``, ``HxWx4`` or ``HxW``) or a tensor (``[3, H, W]``, ``[4, H, W]``,
+            ``[1, H, W]`` or ``[H, W]``), uint8 or float in [0, 1].
         max_pixels: Refuse files whose header claims more pixels than this (decompression bombs).
         max_aspect_ratio: Refuse files whose longer side is more than this many times the shorter
             one: resizing the short side of a 20000x1 image to a backbone's 224 pixels would need
@@ -90,8 +155,11 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
     Raises:
         ImageLoadError: If the path is missing, a directory or empty, is not an image, is
             truncated or corrupt, is larger than ``max_pixels`` or more elongated than
-            ``max_aspect_ratio``.
+            ``max_aspect_ratio``; or an array is not one image (shape), has float values outside
+            [0, 1] or another pixel type than uint8, float or bool.
     """
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return _from_array(source, max_pixels, max_aspect_ratio)
     if isinstance(source, Image.Image):
         return _finish(source, f"<PIL image mode={source.mode} size={source.size}>")
     path = Path(source)
@@ -108,16 +176,7 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
             # PIL warns above its own limit; ours is checked explicitly below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    raise ImageLoadError(
-                        name, f"{width}x{height} = {width * height:,} pixels exceeds "
-                        f"max_pixels={max_pixels:,}", "downscale it, or raise max_pixels if trusted")
-                if min(width, height) < 1 or max(width, height) > max_aspect_ratio * min(width, height):
-                    raise ImageLoadError(
-                        name, f"{width}x{height} is too elongated (aspect ratio above {max_aspect_ratio:g}:1; "
-                        "resizing its short side to the model's input size would need huge memory)",
-                        "crop it to a less extreme shape, or raise max_aspect_ratio if trusted")
+                _check_size(name, *im.size, max_pixels, max_aspect_ratio)
                 im.load()
                 return _finish(im, name)
     except ImageLoadError:
@@ -138,7 +197,7 @@ def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image]
     """Load and preprocess many images; a bad image is reported, never fatal.
 
     Args:
-        sources: Image paths and/or PIL images.
+        sources: Images (see :func:`load_image`): paths, PIL images, numpy arrays, ``[3, H, W]`` tensors.
         transform: Preprocessing, PIL RGB image to a float tensor ``[3, H, W]`` (for example
             ``Backbone.transform``).
         max_pixels: Passed to :func:`load_image`.
@@ -148,7 +207,7 @@ def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image]
         loaded (``None`` if none did), ``indices`` their positions in ``sources``, and
         ``errors`` maps the position of each failure to its message.
     """
-    if isinstance(sources, (str, os.PathLike, Image.Image)):
+    if isinstance(sources, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
         sources = [sources]
     tensors: list[torch.Tensor] = []
     indices: list[int] = []
@@ -161,7 +220,7 @@ def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image]
                                  f"{tuple(tensors[0].shape)} like the first image")
         except Exception as exc:  # one bad image must not stop the batch
             errors[i] = str(exc) if isinstance(exc, ImageLoadError) else \
-                f"cannot preprocess image {source}: {type(exc).__name__}: {exc}"
+                f"cannot preprocess image {describe_image(source)}: {type(exc).__name__}: {exc}"
             logger.warning("skipping image %d: %s", i, errors[i])
             continue
         tensors.append(tensor)
@@ -171,5 +230,8 @@ def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image]
 
 
 def is_tensor_batch(x: object) -> bool:
-    """Return True if ``x`` is an already preprocessed tensor batch of shape ``[B, 3, H, W]``."""
+    """Return True if ``x`` is an already preprocessed tensor batch of shape ``[B, 3, H, W]``.
+
+    A 3-D ``[3, H, W]`` tensor is one image still to be preprocessed (see :func:`load_image`).
+    """
     return isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] == 3

@@ -10,7 +10,7 @@ import torch
 
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.inference.concepts import AmbiguousConceptError, ConceptError, load_concepts
-from kgzsl.graph.knowledge_graph import ancestor_pairs
+from kgzsl.graph.knowledge_graph import GraphFormatError, KnowledgeGraph, ancestor_pairs
 
 from conftest import toy_graph
 
@@ -34,11 +34,23 @@ def test_new_ancestors_of_a_leaf_on_the_toy_graph():
     assert sorted(ancestor_pairs(parents, range(6, 7))) == [(6, 0, 3), (6, 1, 2), (6, 3, 1)]
 
 
+def test_extended_graph_knows_the_ancestors_a_full_search_finds():
+    g = toy_graph()
+    ext = g.extended(["x:a", "x:b"], ["a", "b"], [["a"], ["b"]], ["", ""], [(6, 3, 0), (7, 6, 0), (7, 5, 0)])
+    assert (g.num_nodes, len(g.edges)) == (6, 5) and ext.path is None  # the original is unchanged
+    full = KnowledgeGraph(wnids=ext.wnids, names=ext.names, lemmas=ext.lemmas, glosses=ext.glosses, edges=ext.edges)
+    index, dist = ext.ancestor_index()
+    want_index, want_dist = full.ancestor_index()
+    assert sorted(zip(*index.tolist(), dist.tolist())) == sorted(zip(*want_index.tolist(), want_dist.tolist()))
+    with pytest.raises(GraphFormatError, match="new parent"):
+        g.extended(["x:c"], ["c"], [["c"]], [""], [(1, 6, 0)])  # above an existing node
+
+
 def test_wordnet_concept_rows_equal_full_repropagation(clf):
     n = len(clf.wnids)
     res = clf.add_concept("Burmese cat")
     assert res.synset == "burmese_cat.n.01" and res.index == n  # house_cat is in the graph: one new node
-    state = clf._concept_state
+    state = clf.concepts
     assert clf.rows.shape == (n + 1, 1281)
     assert torch.allclose(clf.rows.norm(dim=1), torch.ones(n + 1), atol=1e-4)
     with torch.no_grad():
@@ -63,7 +75,7 @@ def test_hypernym_path_is_attached(clf):
     res = clf.add_concept("okapi")
     added = clf.names[n:]
     assert res.synset == "okapi.n.01" and added[:2] == ["okapi.n.01", "giraffe.n.01"]
-    graph = clf._concept_state.graph
+    graph = clf.concepts.graph
     # the path climbs until it meets the graph (mammals are there through the cats and dogs)
     assert all(graph.parents[i] for i in range(n, len(clf.wnids)))
     assert any(graph.parents[i][0] < n for i in range(n, len(clf.wnids)))
@@ -75,7 +87,7 @@ def test_custom_concept_and_concept_file(clf, tmp_path):
     res = clf.add_concept("e-scooter", parents=["car", "n02690373"], description="a standing scooter with "
                           "an electric motor")
     assert res.wnid == "x:e-scooter" and res.index == n
-    graph = clf._concept_state.graph
+    graph = clf.concepts.graph
     assert sorted(graph.names[p] for p in graph.parents[n]) == ["airliner.n.01", "car.n.01"]
     preds = clf.predict(_photo("rocket.jpg"), ["e-scooter", "tabby"], top_k=2)
     assert {p["label"] for p in preds} == {"e-scooter", "tabby"}

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from kgzsl.inference.abstain_rule import ABSTAIN_FILE, read_calibration
 from kgzsl.inference.classifier import ZeroShotClassifier
-from kgzsl.tasks.abstain import ABSTAIN_FILE, NONE_LABEL, calibrate_abstain
+from kgzsl.tasks.abstain import calibrate_abstain
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,7 @@ def test_calibrated_share_is_kept(clf, keep):
     stored = json.loads((clf.run_dir / ABSTAIN_FILE).read_text())
     assert stored["score"] == "max_logit" and stored["keep"] == keep and stored["inputs"] == 200
     assert stored["threshold"] == pytest.approx(result["threshold"])
+    assert clf.abstain_calibration == result
 
 
 def test_abstain_on_images(clf):
@@ -47,15 +49,24 @@ def test_abstain_on_images(clf):
     result = calibrate_abstain(clf, keep=0.75, images=photos, labels=LABELS)
     assert result["method"] == "images" and result["kept"] >= 0.75
     reloaded = ZeroShotClassifier.load(clf.run_dir, device="cpu", backbone=clf.backbone)
-    preds = reloaded.predict(photos, LABELS, top_k=2, abstain=True)
-    flagged = [p[0]["label"] == NONE_LABEL for p in preds]
-    assert sum(flagged) == 1  # 3 of 4 calibration photos are kept
-    assert all(len(p) == 2 + f for p, f in zip(preds, flagged))
-    assert preds[0][0]["label"] == "tabby"
+    assert reloaded.abstain_calibration["threshold"] == pytest.approx(result["threshold"])  # from abstain.json
+    records = reloaded.predict(photos, LABELS, top_k=2, abstain=True)
+    assert sum(r["abstained"] for r in records) == 1  # 3 of 4 calibration photos are kept
+    for r in records:
+        assert r["abstained"] == (r["max_logit"] < r["threshold"])
+        assert len(r["predictions"]) == 2 and all(p["score"] is not None for p in r["predictions"])
+    assert records[0]["image"] == str(photos[0]) and records[0]["predictions"][0]["label"] == "tabby"
+    alone = reloaded.predict(photos[0], LABELS, top_k=2)  # batch of 1: scores may differ in the last digit
+    assert [p["label"] for p in records[0]["predictions"]] == [p["label"] for p in alone]
 
 
 def test_abstain_needs_calibration(clf):
-    with pytest.raises(ValueError, match="calibrate"):
+    with pytest.raises(ValueError, match="calibrate.*abstain.json is missing"):
         clf.predict(torch.zeros(1, 3, 224, 224), LABELS, abstain=True)
+    (clf.run_dir / ABSTAIN_FILE).write_text('{"keep": 0.9}')  # no threshold: ignored when loading
+    reloaded = ZeroShotClassifier.load(clf.run_dir, device="cpu", backbone=clf.backbone)
+    assert reloaded.abstain_calibration is None and read_calibration(clf.run_dir) is None
+    with pytest.raises(ValueError, match="holds no usable threshold"):
+        reloaded.predict(torch.zeros(1, 3, 224, 224), LABELS, abstain=True)
     with pytest.raises(ValueError, match="keep"):
         calibrate_abstain(clf, keep=0.0, images=torch.zeros(2, 1280), labels=LABELS)

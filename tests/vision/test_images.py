@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kgzsl.vision.images import ImageLoadError, is_tensor_batch, load_batch, load_image
+from kgzsl.vision.images import ImageLoadError, describe_image, is_tensor_batch, load_batch, load_image
 
 
 def _noise(size=(64, 48), mode="RGB", seed=0) -> Image.Image:
@@ -162,3 +162,59 @@ def test_is_tensor_batch():
     assert not is_tensor_batch(torch.zeros(3, 8, 8))
     assert not is_tensor_batch(torch.zeros(2, 1, 8, 8))
     assert not is_tensor_batch("img.jpg")
+
+
+def test_numpy_arrays_become_rgb():
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    assert np.array_equal(np.asarray(load_image(rgb)), rgb)
+    gray = rgb[:, :, 0]
+    assert np.array_equal(np.asarray(load_image(gray)), np.repeat(gray[:, :, None], 3, axis=2))
+    assert np.array_equal(np.asarray(load_image(gray[:, :, None])), np.asarray(load_image(gray)))
+    clear = np.dstack([rgb, np.zeros((5, 7), np.uint8)])  # fully transparent: composited on white
+    assert (np.asarray(load_image(clear)) == 255).all()
+    assert np.array_equal(np.asarray(load_image(np.dstack([rgb, np.full((5, 7), 255, np.uint8)]))), rgb)
+    assert np.array_equal(np.asarray(load_image(rgb / 255.0)), rgb)  # float in [0, 1], rounded back
+    assert np.asarray(load_image(np.eye(3, dtype=bool)))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_tensors_are_channels_first_images():
+    rgb = np.random.default_rng(1).integers(0, 256, (6, 4, 3), dtype=np.uint8)
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert load_image(chw).size == (4, 6)
+    assert np.array_equal(np.asarray(load_image(chw)), rgb)
+    assert np.array_equal(np.asarray(load_image(chw.float() / 255)), rgb)
+    assert np.array_equal(np.asarray(load_image(chw.half() / 255)), rgb)
+    assert np.array_equal(np.asarray(load_image(chw[:1])), np.repeat(rgb[:, :, :1], 3, axis=2))
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (np.zeros((2, 4, 4, 3), np.uint8), "4-D"),
+    (np.zeros((4, 4, 2), np.uint8), "1, 3 or 4 channels"),
+    (torch.zeros(5, 4, 4), "1, 3 or 4 channels"),
+    (np.full((4, 4, 3), 1.5), r"\[0, 1\]"),
+    (torch.full((3, 4, 4), -0.5), r"\[0, 1\]"),
+    (np.full((4, 4), np.nan), r"\[0, 1\]"),
+    (np.zeros((4, 4), np.uint16), "uint16"),
+    (np.zeros((0, 4, 3), np.uint8), "elongated"),
+    (np.zeros((1, 400, 3), np.uint8), "elongated"),
+])
+def test_bad_arrays_are_refused(bad, problem):
+    with pytest.raises(ImageLoadError, match=problem) as info:
+        load_image(bad)
+    assert info.value.source.startswith(("<array ", "<tensor "))
+
+
+def test_array_pixel_limit():
+    with pytest.raises(ImageLoadError, match="max_pixels=100"):
+        load_image(np.zeros((20, 20, 3), np.uint8), max_pixels=100)
+
+
+def test_describe_image_and_arrays_in_batches():
+    assert describe_image("a/b.jpg") == "a/b.jpg"
+    assert describe_image(np.zeros((2, 3, 3), np.uint8)) == "<array 2x3x3 uint8>"
+    assert describe_image(torch.zeros(3, 2, 2)) == "<tensor 3x2x2 float32>"
+    assert describe_image(_noise()) == "Image"
+    batch, indices, errors = load_batch(np.zeros((8, 8, 3), np.uint8), _small_transform)  # one array alone
+    assert batch.shape == (1, 3, 8, 8) and indices == [0] and errors == {}
+    batch, indices, errors = load_batch([torch.zeros(3, 8, 8), np.full((8, 8), 2.0)], _small_transform)
+    assert indices == [0] and "<array 8x8 float64>" in errors[1]

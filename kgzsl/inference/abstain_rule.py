@@ -1,0 +1,71 @@
+"""The abstain rule applied at prediction: a calibrated max-logit threshold, kept in ``<run>/abstain.json``.
+
+:func:`kgzsl.tasks.abstain.calibrate_abstain` chooses the threshold on in-set images and writes the
+file; :meth:`ZeroShotClassifier.load <kgzsl.inference.classifier.ZeroShotClassifier.load>` reads it
+back, and ``predict(..., abstain=True)`` marks every image whose best candidate logit is below the
+threshold with ``"abstained": True`` (its predictions are still listed, best first). Why the score
+is the maximum logit rather than a softmax probability is explained in :mod:`kgzsl.tasks.abstain`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["ABSTAIN_FILE", "check_calibration", "read_calibration", "missing_calibration", "abstain_fields"]
+
+logger = logging.getLogger(__name__)
+
+#: the abstain calibration of a run folder (``kgzsl calibrate``)
+ABSTAIN_FILE = "abstain.json"
+
+
+def check_calibration(calibration: Mapping[str, Any], where: str = "the abstain calibration") -> dict[str, Any]:
+    """A copy of ``calibration`` after checking that it holds a finite number ``threshold``.
+
+    Raises:
+        ValueError: If it is not a mapping or has no usable threshold.
+    """
+    if not isinstance(calibration, Mapping):
+        raise ValueError(f"{where} must be a mapping with a 'threshold', got {type(calibration).__name__}")
+    threshold = calibration.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ValueError(f"{where} holds no finite number 'threshold' (got {threshold!r}); calibrate again")
+    return dict(calibration)
+
+
+def read_calibration(run_dir: str | Path) -> dict[str, Any] | None:
+    """The calibration stored in ``<run_dir>/abstain.json``; None if the run was never calibrated.
+
+    An unreadable file is logged and treated as absent: it only matters for ``abstain=True``, which
+    then fails with :func:`missing_calibration`'s message.
+    """
+    path = Path(run_dir) / ABSTAIN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return check_calibration(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        logger.warning("ignoring %s (%s); calibrate the run again to use abstain", path, exc)
+        return None
+
+
+def missing_calibration(run_dir: str | Path | None) -> ValueError:
+    """The error for ``abstain=True`` on a classifier without a calibration, saying how to get one."""
+    if run_dir is None:
+        return ValueError("abstain=True needs a calibrated threshold: calibrate with "
+                          "kgzsl.tasks.abstain.calibrate_abstain(clf, images=...) or clf.set_abstain({'threshold': ...})")
+    path = Path(run_dir) / ABSTAIN_FILE
+    state = "holds no usable threshold" if path.is_file() else "is missing"
+    return ValueError(f"abstain=True needs a calibrated threshold: run `kgzsl calibrate RUN --images DIR` first "
+                      f"({path} {state})")
+
+
+def abstain_fields(calibration: Mapping[str, Any], max_logit: float) -> dict[str, Any]:
+    """``{"abstained", "max_logit", "threshold"}`` for an image whose best candidate logit is ``max_logit``."""
+    threshold = float(calibration["threshold"])
+    return {"abstained": bool(max_logit < threshold), "max_logit": round(float(max_logit), 6),
+            "threshold": round(threshold, 6)}

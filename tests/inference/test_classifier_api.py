@@ -1,0 +1,131 @@
+"""The classifier's public surface on a hand-made 3-feature backbone: images in memory, the pipeline call,
+abstaining as a field, nodes appended with ``extend`` (fast: no real model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.vision.images import ImageLoadError
+
+COLOURS = ["c:red", "c:green", "c:blue"]  # node ids: no WordNet look-up
+
+
+class ColourBackbone:
+    """Features = mean R, G, B of a 4x4 thumbnail, in [0, 1]."""
+
+    name = "colour"
+    feature_dim = 3
+    device = torch.device("cpu")
+
+    @staticmethod
+    def transform(im: Image.Image) -> torch.Tensor:
+        arr = np.asarray(im.resize((4, 4), Image.NEAREST), dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.float().mean(dim=(2, 3))
+
+
+def _classifier(**kwargs) -> ZeroShotClassifier:
+    rows = torch.cat([torch.eye(3) * 4, torch.zeros(3, 1)], 1)  # [W | b]: one colour channel each
+    return ZeroShotClassifier(ColourBackbone(), rows, COLOURS, ["red.n.01", "green.n.01", "blue.n.01"],
+                              [["red"], ["green"], ["blue"]], **kwargs)
+
+
+def _solid(rgb, size=(6, 5)) -> np.ndarray:
+    return np.broadcast_to(np.array(rgb, dtype=np.uint8), (size[1], size[0], 3)).copy()
+
+
+def test_numpy_arrays_and_3d_tensors_are_images():
+    clf = _classifier()
+    red = _solid((200, 30, 10))
+    by_pil = clf.predict(Image.fromarray(red), COLOURS, top_k=3)
+    assert by_pil[0]["label"] == "c:red"
+    assert clf.predict(red, COLOURS, top_k=3) == by_pil
+    assert clf.predict(torch.from_numpy(red).permute(2, 0, 1), COLOURS, top_k=3) == by_pil  # [3, H, W] uint8
+    as_float = torch.from_numpy(red).permute(2, 0, 1).float() / 255  # [3, H, W] float in [0, 1]
+    assert clf.predict(as_float, COLOURS, top_k=3) == by_pil
+    rgba = np.dstack([red, np.full(red.shape[:2], 255, np.uint8)])  # HxWx4, opaque
+    assert clf.predict(rgba, COLOURS, top_k=3) == by_pil
+    gray = np.full((5, 6), 90, np.uint8)  # HxW: every channel alike
+    scores = [p["score"] for p in clf.predict(gray, COLOURS, top_k=3)]
+    assert scores == pytest.approx([1 / 3] * 3, abs=1e-6)
+    # a list mixes kinds; a [B, 3, H, W] tensor is a batch already transformed
+    both = clf.predict([red, _solid((10, 20, 220))], COLOURS, top_k=1)
+    assert [p[0]["label"] for p in both] == ["c:red", "c:blue"]
+    batch = torch.stack([ColourBackbone.transform(Image.fromarray(red))] * 2)
+    assert clf.predict(batch, COLOURS, top_k=3) == [by_pil, by_pil]
+
+
+def test_array_records_name_the_array_and_bad_arrays_are_refused():
+    clf = _classifier()
+    records = clf.predict_detailed([_solid((1, 2, 3)), np.zeros((2, 4, 4, 3), np.uint8)], COLOURS, top_k=1)
+    assert records[0]["image"] == "<array 5x6x3 uint8>" and "predictions" in records[0]
+    assert "error" in records[1] and "4-D" in records[1]["error"]
+    with pytest.raises(ImageLoadError, match=r"\[0, 1\]"):
+        clf.predict(torch.full((3, 4, 4), 2.0), COLOURS)  # a normalised image, not one in [0, 1]
+    with pytest.raises(ImageLoadError, match="4-D"):
+        clf.predict(torch.zeros(2, 1, 4, 4), COLOURS)  # not [B, 3, H, W]: not a transformed batch either
+
+
+def test_calling_the_classifier_is_predict():
+    clf = _classifier()
+    green = _solid((20, 210, 40))
+    assert clf(green, candidate_labels=COLOURS, top_k=2) == clf.predict(green, COLOURS, top_k=2)
+    assert [p["label"] for p in clf(green, candidate_labels=["c:red", "c:green"])] == ["c:green", "c:red"]
+    assert len(clf(green, top_k=None)) == 3  # top_k=None: every candidate (here every node)
+    with pytest.raises(ValueError, match="top_k"):
+        clf(green, top_k=0)
+
+
+def test_abstaining_is_a_field_of_the_result():
+    clf = _classifier()
+    bright, dark = _solid((250, 10, 10)), _solid((40, 10, 10))  # best logits 4 * 250/255 and 4 * 40/255
+    with pytest.raises(ValueError, match="calibrate"):
+        clf.predict(bright, COLOURS, abstain=True)
+    clf.set_abstain({"threshold": 2.0, "keep": 0.9})
+    assert clf.abstain_calibration == {"threshold": 2.0, "keep": 0.9}
+    one = clf.predict(bright, COLOURS, top_k=2, abstain=True)
+    assert one["abstained"] is False and one["threshold"] == 2.0 and one["max_logit"] == pytest.approx(4 * 250 / 255, abs=1e-5)
+    assert one["predictions"] == clf.predict(bright, COLOURS, top_k=2) and one["image"] == "<array 5x6x3 uint8>"
+    many = clf.predict([bright, dark], COLOURS, top_k=2, abstain=True)
+    assert [r["abstained"] for r in many] == [False, True]
+    assert [p["label"] for p in many[1]["predictions"]] == ["c:red", "c:green"]  # still listed, no fake label
+    assert "abstained" not in clf.predict_detailed([dark], COLOURS)[0]  # only asked for
+    clf.set_abstain(None)
+    assert clf.abstain_calibration is None
+    for bad in ({"threshold": "high"}, {"threshold": float("nan")}, {"keep": 0.9}, [2.0]):
+        with pytest.raises(ValueError, match="threshold"):
+            clf.set_abstain(bad)
+
+
+def test_constructor_owns_run_state(tmp_path):
+    clf = _classifier()
+    assert clf.run_dir is None and clf.summary == {} and clf.concepts is None and clf.abstain_calibration is None
+    clf = _classifier(run_dir=str(tmp_path), summary={"graph": "g"}, abstain_calibration={"threshold": 1.5})
+    assert clf.run_dir == tmp_path and clf.summary == {"graph": "g"}
+    assert clf.abstain_calibration["threshold"] == 1.5
+    clf.set_abstain(None)
+    with pytest.raises(ValueError, match="kgzsl calibrate RUN"):  # the run folder's own command
+        clf.predict(_solid((1, 1, 1)), COLOURS, abstain=True)
+
+
+def test_extend_appends_nodes_and_refreshes_the_heads():
+    clf = _classifier()
+    white = _solid((255, 255, 255))
+    assert len(clf.predict(white, None, top_k=None)) == 3  # caches the every-node head
+    clf.extend(torch.tensor([[2.0, 2.0, 2.0, 0.5]]), ["c:white"], ["white.n.01"], [["white"]])
+    assert clf.added_wnids == ["c:white"] and len(clf.wnids) == clf.rows.size(0) == 4
+    assert clf.predict(white, None, top_k=1)[0]["wnid"] == "c:white"  # the cached head was dropped
+    assert clf.predict(white, ["c:white", "c:red"], top_k=1)[0]["label"] == "c:white"
+    with pytest.raises(ValueError, match="new and unique"):
+        clf.extend(torch.zeros(1, 4), ["c:red"], ["red2.n.01"], [["red2"]])
+    with pytest.raises(ValueError, match=r"\[K, 4\]"):
+        clf.extend(torch.zeros(1, 3), ["c:x"], ["x.n.01"], [["x"]])
+    with pytest.raises(ValueError, match="2 rows for 1 ids"):
+        clf.extend(torch.zeros(2, 4), ["c:x"], ["x.n.01"], [["x"]])
+    assert len(clf.wnids) == 4
