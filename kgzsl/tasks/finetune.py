@@ -43,10 +43,10 @@ from torch.utils.data import DataLoader
 
 from kgzsl.utils.distributed import barrier, gather_objects, init_distributed
 from kgzsl.tasks.finetune_data import item_seed, make_loaders, select_classes, split_per_class, warn_unreadable
-from kgzsl.training.checkpoint import (CHECKPOINT_FILE, FINETUNE_DIR, SUMMARY_FILE, WEIGHTS_FILE, digest,
-                                  finetuned_weights, load_checkpoint, save_checkpoint)
+from kgzsl.training.checkpoint import (CHECKPOINT_FILE, FINETUNE_DIR, SUMMARY_FILE, WEIGHTS_FILE, CheckpointError,
+                                       digest, finetuned_weights, load_checkpoint, restore_checkpoint,
+                                       save_checkpoint)
 from kgzsl.utils.io import save_tensors, write_json
-from kgzsl.training.fit import CheckpointError
 
 __all__ = ["finetune_run", "finetuned_weights", "FINETUNE_DIR", "CheckpointError"]
 
@@ -207,7 +207,8 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     best_epoch, best_score, steps, skipped = 0, None, 0, set()
     best = _cpu_copy(body.state_dict())
     if resume and ckpt.exists():
-        state, best = load_checkpoint(ckpt, fingerprint, body, optimizer)
+        state, tensors = load_checkpoint(ckpt, "fine-tuning", fingerprint)
+        best = restore_checkpoint(ckpt, "fine-tuning", state, tensors, body, optimizer)
         history, best_epoch, best_score, steps = state["history"], state["best_epoch"], state["best_score"], state["steps"]
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -288,7 +289,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         if main:
             logger.info("epoch %d: train loss %.4f, val top-1 %s (best epoch %d), %.0f img/s", epoch, train_loss,
                         "n/a" if top1 is None else f"{top1:.4f}", best_epoch, n_train / max(train_seconds, 1e-9))
-            save_checkpoint(ckpt, body, best, optimizer, {
+            save_checkpoint(ckpt, "fine-tuning", body, best, optimizer, {
                 "epoch": epoch, "steps": steps, "history": history, "best_epoch": best_epoch, "best_score": best_score,
                 "fingerprint": fingerprint, "scaler": scaler.state_dict() if scaler is not None else None})
             write_json(out / SUMMARY_FILE, {**summary, "history": history, "best_epoch": best_epoch})
