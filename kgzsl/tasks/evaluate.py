@@ -26,7 +26,8 @@ import torch
 from kgzsl.tasks.metrics import DEFAULT_KS, _accuracy_at, _best_gamma, gzsl_thresholds, harmonic_mean, \
     hit_from_ranks, mistake_severity, true_class_ranks
 from kgzsl.utils.distributed import DistContext, all_ranks_agree, gather_objects, shard_indices
-from kgzsl.vision.extract import image_folder, iter_features
+from kgzsl.vision.extract import iter_features
+from kgzsl.vision.folders import image_folder
 
 __all__ = ["evaluate_run", "split_wnids", "format_result"]
 

@@ -23,7 +23,7 @@ and writes. Outputs, in ``<run>/finetune/``::
 
 The checkpoint holds the current and best weights and the momentum buffers as tensors, the rest
 as JSON in its header (no pickle). It needs no random state: every epoch's randomness is seeded
-from ``(seed, epoch)`` (see :func:`kgzsl.tasks.finetune_data.item_seed`).
+from ``(seed, epoch)`` (see :func:`kgzsl.vision.folders.item_seed`).
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kgzsl.utils.distributed import barrier, gather_objects, init_distributed
-from kgzsl.tasks.finetune_data import item_seed, make_loaders, select_classes, split_per_class, warn_unreadable
+from kgzsl.tasks.finetune_data import make_loaders, select_classes, split_per_class, warn_unreadable
 from kgzsl.training.checkpoint import (CHECKPOINT_FILE, FINETUNE_DIR, SUMMARY_FILE, WEIGHTS_FILE, CheckpointError,
                                        digest, finetuned_weights, load_checkpoint, restore_checkpoint,
                                        save_checkpoint)
 from kgzsl.utils.io import save_tensors, write_json
+from kgzsl.vision.folders import image_folder, item_seed
 
 __all__ = ["finetune_run", "finetuned_weights", "FINETUNE_DIR", "CheckpointError"]
 
@@ -105,7 +106,7 @@ def _evaluate(net: nn.Module, loader: DataLoader, device: torch.device, autocast
     correct, total, loss = 0, 0, 0.0
     net.eval()
     with torch.no_grad():
-        for images, labels, errors in loader:
+        for _, images, labels, errors in loader:
             warn_unreadable(errors, skipped)
             if images is None:
                 continue
@@ -158,7 +159,6 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         kgzsl.inference.classifier.RunNotFoundError: If ``run_dir`` is not a finished run.
     """
     from kgzsl.inference.classifier import ZeroShotClassifier
-    from kgzsl.vision.extract import image_folder
 
     for name, value, low in (("epochs", epochs, 1), ("patience", patience, 1), ("batch_size", batch_size, 1),
                              ("max_steps", max_steps or 1, 1), ("workers", 0 if workers is None else workers, 0)):
@@ -248,7 +248,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         train_ds.epoch = epoch
         sampler.set_epoch(epoch)
         loss_sum, seen = torch.zeros((), device=dev), 0
-        for images, labels, errors in tqdm(train_loader, desc=f"fine-tune epoch {epoch}", leave=False,
+        for _, images, labels, errors in tqdm(train_loader, desc=f"fine-tune epoch {epoch}", leave=False,
                                            disable=None if progress and main else True):
             warn_unreadable(errors, skipped)
             weight = 1.0
