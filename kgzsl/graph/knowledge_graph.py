@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
+from kgzsl.graph.ancestors import ancestor_distances, ancestor_pairs, common_ancestors, lca_path
 from kgzsl.utils.io import write_json, write_text
 
 __all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION", "ancestor_pairs"]
@@ -33,22 +33,6 @@ FORMAT_VERSION = 1
 RELATIONS = ("hypernym", "instance_hypernym")
 #: relations that point from a class to a more general one; only these define ancestors
 HIERARCHICAL = frozenset({"hypernym", "instance_hypernym", "IsA"})
-
-
-def ancestor_pairs(parents: list[list[int]], nodes: Iterable[int]) -> list[tuple[int, int, int]]:
-    """``(node, ancestor, hop distance)`` for each of ``nodes``, by breadth-first search (shortest distance)."""
-    pairs: list[tuple[int, int, int]] = []
-    for node in nodes:
-        seen = {node: 0}
-        queue = deque([node])
-        while queue:
-            cur = queue.popleft()
-            for par in parents[cur]:
-                if par not in seen:
-                    seen[par] = seen[cur] + 1
-                    queue.append(par)
-                    pairs.append((node, par, seen[par]))
-    return pairs
 
 
 class GraphFormatError(ValueError):
@@ -152,6 +136,21 @@ class KnowledgeGraph:
             return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
         t = torch.tensor(pairs, dtype=torch.long)
         return t[:, :2].T.contiguous(), t[:, 2].contiguous()
+
+    def ancestors(self, node: int) -> dict[int, int]:
+        """Shortest hop distance of each ancestor of ``node`` (``node`` itself at 0), over :attr:`parents`."""
+        return ancestor_distances(self.parents, node)
+
+    def common_ancestors(self, a: int, b: int) -> dict[int, tuple[int, int]]:
+        """The nodes at or above both ``a`` and ``b``, each with ``(hops from a, hops from b)``."""
+        return common_ancestors(self.parents, a, b)
+
+    def lca_path(self, a: int, b: int) -> tuple[list[int], int | None]:
+        """Shortest path ``a → … → lca → … → b`` and the lowest common ancestor (``([], None)`` if none).
+
+        See :func:`kgzsl.graph.ancestors.lca_path`.
+        """
+        return lca_path(self.parents, a, b)
 
     def ancestor_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every (node, ancestor) pair with its shortest hop distance (>= 1).
