@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kgzsl.inference.head import LinearHead
 from kgzsl.utils.distributed import barrier, gather_objects, init_distributed
 from kgzsl.tasks.finetune_data import make_loaders, select_classes, split_per_class, warn_unreadable
 from kgzsl.training.checkpoint import (CHECKPOINT_FILE, FINETUNE_DIR, SUMMARY_FILE, WEIGHTS_FILE, CheckpointError,
@@ -54,14 +55,13 @@ __all__ = ["finetune_run", "finetuned_weights", "FINETUNE_DIR", "CheckpointError
 logger = logging.getLogger(__name__)
 
 class _FixedHead(nn.Module):
-    """The backbone body followed by a fixed linear layer ``[W | b]`` (buffers, never trained)."""
+    """The backbone body followed by the classifier's head over fixed rows ``[W | b]`` (never trained)."""
 
     def __init__(self, body: nn.Module, rows: torch.Tensor, train_bn: bool = False) -> None:
         super().__init__()
         self.body = body
         self.train_bn = train_bn
-        self.register_buffer("head_weight", rows[:, :-1].contiguous())
-        self.register_buffer("head_bias", rows[:, -1].contiguous())
+        self.head = LinearHead(rows, int8=False)  # the rows' device: not a buffer, so .to() leaves it
 
     def train(self, mode: bool = True) -> "_FixedHead":
         """Switch mode; BatchNorm layers stay in eval mode unless ``train_bn``."""
@@ -72,7 +72,7 @@ class _FixedHead(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.body(x), self.head_weight, self.head_bias)
+        return self.head.logits(self.body(x))
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -189,8 +189,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     train_items, val_items = split_per_class(items, val_fraction, seed)
     if not train_items:
         raise ValueError(f"{data_dir} holds no images of the classes {classes[:5]}...; add images named *.jpg")
-    node = {w: i for i, w in enumerate(clf.wnids)}
-    rows = clf.rows[[node[w] for w in classes]].float() * clf.row_scale
+    rows = clf.head(classes)[0].float().to(dev)  # scaled as at prediction
     body = backbone.body
     body.requires_grad_(True)
     net = _FixedHead(body, rows, train_bn).to(dev)
