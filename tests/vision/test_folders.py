@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +72,11 @@ def test_a_seeded_random_transform_repeats_per_epoch_and_leaves_the_global_rng(t
     assert not torch.equal(first, ds[0][1])  # ... and per epoch
     assert torch.equal(torch.get_rng_state(), state)
     assert item_seed(7, 0, 0) == item_seed(7, 0, 0) != item_seed(7, 0, 1) and 0 <= item_seed(7, 0, 0) < 2 ** 63
+
+
+def test_listing_and_loading_images_never_import_torchvision():
+    # importing torchvision costs about as long as torch itself; predict and Lite0 feature extraction avoid it
+    code = ("import sys, kgzsl.inference.classifier, kgzsl.vision.folders, kgzsl.vision.extract; "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
