@@ -248,7 +248,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         sampler.set_epoch(epoch)
         loss_sum, seen = torch.zeros((), device=dev), 0
         for _, images, labels, errors in tqdm(train_loader, desc=f"fine-tune epoch {epoch}", leave=False,
-                                           disable=None if progress and main else True):
+                                              disable=None if progress and main else True):
             warn_unreadable(errors, skipped)
             weight = 1.0
             if images is None:  # every image of this shard's batch was unreadable
