@@ -13,12 +13,11 @@ import os
 import platform
 import shlex
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Iterable
 
-from kgzsl.graph.knowledge_graph import KnowledgeGraph
-from kgzsl.graph.wordnet import load_wordnet, synset_from_wnid, wnid_of
+from kgzsl.graph.knowledge_graph import RELATIONS, KnowledgeGraph
+from kgzsl.graph.wordnet import hypernym_closure, load_wordnet, synset_from_wnid, wnid_of
 from kgzsl.utils.paths import graph_data_dir, resolve_graph_dir, shipped_names
 
 __all__ = ["graph_data_dir", "resolve_graph_dir", "named_wnid_sets", "read_wnid_list", "resolve_wnids",
@@ -123,21 +122,9 @@ def build_wordnet_graph(wnids: Iterable[str], sources: list[dict[str, Any]] | No
         shown = "\n  ".join(bad[:10])
         raise ValueError(f"{len(bad)} of {len(requested)} wnids are not WordNet 3.0 noun synsets:\n  {shown}"
                          + ("\n  ..." if len(bad) > 10 else ""))
-    index = {wnid_of(s): i for i, s in enumerate(synsets)}
-    nodes = list(synsets)
-    queue = deque(nodes)
-    edges = []
-    while queue:
-        syn = queue.popleft()
-        child = index[wnid_of(syn)]
-        for rel, parents in ((0, syn.hypernyms()), (1, syn.instance_hypernyms())):
-            for par in sorted(parents, key=wnid_of):  # nltk keeps pointers in sets: fix the order
-                key = wnid_of(par)
-                if key not in index:
-                    index[key] = len(nodes)
-                    nodes.append(par)
-                    queue.append(par)
-                edges.append((child, index[key], rel))
+    ancestors, named_edges = hypernym_closure(synsets, {wnid_of(s): i for i, s in enumerate(synsets)})
+    nodes = synsets + ancestors
+    edges = [(child, parent, RELATIONS.index(rel)) for child, parent, rel in named_edges]
     graph = KnowledgeGraph(
         wnids=[wnid_of(s) for s in nodes], names=[s.name() for s in nodes],
         lemmas=[s.lemma_names() for s in nodes], glosses=[s.definition() for s in nodes], edges=edges)

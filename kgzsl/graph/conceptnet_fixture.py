@@ -63,86 +63,102 @@ _DATASETS = {  # dataset → (license, sources)
 
 A = "/c/en/"
 _WN = "/n/wn/animal"
-_CORE = [  # (relation, start, end, weight, dataset)
-    ("IsA", A + "okapi" + _WN, A + "giraffid" + _WN, 2.0, "wn"),
-    ("Synonym", A + "okapia_johnstoni" + _WN, A + "okapi" + _WN, 2.0, "wn"),
-    ("RelatedTo", A + "okapi", A + "giraffe", 1.0, "wikt"),
-    ("AtLocation", A + "okapi/n", A + "congo", 1.0, "omcs"),
-    ("AtLocation", A + "okapi", A + "zoo", 1.0, "omcs"),
-    ("HasA", A + "okapi", A + "stripe", 1.0, "omcs"),
-    ("IsA", A + "okapi", A + "mammal", 1.0, "omcs"),
-    ("dbpedia/genus", A + "okapi", A + "okapia", 0.5, "dbp"),
-    ("IsA", A + "giraffe" + _WN, A + "giraffid" + _WN, 2.0, "wn"),
-    ("Synonym", A + "camelopard" + _WN, A + "giraffe" + _WN, 2.0, "wn"),
-    ("HasProperty", A + "giraffe", A + "tall", 2.828, "omcs"),
-    ("HasA", A + "giraffe", A + "long_neck", 3.464, "omcs"),
-    ("AtLocation", A + "giraffe", A + "africa", 2.0, "omcs"),
-    ("AtLocation", A + "giraffe/n", A + "africa", 1.0, "wikt"),  # same edge once mapped: weights add up
-    ("AtLocation", A + "giraffe", A + "zoo", 1.0, "omcs"),
-    ("IsA", A + "giraffe", A + "mammal", 1.0, "omcs"),
-    ("RelatedTo", A + "giraffe/n", A + "savanna", 0.5, "wikt"),
-    ("IsA", A + "zebra" + _WN, A + "equine" + _WN, 2.0, "wn"),
-    ("HasA", A + "zebra", A + "stripe", 2.0, "omcs"),
-    ("AtLocation", A + "zebra", A + "africa", 1.0, "omcs"),
-    ("AtLocation", A + "zebra", A + "zoo", 1.0, "omcs"),
-    ("RelatedTo", A + "zebra", A + "horse", 1.0, "wikt"),
-    ("IsA", A + "zebra", A + "mammal", 1.0, "omcs"),
-    ("HasProperty", A + "zebra", A + "black_and_white", 1.0, "omcs"),
-    ("RelatedTo", A + "zebra_crossing/n", A + "zebra", 0.5, "wikt"),
-    ("IsA", A + "dog" + _WN, A + "canine" + _WN, 2.0, "wn"),
-    ("Synonym", A + "domestic_dog" + _WN, A + "dog" + _WN, 2.0, "wn"),
-    ("IsA", A + "dog/n/wn/person", A + "unpleasant_woman/n/wn/person", 2.0, "wn"),
-    ("Synonym", A + "dog/v/wn/motion", A + "chase/v/wn/motion", 2.0, "wn"),
-    ("RelatedTo", A + "dog/n/wikt/en_1", A + "puppy", 1.0, "wikt"),
-    ("IsA", A + "dog", A + "pet", 3.464, "omcs"),
-    ("CapableOf", A + "dog", A + "bark", 4.0, "omcs"),
-    ("AtLocation", A + "dog", A + "kennel", 2.0, "omcs"),
-    ("IsA", A + "dog", A + "mammal", 1.0, "omcs"),
-    ("RelatedTo", A + "dog", A + "cat", 1.0, "wikt"),
-    ("Antonym", A + "dog/n", A + "cat/n", 0.5, "wikt"),
-    ("Desires", A + "dog", A + "bone", 2.0, "omcs"),
-    ("HasA", A + "dog", A + "fur", 1.0, "omcs"),
-    ("NotDesires", A + "dog", A + "bath", 1.0, "omcs"),
-    ("IsA", A + "cat" + _WN, A + "feline" + _WN, 2.0, "wn"),
-    ("Synonym", A + "true_cat" + _WN, A + "cat" + _WN, 2.0, "wn"),
-    ("IsA", A + "cat/n/wn/person", A + "man/n/wn/person", 2.0, "wn"),
-    ("IsA", A + "cat", A + "pet", 3.464, "omcs"),
-    ("CapableOf", A + "cat", A + "purr", 2.0, "omcs"),
-    ("Desires", A + "cat", A + "milk", 1.0, "omcs"),
-    ("HasA", A + "cat", A + "fur", 1.0, "omcs"),
-    ("HasA", A + "cat", A + "whisker", 2.0, "omcs"),
-    ("IsA", A + "cat", A + "mammal", 1.0, "omcs"),
-    ("IsA", A + "motor_scooter/n/wn/artifact", A + "wheeled_vehicle/n/wn/artifact", 2.0, "wn"),
-    ("Synonym", A + "scooter/n/wn/artifact", A + "motor_scooter/n/wn/artifact", 2.0, "wn"),
-    ("IsA", A + "scooter" + _WN, A + "duck" + _WN, 2.0, "wn"),
-    ("UsedFor", A + "scooter", A + "transportation", 1.0, "omcs"),
-    ("HasA", A + "scooter", A + "wheel", 2.0, "omcs"),
-    ("RelatedTo", A + "scooter", A + "moped", 1.0, "wikt"),
-    ("RelatedTo", A + "scooter", A + "motorcycle", 1.0, "wikt"),
-    ("AtLocation", A + "scooter", A + "street", 1.0, "omcs"),
-    ("IsA", A + "scooter", A + "vehicle", 1.0, "omcs"),
-    # second hop
-    ("IsA", A + "mammal" + _WN, A + "vertebrate" + _WN, 2.0, "wn"),
-    ("IsA", A + "mammal", A + "animal", 1.0, "omcs"),
-    ("IsA", A + "giraffid" + _WN, A + "ruminant" + _WN, 2.0, "wn"),
-    ("IsA", A + "equine" + _WN, A + "odd_toed_ungulate" + _WN, 2.0, "wn"),
-    ("IsA", A + "canine" + _WN, A + "carnivore" + _WN, 2.0, "wn"),
-    ("IsA", A + "feline" + _WN, A + "carnivore" + _WN, 2.0, "wn"),
-    ("IsA", A + "horse", A + "mammal", 1.0, "omcs"),
-    ("RelatedTo", A + "horse", A + "zebra", 1.0, "wikt"),
-    ("IsA", A + "africa", A + "continent", 1.0, "omcs"),
-    ("UsedFor", A + "zoo", A + "see_animals", 1.0, "omcs"),
-    ("IsA", A + "pet", A + "animal", 1.0, "omcs"),
-    ("AtLocation", A + "pet", A + "home", 1.0, "omcs"),
-    ("RelatedTo", A + "stripe", A + "line", 0.5, "wikt"),
-    ("IsA", A + "moped", A + "motor_vehicle", 1.0, "omcs"),
-    ("IsA", A + "motorcycle", A + "vehicle", 1.0, "omcs"),
-    ("UsedFor", A + "vehicle", A + "transportation", 1.0, "omcs"),
-    ("PartOf", A + "wheel", A + "vehicle", 1.0, "omcs"),
-    ("RelatedTo", A + "milk", A + "cow", 1.0, "wikt"),
-    ("RelatedTo", A + "fur", A + "hair", 1.0, "wikt"),
-    ("IsA", A + "carnivore", A + "animal", 1.0, "omcs"),
-]
+# (relation, start, end, weight, dataset) under /c/en/; "~" stands for the /n/wn/animal sense tag
+_CORE_TABLE = """
+IsA            okapi~                       giraffid~                      2.0    wn
+Synonym        okapia_johnstoni~            okapi~                         2.0    wn
+RelatedTo      okapi                        giraffe                        1.0    wikt
+AtLocation     okapi/n                      congo                          1.0    omcs
+AtLocation     okapi                        zoo                            1.0    omcs
+HasA           okapi                        stripe                         1.0    omcs
+IsA            okapi                        mammal                         1.0    omcs
+dbpedia/genus  okapi                        okapia                         0.5    dbp
+IsA            giraffe~                     giraffid~                      2.0    wn
+Synonym        camelopard~                  giraffe~                       2.0    wn
+HasProperty    giraffe                      tall                           2.828  omcs
+HasA           giraffe                      long_neck                      3.464  omcs
+AtLocation     giraffe                      africa                         2.0    omcs
+AtLocation     giraffe/n                    africa                         1.0    wikt  # same edge once mapped: weights add up
+AtLocation     giraffe                      zoo                            1.0    omcs
+IsA            giraffe                      mammal                         1.0    omcs
+RelatedTo      giraffe/n                    savanna                        0.5    wikt
+IsA            zebra~                       equine~                        2.0    wn
+HasA           zebra                        stripe                         2.0    omcs
+AtLocation     zebra                        africa                         1.0    omcs
+AtLocation     zebra                        zoo                            1.0    omcs
+RelatedTo      zebra                        horse                          1.0    wikt
+IsA            zebra                        mammal                         1.0    omcs
+HasProperty    zebra                        black_and_white                1.0    omcs
+RelatedTo      zebra_crossing/n             zebra                          0.5    wikt
+IsA            dog~                         canine~                        2.0    wn
+Synonym        domestic_dog~                dog~                           2.0    wn
+IsA            dog/n/wn/person              unpleasant_woman/n/wn/person   2.0    wn
+Synonym        dog/v/wn/motion              chase/v/wn/motion              2.0    wn
+RelatedTo      dog/n/wikt/en_1              puppy                          1.0    wikt
+IsA            dog                          pet                            3.464  omcs
+CapableOf      dog                          bark                           4.0    omcs
+AtLocation     dog                          kennel                         2.0    omcs
+IsA            dog                          mammal                         1.0    omcs
+RelatedTo      dog                          cat                            1.0    wikt
+Antonym        dog/n                        cat/n                          0.5    wikt
+Desires        dog                          bone                           2.0    omcs
+HasA           dog                          fur                            1.0    omcs
+NotDesires     dog                          bath                           1.0    omcs
+IsA            cat~                         feline~                        2.0    wn
+Synonym        true_cat~                    cat~                           2.0    wn
+IsA            cat/n/wn/person              man/n/wn/person                2.0    wn
+IsA            cat                          pet                            3.464  omcs
+CapableOf      cat                          purr                           2.0    omcs
+Desires        cat                          milk                           1.0    omcs
+HasA           cat                          fur                            1.0    omcs
+HasA           cat                          whisker                        2.0    omcs
+IsA            cat                          mammal                         1.0    omcs
+IsA            motor_scooter/n/wn/artifact  wheeled_vehicle/n/wn/artifact  2.0    wn
+Synonym        scooter/n/wn/artifact        motor_scooter/n/wn/artifact    2.0    wn
+IsA            scooter~                     duck~                          2.0    wn
+UsedFor        scooter                      transportation                 1.0    omcs
+HasA           scooter                      wheel                          2.0    omcs
+RelatedTo      scooter                      moped                          1.0    wikt
+RelatedTo      scooter                      motorcycle                     1.0    wikt
+AtLocation     scooter                      street                         1.0    omcs
+IsA            scooter                      vehicle                        1.0    omcs
+# second hop
+IsA            mammal~                      vertebrate~                    2.0    wn
+IsA            mammal                       animal                         1.0    omcs
+IsA            giraffid~                    ruminant~                      2.0    wn
+IsA            equine~                      odd_toed_ungulate~             2.0    wn
+IsA            canine~                      carnivore~                     2.0    wn
+IsA            feline~                      carnivore~                     2.0    wn
+IsA            horse                        mammal                         1.0    omcs
+RelatedTo      horse                        zebra                          1.0    wikt
+IsA            africa                       continent                      1.0    omcs
+UsedFor        zoo                          see_animals                    1.0    omcs
+IsA            pet                          animal                         1.0    omcs
+AtLocation     pet                          home                           1.0    omcs
+RelatedTo      stripe                       line                           0.5    wikt
+IsA            moped                        motor_vehicle                  1.0    omcs
+IsA            motorcycle                   vehicle                        1.0    omcs
+UsedFor        vehicle                      transportation                 1.0    omcs
+PartOf         wheel                        vehicle                        1.0    omcs
+RelatedTo      milk                         cow                            1.0    wikt
+RelatedTo      fur                          hair                           1.0    wikt
+IsA            carnivore                    animal                         1.0    omcs
+"""
+
+
+def _table(text: str) -> list[tuple[str, str, str, float, str]]:
+    """The ``(relation, start, end, weight, dataset)`` rows of a table like :data:`_CORE_TABLE`."""
+    rows = []
+    for line in text.splitlines():
+        fields = line.split("#")[0].split()  # "#" starts a comment
+        if fields:
+            rel, start, end, weight, dataset = fields
+            rows.append((rel, A + start.replace("~", _WN), A + end.replace("~", _WN), float(weight), dataset))
+    return rows
+
+
+_CORE = _table(_CORE_TABLE)
+
 _TRANSLATIONS = {"okapi": {"fr": "okapi", "de": "okapi", "es": "okapi", "ja": "オカピ"},
                  "zebra": {"fr": "zèbre", "de": "zebra", "es": "cebra", "ja": "シマウマ"},
                  "giraffe": {"fr": "girafe", "de": "giraffe", "es": "jirafa", "ja": "キリン"},

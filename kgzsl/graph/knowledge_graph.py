@@ -16,16 +16,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections import deque
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
+from kgzsl.graph.ancestors import ancestor_distances, ancestor_pairs, common_ancestors, lca_path
 from kgzsl.utils.io import write_json, write_text
 
-__all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION", "ancestor_pairs"]
+__all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION", "read_nodes", "ancestor_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +33,6 @@ FORMAT_VERSION = 1
 RELATIONS = ("hypernym", "instance_hypernym")
 #: relations that point from a class to a more general one; only these define ancestors
 HIERARCHICAL = frozenset({"hypernym", "instance_hypernym", "IsA"})
-
-
-def ancestor_pairs(parents: list[list[int]], nodes: Iterable[int]) -> list[tuple[int, int, int]]:
-    """``(node, ancestor, hop distance)`` for each of ``nodes``, by breadth-first search (shortest distance)."""
-    pairs: list[tuple[int, int, int]] = []
-    for node in nodes:
-        seen = {node: 0}
-        queue = deque([node])
-        while queue:
-            cur = queue.popleft()
-            for par in parents[cur]:
-                if par not in seen:
-                    seen[par] = seen[cur] + 1
-                    queue.append(par)
-                    pairs.append((node, par, seen[par]))
-    return pairs
 
 
 class GraphFormatError(ValueError):
@@ -161,6 +145,21 @@ class KnowledgeGraph:
         t = torch.tensor(pairs, dtype=torch.long)
         return t[:, :2].T.contiguous(), t[:, 2].contiguous()
 
+    def ancestors(self, node: int) -> dict[int, int]:
+        """Shortest hop distance of each ancestor of ``node`` (``node`` itself at 0), over :attr:`parents`."""
+        return ancestor_distances(self.parents, node)
+
+    def common_ancestors(self, a: int, b: int) -> dict[int, tuple[int, int]]:
+        """The nodes at or above both ``a`` and ``b``, each with ``(hops from a, hops from b)``."""
+        return common_ancestors(self.parents, a, b)
+
+    def lca_path(self, a: int, b: int) -> tuple[list[int], int | None]:
+        """Shortest path ``a → … → lca → … → b`` and the lowest common ancestor (``([], None)`` if none).
+
+        See :func:`kgzsl.graph.ancestors.lca_path`.
+        """
+        return lca_path(self.parents, a, b)
+
     def ancestor_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every (node, ancestor) pair with its shortest hop distance (>= 1).
 
@@ -244,8 +243,7 @@ class KnowledgeGraph:
         if not (isinstance(relations, list) and all(isinstance(r, str) for r in relations)):
             raise GraphFormatError(f"{manifest_file}: 'relations' must be a list of names, got "
                                    f"{relations!r}; rebuild the graph")
-        rows = _read_tsv(path / "nodes.tsv", 4)
-        wnids = [r[0] for r in rows]
+        wnids, names, lemmas, glosses = read_nodes(path / "nodes.tsv")
         index = {w: i for i, w in enumerate(wnids)}
         rel_index = {r: i for i, r in enumerate(relations)}
         try:
@@ -257,8 +255,8 @@ class KnowledgeGraph:
         except (KeyError, ValueError, OverflowError, RuntimeError) as exc:
             raise GraphFormatError(f"{path}: an edge names an unknown node or relation, or has a malformed "
                                    f"weight or distance ({exc}); rebuild it") from None
-        return cls(wnids=wnids, names=[r[1] for r in rows], lemmas=[r[2].split("|") if r[2] else [] for r in rows],
-                   glosses=[r[3] for r in rows], edges=edges, manifest=manifest, path=path, relations=relations,
+        return cls(wnids=wnids, names=names, lemmas=lemmas, glosses=glosses, edges=edges, manifest=manifest,
+                   path=path, relations=relations,
                    weights=None if all(w == 1.0 for w in weights) else weights,
                    known_ancestors=(t[:, :2].T.contiguous(), t[:, 2].contiguous()))
 
@@ -321,13 +319,41 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _read_tsv(path: Path, columns: int) -> list[list[str]]:
+_REBUILD = "rebuild the graph with `kgzsl build-graph`"
+_NODE_FIELDS = "wnid, name, lemmas and gloss"
+
+
+def read_nodes(path: Path, fix: str = _REBUILD) -> tuple[list[str], list[str], list[list[str]], list[str]]:
+    """Read a ``nodes.tsv`` (a graph's, or the copy in a run folder).
+
+    Args:
+        path: The file: a header line, then ``wnid, synset name, lemmas ('|'-separated), gloss``
+            separated by tabs, one node per line.
+        fix: What the error messages tell the user to do.
+
+    Returns:
+        ``(wnids, names, lemmas, glosses)`` in file order.
+
+    Raises:
+        GraphFormatError: If the file is missing or not UTF-8, a line has another number of
+            fields, or a node id comes twice (the message names the file, the line and ``fix``).
+    """
+    rows = _read_tsv(path, 4, fix, _NODE_FIELDS)
+    wnids = [r[0] for r in rows]
+    if len(set(wnids)) != len(wnids):
+        raise GraphFormatError(f"{path} lists a node id twice; {fix}")
+    return wnids, [r[1] for r in rows], [r[2].split("|") if r[2] else [] for r in rows], [r[3] for r in rows]
+
+
+def _read_tsv(path: Path, columns: int, fix: str = _REBUILD, names: str | None = None) -> list[list[str]]:
+    """The rows of a tab-separated file after its header line; ``names`` describes the ``columns`` fields."""
     if not path.is_file():
-        raise GraphFormatError(f"graph file missing: {path}; rebuild the graph with `kgzsl build-graph`")
+        raise GraphFormatError(f"graph file missing: {path}; {fix}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise GraphFormatError(f"{path} is not UTF-8 text ({exc}); rebuild the graph with `kgzsl build-graph`") from None
+        raise GraphFormatError(f"{path} is not UTF-8 text ({exc}); {fix}") from None
+    expected = f"{names} separated by tabs" if names else f"{columns} tab-separated fields"
     rows = []
     # split on newlines only: str.splitlines() would also split inside a name on \x1c, \x85, \u2028 ...
     for i, line in enumerate(text.split("\n")[1:], start=2):
@@ -336,7 +362,6 @@ def _read_tsv(path: Path, columns: int) -> list[list[str]]:
             continue
         row = line.split("\t")
         if len(row) != columns:
-            raise GraphFormatError(f"{path}:{i}: expected {columns} tab-separated fields, got {len(row)}; "
-                                   "rebuild the graph with `kgzsl build-graph`")
+            raise GraphFormatError(f"{path}:{i}: expected {expected}, got {len(row)} field(s); {fix}")
         rows.append(row)
     return rows

@@ -12,14 +12,22 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import time
 import warnings
+from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
-__all__ = ["WordNetNotFoundError", "load_wordnet", "synset_from_wnid", "wnid_of", "DEBIAN_WORDNET_DIR"]
+__all__ = ["WordNetNotFoundError", "load_wordnet", "synset_from_wnid", "wnid_of", "hypernym_closure",
+           "DEBIAN_WORDNET_DIR", "WNID_RE", "SYNSET_RE"]
 
 logger = logging.getLogger(__name__)
+
+#: an ImageNet class id: ``n`` and a WordNet 3.0 noun offset of 8 digits (``n02084071`` is ``dog.n.01``)
+WNID_RE = re.compile(r"^n\d{8}$")
+#: a WordNet noun synset name (``dog.n.01``)
+SYNSET_RE = re.compile(r"^.+\.n\.\d+$")
 
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 _LEXNAMES = Path(__file__).resolve().parent.parent / "data" / "lexnames"
@@ -128,7 +136,7 @@ def synset_from_wnid(wn: Any, wnid: str) -> Any:
         ValueError: If ``wnid`` is malformed or names no noun synset.
     """
     text = str(wnid).strip()
-    if len(text) != 9 or text[0] != "n" or not text[1:].isdigit():
+    if not WNID_RE.match(text):
         raise ValueError(f"{wnid!r} is not a wnid: expected 'n' and 8 digits (a WordNet 3.0 noun offset, "
                          "e.g. n02084071 for dog.n.01)")
     try:
@@ -141,3 +149,36 @@ def synset_from_wnid(wn: Any, wnid: str) -> Any:
         raise ValueError(f"{text} is not a WordNet 3.0 noun synset (check the id, or the WordNet version "
                          "of your list: ImageNet wnids are WordNet 3.0 offsets)")
     return synset
+
+
+def hypernym_closure(synsets: Iterable[Any], index: Mapping[str, int],
+                     ) -> tuple[list[Any], list[tuple[int, int, str]]]:
+    """Every hypernym and instance hypernym above ``synsets`` that ``index`` lacks, breadth-first.
+
+    Args:
+        synsets: Start synsets; each must already be in ``index``.
+        index: wnid → node index of the nodes there already (not modified).
+
+    Returns:
+        ``(new, edges)``: the synsets to add, in the order that gives them the node indices
+        ``len(index)``, ``len(index) + 1``, ...; and every ``(child, parent, relation)`` edge from
+        the start synsets and the new ones up, ``relation`` being ``"hypernym"`` or
+        ``"instance_hypernym"``. Parents are visited in wnid order (nltk keeps them in sets), so the
+        result does not depend on the process.
+    """
+    known = dict(index)
+    new: list[Any] = []
+    edges: list[tuple[int, int, str]] = []
+    queue = deque(synsets)
+    while queue:
+        syn = queue.popleft()
+        child = known[wnid_of(syn)]
+        for rel, parents in (("hypernym", syn.hypernyms()), ("instance_hypernym", syn.instance_hypernyms())):
+            for par in sorted(parents, key=wnid_of):
+                key = wnid_of(par)
+                if key not in known:
+                    known[key] = len(known)
+                    new.append(par)
+                    queue.append(par)
+                edges.append((child, known[key], rel))
+    return new, edges

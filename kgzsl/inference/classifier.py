@@ -58,24 +58,12 @@ def _read_summary(path: Path) -> dict[str, Any]:
 
 
 def _read_nodes(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
+    from kgzsl.graph.knowledge_graph import GraphFormatError, read_nodes
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RunFormatError(f"{path} is not UTF-8 text ({exc}); {_RETRAIN}") from None
-    wnids, names, lemmas = [], [], []
-    for lineno, line in enumerate(text.split("\n")[1:], start=2):
-        line = line.removesuffix("\r")
-        if not line:
-            continue
-        parts = line.split("\t")
-        if len(parts) < 3:
-            raise RunFormatError(f"{path}:{lineno}: expected wnid, name, lemmas and gloss separated by tabs, "
-                                 f"got {len(parts)} field(s); {_RETRAIN}")
-        wnids.append(parts[0])
-        names.append(parts[1])
-        lemmas.append(parts[2].split("|") if parts[2] else [])
-    if len(set(wnids)) != len(wnids):
-        raise RunFormatError(f"{path} lists a node id twice; {_RETRAIN}")
+        wnids, names, lemmas, _ = read_nodes(path, fix=_RETRAIN)
+    except GraphFormatError as exc:  # the graph's own reader; a damaged copy is the run's problem
+        raise RunFormatError(str(exc)) from None
     return wnids, names, lemmas
 
 

@@ -10,16 +10,13 @@ once; :func:`resolve_parent` and :func:`custom_id` place a word WordNet does not
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import Any
 
+from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, synset_from_wnid, wnid_of
 from kgzsl.inference.labels import LabelError
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
            "WNID_RE", "SYNSET_RE"]
-
-WNID_RE = re.compile(r"^n\d{8}$")
-SYNSET_RE = re.compile(r"^.+\.n\.\d+$")
 
 
 class ConceptError(ValueError):
@@ -44,8 +41,6 @@ def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any |
         AmbiguousConceptError: If the word has several noun senses and none (or several) is already known.
         ConceptError: If ``sense`` names no noun synset.
     """
-    from kgzsl.graph.wordnet import synset_from_wnid, wnid_of
-
     choice = (sense or "").strip() or word.strip()
     if WNID_RE.match(choice):
         try:
@@ -95,22 +90,14 @@ class NodeExtension:
 
     def add_synset(self, synset: Any) -> int:
         """Node of ``synset``, adding it and its missing hypernyms (breadth-first, like the graph build)."""
-        from kgzsl.graph.wordnet import wnid_of
-
         if wnid_of(synset) in self.index:
             return self.index[wnid_of(synset)]
         rel_of = {name: i for i, name in enumerate(self.graph.relations)}
         first = self.add(wnid_of(synset), synset.name(), synset.lemma_names(), synset.definition())
-        queue = deque([synset])
-        while queue:
-            syn = queue.popleft()
-            child = self.index[wnid_of(syn)]
-            for rel, ups in (("hypernym", syn.hypernyms()), ("instance_hypernym", syn.instance_hypernyms())):
-                for par in sorted(ups, key=wnid_of):
-                    if wnid_of(par) not in self.index:
-                        self.add(wnid_of(par), par.name(), par.lemma_names(), par.definition())
-                        queue.append(par)
-                    self.edges.append((child, self.index[wnid_of(par)], rel_of.get(rel, 0)))
+        ancestors, edges = hypernym_closure([synset], self.index)
+        for par in ancestors:  # in the order hypernym_closure numbered them
+            self.add(wnid_of(par), par.name(), par.lemma_names(), par.definition())
+        self.edges += [(child, parent, rel_of.get(rel, 0)) for child, parent, rel in edges]
         return first
 
 

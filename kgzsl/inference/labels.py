@@ -15,13 +15,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE
+
 __all__ = ["ResolvedLabel", "LabelError", "LabelResolver"]
 
 logger = logging.getLogger(__name__)
 
-_WNID = re.compile(r"^n\d{8}$")
 _OTHER_POS_ID = re.compile(r"^[vasr]\d{8}$")
-_SYNSET_NAME = re.compile(r"^.+\.n\.\d+$")
 _OTHER_POS_NAME = re.compile(r"^.+\.[vasr]\.\d+$")
 _POS = {"v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"}
 
@@ -78,13 +78,13 @@ class LabelResolver:
             return self._result(text, self.index[text])
         if text in self.by_name:
             return self._result(text, self.by_name[text])
-        if _WNID.match(text):
+        if WNID_RE.match(text):
             raise LabelError(self._missing_wnid(text))
         if _OTHER_POS_ID.match(text) or _OTHER_POS_NAME.match(text):
             pos = _POS[text[0] if _OTHER_POS_ID.match(text) else text.rsplit(".", 2)[1]]
             raise LabelError(f"{text!r} names a WordNet {pos}, but classes are noun synsets; give a noun "
                              "('cat'), a noun synset name ('cat.n.01') or a noun wnid ('n02121620')")
-        if _SYNSET_NAME.match(text):
+        if SYNSET_RE.match(text):
             index = self._synset_node(text)
             if index is not None:
                 return self._result(text, index)

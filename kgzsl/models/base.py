@@ -11,14 +11,15 @@ from torch import nn
 from kgzsl.models.layers import GroupGraphConv
 from kgzsl.models.operators import Operator, restrict
 
-__all__ = ["PropagationModel", "run_layers"]
+__all__ = ["PropagationModel"]
 
 
 class PropagationModel(nn.Module):
     """Maps node input features to classifier rows by propagating over a graph.
 
-    Subclasses define :meth:`operators` (the graph matrices each layer uses, built once per graph)
-    and :meth:`forward` (features + operators → L2-normalised rows). Keeping the graph out of the
+    Subclasses build ``self.convs`` (the graph layers) and ``self.negative_slope``, and define
+    :meth:`operators` (the graph matrices each layer uses, built once per graph); the shared
+    :meth:`forward` runs the layers (features + operators → L2-normalised rows). Keeping the graph out of the
     module lets the same weights run on the full graph, on the receptive field of the seen rows
     during training, or on an extended graph.
     """
@@ -33,8 +34,25 @@ class PropagationModel(nn.Module):
         """Per layer, the full-graph operators it propagates with."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> torch.Tensor:  # noqa: D102
-        raise NotImplementedError
+    def operator_weights(self) -> list[torch.Tensor | None] | None:
+        """Per layer, a weight for each of its operators (DGP's group weights); None: all count fully."""
+        return None
+
+    def forward(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Apply the layers ``self.convs`` with LeakyReLU between them; return L2-normalised rows.
+
+        Layer ``l`` is called as ``conv(x, adjs[l])``, or ``conv(x, adjs[l], weights[l])`` with
+        :meth:`operator_weights`; ``adjs[l]`` holds the operators :meth:`operators` gives layer ``l``.
+
+        Shapes:
+            ``x [N_in, in_channels]`` → ``[N_out, out_channels]``, rows of unit norm.
+        """
+        weights = self.operator_weights()
+        for i, conv in enumerate(self.convs):
+            x = conv(x, adjs[i]) if weights is None else conv(x, adjs[i], weights[i])
+            if i < len(self.convs) - 1:
+                x = F.leaky_relu(x, self.negative_slope)
+        return F.normalize(x, dim=-1)
 
     def prepare_inputs(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> Any:
         """Input for repeated training steps on fixed ``x`` and ``adjs``.
@@ -49,6 +67,15 @@ class PropagationModel(nn.Module):
             with torch.no_grad():
                 return first.pre_aggregate(x, adjs[0])
         return x
+
+    def extra_repr_fields(self) -> list[str]:
+        """``name=value`` items a model adds to its ``repr`` between the layer sizes and the dropout."""
+        return []
+
+    def __repr__(self) -> str:
+        sizes = [self.convs[0].in_channels] + [c.out_channels for c in self.convs]
+        fields = [" → ".join(map(str, sizes)), *self.extra_repr_fields(), f"dropout={self.convs[0].dropout}"]
+        return f"{type(self).__name__}({', '.join(fields)})"
 
     def predict_rows(self, x: torch.Tensor, layers: list[list[Operator]],
                      rows: torch.Tensor | None = None, chunk_size: int | None = None) -> torch.Tensor:
@@ -72,21 +99,3 @@ class PropagationModel(nn.Module):
             x = x[inputs.to(x.device)]
         device = x.device
         return self(x, [[op.to_torch(device) for op in ops] for ops in layers])
-
-
-def run_layers(convs: nn.ModuleList, x: torch.Tensor, adjs: list[list[torch.Tensor]], negative_slope: float,
-               weights: list[torch.Tensor | None] | None = None) -> torch.Tensor:
-    """Apply graph layers with LeakyReLU between them; return L2-normalised rows.
-
-    Args:
-        convs: The layers; layer ``l`` is called as ``conv(x, adjs[l])`` or ``conv(x, adjs[l], weights[l])``.
-        x: Input rows.
-        adjs: Per layer, its operators.
-        negative_slope: LeakyReLU slope.
-        weights: Optional per-layer operator weights (DGP's group weights).
-    """
-    for i, conv in enumerate(convs):
-        x = conv(x, adjs[i]) if weights is None else conv(x, adjs[i], weights[i])
-        if i < len(convs) - 1:
-            x = F.leaky_relu(x, negative_slope)
-    return F.normalize(x, dim=-1)

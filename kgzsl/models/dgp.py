@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kgzsl.models.base import PropagationModel, run_layers
+from kgzsl.models.base import PropagationModel
 from kgzsl.models.layers import GroupGraphConv
 from kgzsl.models.operators import Operator, row_normalized
 
@@ -59,17 +59,10 @@ class DGP(PropagationModel):
         """Softmax-normalised (descendant, ancestor) group weights."""
         return F.softmax(self.down_scores, dim=0), F.softmax(self.up_scores, dim=0)
 
-    def forward(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> torch.Tensor:
-        """Propagate; ``adjs[l]`` holds layer ``l``'s ``num_groups`` operators.
-
-        Shapes:
-            ``x [N_in, in_channels]`` → ``[N_out, out_channels]``, rows of unit norm.
-        """
+    def operator_weights(self) -> list[torch.Tensor]:
+        """Per layer, the softmax weights of its ``num_groups`` operators (descendant or ancestor ones)."""
         down, up = self.group_weights()
-        weights = [down if i % 2 == 0 else up for i in range(len(self.convs))]
-        return run_layers(self.convs, x, adjs, self.negative_slope, weights)
+        return [down if i % 2 == 0 else up for i in range(len(self.convs))]
 
-    def __repr__(self) -> str:
-        sizes = [self.convs[0].in_channels] + [c.out_channels for c in self.convs]
-        return (f"DGP({' → '.join(map(str, sizes))}, groups={self.num_groups}, "
-                f"dropout={self.convs[0].dropout})")
+    def extra_repr_fields(self) -> list[str]:
+        return [f"groups={self.num_groups}"]

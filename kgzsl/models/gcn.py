@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
 from torch import nn
 from torch_geometric.utils import to_undirected
 
-from kgzsl.models.base import PropagationModel, run_layers
+from kgzsl.models.base import PropagationModel
 from kgzsl.models.layers import GroupGraphConv
 from kgzsl.models.operators import Operator, row_normalized, symmetric_adjacency
 
@@ -33,18 +32,6 @@ class _StackedGCN(PropagationModel):
         """The same adjacency for every layer."""
         adj = self._adjacency(graph)
         return [[adj] for _ in self.convs]
-
-    def forward(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> torch.Tensor:
-        """Propagate; ``adjs[l]`` holds the single operator of layer ``l``.
-
-        Shapes:
-            ``x [N_in, in_channels]`` → ``[N_out, out_channels]``, rows of unit norm.
-        """
-        return run_layers(self.convs, x, adjs, self.negative_slope)
-
-    def __repr__(self) -> str:
-        sizes = [self.convs[0].in_channels] + [c.out_channels for c in self.convs]
-        return f"{self.__class__.__name__}({' → '.join(map(str, sizes))}, dropout={self.convs[0].dropout})"
 
 
 class GCNZ(_StackedGCN):

@@ -28,7 +28,7 @@ from torch import nn
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import coalesce, scatter, spmm
 
-from kgzsl.models.base import PropagationModel, run_layers
+from kgzsl.models.base import PropagationModel
 from kgzsl.models.operators import Operator
 
 __all__ = ["RGCN", "RelationalGraphConv", "weighted_row_normalized"]
@@ -204,16 +204,6 @@ class RGCN(PropagationModel):
             ops.append(weighted_row_normalized(dst, src, w, n))  # target reads source (parent reads child)
         return [ops for _ in self.convs]
 
-    def forward(self, x: torch.Tensor, adjs: list[list[torch.Tensor]]) -> torch.Tensor:
-        """Propagate; ``adjs[l]`` holds layer ``l``'s ``1 + 2R`` operators.
-
-        Shapes:
-            ``x [N_in, in_channels]`` → ``[N_out, out_channels]``, rows of unit norm.
-        """
-        return run_layers(self.convs, x, adjs, self.negative_slope)
-
-    def __repr__(self) -> str:
-        sizes = [self.convs[0].in_channels] + [c.out_channels for c in self.convs]
+    def extra_repr_fields(self) -> list[str]:
         rels = "unbound" if self.relations is None else len(self.relations)
-        return (f"RGCN({' → '.join(map(str, sizes))}, relations={rels}, bases={self.convs[0].num_bases}, "
-                f"dropout={self.convs[0].dropout})")
+        return [f"relations={rels}", f"bases={self.convs[0].num_bases}"]

@@ -39,7 +39,8 @@ __all__ = ["calibrate_abstain"]
 
 
 def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: bool) -> tuple[torch.Tensor, list | None]:
-    from kgzsl.vision.extract import IMAGE_EXTENSIONS, extract_features, image_folder
+    from kgzsl.vision.extract import extract_features
+    from kgzsl.vision.folders import image_folder, list_images
 
     if isinstance(images, torch.Tensor):
         return images.float(), list(labels) if labels is not None else None
@@ -50,7 +51,7 @@ def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: boo
             paths = [p for p, _ in items]
             labels = labels if labels is not None else sorted({w for _, w in items})
         except ValueError:  # a flat folder of images
-            paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            paths = list_images(root)
     else:
         paths = [Path(p) for p in ([images] if isinstance(images, (str, os.PathLike)) else images)]
     if not paths:

@@ -2,9 +2,8 @@
 
 The candidates are the split's classes that are nodes of the run's graph (plus, generalized, the
 backbone's 1,000 seen classes, with their *predicted* rows). Every image of a candidate class is
-scored against every candidate with ``features @ W.T + b`` exactly as
-:meth:`ZeroShotClassifier.logits` does, in chunks so that 20,842 classes by millions of images
-never materialise at once. Features are cached per class folder (see :mod:`kgzsl.vision.extract`),
+scored against every candidate by :meth:`ZeroShotClassifier.logits` (the head ``predict`` uses),
+in chunks so that 20,842 classes by millions of images never materialise at once. Features are cached per class folder (see :mod:`kgzsl.vision.extract`),
 so the 2-hops classes extracted once are reused by the 3-hops and all splits.
 
 Under ``torchrun`` (pass the :class:`~kgzsl.utils.distributed.DistContext`) every rank extracts and
@@ -26,7 +25,8 @@ import torch
 from kgzsl.tasks.metrics import DEFAULT_KS, _accuracy_at, _best_gamma, gzsl_thresholds, harmonic_mean, \
     hit_from_ranks, mistake_severity, true_class_ranks
 from kgzsl.utils.distributed import DistContext, all_ranks_agree, gather_objects, shard_indices
-from kgzsl.vision.extract import image_folder, iter_features
+from kgzsl.vision.extract import iter_features
+from kgzsl.vision.folders import image_folder
 
 __all__ = ["evaluate_run", "split_wnids", "format_result"]
 
@@ -47,14 +47,13 @@ def split_wnids(split: str | os.PathLike) -> list[str]:
 
 
 @torch.inference_mode()
-def _score(feats: torch.Tensor, targets: torch.Tensor, matrix: torch.Tensor, seen_mask: torch.Tensor | None,
+def _score(feats: torch.Tensor, targets: torch.Tensor, clf: Any, candidates: list[str], seen_mask: torch.Tensor | None,
            out: dict[str, list[torch.Tensor]], max_elements: int = 1 << 26) -> None:
     """Append ranks, top-1 columns and (with ``seen_mask``) calibration thresholds to ``out``, chunk by chunk."""
-    chunk = max(1, max_elements // matrix.size(0))
-    w, b = matrix[:, :-1].T, matrix[:, -1]
+    chunk = max(1, max_elements // len(candidates))
     for s in range(0, feats.size(0), chunk):
-        scores = feats[s:s + chunk].to(matrix.device, matrix.dtype) @ w + b
-        t = targets[s:s + chunk].to(matrix.device)
+        scores = clf.logits(feats[s:s + chunk].to(clf.rows.device), candidates)
+        t = targets[s:s + chunk].to(scores.device)
         out["target"].append(t.cpu())
         out["rank"].append(true_class_ranks(scores, t).cpu())
         out["pred"].append(scores.argmax(1).cpu())
@@ -63,8 +62,8 @@ def _score(feats: torch.Tensor, targets: torch.Tensor, matrix: torch.Tensor, see
                 out[key].append(value.cpu())
 
 
-def _evaluate_folder(backbone: Any, data_dir: str | os.PathLike, candidates: list[str], matrix: torch.Tensor,
-                     seen_mask: torch.Tensor | None, cache_dir: Any, progress: bool, ctx: DistContext = DistContext(),
+def _evaluate_folder(clf: Any, data_dir: str | os.PathLike, candidates: list[str], seen_mask: torch.Tensor | None,
+                     cache_dir: Any, progress: bool, ctx: DistContext = DistContext(),
                      extract: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """Per-image statistics of a folder, one class at a time (features of a class cached together).
 
@@ -86,15 +85,15 @@ def _evaluate_folder(backbone: Any, data_dir: str | os.PathLike, candidates: lis
     groups = [list(g) for _, g in itertools.groupby(shard_indices(len(items), ctx), key=lambda i: items[i][1])]
     failed = 0
     # one DataLoader for the whole share (its workers start once); features are cached per class
-    features = iter_features(backbone, [[items[i][0] for i in idx] for idx in groups], cache_dir=cache_dir,
+    features = iter_features(clf.backbone, [[items[i][0] for i in idx] for idx in groups], cache_dir=cache_dir,
                              progress=False, **(extract or {}))
     for (_, f, ok), idx in zip(tqdm(features, total=len(groups), unit="class",
                                     desc=f"evaluating {Path(data_dir).name}", disable=not progress), groups):
         failed += int((~ok).sum())
         if ok.any():
             out["index"].append(torch.tensor(idx)[ok])
-            _score(f[ok], torch.full((int(ok.sum()),), column[items[idx[0]][1]], dtype=torch.long), matrix,
-                   seen_mask, out)
+            _score(f[ok], torch.full((int(ok.sum()),), column[items[idx[0]][1]], dtype=torch.long), clf,
+                   candidates, seen_mask, out)
     empty = {"is_seen": torch.bool, "threshold": torch.float64, "gap": torch.float64}  # a rank without images
     stats = {k: torch.cat(v) if v else torch.zeros(0, dtype=empty.get(k, torch.long)) for k, v in out.items()}
     if ctx.distributed:  # the only exchange: small per-image results, never features
@@ -173,13 +172,11 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         candidates += extra
     if not candidates:
         raise ValueError(f"none of the {len(wanted)} classes of split {split} is a node of the run's graph")
-    columns = torch.tensor([node[w] for w in candidates], device=clf.rows.device)
-    matrix = (clf.rows[columns] * clf.row_scale).float()
-    seen_mask = torch.tensor([w in seen for w in candidates], device=matrix.device) if generalized else None
+    seen_mask = torch.tensor([w in seen for w in candidates], device=clf.rows.device) if generalized else None
 
     extract = {"batch_size": batch_size, "num_workers": num_workers, "amp": amp}
     progress = progress and ctx.is_main
-    stats = _evaluate_folder(clf.backbone, data_dir, candidates, matrix, seen_mask, cache_dir, progress, ctx, extract)
+    stats = _evaluate_folder(clf, data_dir, candidates, seen_mask, cache_dir, progress, ctx, extract)
     targets = stats["target"]
     result: dict[str, Any] = {
         "n_images": int(targets.numel()), "n_classes": len(candidates),
@@ -200,8 +197,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     if generalized:
         note = None
         if gamma is None and val_dir is not None:
-            val = _evaluate_folder(clf.backbone, val_dir, candidates, matrix, seen_mask, cache_dir, progress, ctx,
-                                   extract)
+            val = _evaluate_folder(clf, val_dir, candidates, seen_mask, cache_dir, progress, ctx, extract)
             gamma, val_h = _best_gamma(val["is_seen"], val["threshold"], val["gap"])
             logger.info("gamma %.4f chosen on %s (validation harmonic mean %.4f)", gamma, val_dir, val_h)
         elif gamma is None:

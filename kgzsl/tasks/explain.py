@@ -3,7 +3,8 @@
 A predicted row is built by propagating over the graph from the classes the backbone was trained
 on. :func:`explain` names the seen classes whose real backbone rows (``classifier_rows()``,
 normalised) are closest to the label's predicted row, the graph path between each of them and the
-label (up to their lowest common ancestor and down), and the image's own top seen-class evidence
+label (up to their lowest common ancestor and down, :meth:`KnowledgeGraph.lca_path
+<kgzsl.graph.knowledge_graph.KnowledgeGraph.lca_path>`), and the image's own top seen-class evidence
 (the backbone's ImageNet-1k softmax). :func:`explain_png` draws that neighbourhood of the graph.
 
 Example:
@@ -15,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -25,42 +25,7 @@ import torch.nn.functional as F
 from kgzsl.vision.images import ImageSource, load_image
 from kgzsl.utils.io import atomic_path
 
-__all__ = ["explain", "graph_path", "explain_png"]
-
-
-def _up(parents: list[list[int]], start: int) -> dict[int, tuple[int, int | None]]:
-    """Breadth-first ancestors of ``start``: node -> (hops, the child it was reached from)."""
-    seen: dict[int, tuple[int, int | None]] = {start: (0, None)}
-    queue = deque([start])
-    while queue:
-        cur = queue.popleft()
-        for par in parents[cur]:
-            if par not in seen:
-                seen[par] = (seen[cur][0] + 1, cur)
-                queue.append(par)
-    return seen
-
-
-def graph_path(parents: list[list[int]], a: int, b: int) -> tuple[list[int], int | None]:
-    """Shortest path ``a → … → lca → … → b`` over parent links, and the lowest common ancestor.
-
-    Returns:
-        ``(path, lca)``; ``([], None)`` when the two nodes share no ancestor.
-    """
-    up_a, up_b = _up(parents, a), _up(parents, b)
-    common = [n for n in up_a if n in up_b]
-    if not common:
-        return [], None
-    lca = min(common, key=lambda n: (up_a[n][0] + up_b[n][0], n))
-
-    def chain(up: dict[int, tuple[int, int | None]]) -> list[int]:
-        out, cur = [], lca
-        while cur is not None:
-            out.append(cur)
-            cur = up[cur][1]
-        return out[::-1]  # start ... lca
-
-    return chain(up_a) + chain(up_b)[::-1][1:], lca
+__all__ = ["explain", "explain_png"]
 
 
 def _graph(clf: Any) -> Any:
@@ -98,7 +63,7 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
     similar = []
     for s, j in zip(best.values.tolist(), best.indices.tolist()):
         node = seen[j][1]
-        path, lca = graph_path(graph.parents, node, res.index)
+        path, lca = graph.lca_path(node, res.index)
         similar.append({"wnid": graph.wnids[node], "synset": graph.names[node], "similarity": round(s, 4),
                         "lca": graph.names[lca] if lca is not None else None,
                         "path": [graph.names[n] for n in path]})

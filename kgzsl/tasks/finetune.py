@@ -23,7 +23,7 @@ and writes. Outputs, in ``<run>/finetune/``::
 
 The checkpoint holds the current and best weights and the momentum buffers as tensors, the rest
 as JSON in its header (no pickle). It needs no random state: every epoch's randomness is seeded
-from ``(seed, epoch)`` (see :func:`kgzsl.tasks.finetune_data.item_seed`).
+from ``(seed, epoch)`` (see :func:`kgzsl.vision.folders.item_seed`).
 """
 
 from __future__ import annotations
@@ -41,26 +41,27 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kgzsl.inference.head import LinearHead
 from kgzsl.utils.distributed import barrier, gather_objects, init_distributed
-from kgzsl.tasks.finetune_data import item_seed, make_loaders, select_classes, split_per_class, warn_unreadable
-from kgzsl.training.checkpoint import (CHECKPOINT_FILE, FINETUNE_DIR, SUMMARY_FILE, WEIGHTS_FILE, digest,
-                                  finetuned_weights, load_checkpoint, save_checkpoint)
+from kgzsl.tasks.finetune_data import make_loaders, select_classes, split_per_class, warn_unreadable
+from kgzsl.training.checkpoint import (CHECKPOINT_FILE, FINETUNE_DIR, SUMMARY_FILE, WEIGHTS_FILE, CheckpointError,
+                                       digest, finetuned_weights, load_checkpoint, restore_checkpoint,
+                                       save_checkpoint)
 from kgzsl.utils.io import save_tensors, write_json
-from kgzsl.training.fit import CheckpointError
+from kgzsl.vision.folders import image_folder, item_seed
 
 __all__ = ["finetune_run", "finetuned_weights", "FINETUNE_DIR", "CheckpointError"]
 
 logger = logging.getLogger(__name__)
 
 class _FixedHead(nn.Module):
-    """The backbone body followed by a fixed linear layer ``[W | b]`` (buffers, never trained)."""
+    """The backbone body followed by the classifier's head over fixed rows ``[W | b]`` (never trained)."""
 
     def __init__(self, body: nn.Module, rows: torch.Tensor, train_bn: bool = False) -> None:
         super().__init__()
         self.body = body
         self.train_bn = train_bn
-        self.register_buffer("head_weight", rows[:, :-1].contiguous())
-        self.register_buffer("head_bias", rows[:, -1].contiguous())
+        self.head = LinearHead(rows, int8=False)  # the rows' device: not a buffer, so .to() leaves it
 
     def train(self, mode: bool = True) -> "_FixedHead":
         """Switch mode; BatchNorm layers stay in eval mode unless ``train_bn``."""
@@ -71,7 +72,7 @@ class _FixedHead(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.body(x), self.head_weight, self.head_bias)
+        return self.head.logits(self.body(x))
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -105,7 +106,7 @@ def _evaluate(net: nn.Module, loader: DataLoader, device: torch.device, autocast
     correct, total, loss = 0, 0, 0.0
     net.eval()
     with torch.no_grad():
-        for images, labels, errors in loader:
+        for _, images, labels, errors in loader:
             warn_unreadable(errors, skipped)
             if images is None:
                 continue
@@ -158,7 +159,6 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         kgzsl.inference.classifier.RunNotFoundError: If ``run_dir`` is not a finished run.
     """
     from kgzsl.inference.classifier import ZeroShotClassifier
-    from kgzsl.vision.extract import image_folder
 
     for name, value, low in (("epochs", epochs, 1), ("patience", patience, 1), ("batch_size", batch_size, 1),
                              ("max_steps", max_steps or 1, 1), ("workers", 0 if workers is None else workers, 0)):
@@ -189,8 +189,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     train_items, val_items = split_per_class(items, val_fraction, seed)
     if not train_items:
         raise ValueError(f"{data_dir} holds no images of the classes {classes[:5]}...; add images named *.jpg")
-    node = {w: i for i, w in enumerate(clf.wnids)}
-    rows = clf.rows[[node[w] for w in classes]].float() * clf.row_scale
+    rows = clf.head(classes)[0].float().to(dev)  # scaled as at prediction
     body = backbone.body
     body.requires_grad_(True)
     net = _FixedHead(body, rows, train_bn).to(dev)
@@ -207,7 +206,8 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     best_epoch, best_score, steps, skipped = 0, None, 0, set()
     best = _cpu_copy(body.state_dict())
     if resume and ckpt.exists():
-        state, best = load_checkpoint(ckpt, fingerprint, body, optimizer)
+        state, tensors = load_checkpoint(ckpt, "fine-tuning", fingerprint)
+        best = restore_checkpoint(ckpt, "fine-tuning", state, tensors, body, optimizer)
         history, best_epoch, best_score, steps = state["history"], state["best_epoch"], state["best_score"], state["steps"]
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -247,8 +247,8 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         train_ds.epoch = epoch
         sampler.set_epoch(epoch)
         loss_sum, seen = torch.zeros((), device=dev), 0
-        for images, labels, errors in tqdm(train_loader, desc=f"fine-tune epoch {epoch}", leave=False,
-                                           disable=None if progress and main else True):
+        for _, images, labels, errors in tqdm(train_loader, desc=f"fine-tune epoch {epoch}", leave=False,
+                                              disable=None if progress and main else True):
             warn_unreadable(errors, skipped)
             weight = 1.0
             if images is None:  # every image of this shard's batch was unreadable
@@ -288,7 +288,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         if main:
             logger.info("epoch %d: train loss %.4f, val top-1 %s (best epoch %d), %.0f img/s", epoch, train_loss,
                         "n/a" if top1 is None else f"{top1:.4f}", best_epoch, n_train / max(train_seconds, 1e-9))
-            save_checkpoint(ckpt, body, best, optimizer, {
+            save_checkpoint(ckpt, "fine-tuning", body, best, optimizer, {
                 "epoch": epoch, "steps": steps, "history": history, "best_epoch": best_epoch, "best_score": best_score,
                 "fingerprint": fingerprint, "scaler": scaler.state_dict() if scaler is not None else None})
             write_json(out / SUMMARY_FILE, {**summary, "history": history, "best_epoch": best_epoch})

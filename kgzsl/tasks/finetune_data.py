@@ -3,10 +3,12 @@
 :mod:`kgzsl.tasks.finetune` trains on an ImageNet-style folder (``root/<wnid>/*.jpg``). This module
 decides which class folders take part, splits each class's images into training and validation
 with a seeded permutation, builds the training augmentation from the backbone's own evaluation
-preprocessing, and loads images so that an unreadable one is skipped rather than stopping the run.
+preprocessing, and makes the loaders (:class:`kgzsl.vision.folders.ImageFiles`: an unreadable
+image is skipped rather than stopping the run).
 
-Augmentation is seeded per image from ``(seed, epoch, index)`` (:func:`item_seed`), so a batch is
-the same whatever the number of DataLoader workers or processes, and a resumed run repeats it.
+Augmentation is seeded per image from ``(seed, epoch, index)``
+(:func:`kgzsl.vision.folders.item_seed`), so a batch is the same whatever the number of DataLoader
+workers or processes, and a resumed run repeats it.
 """
 
 from __future__ import annotations
@@ -17,26 +19,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import transforms as T
 
-from kgzsl.vision.images import ImageLoadError, load_image
+from kgzsl.vision.folders import ImageFiles, collate_images
 
-__all__ = ["select_classes", "split_per_class", "train_transform", "item_seed", "LabelledImages", "collate",
-           "make_loaders", "warn_unreadable"]
+__all__ = ["select_classes", "split_per_class", "train_transform", "make_loaders", "warn_unreadable"]
 
 logger = logging.getLogger(__name__)
-
-_MASK = (1 << 63) - 1
-
-
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed for one image of one epoch (splitmix64 of the three numbers)."""
-    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & ((1 << 64) - 1)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
-    return (z ^ (z >> 31)) & _MASK
-
 
 def select_classes(data_dir: str | os.PathLike, seen: Sequence[str], nodes: Sequence[str],
                    holdout: Sequence[str] = (), warn: bool = True) -> list[str]:
@@ -125,61 +115,8 @@ def train_transform(eval_transform: Callable) -> T.Compose:
                       T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
 
 
-class LabelledImages(Dataset):
-    """``(index, image tensor or None, label, error or None)`` per item; a bad image never raises.
-
-    Args:
-        items: ``(path, wnid)`` pairs.
-        class_index: wnid to label.
-        transform: PIL image to tensor.
-        seed: With ``augment``, the run's seed: image ``i`` of epoch :attr:`epoch` is transformed
-            under :func:`item_seed` ``(seed, epoch, i)`` (the global RNG is left as it was).
-        augment: Whether ``transform`` is random.
-    """
-
-    def __init__(self, items: Sequence[tuple[Path, str]], class_index: dict[str, int], transform: Callable,
-                 seed: int = 0, augment: bool = False) -> None:
-        self.items = list(items)
-        self.labels = [class_index[w] for _, w in self.items]
-        self.transform = transform
-        self.seed = seed
-        self.augment = augment
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, str | None]:
-        path = self.items[i][0]
-        try:
-            image = load_image(path)
-            if not self.augment:
-                return i, self.transform(image), self.labels[i], None
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(item_seed(self.seed, self.epoch, i))
-                return i, self.transform(image), self.labels[i], None
-        except ImageLoadError as exc:
-            return i, None, self.labels[i], str(exc)
-        except Exception as exc:  # a transform failing on one odd image must not stop the run
-            return i, None, self.labels[i], f"cannot preprocess image {path}: {type(exc).__name__}: {exc}"
-
-
-def collate(batch: list[tuple[int, torch.Tensor | None, int, str | None]],
-            ) -> tuple[torch.Tensor | None, torch.Tensor, list[tuple[int, str]]]:
-    """Stack the readable images: ``(images [B, 3, H, W] or None, labels [B], [(index, error)])``."""
-    good = [(x, y) for _, x, y, _ in batch if x is not None]
-    errors = [(i, e or "unreadable") for i, x, _, e in batch if x is None]
-    if good:
-        shape = good[0][0].shape
-        errors += [(i, f"transform gave shape {tuple(x.shape)}, expected {tuple(shape)}")
-                   for i, x, _, _ in batch if x is not None and x.shape != shape]
-        good = [(x, y) for x, y in good if x.shape == shape]
-    images = torch.stack([x for x, _ in good]) if good else None
-    return images, torch.tensor([y for _, y in good], dtype=torch.long), errors
-
-
 def warn_unreadable(errors: list[tuple[int, str]], skipped: set[str]) -> None:
-    """Log each error of :func:`collate` once (``skipped`` collects the messages already logged)."""
+    """Log each error of :func:`~kgzsl.vision.folders.collate_images` once (``skipped``: the messages logged)."""
     for _, msg in errors:
         if msg not in skipped:
             skipped.add(msg)
@@ -189,7 +126,7 @@ def warn_unreadable(errors: list[tuple[int, str]], skipped: set[str]) -> None:
 def make_loaders(train_items: Sequence[tuple[Path, str]], val_items: Sequence[tuple[Path, str]], classes: list[str],
                  eval_transform: Callable, *, seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
                  workers: int | None = None, pin_memory: bool = False,
-                 ) -> tuple[LabelledImages, DistributedSampler, DataLoader, DataLoader]:
+                 ) -> tuple[ImageFiles, DistributedSampler, DataLoader, DataLoader]:
     """This process's training and validation loaders.
 
     Training: augmented (:func:`train_transform`), shuffled per epoch by a ``DistributedSampler``
@@ -206,9 +143,11 @@ def make_loaders(train_items: Sequence[tuple[Path, str]], val_items: Sequence[tu
     if workers is None:
         workers = min(4, max(0, (os.cpu_count() or 1) // world_size - 1))
     index = {w: i for i, w in enumerate(classes)}
-    train = LabelledImages(train_items, index, train_transform(eval_transform), seed=seed, augment=True)
+    train = ImageFiles([p for p, _ in train_items], train_transform(eval_transform),
+                       labels=[index[w] for _, w in train_items], seed=seed)
     sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    val = Subset(LabelledImages(val_items, index, eval_transform), range(rank, len(val_items), world_size))
-    opts = {"num_workers": workers, "collate_fn": collate, "pin_memory": pin_memory}
+    val = Subset(ImageFiles([p for p, _ in val_items], eval_transform, labels=[index[w] for _, w in val_items]),
+                 range(rank, len(val_items), world_size))
+    opts = {"num_workers": workers, "collate_fn": collate_images, "pin_memory": pin_memory}
     return (train, sampler, DataLoader(train, batch_size=batch_size, sampler=sampler, **opts),
             DataLoader(val, batch_size=batch_size, **opts))

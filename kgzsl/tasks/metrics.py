@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import weakref
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from kgzsl.graph import KnowledgeGraph
 
 __all__ = ["true_class_ranks", "hit_at_k", "hit_from_ranks", "calibrated_stacking", "seen_unseen_accuracy",
-           "gzsl_thresholds", "choose_gamma", "mean_per_class_accuracy", "ancestor_table", "lca_heights",
+           "gzsl_thresholds", "choose_gamma", "mean_per_class_accuracy", "lca_heights",
            "mistake_severity", "harmonic_mean", "DEFAULT_KS"]
 
 logger = logging.getLogger(__name__)
@@ -225,26 +224,6 @@ def mean_per_class_accuracy(scores: torch.Tensor, targets: torch.Tensor) -> floa
     return (hits[present] / count[present]).mean().item()
 
 
-_TABLES: dict[int, list[dict[int, int]]] = {}
-
-
-def ancestor_table(graph: KnowledgeGraph) -> list[dict[int, int]]:
-    """``table[node] = {ancestor: hop distance}``, the node itself included at distance 0.
-
-    Built once per graph object from :meth:`KnowledgeGraph.ancestor_index` and kept while the
-    graph lives.
-    """
-    table = _TABLES.get(id(graph))
-    if table is None:
-        table = [{i: 0} for i in range(graph.num_nodes)]
-        index, dist = graph.ancestor_index()
-        for node, anc, d in zip(index[0].tolist(), index[1].tolist(), dist.tolist()):
-            table[node][anc] = d
-        _TABLES[id(graph)] = table
-        weakref.finalize(graph, _TABLES.pop, id(graph), None)
-    return table
-
-
 def lca_heights(pred: torch.Tensor | Sequence[int], true: torch.Tensor | Sequence[int],
                 graph: KnowledgeGraph) -> torch.Tensor:
     """Hops from each true class up to its lowest common ancestor with the prediction.
@@ -265,13 +244,11 @@ def lca_heights(pred: torch.Tensor | Sequence[int], true: torch.Tensor | Sequenc
     true = torch.as_tensor(true, dtype=torch.long).flatten().cpu()
     if pred.shape != true.shape:
         raise ValueError(f"pred and true differ in length: {pred.numel()} vs {true.numel()}")
-    table = ancestor_table(graph)
     n = graph.num_nodes
     pairs, inverse = torch.unique(true * n + pred, return_inverse=True)  # mistakes repeat: score each once
-    heights = []
-    for key in pairs.tolist():
-        up_true, up_pred = table[key // n], table[key % n]
-        heights.append(min((d for a, d in up_true.items() if a in up_pred), default=math.nan))
+    keys = pairs.tolist()
+    ups = {node: graph.ancestors(node) for node in {k // n for k in keys} | {k % n for k in keys}}  # once per node
+    heights = [min((d for a, d in ups[key // n].items() if a in ups[key % n]), default=math.nan) for key in keys]
     return torch.tensor(heights, dtype=torch.float64)[inverse] if heights else torch.zeros(0, dtype=torch.float64)
 
 

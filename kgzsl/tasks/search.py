@@ -34,19 +34,6 @@ class SearchIndexError(ValueError):
     """An index file is missing, corrupt, or was built with another backbone."""
 
 
-def _list_images(folder: Path) -> list[Path]:
-    from kgzsl.vision.extract import IMAGE_EXTENSIONS
-
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in sorted(filenames)
-                if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-    return out
-
-
 def _read_index(path: Path) -> tuple[list[dict[str, Any]], torch.Tensor, dict[str, str]]:
     try:
         meta = read_tensor_metadata(path)
@@ -102,10 +89,11 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
         FileNotFoundError: If ``folder`` does not exist.
     """
     from kgzsl.vision.extract import extract_features
+    from kgzsl.vision.folders import list_images
 
     ctx = dist_ctx or DistContext()
     index_path = Path(index_path)
-    files = _list_images(Path(folder))
+    files = list_images(folder)
     keys = []
     for p in files:
         st = p.stat()

@@ -7,7 +7,8 @@ best validation cosine are kept.
 
 With a ``checkpoint_path``, :func:`fit` saves a resumable checkpoint every ``checkpoint_every``
 epochs: model, optimizer and best weights, the history, the epoch and the torch random state, in
-one safetensors file (tensors, plus the rest as JSON in its header; no pickle), written atomically.
+one safetensors file (tensors, plus the rest as JSON in its header; no pickle), written atomically
+(see :mod:`kgzsl.training.checkpoint`).
 ``resume=True`` restores all of it, so an interrupted run continues to exactly the result of an
 uninterrupted one (bit-identical on the CPU).
 """
@@ -15,7 +16,6 @@ uninterrupted one (bit-identical on the CPU).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -29,23 +29,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from kgzsl.training.checkpoint import (CheckpointError, digest, load_checkpoint, restore_checkpoint,
+                                       save_checkpoint)
 from kgzsl.training.config import TrainConfig
-from kgzsl.utils.io import (TensorFileError, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
-                      read_tensor_metadata, save_tensors)
 from kgzsl.models import PropagationModel
 from kgzsl.models.operators import Operator, restrict
 
-__all__ = ["FitResult", "fit", "split_seen", "regression_loss", "CheckpointError", "CHECKPOINT_FORMAT"]
+__all__ = ["FitResult", "fit", "split_seen", "regression_loss"]
 
 logger = logging.getLogger(__name__)
-
-#: version of the checkpoint layout written by :func:`fit`
-CHECKPOINT_FORMAT = 1
-
-
-class CheckpointError(ValueError):
-    """A training checkpoint cannot be resumed: unreadable, or written for another training setup."""
-
 
 @dataclass
 class FitResult:
@@ -93,15 +85,6 @@ def _to_torch(layers: list[list[Operator]], device: torch.device) -> list[list[t
     return [[op.to_torch(device) for op in ops] for ops in layers]
 
 
-def _digest(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
 def _fingerprint(model: PropagationModel, x: torch.Tensor, train_rows: torch.Tensor, train_targets: torch.Tensor,
                  val_rows: torch.Tensor, val_targets: torch.Tensor, config: TrainConfig) -> dict[str, Any]:
     """What must not change between an interrupted run and its resumption."""
@@ -110,10 +93,10 @@ def _fingerprint(model: PropagationModel, x: torch.Tensor, train_rows: torch.Ten
         "hparams": json.loads(json.dumps(model.hparams, default=str)),
         "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
         "nodes": int(x.size(0)),
-        "node_features": _digest(x),
+        "node_features": digest(x),
         "train_rows": int(train_rows.numel()),
-        "train_targets": _digest(train_rows, train_targets),
-        "val_targets": _digest(val_rows, val_targets),
+        "train_targets": digest(train_rows, train_targets),
+        "val_targets": digest(val_rows, val_targets),
         "optimizer": {"lr": config.lr, "weight_decay": config.weight_decay, "loss": config.loss},
     }
 
@@ -130,67 +113,25 @@ _FINGERPRINT_MEANING = {
 def _save_checkpoint(path: Path, model: PropagationModel, optimizer: torch.optim.Optimizer,
                      best_state: dict[str, torch.Tensor], result: FitResult, best: float, epoch: int,
                      fingerprint: dict[str, Any], device: torch.device) -> None:
-    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-    tensors.update({f"best/{k}": v for k, v in best_state.items()})
-    optim_tensors, optim_header = optimizer_to_tensors(optimizer)
-    tensors.update(optim_tensors)
-    tensors["rng/cpu"] = torch.get_rng_state()
+    rng = {"rng/cpu": torch.get_rng_state()}
     if device.type == "cuda":
-        for j, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda/{j}"] = state
+        rng.update({f"rng/cuda/{j}": state for j, state in enumerate(torch.cuda.get_rng_state_all())})
     state = {
-        "format": CHECKPOINT_FORMAT, "epoch": epoch, "best": best, "best_epoch": result.best_epoch,
+        "epoch": epoch, "best": best, "best_epoch": result.best_epoch,
         "train_loss": result.train_loss, "val_cosine": result.val_cosine, "seconds": result.seconds,
-        "seconds_to_best": result.seconds_to_best, "resumed_from": result.resumed_from,
-        **optim_header, "fingerprint": fingerprint,
+        "seconds_to_best": result.seconds_to_best, "resumed_from": result.resumed_from, "fingerprint": fingerprint,
     }
-    # clone: safetensors refuses tensors that share memory, and the files must not alias live weights
-    save_tensors(path, {k: v.detach().clone() for k, v in tensors.items()},
-                 metadata={"kgzsl_checkpoint": str(CHECKPOINT_FORMAT), "state": json.dumps(state)})
-    logger.debug("checkpoint at epoch %d written to %s", epoch, path)
+    save_checkpoint(path, "training", model, best_state, optimizer, state, extra=rng)
 
 
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read and check a checkpoint; returns its JSON state and its tensors (on the CPU)."""
-    fix = f"delete {path} to train from the start, or resume with the settings it was written with"
+def _restore(path: Path, fingerprint: dict[str, Any], model: PropagationModel, optimizer: torch.optim.Optimizer,
+             device: torch.device) -> tuple[dict[str, torch.Tensor], FitResult, float, int]:
+    """Resume from the checkpoint at ``path``: weights, optimizer, random state and history."""
+    state, tensors = load_checkpoint(path, "training", fingerprint, _FINGERPRINT_MEANING)
+    best_state = restore_checkpoint(path, "training", state, tensors, model, optimizer, device)
     try:
-        meta = read_tensor_metadata(path)
-    except TensorFileError as exc:  # a pickle, a truncated file ...: refused, never unpickled
-        raise CheckpointError(f"{exc}; {fix}") from None
-    if meta.get("kgzsl_checkpoint") != str(CHECKPOINT_FORMAT) or "state" not in meta:
-        raise CheckpointError(f"{path} is not a kgzsl training checkpoint of format {CHECKPOINT_FORMAT}; {fix}")
-    try:
-        state = json.loads(meta["state"])
-        epoch = int(state["epoch"])
-        saved = state["fingerprint"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path} has a malformed header ({exc}); {fix}") from None
-    differs = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-    if differs:
-        why = "; ".join(f"{k}: {_FINGERPRINT_MEANING.get(k, 'changed')} (checkpoint {saved.get(k)!r}, now "
-                        f"{fingerprint.get(k)!r})" for k in differs)
-        raise CheckpointError(f"checkpoint {path} (epoch {epoch}) was written for another training setup: {why}; "
-                              f"{fix}")
-    try:
-        return state, load_tensors(path)
-    except TensorFileError as exc:  # a valid header over truncated tensor data
-        raise CheckpointError(f"{exc}; {fix}") from None
-
-
-def _restore(state: dict[str, Any], tensors: dict[str, torch.Tensor], model: PropagationModel,
-             optimizer: torch.optim.Optimizer, device: torch.device, path: Path,
-             ) -> tuple[dict[str, torch.Tensor], FitResult, float, int]:
-    def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    try:
-        model.load_state_dict({k: v.to(device) for k, v in part("model/").items()})
-        best_state = {k: v.to(device) for k, v in part("best/").items()}
-        if best_state.keys() != model.state_dict().keys():
-            raise ValueError("its best weights do not match the model's parameters")
-        optimizer_from_tensors(optimizer, tensors, state)
         torch.set_rng_state(tensors["rng/cpu"])
-        cuda = part("rng/cuda/")
+        cuda = {k[len("rng/cuda/"):]: v for k, v in tensors.items() if k.startswith("rng/cuda/")}
         if device.type == "cuda" and cuda:
             torch.cuda.set_rng_state_all([cuda[k] for k in sorted(cuda, key=int)])
         result = FitResult(train_loss=[float(v) for v in state["train_loss"]],
@@ -263,8 +204,7 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     if resume and ckpt is None:
         raise ValueError("resume=True needs a checkpoint_path")
     if resume and ckpt.exists():
-        state, tensors = _load_checkpoint(ckpt, fingerprint)
-        best_state, result, best, done = _restore(state, tensors, model, optimizer, device, ckpt)
+        best_state, result, best, done = _restore(ckpt, fingerprint, model, optimizer, device)
         first = done + 1
         logger.info("resuming %s from %s at epoch %d (best %.4f at epoch %d)", model.name, ckpt, done, best,
                     result.best_epoch)

@@ -154,7 +154,7 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
 
     Raises:
         kgzsl.graph.GraphNotFoundError: If the graph does not exist and ``build_graph`` is False.
-        kgzsl.training.fit.CheckpointError: If ``resume`` finds a checkpoint of another config or graph.
+        kgzsl.training.checkpoint.CheckpointError: If ``resume`` finds a checkpoint of another config or graph.
     """
     from kgzsl.vision.backbones import load_backbone
     from kgzsl.text.features import node_features

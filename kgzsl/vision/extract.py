@@ -11,7 +11,7 @@ features do not depend on the options. Under torchrun each rank calls :func:`ext
 its own share of the files, which gives each share its own cache file.
 
 Example:
-    >>> items = image_folder("data/imagenet21k/val", wnids=["n02121620", "n02084071"])
+    >>> items = kgzsl.vision.folders.image_folder("data/imagenet21k/val", wnids=["n02121620", "n02084071"])
     >>> feats, ok = extract_features(backbone, [p for p, _ in items])
 """
 
@@ -24,62 +24,25 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from kgzsl.vision.images import ImageLoadError, load_image
 from kgzsl.utils.io import load_tensors, save_tensors
+from kgzsl.vision.folders import ImageFiles, collate_images
 
-__all__ = ["IMAGE_EXTENSIONS", "default_cache_dir", "image_folder", "cache_key", "autocast_dtype",
-           "default_num_workers", "extract_features", "iter_features"]
+__all__ = ["default_cache_dir", "cache_key", "autocast_dtype", "default_num_workers", "extract_features",
+           "iter_features"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-_WNID = re.compile(r"^n\d{8}$")
 
 
 def default_cache_dir() -> Path:
     """``$KGZSL_CACHE/features`` if ``KGZSL_CACHE`` is set, else ``~/.cache/kgzsl/features``."""
     root = os.environ.get("KGZSL_CACHE")
     return (Path(root) if root else Path.home() / ".cache" / "kgzsl") / "features"
-
-
-def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) -> list[tuple[Path, str]]:
-    """List the images of an ImageNet-style folder, ``root/<wnid>/**/<image>``.
-
-    Args:
-        root: Folder with one sub-folder per class, named by wnid.
-        wnids: Only keep these classes (sub-folders with other names are then allowed too).
-
-    Returns:
-        ``(path, wnid)`` pairs, sorted by class folder then path; only files with an image
-        extension (any case, e.g. ``.JPEG``), hidden files left out.
-
-    Raises:
-        FileNotFoundError: If ``root`` is not a folder.
-        ValueError: If ``root`` holds no class sub-folder.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    keep = None if wnids is None else set(wnids)
-    classes = sorted(d for d in root.iterdir() if d.is_dir() and (_WNID.match(d.name) or (keep and d.name in keep)))
-    if not classes:
-        raise ValueError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg)")
-    items = []
-    for folder in classes:
-        if keep is not None and folder.name not in keep:
-            continue
-        files = []
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            files += [Path(dirpath) / f for f in filenames
-                      if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-        items += [(p, folder.name) for p in sorted(files)]
-    return items
 
 
 def default_num_workers(processes: int = 1) -> int:
@@ -108,38 +71,6 @@ def cache_key(backbone: Any, paths: Sequence[str | os.PathLike], precision: str 
     head = [backbone.name, str(getattr(backbone, "weights", ""))] + ([] if precision == "float32" else [precision])
     blob = json.dumps([*head, files])
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-class _ImageFiles(Dataset):
-    """Loads and preprocesses one image per item; a failure becomes an error message, not an exception."""
-
-    def __init__(self, paths: Sequence[str | os.PathLike], transform: Callable) -> None:
-        self.paths = list(paths)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            return i, self.transform(load_image(self.paths[i])), None
-        except ImageLoadError as exc:
-            return i, None, str(exc)
-        except Exception as exc:  # a transform failing on one odd image must not stop the run
-            return i, None, f"cannot preprocess image {self.paths[i]}: {type(exc).__name__}: {exc}"
-
-
-def _collate(items: list[tuple[int, torch.Tensor | None, str | None]],
-             ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
-    good = [(i, x) for i, x, _ in items if x is not None]
-    errors = [(i, e) for i, x, e in items if x is None]
-    if good:
-        shape = good[0][1].shape
-        errors += [(i, f"transform gave shape {tuple(x.shape)}, expected {tuple(shape)}")
-                   for i, x in good if x.shape != shape]
-        good = [(i, x) for i, x in good if x.shape == shape]
-    batch = torch.stack([x for _, x in good]) if good else None
-    return [i for i, _ in good], batch, errors
 
 
 def _read_cache(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -244,8 +175,8 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
     batches = None
     if flat:
         workers = max(0, min(num_workers, -(-len(flat) // batch_size)))  # a worker per batch at most
-        loader = DataLoader(_ImageFiles([groups[g][j] for g, j in flat], backbone.transform), batch_size=batch_size,
-                            num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
+        loader = DataLoader(ImageFiles([groups[g][j] for g, j in flat], backbone.transform), batch_size=batch_size,
+                            num_workers=workers, collate_fn=collate_images, pin_memory=device.type == "cuda")
         batches = iter(loader)
     autocast = (lambda: torch.autocast(device.type, dtype=half)) if half is not None else contextlib.nullcontext
     with tqdm(total=len(flat), unit="img", desc="features", disable=not progress) as bar:
@@ -254,7 +185,7 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
                 yield g, *hits.pop(g)
                 continue
             while remaining[g] > 0:
-                idx, batch, errors = next(batches)
+                idx, batch, _, errors = next(batches)
                 for i, msg in errors:
                     path = groups[flat[i][0]][flat[i][1]]
                     logger.warning("skipping image: %s", msg if path in msg else f"{path}: {msg}")

@@ -18,7 +18,7 @@ import torch
 import kgzsl.training.fit
 from kgzsl.graph import GraphFormatError, KnowledgeGraph
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
-from kgzsl.training.fit import CheckpointError
+from kgzsl.training.checkpoint import CheckpointError
 
 from robust_helpers import toy_fit, torch_threads
 

@@ -101,7 +101,7 @@ def test_training_checkpoint_that_is_a_pickle(evil, tmp_path):
     files, marker = evil
     ckpt = tmp_path / "checkpoint.safetensors"
     ckpt.write_bytes(files["legacy_pickle"].read_bytes())
-    from kgzsl.training.fit import CheckpointError
+    from kgzsl.training.checkpoint import CheckpointError
 
     with torch_threads(1), pytest.raises(CheckpointError, match="checkpoint.safetensors is not a readable"):
         toy_fit(epochs=5, checkpoint_path=ckpt, resume=True)

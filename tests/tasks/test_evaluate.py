@@ -11,7 +11,8 @@ from PIL import Image
 
 from kgzsl.tasks.metrics import (calibrated_stacking, choose_gamma, gzsl_thresholds, hit_at_k, lca_heights,
                             mean_per_class_accuracy, mistake_severity, seen_unseen_accuracy, true_class_ranks)
-from kgzsl.vision.extract import default_cache_dir, extract_features, image_folder, iter_features
+from kgzsl.vision.extract import default_cache_dir, extract_features, iter_features
+from kgzsl.vision.folders import image_folder
 from kgzsl.graph import KnowledgeGraph
 
 from conftest import TINY_WNIDS, toy_graph

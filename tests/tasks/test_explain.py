@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from kgzsl.inference.classifier import ZeroShotClassifier
-from kgzsl.tasks.explain import explain, explain_png, format_explanation, graph_path
+from kgzsl.tasks.explain import explain, explain_png, format_explanation
 
-from conftest import requires_wordnet, toy_graph
+from conftest import requires_wordnet
 
 pytestmark = pytest.mark.slow
 
@@ -20,14 +20,6 @@ def _chelsea() -> Path:
     import skimage
 
     return Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png"
-
-
-def test_graph_path_goes_through_the_lowest_common_ancestor():
-    g = toy_graph()  # entity(0) ← animal(1) ← {dog(3), cat(4)};  entity(0) ← artifact(2) ← car(5)
-    assert graph_path(g.parents, 3, 4) == ([3, 1, 4], 1)
-    assert graph_path(g.parents, 3, 5) == ([3, 1, 0, 2, 5], 0)
-    assert graph_path(g.parents, 3, 1) == ([3, 1], 1)
-    assert graph_path([[], []], 0, 1) == ([], None)
 
 
 @requires_wordnet

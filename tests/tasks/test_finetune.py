@@ -20,7 +20,8 @@ from kgzsl.vision.backbones import load_backbone
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.cli import main
 from kgzsl.tasks.finetune import CheckpointError, finetune_run
-from kgzsl.tasks.finetune_data import LabelledImages, collate, select_classes, split_per_class, train_transform
+from kgzsl.tasks.finetune_data import select_classes, split_per_class, train_transform
+from kgzsl.vision.folders import ImageFiles, collate_images
 from kgzsl.utils.io import load_tensors
 
 TABBY, TENCH, AIRLINER = "n02123045", "n01440764", "n02690373"
@@ -185,9 +186,8 @@ def test_split_augmentation_and_unreadable_images(tmp_path):
     assert tuple(aug.transforms[-1].mean) == lite.mean == (127 / 255,) * 3
     paths = _write_images(tmp_path / "x", 2)
     (tmp_path / "x" / "bad.png").write_text("hello")
-    ds = LabelledImages([(paths[0], "a"), (tmp_path / "x" / "bad.png", "b"), (paths[1], "a")], {"a": 0, "b": 1},
-                        aug, seed=3, augment=True)
-    images, labels, errors = collate([ds[i] for i in range(3)])
+    ds = ImageFiles([paths[0], tmp_path / "x" / "bad.png", paths[1]], aug, labels=[0, 1, 0], seed=3)
+    _, images, labels, errors = collate_images([ds[i] for i in range(3)])
     assert images.shape == (2, 3, 224, 224) and labels.tolist() == [0, 0] and errors[0][0] == 1
     assert "bad.png" in errors[0][1]
     first = ds[0][1]

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from kgzsl.inference.head import LinearHead
 from kgzsl.tasks.benchmarks.fmnist_data import FMNIST_CLASSES, fmnist_features, load_fmnist, stratified_subset
 from kgzsl.tasks.metrics import calibrated_stacking, choose_gamma, mean_per_class_accuracy, seen_unseen_accuracy
 
@@ -41,17 +42,14 @@ def _model_scorer(run_dir: Path, graph_index: dict[str, int], backbone: Any) -> 
     from kgzsl.inference.classifier import ZeroShotClassifier
 
     clf = ZeroShotClassifier.load(run_dir, device="cpu", backbone=backbone)  # the run's own consistency checks
-    run_pos = {w: i for i, w in enumerate(clf.wnids)}
     graph_wnids = sorted(graph_index, key=graph_index.get)
-    missing = [w for w in graph_wnids if w not in run_pos]
+    known = set(clf.wnids)
+    missing = [w for w in graph_wnids if w not in known]
     if missing:
         raise ValueError(f"run {run_dir} lacks {len(missing)} nodes of the benchmark's graph (e.g. {missing[0]})")
-    rows = clf.rows.cpu()[[run_pos[w] for w in graph_wnids]]  # into the benchmark graph's node order
-    scale = clf.row_scale
 
     def score(feats: torch.Tensor, nodes: list[int]) -> torch.Tensor:
-        m = rows[nodes] * scale
-        return feats @ m[:, :-1].T + m[:, -1]
+        return clf.logits(feats, [graph_wnids[n] for n in nodes])  # benchmark graph nodes, named by wnid
 
     return score
 
@@ -126,10 +124,7 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
     _, train_labels = load_fmnist("train")
     val_feats, val_labels = fmnist_features(backbone, "train", indices=stratified_subset(train_labels, 200, seed=0),
                                             progress=progress)
-    W = backbone.classifier_rows()
-
-    def logits_of(f: torch.Tensor) -> torch.Tensor:
-        return f @ W[:, :-1].T + W[:, -1]
+    logits_of = LinearHead(backbone.classifier_rows()).logits  # the backbone's own 1,000 rows
 
     node_of = [graph.index[c.wnid] for c in FMNIST_CLASSES]
     unseen = [c.label for c in FMNIST_CLASSES if not c.seen]

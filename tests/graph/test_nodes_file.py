@@ -1,0 +1,30 @@
+"""The one ``nodes.tsv`` reader, shared by graph folders and run folders."""
+
+from __future__ import annotations
+
+import pytest
+
+from kgzsl.graph.knowledge_graph import GraphFormatError, read_nodes
+
+
+def test_reads_ids_names_lemmas_and_glosses(tmp_path, toy):
+    toy.save(tmp_path / "g")
+    assert read_nodes(tmp_path / "g" / "nodes.tsv") == (toy.wnids, toy.names, toy.lemmas, toy.glosses)
+    path = tmp_path / "nodes.tsv"
+    path.write_bytes("wnid\tname\tlemmas\tgloss\r\nx0\tcaf\u00e9.n.01\t\tno lemmas\u2028here\r\n\n".encode())
+    assert read_nodes(path) == (["x0"], ["caf\u00e9.n.01"], [[]], ["no lemmas\u2028here"])
+
+
+@pytest.mark.parametrize("text, match", [
+    ("wnid\tname\tlemmas\tgloss\nx0\tcat.n.01\tcat\n", r"nodes.tsv:2: expected wnid, name, lemmas and gloss separated "
+                                                       r"by tabs, got 3 field\(s\); do this"),
+    ("h\nx0\ta\ta\ta\nx0\tb\tb\tb\n", r"nodes.tsv lists a node id twice; do this"),
+])
+def test_bad_files_name_the_file_the_line_and_the_fix(tmp_path, text, match):
+    path = tmp_path / "nodes.tsv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(GraphFormatError, match=match):
+        read_nodes(path, fix="do this")
+    path.write_bytes(b"h\nx0\tcaf\xe9\ta\ta\n")
+    with pytest.raises(GraphFormatError, match="is not UTF-8 text .*; rebuild the graph with `kgzsl build-graph`"):
+        read_nodes(path)

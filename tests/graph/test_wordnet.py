@@ -1,0 +1,68 @@
+"""The WordNet helpers shared by the graph build and new concepts: id patterns, hypernym closure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, synset_from_wnid, wnid_of
+
+
+@dataclass(eq=False)
+class FakeSynset:
+    """Just what hypernym_closure reads of an nltk synset; parents kept in sets, as nltk does."""
+
+    number: int
+    ups: set = field(default_factory=set)
+    instance_ups: set = field(default_factory=set)
+
+    def pos(self) -> str:
+        return "n"
+
+    def offset(self) -> int:
+        return self.number
+
+    def hypernyms(self) -> set:
+        return self.ups
+
+    def instance_hypernyms(self) -> set:
+        return self.instance_ups
+
+
+def _taxonomy() -> dict[str, FakeSynset]:
+    r"""entity(1) ← {animal(2), place(3)};  animal ← {dog(5), cat(4)};  paris(6) is an instance of place."""
+    entity = FakeSynset(1)
+    animal, place = FakeSynset(2, {entity}), FakeSynset(3, {entity})
+    return {"entity": entity, "animal": animal, "place": place, "cat": FakeSynset(4, {animal}),
+            "dog": FakeSynset(5, {animal}), "paris": FakeSynset(6, instance_ups={place})}
+
+
+def test_wnid_and_synset_patterns():
+    assert WNID_RE.match("n02084071") and not WNID_RE.match("n0208407") and not WNID_RE.match("v02084071")
+    assert SYNSET_RE.match("dog.n.01") and not SYNSET_RE.match("run.v.01") and not SYNSET_RE.match("dog")
+    assert wnid_of(FakeSynset(2084071)) == "n02084071"
+    with pytest.raises(ValueError, match="is not a wnid: expected 'n' and 8 digits"):
+        synset_from_wnid(None, "dog")
+
+
+def test_closure_adds_missing_ancestors_breadth_first_with_numbered_edges():
+    t = _taxonomy()
+    new, edges = hypernym_closure([t["dog"], t["paris"]], {"n00000005": 0, "n00000006": 1})
+    assert new == [t["animal"], t["place"], t["entity"]]  # numbered 2, 3, 4
+    assert edges == [(0, 2, "hypernym"), (1, 3, "instance_hypernym"), (2, 4, "hypernym"), (3, 4, "hypernym")]
+
+
+def test_closure_stops_at_known_nodes_and_leaves_the_index_alone():
+    t = _taxonomy()
+    index = {"n00000001": 0, "n00000002": 1, "n00000004": 2}
+    new, edges = hypernym_closure([t["cat"]], index)
+    assert new == [] and edges == [(2, 1, "hypernym")]  # animal is known: nothing above it is visited
+    assert index == {"n00000001": 0, "n00000002": 1, "n00000004": 2}
+
+
+def test_two_parents_are_visited_in_wnid_order():
+    t = _taxonomy()
+    pet = FakeSynset(9, {t["dog"], t["cat"]})  # a set: the order of iteration is not the order of ids
+    new, edges = hypernym_closure([pet], {"n00000009": 0})
+    assert new[:2] == [t["cat"], t["dog"]] and edges[:2] == [(0, 1, "hypernym"), (0, 2, "hypernym")]
