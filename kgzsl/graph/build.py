@@ -16,6 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterable
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.knowledge_graph import KnowledgeGraph
 from kgzsl.graph.wordnet import load_wordnet, synset_from_wnid, wnid_of
 
@@ -49,14 +50,14 @@ def read_wnid_list(path: str | os.PathLike) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"wnid list not found: {path}")
+        raise NotFoundError(f"wnid list not found: {path}")
     wnids = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             wnids.append(line.split()[0])
     if not wnids:
-        raise ValueError(f"{path} holds no wnid (one per line, e.g. n02084071)")
+        raise InputError(f"{path} holds no wnid (one per line, e.g. n02084071)")
     return wnids
 
 
@@ -75,14 +76,14 @@ def resolve_wnids(spec: str | Iterable[str]) -> tuple[list[str], list[dict[str, 
     """
     parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
     if not parts:
-        raise ValueError("no wnid list given; name a shipped set or a file")
+        raise InputError("no wnid list given; name a shipped set or a file")
     named = named_wnid_sets()
     wnids: dict[str, None] = {}
     sources = []
     for part in parts:
         path = named.get(part) or Path(part)
         if not path.is_file():
-            raise ValueError(f"wnid list {part!r} is neither a shipped set ({', '.join(named) or 'none found'}) "
+            raise InputError(f"wnid list {part!r} is neither a shipped set ({', '.join(named) or 'none found'}) "
                              "nor an existing file")
         items = read_wnid_list(path)
         sources.append({"name": part, "path": str(path), "count": len(items),
@@ -117,7 +118,7 @@ def build_wordnet_graph(wnids: Iterable[str], sources: list[dict[str, Any]] | No
             bad.append(str(exc))
     if bad:
         shown = "\n  ".join(bad[:10])
-        raise ValueError(f"{len(bad)} of {len(requested)} wnids are not WordNet 3.0 noun synsets:\n  {shown}"
+        raise InputError(f"{len(bad)} of {len(requested)} wnids are not WordNet 3.0 noun synsets:\n  {shown}"
                          + ("\n  ..." if len(bad) > 10 else ""))
     index = {wnid_of(s): i for i, s in enumerate(synsets)}
     nodes = list(synsets)

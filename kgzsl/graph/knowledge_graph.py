@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 import torch
 
+from kgzsl.errors import InputError
 from kgzsl.utils.io import write_json, write_text
 
 __all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION", "ancestor_pairs"]
@@ -51,7 +52,7 @@ def ancestor_pairs(parents: list[list[int]], nodes: Iterable[int]) -> list[tuple
     return pairs
 
 
-class GraphFormatError(ValueError):
+class GraphFormatError(InputError):
     """A graph folder is missing files, is malformed, or comes from another format version."""
 
 

@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from kgzsl.errors import InputError, SetupError
+
 __all__ = ["WordNetNotFoundError", "load_wordnet", "synset_from_wnid", "wnid_of", "DEBIAN_WORDNET_DIR"]
 
 logger = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ _FIX = ("Install WordNet 3.0 in one of two ways: `apt-get install wordnet-base` 
         "online, `python -c \"import nltk; nltk.download('wordnet')\"`.")
 
 
-class WordNetNotFoundError(RuntimeError):
+class WordNetNotFoundError(SetupError):
     """Raised when no WordNet 3.0 files can be found; the message names both fixes."""
 
 
@@ -129,7 +131,7 @@ def synset_from_wnid(wn: Any, wnid: str) -> Any:
     """
     text = str(wnid).strip()
     if len(text) != 9 or text[0] != "n" or not text[1:].isdigit():
-        raise ValueError(f"{wnid!r} is not a wnid: expected 'n' and 8 digits (a WordNet 3.0 noun offset, "
+        raise InputError(f"{wnid!r} is not a wnid: expected 'n' and 8 digits (a WordNet 3.0 noun offset, "
                          "e.g. n02084071 for dog.n.01)")
     try:
         with warnings.catch_warnings():
@@ -138,6 +140,6 @@ def synset_from_wnid(wn: Any, wnid: str) -> Any:
     except Exception:  # nltk raises WordNetError or returns None depending on the offset
         synset = None
     if synset is None or wnid_of(synset) != text:
-        raise ValueError(f"{text} is not a WordNet 3.0 noun synset (check the id, or the WordNet version "
+        raise InputError(f"{text} is not a WordNet 3.0 noun synset (check the id, or the WordNet version "
                          "of your list: ImageNet wnids are WordNet 3.0 offsets)")
     return synset

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.inference.head import LinearHead
 from kgzsl.vision.images import ImageSource, is_tensor_batch, load_batch, load_image
@@ -38,11 +39,11 @@ ABSTAIN_FILE = "abstain.json"
 NONE_LABEL = "none of these"
 
 
-class RunNotFoundError(FileNotFoundError):
+class RunNotFoundError(NotFoundError):
     """A run folder is missing or incomplete."""
 
 
-class RunFormatError(ValueError):
+class RunFormatError(InputError):
     """A run folder is corrupt or inconsistent, or does not fit the backbone it is used with."""
 
 
@@ -248,7 +249,7 @@ class ZeroShotClassifier:
         if abstain:
             load_abstain(self)  # fails before any image work when the run was never calibrated
         if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise InputError(f"top_k must be >= 1, got {top_k}")
         k = min(top_k, len(resolved))
         if is_tensor_batch(images):
             sources: list[Any] = [f"tensor[{i}]" for i in range(images.size(0))]
@@ -350,7 +351,7 @@ def load_abstain(clf: Any) -> dict[str, Any]:
                              f"`kgzsl calibrate RUN --images DIR` first ({path} is missing)")
         found = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(found, dict) or not isinstance(found.get("threshold"), (int, float)):
-            raise ValueError(f"{path} holds no threshold; calibrate again")
+            raise InputError(f"{path} holds no threshold; calibrate again")
         clf.abstain = found
     return found
 

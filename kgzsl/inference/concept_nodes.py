@@ -13,6 +13,7 @@ import re
 from collections import deque
 from typing import Any
 
+from kgzsl.errors import InputError
 from kgzsl.inference.labels import LabelError
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
@@ -22,7 +23,7 @@ WNID_RE = re.compile(r"^n\d{8}$")
 SYNSET_RE = re.compile(r"^.+\.n\.\d+$")
 
 
-class ConceptError(ValueError):
+class ConceptError(InputError):
     """A concept cannot be added; the message says why and what to give instead."""
 
 

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from kgzsl.errors import InputError
+
 __all__ = ["ResolvedLabel", "LabelError", "LabelResolver"]
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ _OTHER_POS_NAME = re.compile(r"^.+\.[vasr]\.\d+$")
 _POS = {"v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"}
 
 
-class LabelError(ValueError):
+class LabelError(InputError):
     """A candidate label cannot be resolved to a graph node; the message says why and what to do."""
 
 

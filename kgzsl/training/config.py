@@ -14,13 +14,14 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.io import write_text
 
 __all__ = ["GraphConfig", "FeaturesConfig", "BackboneConfig", "ModelConfig", "TrainConfig", "RunConfig",
            "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override is malformed, has unknown keys, or a value of the wrong type."""
 
 
@@ -195,7 +196,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path} (shipped configs are in configs/)")
+            raise NotFoundError(f"config file not found: {path} (shipped configs are in configs/)")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:

@@ -20,12 +20,14 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
+from kgzsl.errors import InputError, NotFoundError
+
 __all__ = ["TensorFileError", "atomic_path", "write_text", "write_json", "save_tensors", "load_tensors",
            "optimizer_to_tensors", "optimizer_from_tensors",
            "read_tensor_metadata"]
 
 
-class TensorFileError(ValueError):
+class TensorFileError(InputError):
     """A tensor file exists but is not a readable safetensors file (truncated, corrupt, or a pickle)."""
 
 
@@ -124,7 +126,7 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"tensor file not found: {path}")
+        raise NotFoundError(f"tensor file not found: {path}")
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own SafetensorError (not an OSError/ValueError)
@@ -145,7 +147,7 @@ def read_tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"tensor file not found: {path}")
+        raise NotFoundError(f"tensor file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.vision.images import ImageLoadError, load_image
 from kgzsl.utils.io import load_tensors, save_tensors
 
@@ -64,11 +65,11 @@ def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) ->
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
+        raise NotFoundError(f"image folder not found: {root}")
     keep = None if wnids is None else set(wnids)
     classes = sorted(d for d in root.iterdir() if d.is_dir() and (_WNID.match(d.name) or (keep and d.name in keep)))
     if not classes:
-        raise ValueError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg)")
+        raise InputError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg)")
     items = []
     for folder in classes:
         if keep is not None and folder.name not in keep:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from kgzsl.errors import InputError
+
 __all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tensor_batch"]
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ _WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(InputError):
     """An image could not be read; the message names the input and how to fix it.
 
     Attributes:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from kgzsl.errors import InputError
 from kgzsl.tasks.benchmarks.fmnist_data import FMNIST_CLASSES, fmnist_features, load_fmnist, stratified_subset
 from kgzsl.tasks.metrics import calibrated_stacking, choose_gamma, mean_per_class_accuracy, seen_unseen_accuracy
 
@@ -45,7 +46,7 @@ def _model_scorer(run_dir: Path, graph_index: dict[str, int], backbone: Any) -> 
     graph_wnids = sorted(graph_index, key=graph_index.get)
     missing = [w for w in graph_wnids if w not in run_pos]
     if missing:
-        raise ValueError(f"run {run_dir} lacks {len(missing)} nodes of the benchmark's graph (e.g. {missing[0]})")
+        raise InputError(f"run {run_dir} lacks {len(missing)} nodes of the benchmark's graph (e.g. {missing[0]})")
     rows = clf.rows.cpu()[[run_pos[w] for w in graph_wnids]]  # into the benchmark graph's node order
     scale = clf.row_scale
 

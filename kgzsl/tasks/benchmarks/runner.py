@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.io import write_json
 from kgzsl.utils.paths import shipped_dir
 
@@ -29,12 +30,12 @@ def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dic
         if (run / "run.json").is_file():
             summary = json.loads((run / "run.json").read_text())
             if summary.get("model") != model:
-                raise ValueError(f"{run} holds a {summary.get('model')} run, not {model}; pass another --runs-dir")
+                raise InputError(f"{run} holds a {summary.get('model')} run, not {model}; pass another --runs-dir")
             logger.info("using the trained %s run in %s", model, run)
         else:
             config_file = _CONFIGS / f"{model}.yaml"
             if not config_file.is_file():
-                raise FileNotFoundError(f"no run in {run} and no config {config_file} to train one")
+                raise NotFoundError(f"no run in {run} and no config {config_file} to train one")
             logger.info("no %s run in %s: training one from %s", model, run, config_file)
             train_run(load_config(config_file), out_dir=run, progress=progress)
         runs[model] = run
@@ -60,7 +61,7 @@ def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, j
     import time
 
     if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+        raise InputError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     start = time.perf_counter()
     if name == "speed":
         from kgzsl.tasks.benchmarks.speed import run_speed
