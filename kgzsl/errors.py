@@ -5,11 +5,12 @@ user can fix (a bad option value, a missing file, a damaged run folder, a missin
 nothing else: any other exception is a bug in kgzsl or below it. The ``kgzsl`` command reports a
 ``KgzslError`` as one line (exit code 1) and lets any other exception show its traceback.
 
-Three kinds, each also deriving from the built-in exception it replaces, so that existing
+A few kinds, each also deriving from the built-in exception it replaces, so that existing
 ``except ValueError`` / ``except FileNotFoundError`` / ``except RuntimeError`` code keeps working:
 
 - :class:`InputError` (a ``ValueError``): a value, list, config or file content is wrong;
 - :class:`NotFoundError` (a ``FileNotFoundError``): a file or folder that was named does not exist;
+- :class:`OutputError` (an ``OSError``): an output file or folder cannot be created there;
 - :class:`SetupError` (a ``RuntimeError``): the machine or job lacks something (WordNet files, CUDA,
   a download) or changed under a running job; :class:`MissingPackageError` (also an ``ImportError``)
   when it is an optional package.
@@ -28,7 +29,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["KgzslError", "InputError", "NotFoundError", "SetupError", "MissingPackageError"]
+__all__ = ["KgzslError", "InputError", "NotFoundError", "OutputError", "SetupError", "MissingPackageError"]
 
 
 class KgzslError(Exception):
@@ -61,6 +62,10 @@ class InputError(KgzslError, ValueError):
 
 class NotFoundError(KgzslError, FileNotFoundError):
     """A file or folder given to kgzsl does not exist; the message names it and how to make it."""
+
+
+class OutputError(KgzslError, OSError):
+    """An output cannot be written where it was asked for (no permission, a file in the way, no space)."""
 
 
 class SetupError(KgzslError, RuntimeError):

@@ -282,7 +282,8 @@ def build_source_graph(source: str, wnids: Sequence[str], conceptnet: str | os.P
     if source == "wordnet":
         return build_wordnet_graph(wnids, sources, wordnet_dir=wordnet_dir)
     if not conceptnet:
-        raise InputError(f"--source {source} needs --conceptnet PATH (conceptnet-assertions-5.7.0.csv.gz)")
+        raise InputError(f"source {source!r} needs conceptnet=PATH (conceptnet-assertions-5.7.0.csv.gz)",
+                         cli_message=f"--source {source} needs --conceptnet PATH (conceptnet-assertions-5.7.0.csv.gz)")
     if not Path(conceptnet).is_file():
         raise NotFoundError(f"ConceptNet assertions file not found: {conceptnet}")
     classes = classes_from_wordnet(wnids, wordnet_dir)

@@ -308,6 +308,9 @@ class ZeroShotClassifier:
             image = load_image(images, max_pixels=self.max_pixels)  # a single image: its error is raised as is
             return self.predict_detailed([image], candidate_labels, top_k, batch_size, abstain)[0]["predictions"]
         records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain)
+        for r in records:
+            if "error" in r:  # predict_detailed returns errors; here they would be lost, so log them
+                logger.warning("skipping image: %s", r["error"])
         return [r.get("predictions", []) for r in records]
 
     def add_concept(self, word_or_wnid: str, parents: Sequence[str] | str | None = None,
@@ -347,8 +350,9 @@ def load_abstain(clf: Any) -> dict[str, Any]:
     if found is None:
         path = Path(getattr(clf, "run_dir", ".")) / ABSTAIN_FILE
         if not path.is_file():
-            raise ValueError(f"abstain=True needs a calibrated threshold: run "
-                             f"`kgzsl calibrate RUN --images DIR` first ({path} is missing)")
+            fix = f"run `kgzsl calibrate RUN --images DIR` first ({path} is missing)"
+            raise InputError(f"abstain=True needs a calibrated threshold: {fix}",
+                             cli_message=f"--abstain needs a calibrated threshold: {fix}")
         found = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(found, dict) or not isinstance(found.get("threshold"), (int, float)):
             raise InputError(f"{path} holds no threshold; calibrate again")

@@ -34,8 +34,10 @@ class AmbiguousConceptError(ConceptError):
         self.word = word
         self.senses = senses
         listed = "; ".join(f"{name} ({wnid}): {gloss}" for name, wnid, gloss in senses)
-        super().__init__(f"{word!r} is ambiguous: it has {len(senses)} WordNet noun senses: {listed}. "
-                         f"Pick one with sense=, e.g. add_concept({word!r}, sense={senses[0][0]!r})")
+        problem = f"{word!r} is ambiguous: it has {len(senses)} WordNet noun senses: {listed}. "
+        super().__init__(problem + f"Pick one with sense=, e.g. add_concept({word!r}, sense={senses[0][0]!r})",
+                         cli_message=problem + f"Pick one with --sense (in a --concept-file: 'sense:'), "
+                         f"e.g. --sense {senses[0][0]}")
 
 
 def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any | None:
@@ -59,7 +61,8 @@ def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any |
         except Exception:
             raise ConceptError(f"{choice!r} is not a WordNet 3.0 noun synset") from None
     if sense:
-        raise ConceptError(f"sense={sense!r} must be a synset name ('crane.n.04') or a wnid ('n03126707')")
+        raise ConceptError(f"sense={sense!r} must be a synset name ('crane.n.04') or a wnid ('n03126707')",
+                           cli_message=f"--sense {sense!r} must be a synset name (crane.n.04) or a wnid (n03126707)")
     synsets = wn.synsets("_".join(word.split()), pos="n")
     if not synsets:
         return None

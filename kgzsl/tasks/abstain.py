@@ -82,13 +82,15 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
         ValueError: For a keep share outside (0, 1], no calibration data, or no candidate labels.
     """
     if not 0 < keep <= 1:
-        raise InputError(f"keep must be in (0, 1], got {keep}")
+        raise InputError(f"keep must be in (0, 1], got {keep}", cli_message=f"--keep must be in (0, 1], got {keep}")
     if images is None:
         raise InputError("calibration needs in-set images (a folder of held-out seen classes) or their features; "
                          "a run holds no images")
     feats, cands = _features(clf, images, labels, progress)
     if not cands:
-        raise InputError("give labels= (the candidate classes of the calibration images)")
+        raise InputError("give labels= (the candidate classes of the calibration images)",
+                         cli_message="give --labels (the candidate classes of the calibration images), or make "
+                         "--images a folder with one sub-folder per class named by wnid")
     scores = clf.logits(feats.to(clf.rows.device), cands).max(dim=1).values.float().cpu().sort().values
     n = scores.numel()
     drop = math.floor((1 - keep) * n + 1e-9)  # at most this many below the threshold

@@ -166,11 +166,14 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         if int(value) < low:
             raise InputError(f"{name} must be >= {low}, got {value}")
     if not lr > 0 or not 0 <= momentum < 1:
-        raise InputError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
+        raise InputError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}",
+                         cli_message=f"--lr must be > 0, got {lr}" if 0 <= momentum < 1 else None)
     ctx = init_distributed(device)
     dev, main = ctx.device, ctx.is_main
     if batch_size % ctx.world_size:
-        raise InputError(f"batch_size {batch_size} does not divide by the {ctx.world_size} processes; pick a multiple")
+        raise InputError(f"batch_size {batch_size} does not divide by the {ctx.world_size} processes; pick a multiple",
+                         cli_message=f"--batch-size {batch_size} does not divide by the {ctx.world_size} processes; "
+                         "pick a multiple")
     use_amp = dev.type == "cuda" if amp == "auto" else bool(amp)
     if use_amp and dev.type != "cuda":
         raise InputError(f"amp autocast is only used on CUDA, but the device is {dev}; pass amp='auto' or False")

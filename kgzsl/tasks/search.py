@@ -164,7 +164,7 @@ def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) 
     """
     index_path = Path(index_path)
     if not index_path.is_file():
-        raise NotFoundError(f"index not found: {index_path}; build it with `kgzsl index DIR --out {index_path}`")
+        raise NotFoundError(f"index not found: {index_path}; build it with `kgzsl index RUN DIR --out {index_path}`")
     files, feats, meta = _read_index(index_path)
     if meta.get("backbone") != clf.backbone.name:
         raise SearchIndexError(f"{index_path} was built with backbone {meta.get('backbone')!r}, the run uses "

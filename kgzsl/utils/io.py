@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-from kgzsl.errors import InputError, NotFoundError
+from kgzsl.errors import InputError, NotFoundError, OutputError
 
 __all__ = ["TensorFileError", "atomic_path", "write_text", "write_json", "save_tensors", "load_tensors",
            "optimizer_to_tensors", "optimizer_from_tensors",
@@ -38,6 +38,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Args:
         path: Final location of the file. Its parent directory is created if missing.
 
+    Raises:
+        kgzsl.errors.OutputError: If the folder cannot be created or written to.
+
     Yields:
         A temporary path in the same directory to write to. Its name (``.<name>.XXXX.tmp``, hidden)
         can never be taken for the artifact; a process killed mid-write may leave it behind.
@@ -46,8 +49,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     new file (``mkstemp`` alone would make every artifact private to its owner).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -137,7 +137,7 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
 def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image], torch.Tensor],
                max_pixels: int = 100_000_000,
                ) -> tuple[torch.Tensor | None, list[int], dict[int, str]]:
-    """Load and preprocess many images; a bad image is reported, never fatal.
+    """Load and preprocess many images; a bad image is returned as an error (not logged), never fatal.
 
     Args:
         sources: Image paths and/or PIL images.
@@ -164,7 +164,7 @@ def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image]
         except Exception as exc:  # one bad image must not stop the batch
             errors[i] = str(exc) if isinstance(exc, ImageLoadError) else \
                 f"cannot preprocess image {source}: {type(exc).__name__}: {exc}"
-            logger.warning("skipping image %d: %s", i, errors[i])
+            logger.debug("skipping image %d: %s", i, errors[i])  # returned: the caller reports it once
             continue
         tensors.append(tensor)
         indices.append(i)

@@ -35,7 +35,7 @@ def test_build_graph_command(tmp_path):
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert manifest["sources"][0]["count"] == 2 and manifest["counts"]["nodes"] > 10
     bad = _kgzsl("build-graph", "--wnids", "no-such-list", "--out", str(tmp_path / "h"))
-    assert bad.returncode == 2 and "neither a shipped set" in bad.stderr
+    assert bad.returncode == 1 and "neither a shipped set" in bad.stderr
 
 
 @requires_wordnet
@@ -49,7 +49,7 @@ def test_train_command_with_overrides_and_holdout(tmp_path, capsys):
     assert "best validation cosine" in capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["holdout"] == ["n01440764", "n02690373"] and summary["train"] + summary["val"] == 22
-    assert main(["-q", "train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["-q", "train", "--config", str(tmp_path / "missing.yaml")]) == 1
 
 
 def test_predict_command_json_and_table(tiny_run, tmp_path):
