@@ -18,7 +18,7 @@ from kgzsl.cli._common import add_extraction_args, extraction_job, format_table,
     quiet_third_party, setup_logging
 from kgzsl.cli.finetune import add_finetune_parser
 from kgzsl.cli.vocab import add_vocabulary_parsers
-from kgzsl.errors import KgzslError
+from kgzsl.errors import InputError, KgzslError
 
 __all__ = ["main", "build_parser"]
 
@@ -35,7 +35,7 @@ def _cmd_build_graph(args: argparse.Namespace) -> int:
 
         parts = args.conceptnet_topk.split(",")
         if len(parts) != 2 or not all(k.strip().isdigit() and int(k) > 0 for k in parts):
-            raise ValueError(f"--conceptnet-topk must be two positive integers K1,K2, got {args.conceptnet_topk!r}")
+            raise InputError(f"--conceptnet-topk must be two positive integers K1,K2, got {args.conceptnet_topk!r}")
         topk = (int(parts[0]), int(parts[1]))
         graph = build_source_graph(args.source, wnids, args.conceptnet, sources=sources, topk=topk,
                                    wordnet_dir=args.wordnet, progress=not args.quiet)
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse images whose header claims more pixels (checked before decoding)")
     p.add_argument("--concept-file", help="YAML list of concepts to add first ({name, parents, description, sense})")
     p.add_argument("--abstain", action="store_true", help="answer 'none of these' below the run's calibrated "
-                   "threshold (kgzsl.tasks.abstain.calibrate_abstain)")
+                   "threshold (set by `kgzsl calibrate RUN --images DIR`)")
     p.set_defaults(func=_cmd_predict)
 
     add_vocabulary_parsers(sub)
@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--json-out", metavar="PATH", help="also write the result as JSON to this file")
-    p.add_argument("--limit-per-class", type=positive_int, help="fmnist: quick run on a stratified subset of the test images")
+    p.add_argument("--limit-per-class", type=positive_int,
+                   help="fmnist: quick run on a stratified subset of the test images")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
     p.set_defaults(func=_cmd_benchmark)
 

@@ -81,7 +81,8 @@ def split_per_class(items: Sequence[tuple[Path, str]], val_fraction: float,
     (drawn by a permutation seeded with ``seed``) go to validation. Both lists keep the input order.
     """
     if not 0 <= val_fraction < 1:
-        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}",
+                         cli_message=f"--val-fraction must be in [0, 1), got {val_fraction}")
     by_class: dict[str, list[int]] = {}
     for i, (_, wnid) in enumerate(items):
         by_class.setdefault(wnid, []).append(i)

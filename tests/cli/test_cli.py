@@ -95,3 +95,15 @@ def test_add_concept_is_saved_with_the_run_and_calibrate(tiny_run, tmp_path, cap
                  "--device", "cpu"]) == 0
     stored = json.loads((run / "abstain.json").read_text())
     assert stored["inputs"] == 6 and stored["kept"] >= 0.5 and "keeps" in capsys.readouterr().out
+
+
+def test_benchmark_json_is_a_flag_and_json_out_writes_the_file(tmp_path, capsys, monkeypatch):
+    import kgzsl.tasks.benchmarks.runner as runner
+
+    result = {"rows": [{"method": "dgp", "top1": 0.5}], "seconds": 1.0}
+    calls = []
+    monkeypatch.setattr(runner, "_run", lambda name, *args: calls.append(name) or ("a table", result))
+    assert main(["-q", "benchmark", "fmnist", "--json", "--json-out", str(tmp_path / "b1.json")]) == 0
+    assert json.loads(capsys.readouterr().out) == result == json.loads((tmp_path / "b1.json").read_text())
+    assert main(["-q", "benchmark", "speed"]) == 0
+    assert capsys.readouterr().out == "a table\n" and calls == ["fmnist", "speed"]

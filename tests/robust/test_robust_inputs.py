@@ -305,3 +305,20 @@ def test_cli_usage_errors_exit_with_code_2_before_any_work(capsys, argv, match):
     with pytest.raises(SystemExit) as exc:
         main(["-q", *argv])
     assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_predict_logs_each_bad_image_once_and_predict_detailed_returns_it(tmp_path, caplog):
+    from PIL import Image
+
+    fake_run(tmp_path / "run", backbone="fakenet")
+    clf = ZeroShotClassifier.load(tmp_path / "run", backbone=FakeBackbone())
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(good)
+    bad.write_bytes(b"not an image")
+    with caplog.at_level(logging.WARNING):
+        records = clf.predict_detailed([good, bad], ["x0", "x1"], top_k=1)
+    assert "error" in records[1] and caplog.records == []  # returned to the caller, not logged as well
+    with caplog.at_level(logging.WARNING):
+        preds = clf.predict([good, bad], ["x0", "x1"], top_k=1)
+    assert len(preds[0]) == 1 and preds[1] == []
+    assert [r.getMessage() for r in caplog.records] == [f"skipping image: {records[1]['error']}"]
