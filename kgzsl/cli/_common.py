@@ -1,12 +1,85 @@
-"""What several ``kgzsl`` subcommands share: printable paths, the prediction table, extraction options."""
+"""What several ``kgzsl`` subcommands share: logging and quiet mode, printable paths, the prediction table,
+extraction options."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from typing import Any
+import os
+import sys
+import warnings
+from typing import Any, Iterator
 
-__all__ = ["printable", "format_table", "add_extraction_args", "extraction_job"]
+__all__ = ["setup_logging", "quiet_third_party", "positive_int", "nonnegative_int", "printable", "format_table",
+           "add_extraction_args", "extraction_job"]
+
+# read by huggingface_hub / transformers and tqdm when they are first imported, and by child processes
+_QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _own_or_warning(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name == "kgzsl" or record.name.startswith("kgzsl.")
+
+
+def setup_logging(quiet: bool) -> None:
+    """One short stderr line per log record: kgzsl's INFO lines (none under ``-q``), everyone's warnings."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(_own_or_warning)  # third-party INFO lines (model paths, HTTP) are not kgzsl's story
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])
+
+
+@contextlib.contextmanager
+def quiet_third_party(quiet: bool) -> Iterator[None]:
+    """Under ``-q``: no Python warnings (torch's deprecations...) and no third-party progress bars.
+
+    Environment variables set for the block reach libraries imported inside it and child processes;
+    libraries already imported (when ``main`` runs in-process) are told directly.
+    """
+    if not quiet:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
+    os.environ.update(_QUIET_ENV)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if "huggingface_hub" in sys.modules:
+                from huggingface_hub.utils import disable_progress_bars
+
+                disable_progress_bars()
+            if "transformers" in sys.modules:
+                from transformers.utils.logging import disable_progress_bar
+
+                disable_progress_bar()
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _int_at_least(low: int, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count option: an integer >= 1 (anything else is a usage error, exit code 2)."""
+    return _int_at_least(1, text)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type of an option where 0 means none (``--workers``): an integer >= 0."""
+    return _int_at_least(0, text)
 
 
 def printable(text: str) -> str:
@@ -36,8 +109,8 @@ def format_table(records: list[dict]) -> str:
 def add_extraction_args(p: argparse.ArgumentParser) -> None:
     """The feature-extraction options shared by ``evaluate`` and ``index`` (read by :func:`extraction_job`)."""
     p.add_argument("--device", default="auto", help="under torchrun, 'cuda' means each rank's own GPU")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--workers", type=int, help="image-decoding processes per rank (default: min(4, cores per "
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--workers", type=nonnegative_int, help="image-decoding processes per rank (default: min(4, cores per "
                    "rank - 1), 0 = decode in the main process)")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
                    help="mixed-precision backbone: auto = on CUDA only (CPU stays float32)")

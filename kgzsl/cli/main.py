@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 from kgzsl._version import __version__
-from kgzsl.cli._common import add_extraction_args, extraction_job, format_table
+from kgzsl.cli._common import add_extraction_args, extraction_job, format_table, positive_int, printable, \
+    quiet_third_party, setup_logging
 from kgzsl.cli.finetune import add_finetune_parser
 from kgzsl.cli.vocab import add_vocabulary_parsers
+from kgzsl.errors import InputError, KgzslError
 
 __all__ = ["main", "build_parser"]
 
@@ -35,7 +37,7 @@ def _cmd_build_graph(args: argparse.Namespace) -> int:
 
         parts = args.conceptnet_topk.split(",")
         if len(parts) != 2 or not all(k.strip().isdigit() and int(k) > 0 for k in parts):
-            raise ValueError(f"--conceptnet-topk must be two positive integers K1,K2, got {args.conceptnet_topk!r}")
+            raise InputError(f"--conceptnet-topk must be two positive integers K1,K2, got {args.conceptnet_topk!r}")
         topk = (int(parts[0]), int(parts[1]))
         graph = build_source_graph(args.source, wnids, args.conceptnet, sources=sources, topk=topk,
                                    wordnet_dir=args.wordnet, progress=not args.quiet)
@@ -117,8 +119,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     ctx, workers, amp = extraction_job(args)
     try:
         result = evaluate_run(args.run, args.data, split=args.split, generalized=args.generalized, gamma=args.gamma,
-                              val_dir=args.val, device=ctx.device, batch_size=args.batch_size, num_workers=workers,
-                              amp=amp, dist_ctx=ctx)
+                              val_dir=args.val, device=ctx.device, progress=not args.quiet, batch_size=args.batch_size,
+                              num_workers=workers, amp=amp, dist_ctx=ctx)
     finally:
         close_distributed(ctx)
     if ctx.is_main:
@@ -130,8 +132,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from kgzsl.tasks.benchmarks.runner import run_benchmark
 
     print(run_benchmark(args.name, [m.strip() for m in args.models.split(",")], Path(args.runs_dir), Path(args.out),
-                        json_path=Path(args.json) if args.json else None, limit_per_class=args.limit_per_class,
-                        device=args.device))
+                        json_path=Path(args.json_out) if args.json_out else None, as_json=args.json,
+                        limit_per_class=args.limit_per_class, progress=not args.quiet, device=args.device))
     return 0
 
 
@@ -181,14 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder written by `kgzsl train`")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--labels", help="comma-separated candidates: words, synset names or wnids (default: every node)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--device", default="auto")
-    p.add_argument("--max-pixels", type=int, default=100_000_000,
+    p.add_argument("--max-pixels", type=positive_int, default=100_000_000,
                    help="refuse images whose header claims more pixels (checked before decoding)")
     p.add_argument("--concept-file", help="YAML list of concepts to add first ({name, parents, description, sense})")
     p.add_argument("--abstain", action="store_true", help="answer 'none of these' below the run's calibrated "
-                   "threshold (kgzsl.tasks.abstain.calibrate_abstain)")
+                   "threshold (set by `kgzsl calibrate RUN --images DIR`)")
     p.set_defaults(func=_cmd_predict)
 
     add_vocabulary_parsers(sub)
@@ -213,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
     p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")
-    p.add_argument("--json", help="also write the rows as JSON to this file")
-    p.add_argument("--limit-per-class", type=int, help="fmnist: quick run on a stratified subset of the test images")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("--json-out", metavar="PATH", help="also write the result as JSON to this file")
+    p.add_argument("--limit-per-class", type=positive_int,
+                   help="fmnist: quick run on a stratified subset of the test images")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
     p.set_defaults(func=_cmd_benchmark)
 
@@ -228,18 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kgzsl`` command."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        hint = "; continue with the same command and --resume" if args.command == "train" else ""
-        print(f"interrupted{hint}", file=sys.stderr)
-        return 130
-    except (ValueError, OSError, RuntimeError, ImportError) as exc:  # OSError includes FileNotFoundError
-        print(f"kgzsl {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits with 2
+    setup_logging(args.quiet)
+    with quiet_third_party(args.quiet):
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            hint = "; continue with the same command and --resume" if args.command == "train" else ""
+            print(f"interrupted{hint}", file=sys.stderr)
+            return 130
+        except KgzslError as exc:  # a problem the user can fix; anything else is a bug and keeps its traceback
+            print(f"kgzsl {args.command}: error: {printable(exc.cli_text())}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kgzsl.cli._common import add_extraction_args, extraction_job, printable
+from kgzsl.cli._common import add_extraction_args, extraction_job, positive_int, printable
 
 __all__ = ["add_vocabulary_parsers"]
 
@@ -46,7 +46,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     ctx, workers, amp = extraction_job(args)
     try:
         clf = ZeroShotClassifier.load(args.run, device=ctx.device)
-        stats = build_index(clf.backbone, args.dir, args.out, progress=not args.no_progress,
+        stats = build_index(clf.backbone, args.dir, args.out, progress=not (args.no_progress or args.quiet),
                             batch_size=args.batch_size, num_workers=workers, amp=amp, dist_ctx=ctx)
     finally:
         close_distributed(ctx)
@@ -85,7 +85,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     clf = ZeroShotClassifier.load(args.run, device=args.device)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=True)
+    result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=not args.quiet)
     print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}): keeps "
           f"{result['kept']:.1%} of {result['inputs']} in-set inputs; stored in {Path(args.run) / 'abstain.json'}")
     return 0
@@ -97,7 +97,7 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder written by `kgzsl train`")
     p.add_argument("image", help="image file")
     p.add_argument("--label", required=True, help="word, synset name or wnid (a graph node or an added concept)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--png", help="also draw the graph neighbourhood to this PNG file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--concept-file", help="YAML list of concepts to add first")
@@ -106,19 +106,18 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("index", help="cache backbone features of a folder of images for `kgzsl search` "
                        "(incremental: only new or changed files are processed)")
+    p.add_argument("run", help="run folder written by `kgzsl train` (its backbone computes the features)")
     p.add_argument("dir", help="image folder (searched recursively)")
-    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (its backbone computes the "
-                   "features); under torchrun write --run-dir, as torchrun takes --run for its own --run-path")
     p.add_argument("--out", required=True, help="index file to write or update")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_extraction_args(p)
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="rank indexed images by a concept (text → images)")
+    p.add_argument("run", help="run folder written by `kgzsl train` (the one the index was built with)")
     p.add_argument("index", help="index file written by `kgzsl index`")
     p.add_argument("query", help="word, synset name or wnid (a graph node or an added concept)")
-    p.add_argument("--run", required=True, help="run folder")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of a list")
     p.add_argument("--concept-file", help="YAML list of concepts to add first")
     p.add_argument("--device", default="auto")

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.knowledge_graph import RELATIONS, KnowledgeGraph
 from kgzsl.graph.wordnet import hypernym_closure, load_wordnet, synset_from_wnid, wnid_of
 from kgzsl.utils.paths import graph_data_dir, resolve_graph_dir, shipped_names
@@ -30,7 +31,7 @@ DEFAULT_GRAPH = "imagenet1k_21k"
 DEFAULT_WNIDS = "imagenet1k,imagenet21k"
 
 
-class GraphNotFoundError(FileNotFoundError):
+class GraphNotFoundError(NotFoundError):
     """A graph name or path names no built graph; the message gives the ``kgzsl build-graph`` command."""
 
 
@@ -52,14 +53,14 @@ def read_wnid_list(path: str | os.PathLike) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"wnid list not found: {path}")
+        raise NotFoundError(f"wnid list not found: {path}")
     wnids = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             wnids.append(line.split()[0])
     if not wnids:
-        raise ValueError(f"{path} holds no wnid (one per line, e.g. n02084071)")
+        raise InputError(f"{path} holds no wnid (one per line, e.g. n02084071)")
     return wnids
 
 
@@ -78,14 +79,14 @@ def resolve_wnids(spec: str | Iterable[str]) -> tuple[list[str], list[dict[str, 
     """
     parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
     if not parts:
-        raise ValueError("no wnid list given; name a shipped set or a file")
+        raise InputError("no wnid list given; name a shipped set or a file")
     named = named_wnid_sets()
     wnids: dict[str, None] = {}
     sources = []
     for part in parts:
         path = named.get(part) or Path(part)
         if not path.is_file():
-            raise ValueError(f"wnid list {part!r} is neither a shipped set ({', '.join(named) or 'none found'}) "
+            raise InputError(f"wnid list {part!r} is neither a shipped set ({', '.join(named) or 'none found'}) "
                              "nor an existing file")
         items = read_wnid_list(path)
         sources.append({"name": part, "path": str(path), "count": len(items),
@@ -120,7 +121,7 @@ def build_wordnet_graph(wnids: Iterable[str], sources: list[dict[str, Any]] | No
             bad.append(str(exc))
     if bad:
         shown = "\n  ".join(bad[:10])
-        raise ValueError(f"{len(bad)} of {len(requested)} wnids are not WordNet 3.0 noun synsets:\n  {shown}"
+        raise InputError(f"{len(bad)} of {len(requested)} wnids are not WordNet 3.0 noun synsets:\n  {shown}"
                          + ("\n  ..." if len(bad) > 10 else ""))
     ancestors, named_edges = hypernym_closure(synsets, {wnid_of(s): i for i, s in enumerate(synsets)})
     nodes = synsets + ancestors

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.conceptnet_reader import (Assertion, ConceptClass, ConceptMapper, ReadStats, classes_from_wordnet,
                                            concept_terms, iter_assertions)
 from kgzsl.graph.knowledge_graph import KnowledgeGraph
@@ -277,13 +278,14 @@ def build_source_graph(source: str, wnids: Sequence[str], conceptnet: str | os.P
     from kgzsl.graph.build import build_wordnet_graph
 
     if source not in SOURCES:
-        raise ValueError(f"unknown graph source {source!r}; choose one of {', '.join(SOURCES)}")
+        raise InputError(f"unknown graph source {source!r}; choose one of {', '.join(SOURCES)}")
     if source == "wordnet":
         return build_wordnet_graph(wnids, sources, wordnet_dir=wordnet_dir)
     if not conceptnet:
-        raise ValueError(f"--source {source} needs --conceptnet PATH (conceptnet-assertions-5.7.0.csv.gz)")
+        raise InputError(f"source {source!r} needs conceptnet=PATH (conceptnet-assertions-5.7.0.csv.gz)",
+                         cli_message=f"--source {source} needs --conceptnet PATH (conceptnet-assertions-5.7.0.csv.gz)")
     if not Path(conceptnet).is_file():
-        raise FileNotFoundError(f"ConceptNet assertions file not found: {conceptnet}")
+        raise NotFoundError(f"ConceptNet assertions file not found: {conceptnet}")
     classes = classes_from_wordnet(wnids, wordnet_dir)
     if source == "conceptnet":
         graph = build_conceptnet_graph(conceptnet, classes, topk=topk, progress=progress)

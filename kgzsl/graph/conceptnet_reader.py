@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, NamedTuple
 
+from kgzsl.errors import NotFoundError
+
 __all__ = ["Assertion", "ReadStats", "ConceptClass", "ConceptMapper", "iter_assertions", "concept_terms",
            "classes_from_wordnet"]
 
@@ -153,8 +155,8 @@ def iter_assertions(path: str | os.PathLike, stats: ReadStats | None = None,
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ConceptNet assertions file not found: {path} (download "
-                                "conceptnet-assertions-5.7.0.csv.gz from the ConceptNet releases)")
+        raise NotFoundError(f"ConceptNet assertions file not found: {path} (download "
+                            "conceptnet-assertions-5.7.0.csv.gz from the ConceptNet releases)")
     stats = stats if stats is not None else ReadStats()
     start = time.perf_counter()
     raw, fh = _open_binary(path)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from kgzsl.graph.ancestors import ancestor_distances, ancestor_pairs, common_ancestors, lca_path
+from kgzsl.errors import InputError
 from kgzsl.utils.io import write_json, write_text
 
 __all__ = ["KnowledgeGraph", "GraphFormatError", "FORMAT_VERSION", "read_nodes", "ancestor_pairs"]
@@ -35,7 +36,7 @@ RELATIONS = ("hypernym", "instance_hypernym")
 HIERARCHICAL = frozenset({"hypernym", "instance_hypernym", "IsA"})
 
 
-class GraphFormatError(ValueError):
+class GraphFormatError(InputError):
     """A graph folder is missing files, is malformed, or comes from another format version."""
 
 

@@ -19,6 +19,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from kgzsl.errors import InputError, SetupError
+
 __all__ = ["WordNetNotFoundError", "load_wordnet", "synset_from_wnid", "wnid_of", "hypernym_closure",
            "DEBIAN_WORDNET_DIR", "WNID_RE", "SYNSET_RE"]
 
@@ -36,7 +38,7 @@ _FIX = ("Install WordNet 3.0 in one of two ways: `apt-get install wordnet-base` 
         "online, `python -c \"import nltk; nltk.download('wordnet')\"`.")
 
 
-class WordNetNotFoundError(RuntimeError):
+class WordNetNotFoundError(SetupError):
     """Raised when no WordNet 3.0 files can be found; the message names both fixes."""
 
 
@@ -137,7 +139,7 @@ def synset_from_wnid(wn: Any, wnid: str) -> Any:
     """
     text = str(wnid).strip()
     if not WNID_RE.match(text):
-        raise ValueError(f"{wnid!r} is not a wnid: expected 'n' and 8 digits (a WordNet 3.0 noun offset, "
+        raise InputError(f"{wnid!r} is not a wnid: expected 'n' and 8 digits (a WordNet 3.0 noun offset, "
                          "e.g. n02084071 for dog.n.01)")
     try:
         with warnings.catch_warnings():
@@ -146,7 +148,7 @@ def synset_from_wnid(wn: Any, wnid: str) -> Any:
     except Exception:  # nltk raises WordNetError or returns None depending on the offset
         synset = None
     if synset is None or wnid_of(synset) != text:
-        raise ValueError(f"{text} is not a WordNet 3.0 noun synset (check the id, or the WordNet version "
+        raise InputError(f"{text} is not a WordNet 3.0 noun synset (check the id, or the WordNet version "
                          "of your list: ImageNet wnids are WordNet 3.0 offsets)")
     return synset
 

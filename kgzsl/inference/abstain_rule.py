@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from kgzsl.errors import InputError
+
 __all__ = ["ABSTAIN_FILE", "check_calibration", "read_calibration", "missing_calibration", "abstain_fields"]
 
 logger = logging.getLogger(__name__)
@@ -30,10 +32,10 @@ def check_calibration(calibration: Mapping[str, Any], where: str = "the abstain 
         ValueError: If it is not a mapping or has no usable threshold.
     """
     if not isinstance(calibration, Mapping):
-        raise ValueError(f"{where} must be a mapping with a 'threshold', got {type(calibration).__name__}")
+        raise InputError(f"{where} must be a mapping with a 'threshold', got {type(calibration).__name__}")
     threshold = calibration.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise ValueError(f"{where} holds no finite number 'threshold' (got {threshold!r}); calibrate again")
+        raise InputError(f"{where} holds no finite number 'threshold' (got {threshold!r}); calibrate again")
     return dict(calibration)
 
 
@@ -53,15 +55,17 @@ def read_calibration(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def missing_calibration(run_dir: str | Path | None) -> ValueError:
+def missing_calibration(run_dir: str | Path | None) -> InputError:
     """The error for ``abstain=True`` on a classifier without a calibration, saying how to get one."""
     if run_dir is None:
-        return ValueError("abstain=True needs a calibrated threshold: calibrate with "
-                          "kgzsl.tasks.abstain.calibrate_abstain(clf, images=...) or clf.set_abstain({'threshold': ...})")
+        return InputError("abstain=True needs a calibrated threshold: calibrate with "
+                          "kgzsl.tasks.abstain.calibrate_abstain(clf, images=...) or clf.set_abstain({'threshold': ...})",
+                          cli_message="--abstain needs a calibrated threshold: run `kgzsl calibrate RUN --images DIR` first")
     path = Path(run_dir) / ABSTAIN_FILE
     state = "holds no usable threshold" if path.is_file() else "is missing"
-    return ValueError(f"abstain=True needs a calibrated threshold: run `kgzsl calibrate RUN --images DIR` first "
-                      f"({path} {state})")
+    fix = f"run `kgzsl calibrate RUN --images DIR` first ({path} {state})"
+    return InputError(f"abstain=True needs a calibrated threshold: {fix}",
+                      cli_message=f"--abstain needs a calibrated threshold: {fix}")
 
 
 def abstain_fields(calibration: Mapping[str, Any], max_logit: float) -> dict[str, Any]:

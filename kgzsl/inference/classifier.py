@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
 from kgzsl.inference.head import LinearHead
@@ -36,11 +37,11 @@ logger = logging.getLogger(__name__)
 CONCEPTS_FILE = "concepts.yaml"
 
 
-class RunNotFoundError(FileNotFoundError):
+class RunNotFoundError(NotFoundError):
     """A run folder is missing or incomplete."""
 
 
-class RunFormatError(ValueError):
+class RunFormatError(InputError):
     """A run folder is corrupt or inconsistent, or does not fit the backbone it is used with."""
 
 
@@ -326,7 +327,7 @@ class ZeroShotClassifier:
         if abstain and calibration is None:
             raise missing_calibration(self.run_dir)
         if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1 (or None for every candidate), got {top_k}")
+            raise InputError(f"top_k must be >= 1 (or None for every candidate), got {top_k}")
         k = len(resolved) if top_k is None else min(top_k, len(resolved))
         if is_tensor_batch(images):
             sources: list[Any] = [f"tensor[{i}]" for i in range(images.size(0))]
@@ -393,6 +394,9 @@ class ZeroShotClassifier:
         """
         if isinstance(images, (list, tuple)) or is_tensor_batch(images):
             records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain)
+            for r in records:
+                if "error" in r and not abstain:  # the plain lists below would lose it: log it once here
+                    logger.warning("skipping image: %s", r["error"])
             return records if abstain else [r.get("predictions", []) for r in records]
         image = load_image(images, max_pixels=self.max_pixels)  # a single image: its error is raised as is
         record = self.predict_detailed([image], candidate_labels, top_k, batch_size, abstain)[0]

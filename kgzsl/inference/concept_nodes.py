@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kgzsl.errors import InputError
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, synset_from_wnid, wnid_of
 from kgzsl.inference.labels import LabelError
 
@@ -19,7 +20,7 @@ __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synse
            "WNID_RE", "SYNSET_RE"]
 
 
-class ConceptError(ValueError):
+class ConceptError(InputError):
     """A concept cannot be added; the message says why and what to give instead."""
 
 
@@ -30,8 +31,10 @@ class AmbiguousConceptError(ConceptError):
         self.word = word
         self.senses = senses
         listed = "; ".join(f"{name} ({wnid}): {gloss}" for name, wnid, gloss in senses)
-        super().__init__(f"{word!r} is ambiguous: it has {len(senses)} WordNet noun senses: {listed}. "
-                         f"Pick one with sense=, e.g. add_concept({word!r}, sense={senses[0][0]!r})")
+        problem = f"{word!r} is ambiguous: it has {len(senses)} WordNet noun senses: {listed}. "
+        super().__init__(problem + f"Pick one with sense=, e.g. add_concept({word!r}, sense={senses[0][0]!r})",
+                         cli_message=problem + f"Pick one with --sense (in a --concept-file: 'sense:'), "
+                         f"e.g. --sense {senses[0][0]}")
 
 
 def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any | None:
@@ -53,7 +56,8 @@ def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any |
         except Exception:
             raise ConceptError(f"{choice!r} is not a WordNet 3.0 noun synset") from None
     if sense:
-        raise ConceptError(f"sense={sense!r} must be a synset name ('crane.n.04') or a wnid ('n03126707')")
+        raise ConceptError(f"sense={sense!r} must be a synset name ('crane.n.04') or a wnid ('n03126707')",
+                           cli_message=f"--sense {sense!r} must be a synset name (crane.n.04) or a wnid (n03126707)")
     synsets = wn.synsets("_".join(word.split()), pos="n")
     if not synsets:
         return None

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from kgzsl.errors import NotFoundError
 from kgzsl.inference.concept_nodes import (SYNSET_RE, WNID_RE, AmbiguousConceptError, ConceptError, NodeExtension,
                                  custom_id, pick_synset, resolve_parent)
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, write_text
@@ -175,7 +176,10 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
         wanted = [parents] if isinstance(parents, str) else list(parents or [])
         if not wanted:
             raise ConceptError(f"{word!r} is not a WordNet noun: say where it belongs with parents=[...] "
-                               "(words, synset names or wnids of the graph), e.g. parents=['scooter']")
+                               "(words, synset names or wnids of the graph), e.g. parents=['scooter']",
+                               cli_message=f"{word!r} is not a WordNet noun: say where it belongs with --parents "
+                               "(comma-separated words, synset names or wnids of the graph; in a --concept-file: "
+                               "'parents:'), e.g. --parents scooter")
         wnid = custom_id(word)
         if wnid in ext.index:
             return clf.resolver.resolve(wnid)
@@ -221,11 +225,14 @@ def load_concepts(clf: Any, path: str | Path) -> list[ResolvedLabel]:
     """Add every concept of a YAML concept file (see :func:`save_concepts`) to ``clf``, in order.
 
     Raises:
+        kgzsl.errors.NotFoundError: If the file does not exist.
         ConceptError: If the file is not a list of concept entries.
     """
     import yaml
 
     path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"concept file not found: {path}")
     try:
         entries = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

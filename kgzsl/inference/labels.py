@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from kgzsl.errors import InputError
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE
 
 __all__ = ["ResolvedLabel", "LabelError", "LabelResolver"]
@@ -26,7 +27,7 @@ _OTHER_POS_NAME = re.compile(r"^.+\.[vasr]\.\d+$")
 _POS = {"v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"}
 
 
-class LabelError(ValueError):
+class LabelError(InputError):
     """A candidate label cannot be resolved to a graph node; the message says why and what to do."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kgzsl.errors import InputError
 from kgzsl.models.base import PropagationModel
 from kgzsl.models.dgp import DGP
 from kgzsl.models.gcn import GCNZ, SGCN
@@ -31,10 +32,10 @@ def build_model(name: str, in_channels: int, out_channels: int, **params: Any) -
         ValueError: For an unknown model name or hyper-parameter.
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        raise InputError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     cls = MODELS[name]
     params = {k: v for k, v in params.items() if v is not None}
     try:
         return cls(in_channels, out_channels, **params)
     except TypeError as exc:
-        raise ValueError(f"bad hyper-parameters for {name}: {exc}") from None
+        raise InputError(f"bad hyper-parameters for {name}: {exc}") from None

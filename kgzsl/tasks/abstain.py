@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import torch
 
+from kgzsl.errors import InputError
 from kgzsl.inference.abstain_rule import ABSTAIN_FILE
 from kgzsl.utils.io import write_json
 
@@ -55,10 +56,10 @@ def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: boo
     else:
         paths = [Path(p) for p in ([images] if isinstance(images, (str, os.PathLike)) else images)]
     if not paths:
-        raise ValueError(f"no calibration images in {images}")
+        raise InputError(f"no calibration images in {images}")
     feats, ok = extract_features(clf.backbone, paths, progress=progress)
     if not ok.any():
-        raise ValueError("none of the calibration images could be read")
+        raise InputError("none of the calibration images could be read")
     return feats[ok], list(labels) if labels is not None else None
 
 
@@ -84,13 +85,15 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
         ValueError: For a keep share outside (0, 1], no calibration data, or no candidate labels.
     """
     if not 0 < keep <= 1:
-        raise ValueError(f"keep must be in (0, 1], got {keep}")
+        raise InputError(f"keep must be in (0, 1], got {keep}", cli_message=f"--keep must be in (0, 1], got {keep}")
     if images is None:
-        raise ValueError("calibration needs in-set images (a folder of held-out seen classes) or their features; "
+        raise InputError("calibration needs in-set images (a folder of held-out seen classes) or their features; "
                          "a run holds no images")
     feats, cands = _features(clf, images, labels, progress)
     if not cands:
-        raise ValueError("give labels= (the candidate classes of the calibration images)")
+        raise InputError("give labels= (the candidate classes of the calibration images)",
+                         cli_message="give --labels (the candidate classes of the calibration images), or make "
+                         "--images a folder with one sub-folder per class named by wnid")
     scores = clf.logits(feats.to(clf.rows.device), cands).max(dim=1).values.float().cpu().sort().values
     n = scores.numel()
     drop = math.floor((1 - keep) * n + 1e-9)  # at most this many below the threshold

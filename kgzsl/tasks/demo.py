@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from kgzsl.errors import MissingPackageError
 from kgzsl.training.config import config_to_dict, load_config
 
 __all__ = ["DEMO_LABELS", "demo_photos", "run_demo"]
@@ -81,7 +82,7 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     in_1k = [r.label for r in resolved if r.wnid in seen]
     photos = demo_photos()
     if not photos:
-        raise RuntimeError("no demo photos found: install the demo extra (pip install 'kgzsl[demo]')")
+        raise MissingPackageError("no demo photos found: install the demo extra (pip install 'kgzsl[demo]')")
     records = clf.predict_detailed(photos, labels, top_k=3)
     summary = json.loads(previous.read_text(encoding="utf-8"))
     lines = [

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from kgzsl.errors import InputError, SetupError
 from kgzsl.tasks.metrics import DEFAULT_KS, _accuracy_at, _best_gamma, gzsl_thresholds, harmonic_mean, \
     hit_from_ranks, mistake_severity, true_class_ranks
 from kgzsl.utils.distributed import DistContext, all_ranks_agree, gather_objects, shard_indices
@@ -41,7 +42,7 @@ def split_wnids(split: str | os.PathLike) -> list[str]:
     named = named_wnid_sets()
     path = named.get(str(split)) or Path(split)
     if not path.is_file():
-        raise ValueError(f"split {str(split)!r} is neither a shipped wnid set ({', '.join(named) or 'none found'}) "
+        raise InputError(f"split {str(split)!r} is neither a shipped wnid set ({', '.join(named) or 'none found'}) "
                          "nor an existing wnid file")
     return list(dict.fromkeys(read_wnid_list(path)))
 
@@ -77,9 +78,9 @@ def _evaluate_folder(clf: Any, data_dir: str | os.PathLike, candidates: list[str
     column = {w: c for c, w in enumerate(candidates)}
     items = image_folder(data_dir, wnids=candidates)
     if not items:
-        raise ValueError(f"{data_dir} has no images of the {len(candidates)} candidate classes")
+        raise InputError(f"{data_dir} has no images of the {len(candidates)} candidate classes")
     if not all_ranks_agree(items, ctx):
-        raise RuntimeError(f"the processes listed different images under {data_dir} (did it change?); run again")
+        raise SetupError(f"the processes listed different images under {data_dir} (did it change?); run again")
     keys = ("index", "target", "rank", "pred") + (("is_seen", "threshold", "gap") if seen_mask is not None else ())
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     groups = [list(g) for _, g in itertools.groupby(shard_indices(len(items), ctx), key=lambda i: items[i][1])]
@@ -109,7 +110,7 @@ def _evaluate_folder(clf: Any, data_dir: str | os.PathLike, candidates: list[str
         logger.info("%s: %d images of %d of the %d candidate classes", data_dir, n,
                     len({w for _, w in items}), len(candidates))
     if n == 0:
-        raise ValueError(f"no readable image in {data_dir} for the candidate classes")
+        raise InputError(f"no readable image in {data_dir} for the candidate classes")
     return stats
 
 
@@ -171,7 +172,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
                            missing, len(clf.backbone.wnids))
         candidates += extra
     if not candidates:
-        raise ValueError(f"none of the {len(wanted)} classes of split {split} is a node of the run's graph")
+        raise InputError(f"none of the {len(wanted)} classes of split {split} is a node of the run's graph")
     seen_mask = torch.tensor([w in seen for w in candidates], device=clf.rows.device) if generalized else None
 
     extract = {"batch_size": batch_size, "num_workers": num_workers, "amp": amp}

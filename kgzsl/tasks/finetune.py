@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kgzsl.errors import InputError
 from kgzsl.inference.head import LinearHead
 from kgzsl.utils.distributed import barrier, gather_objects, init_distributed
 from kgzsl.tasks.finetune_data import make_loaders, select_classes, split_per_class, warn_unreadable
@@ -163,16 +164,19 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     for name, value, low in (("epochs", epochs, 1), ("patience", patience, 1), ("batch_size", batch_size, 1),
                              ("max_steps", max_steps or 1, 1), ("workers", 0 if workers is None else workers, 0)):
         if int(value) < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+            raise InputError(f"{name} must be >= {low}, got {value}")
     if not lr > 0 or not 0 <= momentum < 1:
-        raise ValueError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
+        raise InputError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}",
+                         cli_message=f"--lr must be > 0, got {lr}" if 0 <= momentum < 1 else None)
     ctx = init_distributed(device)
     dev, main = ctx.device, ctx.is_main
     if batch_size % ctx.world_size:
-        raise ValueError(f"batch_size {batch_size} does not divide by the {ctx.world_size} processes; pick a multiple")
+        raise InputError(f"batch_size {batch_size} does not divide by the {ctx.world_size} processes; pick a multiple",
+                         cli_message=f"--batch-size {batch_size} does not divide by the {ctx.world_size} processes; "
+                         "pick a multiple")
     use_amp = dev.type == "cuda" if amp == "auto" else bool(amp)
     if use_amp and dev.type != "cuda":
-        raise ValueError(f"amp autocast is only used on CUDA, but the device is {dev}; pass amp='auto' or False")
+        raise InputError(f"amp autocast is only used on CUDA, but the device is {dev}; pass amp='auto' or False")
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
     out = Path(run_dir) / FINETUNE_DIR
     ckpt = out / CHECKPOINT_FILE
@@ -188,7 +192,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     items = image_folder(data_dir, wnids=classes)
     train_items, val_items = split_per_class(items, val_fraction, seed)
     if not train_items:
-        raise ValueError(f"{data_dir} holds no images of the classes {classes[:5]}...; add images named *.jpg")
+        raise InputError(f"{data_dir} holds no images of the classes {classes[:5]}...; add images named *.jpg")
     rows = clf.head(classes)[0].float().to(dev)  # scaled as at prediction
     body = backbone.body
     body.requires_grad_(True)

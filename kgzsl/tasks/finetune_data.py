@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import transforms as T
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.vision.folders import ImageFiles, collate_images
 
 __all__ = ["select_classes", "split_per_class", "train_transform", "make_loaders", "warn_unreadable"]
@@ -42,7 +43,7 @@ def select_classes(data_dir: str | os.PathLike, seen: Sequence[str], nodes: Sequ
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
+        raise NotFoundError(f"image folder not found: {root}")
     seen_set, node_set, hidden = set(seen), set(nodes), set(holdout)
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     reasons = {name: ("held out from the run's training" if name in hidden else
@@ -56,7 +57,7 @@ def select_classes(data_dir: str | os.PathLike, seen: Sequence[str], nodes: Sequ
                        " ..." if len(skipped) > 5 else "")
     classes = [name for name in folders if not reasons[name]]
     if len(classes) < 2:
-        raise ValueError(f"{root} has {len(classes)} usable class folder(s); fine-tuning needs images of at least "
+        raise InputError(f"{root} has {len(classes)} usable class folder(s); fine-tuning needs images of at least "
                          "two seen classes of the backbone that are nodes of the run, in folders named by wnid "
                          f"(like {root}/n02123045/*.jpg)")
     return classes
@@ -70,7 +71,8 @@ def split_per_class(items: Sequence[tuple[Path, str]], val_fraction: float,
     (drawn by a permutation seeded with ``seed``) go to validation. Both lists keep the input order.
     """
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}",
+                         cli_message=f"--val-fraction must be in [0, 1), got {val_fraction}")
     by_class: dict[str, list[int]] = {}
     for i, (_, wnid) in enumerate(items):
         by_class.setdefault(wnid, []).append(i)
@@ -107,7 +109,7 @@ def train_transform(eval_transform: Callable) -> T.Compose:
         if isinstance(interpolation, str):  # kgzsl.vision.preprocess.EvalTransform names it
             interpolation = T.InterpolationMode(interpolation)
     if crop is None or mean is None or std is None:
-        raise ValueError(f"cannot derive a training augmentation from the backbone's preprocessing {eval_transform!r}: "
+        raise InputError(f"cannot derive a training augmentation from the backbone's preprocessing {eval_transform!r}: "
                          "it needs a CenterCrop and a Normalize (or torchvision's ImageClassification preset)")
     size = tuple(crop) if isinstance(crop, (list, tuple)) else (int(crop), int(crop))
     size = size * 2 if len(size) == 1 else size

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from kgzsl.errors import InputError
+
 if TYPE_CHECKING:
     from kgzsl.graph import KnowledgeGraph
 
@@ -172,7 +174,7 @@ def _accuracy_at(is_seen: torch.Tensor, threshold: torch.Tensor, gammas: torch.T
 def _best_gamma(is_seen: torch.Tensor, threshold: torch.Tensor, gap: torch.Tensor,
                 grid: Sequence[float] | torch.Tensor | None = None, num_quantiles: int = 101) -> tuple[float, float]:
     if not bool(is_seen.any()) or bool(is_seen.all()):
-        raise ValueError("choosing gamma needs images of both seen and unseen classes")
+        raise InputError("choosing gamma needs images of both seen and unseen classes")
     if grid is None:
         finite = gap[gap.isfinite()].cpu()
         if finite.numel() > 1_000_000:  # torch.quantile has an input size limit; a sample is plenty

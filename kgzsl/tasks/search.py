@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from kgzsl.errors import InputError, NotFoundError, SetupError
 from kgzsl.utils.distributed import DistContext, all_ranks_agree, broadcast_object, gather_tensors, shard_indices
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
@@ -30,7 +31,7 @@ __all__ = ["build_index", "search", "SearchIndexError"]
 logger = logging.getLogger(__name__)
 
 
-class SearchIndexError(ValueError):
+class SearchIndexError(InputError):
     """An index file is missing, corrupt, or was built with another backbone."""
 
 
@@ -99,7 +100,7 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
         st = p.stat()
         keys.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     if not all_ranks_agree(keys, ctx):
-        raise RuntimeError(f"the processes listed different files under {folder} (did it change?); run again")
+        raise SetupError(f"the processes listed different files under {folder} (did it change?); run again")
     old = _reusable_rows(backbone, index_path) if ctx.is_main else {}
     todo = [i for i, k in enumerate(keys) if (k["path"], k["size"], k["mtime_ns"]) not in old]
     todo = broadcast_object(todo, ctx)  # rank 0 read the index: the others take its list
@@ -151,7 +152,7 @@ def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) 
     """
     index_path = Path(index_path)
     if not index_path.is_file():
-        raise FileNotFoundError(f"index not found: {index_path}; build it with `kgzsl index DIR --out {index_path}`")
+        raise NotFoundError(f"index not found: {index_path}; build it with `kgzsl index RUN DIR --out {index_path}`")
     files, feats, meta = _read_index(index_path)
     if meta.get("backbone") != clf.backbone.name:
         raise SearchIndexError(f"{index_path} was built with backbone {meta.get('backbone')!r}, the run uses "

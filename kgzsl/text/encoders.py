@@ -21,6 +21,7 @@ from typing import IO, Any, Iterable
 
 import torch
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.device import resolve_device
 
 __all__ = ["TextEncoder", "MiniLMEncoder", "WordLlamaEncoder", "GloveEncoder", "get_encoder", "ENCODERS"]
@@ -139,7 +140,7 @@ class GloveEncoder(TextEncoder):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_file():
-            raise FileNotFoundError(f"GloVe file not found: {self.path}")
+            raise NotFoundError(f"GloVe file not found: {self.path}")
         st = self.path.stat()
         stamp = hashlib.sha256(f"{self.path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
         stem = self.path.name.split(".")[0] or "vectors"
@@ -186,7 +187,7 @@ class GloveEncoder(TextEncoder):
                 if word in want and word.decode("utf-8") not in found:
                     found[word.decode("utf-8")] = torch.tensor(vec, dtype=torch.float32)
         if dim is None:
-            raise ValueError(f"no valid vector line in GloVe file {self.path} ({lineno} lines read)")
+            raise InputError(f"no valid vector line in GloVe file {self.path} ({lineno} lines read)")
         if bad:
             logger.warning("GloVe %s: skipped %d malformed line(s) (expected %d numbers)", self.path, bad, dim)
         self._dim = dim
@@ -246,4 +247,4 @@ def get_encoder(spec: str = "minilm", device: str | torch.device = "cpu") -> Tex
         return WordLlamaEncoder()
     if key.lower().startswith("glove:") and key[6:].strip():
         return GloveEncoder(key[6:].strip())
-    raise ValueError(f"unknown text encoder {spec!r}; valid: {', '.join(ENCODERS)}")
+    raise InputError(f"unknown text encoder {spec!r}; valid: {', '.join(ENCODERS)}")

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kgzsl.errors import InputError
 from kgzsl.utils.io import (TensorFileError, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                             read_tensor_metadata, save_tensors)
 
@@ -41,7 +42,7 @@ _KINDS = {"training": ("kgzsl_checkpoint", "train", "the settings"),
           "fine-tuning": ("kgzsl_finetune_checkpoint", "fine-tune", "the settings and data")}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint cannot be resumed: unreadable, or written for another training or fine-tuning setup."""
 
 

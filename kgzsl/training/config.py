@@ -15,6 +15,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from kgzsl.errors import InputError
 from kgzsl.utils.io import write_text
 from kgzsl.utils.paths import resolve_config
 
@@ -22,7 +23,7 @@ __all__ = ["GraphConfig", "FeaturesConfig", "BackboneConfig", "ModelConfig", "Tr
            "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override is malformed, has unknown keys, or a value of the wrong type."""
 
 

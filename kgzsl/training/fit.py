@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from kgzsl.errors import InputError
 from kgzsl.training.checkpoint import (CheckpointError, digest, load_checkpoint, restore_checkpoint,
                                        save_checkpoint)
 from kgzsl.training.config import TrainConfig
@@ -64,7 +65,7 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "sse")
         return (pred - target).pow(2).sum() / (2 * pred.size(0))
     if kind == "mse":
         return F.mse_loss(pred, target)
-    raise ValueError(f"unknown loss {kind!r}; use 'sse' or 'mse'")
+    raise InputError(f"unknown loss {kind!r}; use 'sse' or 'mse'")
 
 
 def split_seen(seen: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +75,7 @@ def split_seen(seen: torch.Tensor, val_fraction: float, seed: int) -> tuple[torc
         Two index tensors into ``seen`` positions (not node ids), each sorted.
     """
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n = seen.numel()
     n_val = int(round(n * val_fraction)) if n > 1 else 0
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -182,7 +183,7 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     device = torch.device(device)
     every = config.checkpoint_every if checkpoint_every is None else checkpoint_every
     if every < 0:
-        raise ValueError(f"checkpoint_every must be >= 0, got {every}")
+        raise InputError(f"checkpoint_every must be >= 0, got {every}")
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     y_train, y_val = train_targets.to(device), val_targets.to(device)
     train_layers, train_inputs = restrict(layers, train_rows)

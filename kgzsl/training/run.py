@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kgzsl.errors import InputError
 from kgzsl.training.config import RunConfig, config_to_dict, save_config
 from kgzsl.utils.device import resolve_device
 from kgzsl.graph import load_graph, load_or_build_graph, resolve_graph_dir
@@ -86,13 +87,13 @@ def select_holdout(seen_wnids: list[str], holdout: list[str] | float | None, see
         return []
     if isinstance(holdout, float):
         if not 0 < holdout < 1:
-            raise ValueError(f"holdout fraction must be in (0, 1), got {holdout}")
+            raise InputError(f"holdout fraction must be in (0, 1), got {holdout}")
         k = int(round(len(seen_wnids) * holdout))
         perm = torch.randperm(len(seen_wnids), generator=torch.Generator().manual_seed(seed))[:k]
         return sorted(seen_wnids[i] for i in perm.tolist())
     unknown = sorted(set(holdout) - set(seen_wnids))
     if unknown:
-        raise ValueError(f"holdout wnids that are not seen classes of the backbone in this graph: "
+        raise InputError(f"holdout wnids that are not seen classes of the backbone in this graph: "
                          f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
     return sorted(set(holdout))
 
@@ -169,7 +170,7 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     raw_rows = backbone.classifier_rows().float()
     present = [i for i, w in enumerate(backbone.wnids) if w in graph.index]
     if not present:
-        raise ValueError(f"none of the backbone's {len(backbone.wnids)} classes is a node of {graph}; "
+        raise InputError(f"none of the backbone's {len(backbone.wnids)} classes is a node of {graph}; "
                          "build the graph from a wnid list that includes them (e.g. imagenet1k)")
     if len(present) < len(backbone.wnids):
         logger.warning("%d backbone classes are not in the graph and are ignored",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from kgzsl.errors import InputError
+
 __all__ = ["resolve_device"]
 
 
@@ -23,5 +25,5 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     else:
         dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
+        raise InputError(f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
     return dev

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from kgzsl.errors import InputError
 from kgzsl.utils.device import resolve_device
 
 __all__ = ["DistContext", "init_distributed", "shard_indices", "gather_objects", "barrier", "broadcast_object",
@@ -65,7 +66,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer; launch with "
+        raise InputError(f"environment variable {name}={value!r} is not an integer; launch with "
                          "`torchrun --nproc_per_node N -m kgzsl ...` or unset it") from None
 
 
@@ -90,7 +91,7 @@ def init_distributed(device: str | torch.device = "auto") -> DistContext:
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", 0)
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} and WORLD_SIZE={world} do not describe a valid job; launch with torchrun")
+        raise InputError(f"RANK={rank} and WORLD_SIZE={world} do not describe a valid job; launch with torchrun")
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local % max(1, torch.cuda.device_count()))

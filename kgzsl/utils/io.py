@@ -20,12 +20,14 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
+from kgzsl.errors import InputError, NotFoundError, OutputError
+
 __all__ = ["TensorFileError", "atomic_path", "write_text", "write_json", "save_tensors", "load_tensors",
            "optimizer_to_tensors", "optimizer_from_tensors",
            "read_tensor_metadata"]
 
 
-class TensorFileError(ValueError):
+class TensorFileError(InputError):
     """A tensor file exists but is not a readable safetensors file (truncated, corrupt, or a pickle)."""
 
 
@@ -36,6 +38,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Args:
         path: Final location of the file. Its parent directory is created if missing.
 
+    Raises:
+        kgzsl.errors.OutputError: If the folder cannot be created or written to.
+
     Yields:
         A temporary path in the same directory to write to. Its name (``.<name>.XXXX.tmp``, hidden)
         can never be taken for the artifact; a process killed mid-write may leave it behind.
@@ -44,8 +49,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     new file (``mkstemp`` alone would make every artifact private to its owner).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -124,7 +132,7 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"tensor file not found: {path}")
+        raise NotFoundError(f"tensor file not found: {path}")
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own SafetensorError (not an OSError/ValueError)
@@ -145,7 +153,7 @@ def read_tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"tensor file not found: {path}")
+        raise NotFoundError(f"tensor file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})

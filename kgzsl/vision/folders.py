@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.wordnet import WNID_RE
 from kgzsl.vision.images import ImageLoadError, load_image
 
@@ -45,7 +46,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        raise NotFoundError(f"image folder not found: {folder}")
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -70,11 +71,11 @@ def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) ->
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
+        raise NotFoundError(f"image folder not found: {root}")
     keep = None if wnids is None else set(wnids)
     classes = sorted(d for d in root.iterdir() if d.is_dir() and (WNID_RE.match(d.name) or (keep and d.name in keep)))
     if not classes:
-        raise ValueError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg)")
+        raise InputError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg)")
     return [(p, folder.name) for folder in classes if keep is None or folder.name in keep
             for p in list_images(folder)]
 

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from kgzsl.errors import InputError
+
 __all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tensor_batch", "describe_image"]
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ _WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(InputError):
     """An image could not be read; the message names the input and how to fix it.
 
     Attributes:
@@ -194,7 +196,7 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
 def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image], torch.Tensor],
                max_pixels: int = 100_000_000,
                ) -> tuple[torch.Tensor | None, list[int], dict[int, str]]:
-    """Load and preprocess many images; a bad image is reported, never fatal.
+    """Load and preprocess many images; a bad image is returned as an error (not logged), never fatal.
 
     Args:
         sources: Images (see :func:`load_image`): paths, PIL images, numpy arrays, ``[3, H, W]`` tensors.
@@ -221,7 +223,7 @@ def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image]
         except Exception as exc:  # one bad image must not stop the batch
             errors[i] = str(exc) if isinstance(exc, ImageLoadError) else \
                 f"cannot preprocess image {describe_image(source)}: {type(exc).__name__}: {exc}"
-            logger.warning("skipping image %d: %s", i, errors[i])
+            logger.debug("skipping image %d: %s", i, errors[i])  # returned: the caller reports it once
             continue
         tensors.append(tensor)
         indices.append(i)

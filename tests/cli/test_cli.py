@@ -35,7 +35,7 @@ def test_build_graph_command(tmp_path):
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert manifest["sources"][0]["count"] == 2 and manifest["counts"]["nodes"] > 10
     bad = _kgzsl("build-graph", "--wnids", "no-such-list", "--out", str(tmp_path / "h"))
-    assert bad.returncode == 2 and "neither a shipped set" in bad.stderr
+    assert bad.returncode == 1 and "neither a shipped set" in bad.stderr
 
 
 @requires_wordnet
@@ -50,7 +50,7 @@ def test_train_command_with_overrides_and_holdout(tmp_path, capsys):
     assert "best validation cosine" in capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["holdout"] == ["n01440764", "n02690373"] and summary["train"] + summary["val"] == 22
-    assert main(["-q", "train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["-q", "train", "--config", str(tmp_path / "missing.yaml")]) == 1
 
 
 def test_predict_command_json_and_table(tiny_run, tmp_path):
@@ -96,3 +96,15 @@ def test_add_concept_is_saved_with_the_run_and_calibrate(tiny_run, tmp_path, cap
                  "--device", "cpu"]) == 0
     stored = json.loads((run / "abstain.json").read_text())
     assert stored["inputs"] == 6 and stored["kept"] >= 0.5 and "keeps" in capsys.readouterr().out
+
+
+def test_benchmark_json_is_a_flag_and_json_out_writes_the_file(tmp_path, capsys, monkeypatch):
+    import kgzsl.tasks.benchmarks.runner as runner
+
+    result = {"rows": [{"method": "dgp", "top1": 0.5}], "seconds": 1.0}
+    calls = []
+    monkeypatch.setattr(runner, "_run", lambda name, *args: calls.append(name) or ("a table", result))
+    assert main(["-q", "benchmark", "fmnist", "--json", "--json-out", str(tmp_path / "b1.json")]) == 0
+    assert json.loads(capsys.readouterr().out) == result == json.loads((tmp_path / "b1.json").read_text())
+    assert main(["-q", "benchmark", "speed"]) == 0
+    assert capsys.readouterr().out == "a table\n" and calls == ["fmnist", "speed"]

@@ -210,8 +210,8 @@ def test_cli_build_graph_conceptnet(fixture: dict, tmp_path: Path, capsys: pytes
     graph = KnowledgeGraph.load(tmp_path / "g")
     assert f"{graph.num_nodes} nodes, {len(graph.edges)} edges, {len(graph.relations)} relations" in out
     assert graph.manifest["build"]["topk"] == [5, 3]
-    assert main(["-q", "build-graph", "--wnids", str(wnids), "--source", "conceptnet"]) == 2
+    assert main(["-q", "build-graph", "--wnids", str(wnids), "--source", "conceptnet"]) == 1
     assert "needs --conceptnet PATH" in capsys.readouterr().err
     assert main(["-q", "build-graph", "--wnids", str(wnids), "--source", "conceptnet", "--conceptnet",
-                 fixture["path"], "--conceptnet-topk", "5"]) == 2
+                 fixture["path"], "--conceptnet-topk", "5"]) == 1
     assert "two positive integers" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 Labels (unknown, ambiguous, duplicate, empty, not a noun synset), configs (malformed YAML, unknown
 keys, not UTF-8), graph folders (another format version, a broken manifest), run folders and
 backbones that do not match (node count, backbone name, feature size, weights), and the CLI's
-reporting of all of these (exit code 2 and one line on stderr, never a traceback).
+reporting of all of these (exit code 1 and one line on stderr, never a traceback).
 """
 
 from __future__ import annotations
@@ -279,9 +279,8 @@ def test_backbone_weights_of_another_architecture(tmp_path):
     (["train", "graph.path={tmp}/oldgraph", "graph.wnids=imagenet1k"], "has graph format 0"),
     (["predict", "{tmp}/run", "x.jpg", "--labels", "x1,dog.n.01"], "'x1' and 'dog.n.01' both resolve"),
     (["predict", "{tmp}/run", "x.jpg", "--labels", ""], "empty label"),
-    (["predict", "{tmp}/run", "x.jpg", "--top-k", "0"], "top_k must be >= 1"),
 ])
-def test_cli_reports_bad_inputs_with_exit_code_2(tmp_path, capsys, monkeypatch, argv, match):
+def test_cli_reports_bad_inputs_with_exit_code_1(tmp_path, capsys, monkeypatch, argv, match):
     (tmp_path / "bad.yaml").write_text("train: {lr: 0.1\n")
     (tmp_path / "oldgraph").mkdir()
     (tmp_path / "oldgraph" / "manifest.json").write_text('{"format_version": 0, "kgzsl_version": "0.0.1"}')
@@ -291,5 +290,35 @@ def test_cli_reports_bad_inputs_with_exit_code_2(tmp_path, capsys, monkeypatch, 
     monkeypatch.setattr(kgzsl.vision.backbones, "load_backbone", lambda *a, **k: FakeBackbone())
     code = main(["-q", *[a.replace("{tmp}", str(tmp_path)) for a in argv]])
     err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
+    assert code == 1 and "Traceback" not in err
     assert f"kgzsl {argv[0]}: error:" in err and re.search(match, err), err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["predict", "RUN", "x.jpg", "--top-k", "0"], "argument --top-k: must be >= 1, got 0"),
+    (["search", "RUN", "x.index", "cat", "--top-k", "many"], "argument --top-k: expected an integer, got 'many'"),
+    (["index", "RUN", "DIR", "--out", "x.index", "--batch-size", "0"], "argument --batch-size: must be >= 1"),
+    (["evaluate", "RUN", "--data", "D", "--split", "2-hops", "--workers", "-1"], "argument --workers: must be >= 0"),
+    (["benchmark", "fmnist", "--json", "out.json"], "unrecognized arguments: out.json"),
+])
+def test_cli_usage_errors_exit_with_code_2_before_any_work(capsys, argv, match):
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", *argv])
+    assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_predict_logs_each_bad_image_once_and_predict_detailed_returns_it(tmp_path, caplog):
+    from PIL import Image
+
+    fake_run(tmp_path / "run", backbone="fakenet")
+    clf = ZeroShotClassifier.load(tmp_path / "run", backbone=FakeBackbone())
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(good)
+    bad.write_bytes(b"not an image")
+    with caplog.at_level(logging.WARNING):
+        records = clf.predict_detailed([good, bad], ["x0", "x1"], top_k=1)
+    assert "error" in records[1] and caplog.records == []  # returned to the caller, not logged as well
+    with caplog.at_level(logging.WARNING):
+        preds = clf.predict([good, bad], ["x0", "x1"], top_k=1)
+    assert len(preds[0]) == 1 and preds[1] == []
+    assert [r.getMessage() for r in caplog.records] == [f"skipping image: {records[1]['error']}"]

@@ -163,7 +163,7 @@ def test_too_few_classes_is_a_clear_error(tiny_run, tmp_path):
     _write_images(tmp_path / "data" / CAT, 2)
     with pytest.raises(ValueError, match="1 usable class folder"):
         finetune_run(run, tmp_path / "data", **QUICK)
-    assert main(["-q", "finetune", str(run), "--data", str(tmp_path / "missing")]) == 2
+    assert main(["-q", "finetune", str(run), "--data", str(tmp_path / "missing")]) == 1
 
 
 def test_class_choice_skips_unseen_foreign_and_held_out_folders(tmp_path, caplog):

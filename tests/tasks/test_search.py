@@ -66,9 +66,9 @@ def test_cli_index_and_search(tiny_run, photos, tmp_path, capsys):
     from kgzsl.cli import main
 
     index = tmp_path / "cli.index"
-    assert main(["-q", "index", str(photos), "--run", str(tiny_run), "--out", str(index), "--no-progress",
+    assert main(["-q", "index", str(tiny_run), str(photos), "--out", str(index), "--no-progress",
                  "--device", "cpu"]) == 0
     assert "3 images (3 new" in capsys.readouterr().out
-    assert main(["-q", "search", str(index), "tabby", "--run", str(tiny_run), "--json", "--device", "cpu"]) == 0
+    assert main(["-q", "search", str(tiny_run), str(index), "tabby", "--json", "--device", "cpu"]) == 0
     hits = __import__("json").loads(capsys.readouterr().out)
     assert Path(hits[0]["path"]).name == "chelsea.png"

@@ -142,7 +142,7 @@ def test_index_under_torchrun_equals_one_process(tiny_run, odd_folder, tmp_path)
     stats = build_index(clf.backbone, root, tmp_path / "one.index", progress=False)
     assert stats == {"images": 6, "new": 6, "reused": 0, "removed": 0, "failed": 1}
 
-    args = ["-m", "kgzsl", "-q", "index", str(root), "--run-dir", str(tiny_run), "--out", str(tmp_path / "two.index"),
+    args = ["-m", "kgzsl", "-q", "index", str(tiny_run), str(root), "--out", str(tmp_path / "two.index"),
             "--device", "cpu", "--no-progress", "--workers", "1", "--batch-size", "2"]
     done = torchrun(args, tmp_path / "cache")
     assert done.stdout.strip().splitlines() == [f"index {tmp_path / 'two.index'}: 6 images (6 new, 0 unchanged, "

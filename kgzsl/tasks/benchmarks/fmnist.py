@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from kgzsl.errors import InputError
 from kgzsl.inference.head import LinearHead
 from kgzsl.tasks.benchmarks.fmnist_data import FMNIST_CLASSES, fmnist_features, load_fmnist, stratified_subset
 from kgzsl.tasks.metrics import calibrated_stacking, choose_gamma, mean_per_class_accuracy, seen_unseen_accuracy
@@ -46,7 +47,7 @@ def _model_scorer(run_dir: Path, graph_index: dict[str, int], backbone: Any) -> 
     known = set(clf.wnids)
     missing = [w for w in graph_wnids if w not in known]
     if missing:
-        raise ValueError(f"run {run_dir} lacks {len(missing)} nodes of the benchmark's graph (e.g. {missing[0]})")
+        raise InputError(f"run {run_dir} lacks {len(missing)} nodes of the benchmark's graph (e.g. {missing[0]})")
 
     def score(feats: torch.Tensor, nodes: list[int]) -> torch.Tensor:
         return clf.logits(feats, [graph_wnids[n] for n in nodes])  # benchmark graph nodes, named by wnid

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.io import load_tensors, save_tensors
 
 __all__ = ["FMNIST_DIR", "FMNIST_CLASSES", "FmnistClass", "load_fmnist", "fmnist_features", "stratified_subset"]
@@ -62,7 +63,7 @@ def _read_idx(path: Path) -> np.ndarray:
     magic = int.from_bytes(data[:4], "big")
     ndim = magic & 0xFF
     if magic >> 8 != 0x08:  # unsigned byte data
-        raise ValueError(f"{path} is not an idx file of unsigned bytes (magic {magic:#x})")
+        raise InputError(f"{path} is not an idx file of unsigned bytes (magic {magic:#x})")
     shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
@@ -87,12 +88,12 @@ def load_fmnist(split: str = "test", root: str | os.PathLike | None = None) -> t
         candidates = [root / f"{prefix}-{kind}.gz", root / f"{prefix}-{kind}"]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise FileNotFoundError(f"Fashion-MNIST {split} files not found in {root}; install them with "
-                                    "`apt-get install dataset-fashion-mnist` or set KGZSL_FMNIST_DIR")
+            raise NotFoundError(f"Fashion-MNIST {split} files not found in {root}; install them with "
+                                "`apt-get install dataset-fashion-mnist` or set KGZSL_FMNIST_DIR")
         files.append(found)
     images, labels = _read_idx(files[0]), _read_idx(files[1])
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{files[0]} has {images.shape[0]} images but {files[1]} {labels.shape[0]} labels")
+        raise InputError(f"{files[0]} has {images.shape[0]} images but {files[1]} {labels.shape[0]} labels")
     return images, labels
 
 

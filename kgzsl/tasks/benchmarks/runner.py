@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.io import write_json
 from kgzsl.utils.paths import shipped_dir
 
@@ -29,12 +30,13 @@ def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dic
         if (run / "run.json").is_file():
             summary = json.loads((run / "run.json").read_text())
             if summary.get("model") != model:
-                raise ValueError(f"{run} holds a {summary.get('model')} run, not {model}; pass another --runs-dir")
+                problem = f"{run} holds a {summary.get('model')} run, not {model}"
+                raise InputError(f"{problem}; pass another runs_dir", cli_message=f"{problem}; pass another --runs-dir")
             logger.info("using the trained %s run in %s", model, run)
         else:
             config_file = _CONFIGS / f"{model}.yaml"
             if not config_file.is_file():
-                raise FileNotFoundError(f"no run in {run} and no config {config_file} to train one")
+                raise NotFoundError(f"no run in {run} and no config {config_file} to train one")
             logger.info("no %s run in %s: training one from %s", model, run, config_file)
             train_run(load_config(config_file), out_dir=run, progress=progress, build_graph=True)
         runs[model] = run
@@ -55,44 +57,52 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, json_path: Path | None = None,
-                  limit_per_class: int | None = None, progress: bool = True, device: str = "auto") -> str:
-    """Run a benchmark and return its printed report."""
+                  limit_per_class: int | None = None, progress: bool = True, device: str = "auto",
+                  as_json: bool = False) -> str:
+    """Run a benchmark and return its printed report (its result as JSON text if ``as_json``).
+
+    ``json_path``, if given, also receives the result as JSON.
+    """
+    report, result = _run(name, models, runs_dir, out_dir, limit_per_class, progress, device)
+    if json_path is not None:
+        write_json(json_path, result)
+    return json.dumps(result, indent=2) if as_json else report
+
+
+def _run(name: str, models: list[str], runs_dir: Path, out_dir: Path, limit_per_class: int | None, progress: bool,
+         device: str) -> tuple[str, dict[str, Any]]:
     import time
 
     if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+        raise InputError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     start = time.perf_counter()
     if name == "speed":
         from kgzsl.tasks.benchmarks.speed import run_speed
 
         result = run_speed(run_dir=runs_dir / "dgp", progress=progress)
         result["seconds"] = round(time.perf_counter() - start, 1)
-        if json_path is not None:
-            write_json(json_path, result)
-        return "speed (B3), one run on this machine:\n" + "\n".join(f"  {k:<40} {v}" for k, v in result.items())
+        report = "speed (B3), one run on this machine:\n" + "\n".join(f"  {k:<40} {v}" for k, v in result.items())
+        return report, result
     if name == "imagenet-heldout":
         result = _heldout(models, device, progress)
         result["seconds"] = round(time.perf_counter() - start, 1)
-        if json_path is not None:
-            write_json(json_path, result)
         return ("ImageNet-1k held-out rows (B2): weight-space metrics of the hidden classes' predicted rows\n"
                 + format_rows([{**r, "setting": r["split"]} for r in result["rows"]])
                 + "\n\nrandom splits, mean ± std over seeds:\n"
                 + "\n".join(f"{s['method']:<8} mean cosine {s['mean_cosine']:.3f} ± {s['mean_cosine_std']:.3f}  "
                             f"hit@1 {s['hit1']:.3f} ± {s['hit1_std']:.3f}  hit@5 {s['hit5']:.3f} ± {s['hit5_std']:.3f}"
                             for s in result["summary"])
-                + f"\n{result['seconds']:.1f}s")
+                + f"\n{result['seconds']:.1f}s"), result
     runs = ensure_runs(models, runs_dir, progress)
     from kgzsl.tasks.benchmarks.fmnist import run_fmnist
 
     result = run_fmnist(runs, out_dir, progress=progress, limit_per_class=limit_per_class)
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["runs"] = {k: str(v) for k, v in runs.items()}
-    if json_path is not None:
-        write_json(json_path, result)
-    return (f"Fashion-MNIST zero-shot (B1): {result['n_images']} test images, runs {', '.join(map(str, runs.values()))}\n"
-            + format_rows(result["rows"])
-            + f"\nconfusion matrix of the best model: {result['confusion_png']}\n{result['seconds']:.1f}s")
+    report = (f"Fashion-MNIST zero-shot (B1): {result['n_images']} test images, runs "
+              f"{', '.join(map(str, runs.values()))}\n" + format_rows(result["rows"])
+              + f"\nconfusion matrix of the best model: {result['confusion_png']}\n{result['seconds']:.1f}s")
+    return report, result
 
 
 def _heldout(models: list[str], device: str, progress: bool) -> dict[str, Any]:
