@@ -75,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.holdout_seed is not None:
         overrides.append(f"train.holdout_seed={args.holdout_seed}")
     config = load_config(args.config, overrides)
-    out = train_run(config, out_dir=args.out, progress=not args.no_progress, resume=args.resume)
+    out = train_run(config, out_dir=args.out, progress=not (args.no_progress or args.quiet), resume=args.resume)
     summary = json.loads((out / "run.json").read_text())
     print(f"run {out}: {summary['model']} best validation cosine {summary['best_val_cosine']:.4f} at epoch "
           f"{summary['best_epoch']} ({summary['epochs_run']} epochs, {summary['seconds_per_epoch']:.3f}s/epoch, "

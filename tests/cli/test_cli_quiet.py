@@ -35,7 +35,7 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = load_config(None, [f"graph.path={root / 'graph'}", f"graph.wnids={root / 'tiny.txt'}", "name=minilm",
                                 "features.encoder=minilm", "model.name=dgp", "model.hidden_channels=[64]",
                                 "train.epochs=10", "train.device=cpu"])
-    return train_run(config, out_dir=root / "run", progress=False)
+    return train_run(config, out_dir=root / "run", progress=False, build_graph=True)
 
 
 def _predict(run: Path, tmp_path: Path, *options: str) -> tuple[int, str, str, Path]:
