@@ -9,41 +9,20 @@ classes: the backbone never had a classifier row for any of them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
 
 from kgzsl.errors import MissingPackageError
 from kgzsl.training.config import config_to_dict, load_config
+from kgzsl.vision.samples import demo_photos
 
-__all__ = ["DEMO_LABELS", "demo_photos", "run_demo"]
+__all__ = ["DEMO_LABELS", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 DEMO_LABELS = ["cat", "dog", "bear", "coffee", "tea", "soup", "rocket", "motorcycle", "bicycle", "temple",
                "flower", "woman", "man", "horse", "bird"]
-
-_PHOTOS = [("skimage", "data/chelsea.png"), ("skimage", "data/coffee.png"), ("skimage", "data/rocket.jpg"),
-           ("skimage", "data/motorcycle_left.png"), ("skimage", "data/astronaut.png"),
-           ("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg"),
-           ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")]
-
-
-def demo_photos() -> list[Path]:
-    """Real photos bundled in installed wheels (those whose package is installed)."""
-    found = []
-    for package, rel in _PHOTOS:
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            logger.warning("package %s is not installed: skipping its photo %s (pip install 'kgzsl[demo]')",
-                           package, rel)
-            continue
-        path = Path(spec.origin).parent / rel
-        if path.is_file():
-            found.append(path)
-    return found
-
 
 def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None = None, retrain: bool = False,
              labels: list[str] | None = None) -> str:

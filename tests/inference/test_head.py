@@ -67,7 +67,7 @@ def test_float32_head_and_auto_choice():
 
 @needs_int8
 def test_classifier_predictions_unchanged_by_int8_head(tiny_run, monkeypatch):
-    from kgzsl.tasks.demo import demo_photos
+    from kgzsl.vision.samples import demo_photos
 
     photos = demo_photos()[:3]
     plain = ZeroShotClassifier.load(tiny_run, device="cpu").predict(photos, top_k=5)

@@ -202,7 +202,7 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> Non
     through :class:`kgzsl.inference.head.LinearHead` (and, for comparison where the head takes another path,
     through the dense float32 product). Overheads are per-round paired ratios (:func:`paired_overhead`).
     """
-    from kgzsl.tasks.demo import demo_photos
+    from kgzsl.vision.samples import demo_photos
     from kgzsl.inference.head import LinearHead
     from kgzsl.vision.images import load_image
 
@@ -266,7 +266,7 @@ def _startup(out: dict[str, Any], run_dir: Path | None) -> None:
     subprocess.run([sys.executable, "-m", "kgzsl", "--help"], capture_output=True, check=True)
     out["startup_help_seconds"] = round(time.perf_counter() - start, 2)
     if run_dir is not None and (run_dir / "run.json").is_file():
-        from kgzsl.tasks.demo import demo_photos
+        from kgzsl.vision.samples import demo_photos
 
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "kgzsl", "-q", "predict", str(run_dir), str(demo_photos()[0]),
