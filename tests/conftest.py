@@ -75,3 +75,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                 "train.epochs=150", "train.val_fraction=0.1", "train.patience=150",
                                 "train.device=cpu"])
     return train_run(config, out_dir=root / "run", progress=False, build_graph=True)
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch) -> Path:
+    """An empty current directory, with the user data folder and the override variable under control."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("KGZSL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KGZSL_GRAPH_DATA", raising=False)
+    return cwd

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -12,16 +11,6 @@ from kgzsl.cli.main import main
 from kgzsl.graph import GraphNotFoundError, KnowledgeGraph, build_command, load_graph, load_or_build_graph
 
 from conftest import requires_wordnet, toy_graph
-
-
-@pytest.fixture
-def elsewhere(tmp_path, monkeypatch) -> Path:
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("KGZSL_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("KGZSL_GRAPH_DATA", raising=False)
-    return cwd
 
 
 def test_a_missing_graph_names_the_build_command_and_builds_nothing(elsewhere, tmp_path):

@@ -10,17 +10,6 @@ from kgzsl.utils.paths import (data_home, graph_data_dir, resolve_config, resolv
                                shipped_names)
 
 
-@pytest.fixture
-def elsewhere(tmp_path, monkeypatch) -> Path:
-    """An empty current directory, with the user data folder and the override variable under control."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("KGZSL_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("KGZSL_GRAPH_DATA", raising=False)
-    return cwd
-
-
 def test_shipped_files_are_found():
     assert {"dgp", "sgcn", "gcnz"} <= set(shipped_names("configs"))
     assert {"imagenet1k", "imagenet21k", "2-hops", "3-hops", "all"} <= set(shipped_names("wnids"))
