@@ -1,16 +1,13 @@
 """The candidate rows as a fixed linear head, with an exact top-k that reads an int8 copy.
 
-Scoring an image against ~22k candidate classes is one product with a ``[C, D]`` float32
-matrix (112 MB for 21,843 × 1,280): at batch 1 that read costs about half a backbone pass. With
-at least :data:`INT8_MIN_ROWS` candidates on the CPU, :meth:`LinearHead.topk` scores every row
-from an int8 copy (:mod:`kgzsl.inference.head_int8`; 11 MB of low-rank coefficients for DGP's
-ImageNet rows) with a per-row error bound, and rescores exactly only the rows that can still be
-in the top k (:mod:`kgzsl.inference.head_kernel`): labels and logits are those of the float32
-product. Probabilities use the int8 scores of the other rows in the softmax normaliser.
-
-The int8 copy is built on the second :meth:`~LinearHead.topk` call (about 2 s for those rows on 2
-cores), so a one-off prediction never pays for it; batches of more than 8 images read the float32
-rows once instead. Several threads may use one head at once.
+Scoring an image against ~22k classes reads a ``[C, D]`` float32 matrix (112 MB for 21,843 ×
+1,280): at batch 1 about half a backbone pass. With at least :data:`INT8_MIN_ROWS` candidates
+on the CPU, :meth:`LinearHead.topk` scores every row from an int8 copy with a per-row error bound
+(:mod:`~kgzsl.inference.head_int8`; 11 MB for DGP's ImageNet rows) and rescores exactly only the
+rows that can still be in the top k (:mod:`~kgzsl.inference.head_kernel`): labels and logits are
+the float32 product's; the softmax normaliser takes the int8 scores of the other rows. The copy
+is built on the second :meth:`~LinearHead.topk` call (about 2 s on 2 cores), so a one-off
+prediction never pays for it; batches of more than 8 images use the float32 product.
 
 Example:
     >>> head = LinearHead(matrix)                       # [C, D + 1] rows [W | b]
@@ -37,19 +34,14 @@ logger = logging.getLogger(__name__)
 INT8_MIN_ROWS = 4096
 """Below this many candidates the float32 product is already cheap; no int8 copy is made."""
 _INT8_MAX_BATCH = 8  # one int8 pass per image up to this many; a wider batch reads the float32 rows once
-_kernel_module: Any = None  # kgzsl.inference.head_kernel once imported (numba loads lazily), False without numba
-
 
 def _kernel() -> Any:
-    """The compiled int8 pass, or None where numba is missing (the head then scores in float32)."""
-    global _kernel_module
-    if _kernel_module is None:
-        try:
-            from kgzsl.inference import head_kernel as _kernel_module
-        except ImportError as exc:
-            logger.info("int8 head unavailable (%s); scoring in float32", exc)
-            _kernel_module = False
-    return _kernel_module or None
+    """The compiled int8 pass (numba loads on first use, not with kgzsl), or None without numba."""
+    try:
+        from kgzsl.inference import head_kernel
+    except ImportError:
+        return None
+    return head_kernel
 
 
 class LinearHead:
@@ -131,20 +123,18 @@ class LinearHead:
             ``(probabilities, indices, logits)``, each ``[B, k]``, best first. Indices and logits
             equal those of the float32 product (ties and float rounding aside).
         """
-        k = min(int(k), self.num_classes)
-        if not self.int8 or not 0 < features.size(0) <= _INT8_MAX_BATCH or k > _kernel().MAX_K:
+        k, kernel, most = min(int(k), self.num_classes), _kernel(), self.num_classes // 4
+        if not self.int8 or not 0 < features.size(0) <= _INT8_MAX_BATCH or k > kernel.MAX_K:
             return self._dense_topk(features, k)
         self._calls += 1
         low = self._low or (self._int8_rows() if self._calls >= 2 else None)  # a one-off call stays dense
         if low is None:
             return self._dense_topk(features, k)
-        x = features.detach().float().contiguous()
         weight, bias, threads = self.weight.numpy(), self.bias.numpy(), torch.get_num_threads()
         found = []
-        for row in x.numpy():
-            probs, logits, idx, n, _, _ = _kernel().topk_one(row, low, weight, bias, self.scale, k, threads,
-                                                             max_rows=self.num_classes // 4)
-            if not 0 <= n <= self.num_classes // 4:  # NaN features or a wide shortlist: the dense product answers
+        for row in features.detach().float().contiguous().numpy():
+            probs, logits, idx, n, _, _ = kernel.topk_one(row, low, weight, bias, self.scale, k, threads, most)
+            if not 0 <= n <= most:  # NaN features or a wide shortlist: the dense product answers
                 return self._dense_topk(features, k)
             found.append((probs, idx, logits))
         return tuple(torch.from_numpy(np.stack(part)) for part in zip(*found))  # type: ignore[return-value]
@@ -174,9 +164,6 @@ class HeadCache:
                     self._entries.popitem(last=False)
             self._entries.move_to_end(key)
             return self._entries[key]
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def clear(self) -> None:
         """Forget every entry (the rows changed)."""

@@ -51,14 +51,9 @@ _REL = 1e-9  # relative margin for float64 rounding
 
 
 def choose_rank(eigenvalues: torch.Tensor, d: int, tol: float = ENERGY_TOL) -> int | None:
-    """Smallest multiple of 64 whose leading directions leave at most ``tol`` of the energy, or None
-    when that needs more than half of the ``d`` columns (the full-width copy then reads as little).
-
-    Args:
-        eigenvalues: Eigenvalues of the centred rows' Gram matrix, descending.
-        d: Feature width D.
-        tol: Largest energy fraction left out.
-    """
+    """Smallest multiple of 64 whose leading directions leave at most ``tol`` of the energy (given the
+    centred rows' Gram ``eigenvalues``, descending), or None when that is more than ``d / 2`` (the
+    full-width copy then reads as little)."""
     ev = eigenvalues.double().clamp_min(0)
     total = float(ev.sum())
     if total <= 0.0:
@@ -77,11 +72,6 @@ def _basis(weight: torch.Tensor, centre: torch.Tensor, tol: float) -> torch.Tens
     eigenvalues, vectors = torch.linalg.eigh(gram)  # ascending; only picks the basis, the bound uses V as stored
     r = choose_rank(eigenvalues.flip(0), d, tol)
     return None if r is None else vectors.flip(1)[:, :r].T.float().contiguous()
-
-
-def _up(t: torch.Tensor) -> torch.Tensor:
-    """float64 → float32, rounded up (a bound stays a bound)."""
-    return torch.nextafter((t * (1 + _REL)).float(), torch.tensor(float("inf")))
 
 
 @dataclass(frozen=True)
@@ -109,11 +99,6 @@ class Int8Rows:
     def rank(self) -> int | None:
         """Rank r of the basis, None for the full-width copy."""
         return self.basis.shape[0] or None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes read per image."""
-        return sum(a.nbytes for a in (self.q, self.table, self.basis, self.centre, self.colscale))
 
     @classmethod
     def build(cls, weight: torch.Tensor, bias: torch.Tensor, tol: float | None = ENERGY_TOL) -> Int8Rows:
@@ -150,7 +135,7 @@ class Int8Rows:
                 sq += coefficients(s)[0].square().sum(0)
             colscale = (sq / c).sqrt().clamp_min(1e-30)
         q = torch.empty(c, r, dtype=torch.int8)
-        table = torch.empty(c, FIXED + groups)
+        table, up = torch.empty(c, FIXED + groups), torch.tensor(float("inf"))
         for s in range(0, c, _CHUNK):
             a, residual = coefficients(s)
             scaled = a / colscale
@@ -163,7 +148,7 @@ class Int8Rows:
             table[s:s + _CHUNK, 1] = bias[s:s + _CHUNK]
             norms = torch.cat([approx.norm(dim=1, keepdim=True), residual[:, None],
                                eta * (1 + 2 * eta) * a.norm(dim=1, keepdim=True), delta], 1)
-            table[s:s + _CHUNK, 2:] = _up(norms)
+            table[s:s + _CHUNK, 2:] = torch.nextafter((norms * (1 + _REL)).float(), up)  # rounded up
         logger.debug("int8 head: %d rows, %s", c, "full width" if basis is None else f"rank {r} of {d}")
         return cls(q.numpy(), table.numpy(), np.zeros((0, d), np.float32) if basis is None else basis.numpy(),
                    centre.numpy(), colscale.numpy(), eta)

@@ -1,17 +1,18 @@
 """One image against every row of an int8 copy (:mod:`kgzsl.inference.head_int8`): the exact top k.
 
-At batch 1 the head's cost is reading the int8 rows once per image plus whatever runs around
-that read; as a chain of tensor ops the bookkeeping would cost as much as the read. Here it is
-a few compiled numba functions (cached on disk):
+As a chain of tensor ops the bookkeeping around the int8 read would cost as much as the read.
+Here it is a few compiled numba functions (cached on disk):
 
 1. project the features on the basis (:func:`_project`) and quantise them to int16 (:func:`_prepare`);
-2. per part of 4,096 rows: the exact integer product of every row, its int8 score and bound,
-   the part's k best lower bounds and its softmax normaliser (:func:`_score`);
+2. per part of 4,096 rows: every row's exact integer product, int8 score and bound, the part's
+   k best lower bounds and softmax normaliser (:func:`_score`, in parallel: :func:`_score_parts`);
 3. keep the rows whose upper bound reaches the k-th best lower bound, rescore them exactly
    (float64 sums of the float32 rows) and take the top k (:func:`_finish`).
 
-Steps 1 and 2 run on the calling thread and pool threads (:func:`_in_parallel`). Every buffer
-belongs to one call: any number of threads may call :func:`topk_one` at once.
+Numba's threading layer is set to a thread-safe one (``omp`` or ``tbb``; the default ``workqueue``
+aborts when two threads launch parallel code at once; where only it loads, steps 1-2 run
+single-threaded). Every buffer belongs to one call: threads may call :func:`topk_one` at once
+(a call that overlaps another runs on one thread: the cores are busy anyway).
 
 Example:
     >>> probs, logits, idx, n, approx, upper = topk_one(x, int8_rows, weight, bias, 1.0, 5, threads=2)
@@ -19,18 +20,17 @@ Example:
 
 from __future__ import annotations
 
-import itertools
+import logging
 import math
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
 from kgzsl.inference.head_int8 import FIXED, Int8Rows
 
-__all__ = ["MAX_K", "topk_one"]
+__all__ = ["MAX_K", "PARALLEL", "topk_one"]
+
+logger = logging.getLogger(__name__)
 
 MAX_K = 64
 """Largest k the pass serves (a wider top k is a wide shortlist anyway)."""
@@ -39,43 +39,28 @@ _PART = 4096  # rows per task; fixed, so results do not depend on the number of 
 _BLOCK = 64  # rows scored together before their bookkeeping
 _FAST = {"reassoc", "contract"}  # sums may be reordered (the margins cover it); NaN/inf checks stay valid
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+_calls: list[None] = []  # one entry per call in progress (list.append and .pop are atomic)
+
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "threadsafe"
+try:
+    numba.get_num_threads()  # loads the threading layer now
+    PARALLEL = numba.threading_layer() != "workqueue"
+except ValueError as exc:  # no thread-safe layer here
+    numba.config.THREADING_LAYER, PARALLEL = "default", False
+    logger.info("numba has no thread-safe threading layer (%s); the int8 head runs single-threaded", exc)
 
 
-def _in_parallel(task: Callable[[int], None], n: int, threads: int) -> None:
-    """``task(t)`` for ``t`` in ``range(n)``, on the calling thread and up to ``threads - 1`` pool threads.
-
-    The tasks are numba functions that release the GIL. Plain threads rather than numba's
-    ``parallel=True``: its ``workqueue`` layer cannot take parallel calls from several threads at
-    once, and its ``omp`` layer brings a second OpenMP runtime whose spinning threads fight
-    torch's for the cores.
-    """
-    global _pool
-    claim = itertools.count()  # next() on it is atomic: each task runs once, on whichever thread takes it
-
-    def run() -> None:
-        t = next(claim)
-        while t < n:
-            task(t)
-            t = next(claim)
-
-    if _pool is None or _pool[0] != os.getpid():  # a forked child makes its own pool
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kgzsl-head"))
-    helpers = [_pool[1].submit(run) for _ in range(min(threads, n) - 1)]
-    run()  # the calling thread works too, and finishes whatever no helper has taken
-    for helper in helpers:
-        if not helper.cancel():  # a cancelled helper never started: nothing was left for it
-            helper.result()
-
-
-@numba.njit(nogil=True, cache=True, fastmath=_FAST)
-def _project(x, basis, j0, j1, p):  # pragma: no cover - compiled
-    """``p[j0:j1] = (V x)[j0:j1]``, float64 sums."""
-    for j in range(j0, j1):
+@numba.njit(nogil=True, cache=True, parallel=True, fastmath=_FAST)
+def _project(x, basis):  # pragma: no cover - compiled
+    """``p = V x`` (float64 sums), or ``x`` itself when ``V = I``."""
+    p = x.astype(np.float64) if basis.shape[0] == 0 else np.empty(basis.shape[0])
+    for j in numba.prange(basis.shape[0]):
         acc = 0.0
         for t in range(x.shape[0]):
             acc += np.float64(basis[j, t]) * np.float64(x[t])
         p[j] = acc
+    return p
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
@@ -142,6 +127,18 @@ def _score(q, st, base, u, rows, table, scale, c0, c1, approx, upper, stats):  #
     stats[k], stats[k + 1] = m, z
 
 
+@numba.njit(nogil=True, cache=True, parallel=True, fastmath=_FAST)
+def _score_parts(q, st, base, u, rows, table, scale, approx, upper, stats):  # pragma: no cover - compiled
+    """:func:`_score` over every part of :data:`_PART` rows, in parallel."""
+    for t in numba.prange(stats.shape[0]):
+        c1 = min(rows.shape[0], t * _PART + _PART)
+        _score(q, st, base, u, rows, table, scale, t * _PART, c1, approx, upper, stats[t])
+
+
+# where no thread-safe layer loads (not cached: the cache would not tell them from the parallel builds)
+_serial = {f: numba.njit(nogil=True, fastmath=_FAST)(f.py_func) for f in (_project, _score_parts)}
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def _finish(x, weight, bias, scale, approx, upper, stats, max_rows):  # pragma: no cover - compiled
     """``(n, probs, logits, idx)``: the shortlist's size and, unless it exceeds ``max_rows``, the top k."""
@@ -187,19 +184,22 @@ def topk_one(x: np.ndarray, low: Int8Rows, weight: np.ndarray, bias: np.ndarray,
         empty when ``n`` (the shortlist size) exceeds ``max_rows`` or is -1 (``x`` not finite);
         ``approx`` and ``upper`` are every row's int8 score and upper bound (unscaled, ``[C]``).
     """
-    c, r, threads = low.q.shape[0], low.basis.shape[0], max(1, int(threads))
-    p = x.astype(np.float64)
-    if r:
-        p = np.empty(r)
-        step = -(-r // threads)
-        _in_parallel(lambda t: _project(x, low.basis, t * step, min(r, t * step + step), p), threads, threads)
-    q, st, base, u = _prepare(x, p, low.centre, low.colscale, low.eta, low.table.shape[1] - FIXED)
-    if q.size == 0:
-        return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int64), -1, p[:0], p[:0]
-    parts = -(-c // _PART)
-    approx, upper, stats = np.empty(c), np.empty(c), np.empty((parts, k + 2))
-    _in_parallel(lambda t: _score(q, st, base, u, low.q, low.table, scale, t * _PART, min(c, t * _PART + _PART),
-                                  approx, upper, stats[t]), parts, threads)
+    c = low.q.shape[0]
+    project, score_parts = (_project, _score_parts) if PARALLEL else (_serial[_project], _serial[_score_parts])
+    _calls.append(None)
+    try:
+        if PARALLEL:  # numba's thread count is the calling thread's own
+            threads = 1 if len(_calls) > 1 else max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+            if numba.get_num_threads() != threads:
+                numba.set_num_threads(threads)
+        q, st, base, u = _prepare(x, project(x, low.basis), low.centre, low.colscale, low.eta,
+                                  low.table.shape[1] - FIXED)
+        if q.size == 0:
+            return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int64), -1, u, u
+        approx, upper, stats = np.empty(c), np.empty(c), np.empty((-(-c // _PART), k + 2))
+        score_parts(q, st, base, u, low.q, low.table, scale, approx, upper, stats)
+    finally:
+        _calls.pop()
     n, probs, logits, idx = _finish(x, weight, bias, float(scale), approx, upper, stats,
                                     c if max_rows is None else int(max_rows))
     return probs, logits, idx, int(n), approx, upper

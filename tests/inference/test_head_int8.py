@@ -28,7 +28,7 @@ def test_low_rank_copy_reconstructs_the_rows():
     w = rows[:, :-1].double()
     low = Int8Rows.build(rows[:, :-1], rows[:, -1])
     assert low.rank == 64 and low.q.shape == (700, 64) and low.basis.shape == (64, 256)
-    assert 0 < low.eta < 1e-5 and low.nbytes < rows.numel() * 4 / 3
+    assert 0 < low.eta < 1e-5
     v, mu = torch.from_numpy(low.basis).double(), torch.from_numpy(low.centre).double()
     a = torch.from_numpy(low.q).double() * torch.from_numpy(low.table[:, :1]).double() * torch.from_numpy(low.colscale)
     rel = ((a @ v + mu) - w).norm(dim=1) / w.norm(dim=1)
