@@ -23,7 +23,7 @@ import torch
 from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
-from kgzsl.inference.head import LinearHead
+from kgzsl.inference.head import HeadCache, LinearHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, ResolvedLabel
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: concepts saved with a run (``kgzsl add-concept``) and re-added every time it is loaded
 CONCEPTS_FILE = "concepts.yaml"
+#: label lists whose candidate heads the classifier keeps (least recently used dropped first)
+HEAD_CACHE_SIZE = 8
 
 
 class RunNotFoundError(NotFoundError):
@@ -132,7 +134,8 @@ class ZeroShotClassifier:
         from kgzsl.graph.wordnet import load_wordnet
 
         self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
-        self._heads: dict[tuple[str, ...] | None, tuple[torch.Tensor, list[ResolvedLabel], LinearHead]] = {}
+        # (rows, resolved labels, LinearHead) of the last few label lists; `search` makes one per query
+        self._heads = HeadCache(HEAD_CACHE_SIZE)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.summary: dict[str, Any] = dict(summary or {})
         self._num_given = len(self.wnids)  # nodes given at construction; later ones came through extend()
@@ -287,25 +290,36 @@ class ZeroShotClassifier:
         self._abstain = None if calibration is None else check_calibration(calibration)
 
     def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
-        """The ``[C, D + 1]`` candidate matrix and the resolved labels (cached per label list)."""
+        """The ``[C, D + 1]`` candidate rows and the resolved labels.
+
+        The rows are unscaled (logits are ``row_scale`` times their product with ``[x, 1]``; use
+        :meth:`logits`); for every node (``None``) they are :attr:`rows` itself, not a copy.
+        """
+        rows, resolved, _ = self._head(candidate_labels)
+        return rows, resolved
+
+    def _head(self, candidate_labels: Sequence[str] | str | None
+              ) -> tuple[torch.Tensor, list[ResolvedLabel], LinearHead]:
+        """``(rows, resolved, LinearHead)`` of a label list, from the LRU cache :attr:`_heads`."""
         key = _key(candidate_labels)
-        if key not in self._heads:
-            if key is None:
+
+        def build() -> tuple[torch.Tensor, list[ResolvedLabel], LinearHead]:
+            if key is None:  # every node: the head reads self.rows in place
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
                                           i, self.wnids[i], self.names[i]) for i in range(len(self.wnids))]
+                rows = self.rows
             else:
                 labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
                 resolved = self.resolver.resolve_all([label.strip() for label in labels])
-            index = torch.tensor([r.index for r in resolved], device=self.rows.device)
-            matrix = self.rows[index] * self.row_scale
-            self._heads[key] = (matrix, resolved, LinearHead(matrix))
-        return self._heads[key][:2]
+                rows = self.rows[torch.tensor([r.index for r in resolved], device=self.rows.device)]
+            return rows, resolved, LinearHead(rows, scale=self.row_scale)
+
+        return self._heads.get(key, build)
 
     @torch.inference_mode()
     def logits(self, features: torch.Tensor, candidate_labels: Sequence[str] | None = None) -> torch.Tensor:
         """``[B, C]`` scores of pooled backbone features against the candidates."""
-        self.head(candidate_labels)
-        return self._heads[_key(candidate_labels)][2].logits(features)
+        return self._head(candidate_labels)[2].logits(features)
 
     def predict_detailed(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
                          candidate_labels: Sequence[str] | str | None = None, top_k: int | None = 5,
@@ -321,8 +335,7 @@ class ZeroShotClassifier:
             ValueError: If ``abstain=True`` and the classifier has no calibration (checked before any
                 image work), or ``top_k < 1``.
         """
-        _, resolved = self.head(candidate_labels)  # bad labels fail before any image work
-        linear = self._heads[_key(candidate_labels)][2]
+        _, resolved, linear = self._head(candidate_labels)  # bad labels fail before any image work
         calibration = self._abstain if abstain else None
         if abstain and calibration is None:
             raise missing_calibration(self.run_dir)

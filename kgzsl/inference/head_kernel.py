@@ -1,26 +1,21 @@
-"""One image against every int8 candidate row in a single compiled pass (the batch-1 head).
+"""One image against every row of an int8 copy (:mod:`kgzsl.inference.head_int8`): the exact top k.
 
-At batch 1 the head's cost is reading the int8 rows (28 MB for 21,843 × 1,280) once per image,
-plus whatever runs around that read. As a chain of tensor ops, the quantisation, the error bound,
-the shortlist and the softmax normaliser are ~35 small ops whose code and data are cold after each
-backbone pass: they cost as much as the read itself. This module does all of it in one parallel
-numba kernel (compiled once, cached on disk), so a batch-1 prediction costs little more than
-streaming the int8 rows:
+As a chain of tensor ops the bookkeeping around the int8 read would cost as much as the read.
+Here it is a few compiled numba functions (cached on disk):
 
-1. quantise the features ``x`` to 255 levels over ``[min x, max x]`` (zeros stay exact) and measure
-   the quantisation error ``||x - x̂||`` exactly;
-2. for every row, the exact integer product ``q · Q_i``, the approximate logit ``ŝ_i = x̂ · ŵ_i + b_i``
-   and its certified error bound (Cauchy–Schwarz on both quantisations, see :mod:`kgzsl.inference.head`),
-   while keeping, per chunk of rows, the k best lower bounds and an online softmax normaliser;
-3. the rows whose upper bound reaches the k-th best lower bound are rescored exactly (float64
-   accumulation of the float32 rows) and the top k is taken among them.
+1. project the features on the basis (:func:`_project`) and quantise them to int16 (:func:`_prepare`);
+2. per part of 4,096 rows: every row's exact integer product, int8 score and bound, the part's
+   k best lower bounds and softmax normaliser (:func:`_score`, in parallel: :func:`_score_parts`);
+3. keep the rows whose upper bound reaches the k-th best lower bound, rescore them exactly
+   (float64 sums of the float32 rows) and take the top k (:func:`_finish`).
 
-The table ``tab`` ``[6, C]`` holds per row, in float32: ``scale, Σ Q, b, ||w - ŵ||, |Σ(w - ŵ)|, ||ŵ||`` with
-``ŵ = scale · Q`` (exact in float64) and the three norms rounded up (built by
-:class:`kgzsl.inference.head.LinearHead`).
+Numba's threading layer is set to a thread-safe one (``omp`` or ``tbb``; the default ``workqueue``
+aborts when two threads launch parallel code at once; where only it loads, steps 1-2 run
+single-threaded). Every buffer belongs to one call: threads may call :func:`topk_one` at once
+(a call that overlaps another runs on one thread: the cores are busy anyway).
 
 Example:
-    >>> probs, logits, idx, n, _, _ = topk_one(x[None], q_rows, tab, rows, bias, 5, threads=2)
+    >>> probs, logits, idx, n, approx, upper = topk_one(x, int8_rows, weight, bias, 1.0, 5, threads=2)
 """
 
 from __future__ import annotations
@@ -31,130 +26,180 @@ import math
 import numba
 import numpy as np
 
-from kgzsl.inference.head_kernel_parts import (LOCK, NOT_FINITE, TOO_WIDE, _AHEAD, _BLOCK, _FAST, _REL, _absorb, _prefetch_nta,
-                                     _rescore, _setup, _shortlist, _top, scratch, set_threads)
+from kgzsl.inference.head_int8 import FIXED, Int8Rows
 
-__all__ = ["topk_one", "set_threads", "NOT_FINITE", "TOO_WIDE"]
+__all__ = ["MAX_K", "PARALLEL", "topk_one"]
 
 logger = logging.getLogger(__name__)
 
+MAX_K = 64
+"""Largest k the pass serves (a wider top k is a wide shortlist anyway)."""
+_REL = 1e-9  # relative margin for float64 rounding
+_PART = 4096  # rows per task; fixed, so results do not depend on the number of threads
+_BLOCK = 64  # rows scored together before their bookkeeping
+_FAST = {"reassoc", "contract"}  # sums may be reordered (the margins cover it); NaN/inf checks stay valid
 
-@numba.njit(cache=True, nogil=True, inline="always", fastmath=True)
-def _bounds(accs, tab, b0, nb, lo, step, dev, am, err, floor, av, ev):  # pragma: no cover - compiled
-    """Int8 logits ``av`` and bounds ``ev`` of rows ``b0 .. b0 + nb``; their max and whether any reaches ``floor``.
+_calls: list[None] = []  # one entry per call in progress (list.append and .pop are atomic)
 
-    All inputs are finite here, so full fast-math changes no result beyond rounding within the
-    ``_REL`` margin.
-    """
-    bmax = -1e308
-    reach = 0
-    for t in range(nb):
-        i = b0 + t
-        scale = np.float64(tab[0, i])
-        t1 = lo * (scale * np.float64(tab[1, i]))
-        t2 = step * scale * accs[t]
-        b = np.float64(tab[2, i])
-        a = t1 + t2 + b
-        e = (dev * np.float64(tab[3, i]) + am * np.float64(tab[4, i]) + err * np.float64(tab[5, i])
-             + _REL * (abs(t1) + abs(t2) + abs(b)) + 1e-300)
-        av[t] = a
-        ev[t] = e
-        bmax = max(bmax, a)
-        reach += a + e >= floor
-    return bmax, reach > 0
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "threadsafe"
+try:
+    numba.get_num_threads()  # loads the threading layer now
+    PARALLEL = numba.threading_layer() != "workqueue"
+except ValueError as exc:  # no thread-safe layer here
+    numba.config.THREADING_LAYER, PARALLEL = "default", False
+    logger.info("numba has no thread-safe threading layer (%s); the int8 head runs single-threaded", exc)
 
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
-def _kernel(features, q_rows, tab, rows, bias, k, nchunks, max_rows, debug, work_i, work_f):  # pragma: no cover - compiled
-    x = features[0]
-    c, d = q_rows.shape
-    none = np.empty((1, 0), np.float32)
-    lo = np.float64(x[0])
-    hi = lo
-    total = 0.0
-    for j in range(d):
-        v = np.float64(x[j])
+
+@numba.njit(nogil=True, cache=True, parallel=True, fastmath=_FAST)
+def _project(x, basis):  # pragma: no cover - compiled
+    """``p = V x`` (float64 sums), or ``x`` itself when ``V = I``."""
+    p = x.astype(np.float64) if basis.shape[0] == 0 else np.empty(basis.shape[0])
+    for j in numba.prange(basis.shape[0]):
+        acc = 0.0
+        for t in range(x.shape[0]):
+            acc += np.float64(basis[j, t]) * np.float64(x[t])
+        p[j] = acc
+    return p
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+def _prepare(x, p, centre, colscale, eta, groups):  # pragma: no cover - compiled
+    """``(q, st, base, u)`` from ``x`` and ``p = V x``: int16 features ``q`` (empty when ``x`` is not finite),
+    their step, ``x · μ`` and the factors of the bound (matching the table's columns from ``FIXED - 3`` on)."""
+    xx = base = 0.0
+    for t in range(x.shape[0]):
+        v = np.float64(x[t])
         if not math.isfinite(v):
-            return NOT_FINITE, none, none, np.empty((1, 0), np.int64), np.empty(0), np.empty(0)
-        lo = min(lo, v)
-        hi = max(hi, v)
-        total += v
-    mean = total / d
-    step = (hi - lo) / 254.0
-    inv = 1.0 / step if step > 0.0 else 0.0
-    q = np.empty(d, np.uint8)
-    err = 0.0
-    dev = 0.0
-    for j in range(d):
-        v = np.float64(x[j])
-        level = min(max(math.floor((v - lo) * inv + 0.5), 0.0), 254.0)
-        q[j] = np.uint8(level)
-        e = v - (lo + step * level)
-        err += e * e
-        u = v - mean
-        dev += u * u
-    err = math.sqrt(err) * (1.0 + _REL)
-    dev = math.sqrt(dev) * (1.0 + _REL)
-    am = abs(mean)
+            return np.empty(0, np.int16), 0.0, 0.0, np.empty(0)
+        xx += v * v
+        base += v * np.float64(centre[t])
+    r = p.shape[0]
+    pp = np.sum(p * p)
+    u = np.empty(3 + groups)
+    u[1] = math.sqrt(max(xx - pp / (1.0 + eta), 0.0) + _REL * xx) if r < x.shape[0] else 0.0  # ||x⊥||
+    u[2] = math.sqrt(pp) + math.sqrt(xx)
+    p *= colscale
+    for g in range(groups):
+        u[3 + g] = math.sqrt(np.sum(p[g * (r // groups):(g + 1) * (r // groups)] ** 2))
+    levels = float(min(32767, 2147483647 // (127 * r)))  # int32 sums of r products cannot overflow
+    st = np.max(np.abs(p)) / levels
+    level = np.minimum(np.maximum(np.floor(p * (1.0 / st if st > 0.0 else 0.0) + 0.5), -levels), levels)
+    u[0] = math.sqrt(np.sum((p - st * level) ** 2)) + 2 * _REL * math.sqrt(np.sum(p * p))
+    return level.astype(np.int16), st, base, u * (1.0 + _REL)
 
-    approx, upper, best, ncand, zmax, zsum, size = _setup(c, nchunks, k, debug)
-    for ch in numba.prange(nchunks):
-        c0 = ch * size
-        c1 = min(c, c0 + size)
-        top = best[ch]
-        accs = np.empty(_BLOCK, np.int32)
-        av = np.empty(_BLOCK)
-        ev = np.empty(_BLOCK)
-        pos = c0  # the chunk's candidates go to work_*[c0:]
-        m = -np.inf
-        z = 0.0
-        for b0 in range(c0, c1, _BLOCK):
-            nb = min(_BLOCK, c1 - b0)
-            for t in range(nb):  # the integer products: the int8 rows stream through here
-                if b0 + t + _AHEAD < c1:
-                    for j in range(0, d, 64):
-                        _prefetch_nta(q_rows, b0 + t + _AHEAD, j)
-                acc = np.int32(0)
-                for j in range(d):
-                    acc += np.int32(q[j]) * np.int32(q_rows[b0 + t, j])
-                accs[t] = acc
-            bmax, reach = _bounds(accs, tab, b0, nb, lo, step, dev, am, err, top[0], av, ev)
-            pos, m, z = _absorb(av, ev, nb, b0, bmax, reach, top, k, work_i, work_f, pos, m, z, debug, approx, upper)
-        ncand[ch] = pos - c0
-        zmax[ch] = m
-        zsum[ch] = z
 
-    n = _shortlist(k, size, best, work_i, work_f, ncand)
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+def _score(q, st, base, u, rows, table, scale, c0, c1, approx, upper, stats):  # pragma: no cover - compiled
+    """Rows ``c0 .. c1``: int8 scores ``approx`` and upper bounds ``upper``; ``stats`` gets the part's
+    k best lower bounds (ascending) and the ``(max, sum)`` of its softmax normaliser of ``scale · approx``."""
+    k = stats.shape[0] - 2
+    top = stats[:k]
+    top[:] = -np.inf
+    m, z = -np.inf, 0.0
+    acc = np.empty(_BLOCK, np.int32)
+    for b0 in range(c0, c1, _BLOCK):
+        b1 = min(b0 + _BLOCK, c1)
+        for i in range(b0, b1):  # the int8 rows stream through here
+            s = np.int32(0)
+            for j in range(rows.shape[1]):
+                s = np.int32(s + np.int32(q[j]) * np.int32(rows[i, j]))  # numba would widen `+=` to int64
+            acc[i - b0] = s
+        for i in range(b0, b1):
+            b, v = np.float64(table[i, 1]), st * np.float64(table[i, 0]) * np.float64(acc[i - b0])
+            e = _REL * (abs(base) + abs(b) + abs(v)) + 1e-300
+            for g in range(u.shape[0]):
+                e += u[g] * np.float64(table[i, FIXED - 3 + g])
+            approx[i], upper[i] = base + b + v, base + b + v + e
+        for i in range(b0, b1):  # keep the k best lower bounds (rarely touched once they have risen)
+            low = 2 * approx[i] - upper[i]
+            if low > top[0]:
+                p = 0
+                while p + 1 < k and top[p + 1] < low:
+                    top[p] = top[p + 1]
+                    p += 1
+                top[p] = low
+        y = scale * np.max(approx[b0:b1])
+        if y > m:
+            z, m = z * math.exp(m - y), y
+        for i in range(b0, b1):
+            z += math.exp(scale * approx[i] - m)
+    stats[k], stats[k + 1] = m, z
+
+
+@numba.njit(nogil=True, cache=True, parallel=True, fastmath=_FAST)
+def _score_parts(q, st, base, u, rows, table, scale, approx, upper, stats):  # pragma: no cover - compiled
+    """:func:`_score` over every part of :data:`_PART` rows, in parallel."""
+    for t in numba.prange(stats.shape[0]):
+        c1 = min(rows.shape[0], t * _PART + _PART)
+        _score(q, st, base, u, rows, table, scale, t * _PART, c1, approx, upper, stats[t])
+
+
+# where no thread-safe layer loads (not cached: the cache would not tell them from the parallel builds)
+_serial = {f: numba.njit(nogil=True, fastmath=_FAST)(f.py_func) for f in (_project, _score_parts)}
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+def _finish(x, weight, bias, scale, approx, upper, stats, max_rows):  # pragma: no cover - compiled
+    """``(n, probs, logits, idx)``: the shortlist's size and, unless it exceeds ``max_rows``, the top k."""
+    k = stats.shape[1] - 2
+    floor = np.sort(stats[:, :k].ravel())[-k]
+    short = np.nonzero(upper >= floor)[0]
+    n = short.shape[0]
     if n > max_rows:
-        return TOO_WIDE, none, none, np.empty((1, 0), np.int64), approx, upper
-    exact = _rescore(x, rows, bias, work_i[1], n)
-    probs, logits, idx = _top(exact, work_i[1], work_f[2], k, zmax, zsum)
-    return n, probs, logits, idx, approx, upper
+        return n, np.empty(0, np.float32), np.empty(0, np.float32), short[:0]
+    exact = np.empty(n)
+    for t in range(n):
+        acc = np.float64(bias[short[t]])
+        for j in range(x.shape[0]):
+            acc += np.float64(x[j]) * np.float64(weight[short[t], j])
+        exact[t] = scale * acc
+    order = np.argsort(-exact, kind="mergesort")[:k]
+    t0 = exact[order[0]]
+    norm = 0.0
+    for s in range(stats.shape[0]):
+        norm += stats[s, k + 1] * math.exp(stats[s, k] - t0)
+    for t in range(n):  # the exact logits replace the int8 ones of the rescored rows
+        norm += math.exp(exact[t] - t0) - math.exp(scale * approx[short[t]] - t0)
+    return n, (np.exp(exact[order] - t0) / norm).astype(np.float32), exact[order].astype(np.float32), short[order]
 
-def topk_one(features: np.ndarray, q_rows: np.ndarray, tab: np.ndarray, rows: np.ndarray, bias: np.ndarray,
-             k: int, threads: int = 1, max_rows: int | None = None, debug: bool = False
+
+def topk_one(x: np.ndarray, low: Int8Rows, weight: np.ndarray, bias: np.ndarray, scale: float, k: int,
+             threads: int = 1, max_rows: int | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
     """The k best rows for one feature vector, certified by the int8 bound.
 
     Args:
-        features: ``[1, D]`` float32 features (C-contiguous).
-        q_rows: ``[C, D]`` int8 rows (per-row symmetric quantisation).
-        tab: ``[6, C]`` float32 per-row table (see the module docstring).
-        rows: ``[C, D]`` float32 rows, for the exact rescoring.
+        x: ``[D]`` float32 features.
+        low: The int8 copy of ``weight``.
+        weight: ``[C, D]`` float32 rows (any strides), for the exact rescoring.
         bias: ``[C]`` float32 biases.
-        k: How many rows (1 <= k <= C).
-        threads: Threads for the pass over the rows.
-        max_rows: Give up (return :data:`TOO_WIDE`) when more rows than this need rescoring.
-        debug: Also return every row's int8 logit and upper bound (for tests).
+        scale: Positive logit scale: logits are ``scale · (x · w_i + b_i)``.
+        k: How many rows (1 <= k <= min(C, :data:`MAX_K`)).
+        threads: Threads for steps 1 and 2 (the calling one included).
+        max_rows: Stop before rescoring when more rows than this need it.
 
     Returns:
-        ``(probabilities, logits, indices, n, approx, upper)``: the first three ``[1, k]``, best
-        first; ``n`` the number of rescored rows, or :data:`NOT_FINITE` / :data:`TOO_WIDE`;
-        ``approx`` and ``upper`` ``[C]`` with ``debug``, else empty.
+        ``(probabilities, logits, indices, n, approx, upper)``: the first three ``[k]``, best first,
+        empty when ``n`` (the shortlist size) exceeds ``max_rows`` or is -1 (``x`` not finite);
+        ``approx`` and ``upper`` are every row's int8 score and upper bound (unscaled, ``[C]``).
     """
-    c = q_rows.shape[0]
-    limit = c if max_rows is None else int(max_rows)
-    with LOCK:
-        threads = set_threads(threads)
-        n, probs, logits, idx, approx, upper = _kernel(features, q_rows, tab, rows, bias, int(k), 4 * threads,
-                                                       limit, bool(debug), *scratch(c))
+    c = low.q.shape[0]
+    project, score_parts = (_project, _score_parts) if PARALLEL else (_serial[_project], _serial[_score_parts])
+    _calls.append(None)
+    try:
+        if PARALLEL:  # numba's thread count is the calling thread's own
+            threads = 1 if len(_calls) > 1 else max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+            if numba.get_num_threads() != threads:
+                numba.set_num_threads(threads)
+        q, st, base, u = _prepare(x, project(x, low.basis), low.centre, low.colscale, low.eta,
+                                  low.table.shape[1] - FIXED)
+        if q.size == 0:
+            return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int64), -1, u, u
+        approx, upper, stats = np.empty(c), np.empty(c), np.empty((-(-c // _PART), k + 2))
+        score_parts(q, st, base, u, low.q, low.table, scale, approx, upper, stats)
+    finally:
+        _calls.pop()
+    n, probs, logits, idx = _finish(x, weight, bias, float(scale), approx, upper, stats,
+                                    c if max_rows is None else int(max_rows))
     return probs, logits, idx, int(n), approx, upper
