@@ -1,8 +1,10 @@
 """ZeroShotClassifier: a frozen backbone plus predicted classifier rows, for any candidate labels.
 
 Prediction is a fixed linear head: the pooled image feature, with a constant 1 appended, is
-dotted with the predicted ``[W | b]`` rows of the candidate classes. No graph work happens at
-predict time; the candidate matrix is built once per label list and reused.
+dotted with one ``[W | b]`` row per candidate class: the backbone's own row for the classes it
+was trained on, a standardised predicted row for the others (:mod:`kgzsl.inference.scoring`;
+``scoring="predicted"`` scores every candidate with its predicted row, as GCNZ / DGP papers do).
+No graph work happens at predict time; the candidate matrix is built once per label list and reused.
 
 Example:
     >>> clf = ZeroShotClassifier.load("runs/dgp")
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +30,8 @@ from kgzsl.inference.head import HeadCache, LinearHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, ResolvedLabel
+from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, claimed_seen, fit_calibration, \
+    group_logits, reference_features, scoring_rows, seen_ancestors
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
@@ -110,6 +115,14 @@ class ZeroShotClassifier:
         summary: The run's ``run.json`` (empty when the classifier was not loaded from a run).
         abstain_calibration: A max-logit threshold ``{"threshold": ...}`` for ``abstain=True`` (see
             :meth:`set_abstain`); :meth:`load` reads the run's ``abstain.json``.
+        scoring: ``"calibrated"`` (``"auto"``'s choice when the backbone has rows of its own, as
+            every loaded backbone has): the backbone's classes are scored with its own rows,
+            the other nodes with predicted rows standardised on reference images
+            (:mod:`kgzsl.inference.scoring`); ``"predicted"``: every node with its predicted row
+            times ``row_scale`` (the papers' protocol, for research comparisons).
+        score_calibration: Reference statistics for ``"calibrated"``; None: the run's
+            ``score_calibration.safetensors`` (:meth:`load`), else computed on first use from the
+            photos bundled with the installed packages.
 
     Calling the classifier is :meth:`predict`: ``clf(images, candidate_labels=[...], top_k=5)``, like
     Hugging Face's ``zero-shot-image-classification`` pipeline.
@@ -118,14 +131,20 @@ class ZeroShotClassifier:
     def __init__(self, backbone: Any, rows: torch.Tensor, wnids: Sequence[str], names: Sequence[str],
                  lemmas: Sequence[Sequence[str]], row_scale: float = 1.0, max_pixels: int = 100_000_000, *,
                  run_dir: str | Path | None = None, summary: Mapping[str, Any] | None = None,
-                 abstain_calibration: Mapping[str, Any] | None = None) -> None:
+                 abstain_calibration: Mapping[str, Any] | None = None, scoring: str = "auto",
+                 score_calibration: ScoreCalibration | None = None) -> None:
         if rows.size(0) != len(wnids):
             raise ValueError(f"{rows.size(0)} rows but {len(wnids)} nodes")
         if rows.size(1) != backbone.feature_dim + 1:
             raise ValueError(f"rows have {rows.size(1)} columns but backbone {backbone.name} gives "
                              f"{backbone.feature_dim}-d features (+1 bias); the run was trained for another backbone")
+        if scoring not in ("auto", "calibrated", "predicted"):
+            raise InputError(f"scoring must be 'auto', 'calibrated' or 'predicted', got {scoring!r}")
+        if scoring == "auto":  # a backbone built by hand may have no rows of its own
+            scoring = "calibrated" if hasattr(backbone, "classifier_rows") and hasattr(backbone, "wnids") else "predicted"
         self.backbone = backbone
         self.rows = rows.to(backbone.device)
+        self.scoring = scoring
         self.wnids = list(wnids)
         self.names = list(names)
         self.lemmas = [list(x) for x in lemmas]
@@ -142,10 +161,14 @@ class ZeroShotClassifier:
         self._concepts: Any = None
         self._abstain: dict[str, Any] | None = None
         self.set_abstain(abstain_calibration)
+        self._score_calibration = score_calibration
+        self._score_rows: torch.Tensor | None = None  # built on first use (see score_rows)
+        self._score_lock = threading.Lock()
+        self._seen_ancestors: dict[int, dict[int, int]] | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
-             finetuned: bool = True) -> ZeroShotClassifier:
+             finetuned: bool = True, scoring: str = "calibrated") -> ZeroShotClassifier:
         """Load a trained run folder (see :mod:`kgzsl.training.run`).
 
         Args:
@@ -155,6 +178,7 @@ class ZeroShotClassifier:
             finetuned: Use the backbone fine-tuned under the run's rows (``kgzsl finetune``, in
                 ``<run>/finetune/``) when there is a finished one and ``backbone`` is None; False
                 loads the original weights the rows were trained for.
+            scoring: ``"calibrated"`` or ``"predicted"`` (see the class).
 
         Raises:
             RunNotFoundError: If the folder is missing or the run did not finish.
@@ -210,8 +234,10 @@ class ZeroShotClassifier:
                            "only meaningful with the weights the rows were fitted to", run_dir, recorded,
                            backbone.weights)
         try:
+            calib = run_dir / CALIBRATION_FILE
             clf = cls(backbone, rows, wnids, names, lemmas, row_scale, run_dir=run_dir, summary=summary,
-                      abstain_calibration=read_calibration(run_dir))
+                      abstain_calibration=read_calibration(run_dir), scoring=scoring,
+                      score_calibration=ScoreCalibration.load(calib) if calib.is_file() else None)
         except ValueError as exc:  # the feature size differs: another backbone or other weights
             raise RunFormatError(f"run {run_dir} does not fit this backbone: {exc}") from None
         if (run_dir / CONCEPTS_FILE).is_file():  # concepts added with `kgzsl add-concept` travel with the run
@@ -250,6 +276,11 @@ class ZeroShotClassifier:
         self.wnids += list(wnids)
         self.names += list(names)
         self.lemmas += [list(ls) for ls in lemmas]
+        with self._score_lock:
+            if self._score_rows is not None:  # new nodes are never backbone classes: standardised rows
+                extra = scoring_rows(rows.float(), torch.full((0,), -1, dtype=torch.long),
+                                     self.backbone.classifier_rows()[:0], self._score_calibration)
+                self._score_rows = torch.cat([self._score_rows, extra.to(self._score_rows.device)])
         from kgzsl.graph.wordnet import load_wordnet
 
         self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
@@ -289,30 +320,79 @@ class ZeroShotClassifier:
         """
         self._abstain = None if calibration is None else check_calibration(calibration)
 
-    def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
-        """The ``[C, D + 1]`` candidate rows and the resolved labels.
+    @property
+    def score_calibration(self) -> ScoreCalibration | None:
+        """The reference statistics ``"calibrated"`` scoring uses (None until first needed)."""
+        return self._score_calibration
 
-        The rows are unscaled (logits are ``row_scale`` times their product with ``[x, 1]``; use
-        :meth:`logits`); for every node (``None``) they are :attr:`rows` itself, not a copy.
+    def calibrate_scores(self, features: torch.Tensor, source: str) -> ScoreCalibration:
+        """Fit the score calibration on pooled features of unlabelled images and use it from now on.
+
+        Nothing is written; ``kgzsl calibrate`` (:func:`kgzsl.tasks.abstain.calibrate_scores`) also
+        stores it in the run.
+        """
+        calib = fit_calibration(features, self.backbone.classifier_rows(), source)
+        with self._score_lock:
+            self._score_calibration, self._score_rows = calib, None
+        self._clear_heads()
+        return calib
+
+    def seen_nodes(self) -> torch.Tensor:
+        """``[1000]`` node index of each of the backbone's classes, -1 where the class is not a node."""
+        index = {w: i for i, w in enumerate(self.wnids)}
+        return torch.tensor([index.get(w, -1) for w in self.backbone.wnids], dtype=torch.long)
+
+    def score_rows(self) -> torch.Tensor:
+        """``[N, D + 1]`` rows every node is scored with (see ``scoring``); logits are ``rows @ [x, 1]``."""
+        if self.scoring == "predicted":
+            return self.rows * self.row_scale
+        with self._score_lock:
+            if self._score_rows is None:
+                if self._score_calibration is None:
+                    feats, source = reference_features(self.backbone)
+                    self._score_calibration = fit_calibration(feats, self.backbone.classifier_rows(), source)
+                self._score_rows = scoring_rows(self.rows, self.seen_nodes(), self.backbone.classifier_rows(),
+                                                self._score_calibration)
+            return self._score_rows
+
+    def seen_ancestors(self) -> dict[int, dict[int, int]]:
+        """Each seen node's ancestors (read once from the run's graph, or WordNet)."""
+        with self._score_lock:
+            if self._seen_ancestors is None:
+                self._seen_ancestors = seen_ancestors(self.run_dir, self.wnids, self.seen_nodes())
+            return self._seen_ancestors
+
+    def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
+        """The ``[C, D + 1]`` candidate rows (logits are their product with ``[x, 1]``) and the resolved labels.
+
+        For every node (``None``) the rows are :meth:`score_rows` itself, not a copy.
         """
         rows, resolved, _ = self._head(candidate_labels)
         return rows, resolved
 
-    def _head(self, candidate_labels: Sequence[str] | str | None
-              ) -> tuple[torch.Tensor, list[ResolvedLabel], LinearHead]:
-        """``(rows, resolved, LinearHead)`` of a label list, from the LRU cache :attr:`_heads`."""
+    def _head(self, candidate_labels: Sequence[str] | str | None) -> tuple[torch.Tensor, list[ResolvedLabel], Any]:
+        """``(rows, resolved, head)`` of a label list, from the LRU cache :attr:`_heads`.
+
+        The head is a :class:`LinearHead`, or a :class:`_GroupHead` when a candidate also stands
+        for seen classes below it (``"calibrated"`` scoring of a label list).
+        """
         key = _key(candidate_labels)
 
-        def build() -> tuple[torch.Tensor, list[ResolvedLabel], LinearHead]:
-            if key is None:  # every node: the head reads self.rows in place
+        def build() -> tuple[torch.Tensor, list[ResolvedLabel], Any]:
+            every = self.score_rows()
+            if key is None:  # every node: the head reads the score rows in place
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
                                           i, self.wnids[i], self.names[i]) for i in range(len(self.wnids))]
-                rows = self.rows
+                rows = every
             else:
                 labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
                 resolved = self.resolver.resolve_all([label.strip() for label in labels])
-                rows = self.rows[torch.tensor([r.index for r in resolved], device=self.rows.device)]
-            return rows, resolved, LinearHead(rows, scale=self.row_scale)
+                rows = every[torch.tensor([r.index for r in resolved], device=every.device)]
+                if self.scoring == "calibrated":
+                    claims = claimed_seen([r.index for r in resolved], self.seen_ancestors())
+                    if any(claims):
+                        return rows, resolved, _GroupHead(rows, every, claims)
+            return rows, resolved, LinearHead(rows)
 
         return self._heads.get(key, build)
 
@@ -433,6 +513,28 @@ class ZeroShotClassifier:
 
     def __repr__(self) -> str:
         return f"ZeroShotClassifier(backbone={self.backbone.name!r}, classes={len(self.wnids)})"
+
+
+class _GroupHead:
+    """Candidates that also stand for the seen classes below them: each one's logit is the
+    log-sum-exp of its own and those classes' logits (see :func:`kgzsl.inference.scoring.claimed_seen`)."""
+
+    def __init__(self, rows: torch.Tensor, every: torch.Tensor, claims: list[list[int]]) -> None:
+        extra = sorted({j for c in claims for j in c})
+        column = {j: rows.size(0) + n for n, j in enumerate(extra)}
+        matrix = torch.cat([rows, every[torch.tensor(extra, dtype=torch.long, device=every.device)]])
+        self.linear = LinearHead(matrix, int8=False)
+        self.groups = [[c] + [column[j] for j in claim] for c, claim in enumerate(claims)]
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, C]`` candidate logits."""
+        return group_logits(self.linear.logits(features), self.groups)
+
+    def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(probabilities, indices, logits)`` of the k best candidates, as :meth:`LinearHead.topk`."""
+        logits = self.logits(features)
+        top, idx = logits.topk(k, dim=1)
+        return logits.softmax(dim=1).gather(1, idx), idx, top
 
 
 def _key(candidate_labels: Sequence[str] | str | None) -> tuple[str, ...] | None:

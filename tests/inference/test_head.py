@@ -151,12 +151,13 @@ def test_classifier_predictions_unchanged_by_int8_head(tiny_run, monkeypatch):
 def test_classifier_heads_share_its_rows_and_stay_bounded(tiny_run):
     clf = ZeroShotClassifier.load(tiny_run, device="cpu")
     rows, resolved = clf.head()
-    assert rows is clf.rows and len(resolved) == len(clf.wnids)  # every node: the rows themselves
+    every = clf.score_rows()
+    assert rows is every and len(resolved) == len(clf.wnids)  # every node: the score rows themselves
     linear = clf._head(None)[2]
-    assert linear.weight.data_ptr() == clf.rows.data_ptr() and linear.scale == clf.row_scale
+    assert linear.weight.data_ptr() == every.data_ptr() and linear.scale == 1.0
     x = torch.randn(2, clf.rows.size(1) - 1, generator=torch.Generator().manual_seed(0))
     full = clf.logits(x)
-    torch.testing.assert_close(full, clf.row_scale * (x @ clf.rows[:, :-1].T + clf.rows[:, -1]))
+    torch.testing.assert_close(full, x @ every[:, :-1].T + every[:, -1])
     for n in range(1, 13):  # `search` asks for one head per query
         subset, _ = clf.head(clf.wnids[:n])
         assert subset.shape == (n, clf.rows.size(1))

@@ -254,7 +254,7 @@ def _candidate_matrix(backbone: Any, graph: Any, rows: torch.Tensor | None, run_
 
         clf = ZeroShotClassifier.load(run_dir, device="cpu", backbone=backbone)
         known = set(clf.wnids)
-        return clf.head([w for w in wnids if w in known])[0] * clf.row_scale  # the matrix predict scores against
+        return clf.head([w for w in wnids if w in known])[0]  # the matrix predict scores against
     scale = backbone.classifier_rows().norm(dim=1).mean()
     if rows is None:  # no trained rows at hand: random ones of the same size
         rows = torch.randn(graph.num_nodes, backbone.feature_dim + 1, generator=torch.Generator().manual_seed(0))
