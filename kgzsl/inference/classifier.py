@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from kgzsl.errors import InputError, NotFoundError
+from kgzsl.errors import InputError, KgzslError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
 from kgzsl.inference.head import HeadCache, LinearHead
@@ -150,14 +150,13 @@ class ZeroShotClassifier:
         self.lemmas = [list(x) for x in lemmas]
         self.row_scale = float(row_scale)
         self.max_pixels = int(max_pixels)
-        from kgzsl.graph.wordnet import load_wordnet
-
-        self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
         # (rows, resolved labels, LinearHead) of the last few label lists; `search` makes one per query
         self._heads = HeadCache(HEAD_CACHE_SIZE)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.summary: dict[str, Any] = dict(summary or {})
         self._num_given = len(self.wnids)  # nodes given at construction; later ones came through extend()
+        self._requested = self._read_requested()
+        self.resolver = self._make_resolver()
         self._concepts: Any = None
         self._abstain: dict[str, Any] | None = None
         self.set_abstain(abstain_calibration)
@@ -281,9 +280,7 @@ class ZeroShotClassifier:
                 extra = scoring_rows(rows.float(), torch.full((0,), -1, dtype=torch.long),
                                      self.backbone.classifier_rows()[:0], self._score_calibration)
                 self._score_rows = torch.cat([self._score_rows, extra.to(self._score_rows.device)])
-        from kgzsl.graph.wordnet import load_wordnet
-
-        self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
+        self.resolver = self._make_resolver()
         self._clear_heads()
 
     def _clear_heads(self) -> None:
@@ -319,6 +316,38 @@ class ZeroShotClassifier:
             ValueError: If it holds no finite ``threshold``.
         """
         self._abstain = None if calibration is None else check_calibration(calibration)
+
+    def _make_resolver(self) -> LabelResolver:
+        """A label resolver over the current nodes, preferring the backbone's and the requested classes' senses."""
+        from kgzsl.graph.wordnet import load_wordnet
+
+        seen = [i for i in self.seen_nodes().tolist() if i >= 0] if hasattr(self.backbone, "wnids") else []
+        def grounded() -> set[int]:
+            return {a for ups in self.seen_ancestors().values() for a in ups}
+
+        return LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet, seen=seen,
+                             requested=self.requested_nodes(), grounded=grounded if seen else None)
+
+    def _read_requested(self) -> frozenset[str] | None:
+        """The wnids of the lists the run's graph was built from (its ``manifest.json``), None when unknown."""
+        manifest = self.run_dir / "manifest.json" if self.run_dir is not None else None
+        if manifest is None or not manifest.is_file():
+            return None
+        try:
+            from kgzsl.graph.build import resolve_wnids
+
+            sources = json.loads(manifest.read_text(encoding="utf-8")).get("sources") or []
+            return frozenset(resolve_wnids([src.get("name") or src["path"] for src in sources])[0]) if sources else None
+        except (KgzslError, OSError, KeyError, ValueError, TypeError) as exc:
+            logger.info("the classes the graph of %s was built from are unknown (%s): every node counts", self.run_dir, exc)
+            return None
+
+    def requested_nodes(self) -> list[int] | None:
+        """Nodes that name a class someone asked for: the wnid lists the run's graph was built from, and
+        the concepts added since; None when the lists are not known (then every node counts)."""
+        if self._requested is None:
+            return None
+        return [i for i, w in enumerate(self.wnids) if w in self._requested or i >= self._num_given]
 
     @property
     def score_calibration(self) -> ScoreCalibration | None:
@@ -365,7 +394,9 @@ class ZeroShotClassifier:
     def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
         """The ``[C, D + 1]`` candidate rows (logits are their product with ``[x, 1]``) and the resolved labels.
 
-        For every node (``None``) the rows are :meth:`score_rows` itself, not a copy.
+        ``None`` stands for every class the graph was built for (its requested wnid lists and the
+        concepts added since, not the ancestors added to connect them; every node when the lists are
+        unknown, and then the rows are :meth:`score_rows` itself, not a copy).
         """
         rows, resolved, _ = self._head(candidate_labels)
         return rows, resolved
@@ -380,18 +411,22 @@ class ZeroShotClassifier:
 
         def build() -> tuple[torch.Tensor, list[ResolvedLabel], Any]:
             every = self.score_rows()
-            if key is None:  # every node: the head reads the score rows in place
+            if key is None:  # every class: the requested nodes, not the ancestors added to connect them
+                chosen = self.requested_nodes()
+                nodes = range(len(self.wnids)) if chosen is None else chosen
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
-                                          i, self.wnids[i], self.names[i]) for i in range(len(self.wnids))]
-                rows = every
+                                          i, self.wnids[i], self.names[i]) for i in nodes]
+                rows = every if chosen is None or len(chosen) == len(self.wnids) else \
+                    every[torch.tensor(chosen, dtype=torch.long, device=every.device)]
             else:
                 labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
                 resolved = self.resolver.resolve_all([label.strip() for label in labels])
                 rows = every[torch.tensor([r.index for r in resolved], device=every.device)]
                 if self.scoring == "calibrated":
-                    claims = claimed_seen([r.index for r in resolved], self.seen_ancestors())
-                    if any(claims):
-                        return rows, resolved, _GroupHead(rows, every, claims)
+                    senses = [[r.index, *r.senses] for r in resolved]
+                    claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
+                    if any(claims) or any(len(ns) > 1 for ns in senses):
+                        return rows, resolved, _GroupHead(every, senses, claims)
             return rows, resolved, LinearHead(rows)
 
         return self._heads.get(key, build)
@@ -441,11 +476,19 @@ class ZeroShotClassifier:
             if batch is None or not idx:
                 continue
             with torch.inference_mode():  # exact top k; see kgzsl.inference.head for the int8 shortlist
-                scores, top, best = linear.topk(self.backbone(batch.to(self.backbone.device)), k)
+                features = self.backbone(batch.to(self.backbone.device))
+                if isinstance(linear, _GroupHead):  # labels with several senses: report the one used
+                    logits, choice = linear.choose(features)
+                    best, top = logits.topk(k, dim=1)
+                    scores = logits.softmax(dim=1).gather(1, top)
+                    node = [[linear.senses[c][int(choice[row, c])] for c in top[row].tolist()] for row in range(len(idx))]
+                else:
+                    scores, top, best = linear.topk(features, k)
+                    node = [[resolved[c].index for c in top[row].tolist()] for row in range(len(idx))]
             for row, i in enumerate(idx):
                 records[i]["predictions"] = [
-                    {"label": resolved[c].label, "wnid": resolved[c].wnid, "synset": resolved[c].synset,
-                     "score": round(float(s), 6)} for s, c in zip(scores[row].tolist(), top[row].tolist())]
+                    {"label": resolved[c].label, "wnid": self.wnids[n], "synset": self.names[n],
+                     "score": round(float(s), 6)} for s, c, n in zip(scores[row].tolist(), top[row].tolist(), node[row])]
                 if calibration is not None:
                     records[i].update(abstain_fields(calibration, float(best[row, 0])))
         return records
@@ -464,7 +507,7 @@ class ZeroShotClassifier:
                 tensor (uint8 or float in [0, 1]); a ``[B, 3, H, W]`` tensor is a batch already
                 transformed with ``clf.backbone.transform``.
             candidate_labels: wnids, synset names or words (``"golden retriever"``); None scores
-                every node of the graph.
+                every class the graph was built for (not the ancestors added to connect them).
             top_k: How many labels to return per image; None returns every candidate.
             batch_size: Images per backbone call.
             abstain: Decide per image whether to answer "none of these": the best candidate's logit
@@ -516,22 +559,40 @@ class ZeroShotClassifier:
 
 
 class _GroupHead:
-    """Candidates that also stand for the seen classes below them: each one's logit is the
-    log-sum-exp of its own and those classes' logits (see :func:`kgzsl.inference.scoring.claimed_seen`)."""
+    """Labels scored over several rows: each label's logit is the best of its senses', and each
+    sense's is the log-sum-exp of its own logit and those of the seen classes below it that no other
+    candidate claims (:func:`kgzsl.inference.scoring.claimed_seen`).
 
-    def __init__(self, rows: torch.Tensor, every: torch.Tensor, claims: list[list[int]]) -> None:
-        extra = sorted({j for c in claims for j in c})
-        column = {j: rows.size(0) + n for n, j in enumerate(extra)}
-        matrix = torch.cat([rows, every[torch.tensor(extra, dtype=torch.long, device=every.device)]])
-        self.linear = LinearHead(matrix, int8=False)
-        self.groups = [[c] + [column[j] for j in claim] for c, claim in enumerate(claims)]
+    Args:
+        every: ``[N, D + 1]`` score rows of every node.
+        senses: Per label, its sense nodes (the default sense first).
+        claims: Per sense (in the order of ``senses`` flattened), the seen nodes it stands for.
+    """
+
+    def __init__(self, every: torch.Tensor, senses: list[list[int]], claims: list[list[int]]) -> None:
+        nodes = list(dict.fromkeys([n for ns in senses for n in ns] + [j for c in claims for j in c]))
+        column = {n: i for i, n in enumerate(nodes)}
+        self.linear = LinearHead(every[torch.tensor(nodes, dtype=torch.long, device=every.device)], int8=False)
+        flat = [n for ns in senses for n in ns]
+        self.groups = [[column[n]] + [column[j] for j in claim] for n, claim in zip(flat, claims)]
+        width, start, self.members = max(len(ns) for ns in senses), 0, []
+        for ns in senses:  # per label, its senses' positions in `groups`, padded with a -inf column
+            self.members.append(list(range(start, start + len(ns))) + [len(flat)] * (width - len(ns)))
+            start += len(ns)
+        self.senses = senses
+
+    def choose(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, C] label logits, [B, C] position of the sense that gave each one)``."""
+        sense = group_logits(self.linear.logits(features), self.groups)
+        sense = torch.cat([sense, sense.new_full((sense.size(0), 1), float("-inf"))], dim=1)
+        return sense[:, torch.tensor(self.members, device=sense.device)].max(dim=2)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, C]`` candidate logits."""
-        return group_logits(self.linear.logits(features), self.groups)
+        """``[B, C]`` label logits."""
+        return self.choose(features)[0]
 
     def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(probabilities, indices, logits)`` of the k best candidates, as :meth:`LinearHead.topk`."""
+        """``(probabilities, indices, logits)`` of the k best labels, as :meth:`LinearHead.topk`."""
         logits = self.logits(features)
         top, idx = logits.topk(k, dim=1)
         return logits.softmax(dim=1).gather(1, idx), idx, top
