@@ -31,7 +31,7 @@ from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, lo
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, ResolvedLabel
 from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, claimed_seen, fit_calibration, \
-    group_logits, reference_features, scoring_rows, seen_ancestors
+    group_logits, reference_features, scoring_rows, seen_ancestors, standardised_rows
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
@@ -384,6 +384,19 @@ class ZeroShotClassifier:
                                                 self._score_calibration)
             return self._score_rows
 
+    def _claim_rows(self) -> torch.Tensor:
+        """``[N, D + 1]`` score rows, with the backbone's classes standardised as well (claimed seen classes)."""
+        every = self.score_rows()
+        seen = self.seen_nodes()
+        present = seen >= 0
+        out = every.clone()
+        own = self.backbone.classifier_rows()[present].float()
+        calib = self._score_calibration
+        centred = own.clone()  # the backbone's own logit, shifted so that its mean over the reference is m
+        centred[:, -1] = calib.target_mean - own[:, :-1] @ calib.mean.to(own.device)
+        out[seen[present]] = centred
+        return out
+
     def seen_ancestors(self) -> dict[int, dict[int, int]]:
         """Each seen node's ancestors (read once from the run's graph, or WordNet)."""
         with self._score_lock:
@@ -426,7 +439,7 @@ class ZeroShotClassifier:
                     senses = [[r.index, *r.senses] for r in resolved]
                     claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
                     if any(claims) or any(len(ns) > 1 for ns in senses):
-                        return rows, resolved, _GroupHead(every, senses, claims)
+                        return rows, resolved, _GroupHead(every, self._claim_rows(), senses, claims)
             return rows, resolved, LinearHead(rows)
 
         return self._heads.get(key, build)
@@ -565,16 +578,24 @@ class _GroupHead:
 
     Args:
         every: ``[N, D + 1]`` score rows of every node.
+        claimed: ``[N, D + 1]`` rows a claimed seen node enters its candidate's score with.
         senses: Per label, its sense nodes (the default sense first).
         claims: Per sense (in the order of ``senses`` flattened), the seen nodes it stands for.
     """
 
-    def __init__(self, every: torch.Tensor, senses: list[list[int]], claims: list[list[int]]) -> None:
-        nodes = list(dict.fromkeys([n for ns in senses for n in ns] + [j for c in claims for j in c]))
-        column = {n: i for i, n in enumerate(nodes)}
-        self.linear = LinearHead(every[torch.tensor(nodes, dtype=torch.long, device=every.device)], int8=False)
+    def __init__(self, every: torch.Tensor, claimed: torch.Tensor, senses: list[list[int]],
+                 claims: list[list[int]]) -> None:
         flat = [n for ns in senses for n in ns]
-        self.groups = [[column[n]] + [column[j] for j in claim] for n, claim in zip(flat, claims)]
+        own = list(dict.fromkeys(flat))
+        extra = list(dict.fromkeys(j for c in claims for j in c))
+        column = {n: i for i, n in enumerate(own)}
+        below = {j: len(own) + i for i, j in enumerate(extra)}
+        index = torch.tensor(own, dtype=torch.long, device=every.device)
+        rows = [every[index]]
+        if extra:
+            rows.append(claimed[torch.tensor(extra, dtype=torch.long, device=claimed.device)])
+        self.linear = LinearHead(torch.cat(rows), int8=False)
+        self.groups = [[column[n]] + [below[j] for j in claim] for n, claim in zip(flat, claims)]
         width, start, self.members = max(len(ns) for ns in senses), 0, []
         for ns in senses:  # per label, its senses' positions in `groups`, padded with a -inf column
             self.members.append(list(range(start, start + len(ns))) + [len(flat)] * (width - len(ns)))

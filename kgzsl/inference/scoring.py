@@ -40,7 +40,8 @@ import torch
 from kgzsl.errors import InputError
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["CALIBRATION_FILE", "ScoreCalibration", "fit_calibration", "reference_features", "scoring_rows"]
+__all__ = ["CALIBRATION_FILE", "ScoreCalibration", "fit_calibration", "reference_features", "scoring_rows",
+           "standardised_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,15 +132,21 @@ def scoring_rows(predicted: torch.Tensor, seen_nodes: torch.Tensor, real_rows: t
         real_rows: ``[K, D + 1]`` the backbone's rows, in the same order.
         calib: The reference statistics.
     """
-    w = predicted[:, :-1].float()
-    mean, spread = calib.mean.to(w.device), calib.spread.to(w.device)
-    sigma = (w @ spread).norm(dim=1).clamp(min=1e-6 * max(calib.target_std, 1e-12) + 1e-12)
-    gain = calib.target_std / sigma
-    out = torch.empty_like(predicted, dtype=torch.float32)
-    out[:, :-1] = w * gain[:, None]
-    out[:, -1] = calib.target_mean - gain * (w @ mean)
+    out = standardised_rows(predicted, calib)
     present = seen_nodes >= 0
     out[seen_nodes[present].to(out.device)] = real_rows[present.to(real_rows.device)].float().to(out.device)
+    return out
+
+
+def standardised_rows(rows: torch.Tensor, calib: ScoreCalibration) -> torch.Tensor:
+    """``[K, D + 1]`` rows whose logits have, over the reference features, mean ``m`` and spread ``s``."""
+    w = rows[:, :-1].float()
+    mean, spread = calib.mean.to(w.device), calib.spread.to(w.device)
+    sigma = (w @ spread).norm(dim=1).clamp(min=1e-12)
+    gain = calib.target_std / sigma
+    out = torch.empty(rows.shape, dtype=torch.float32, device=w.device)
+    out[:, :-1] = w * gain[:, None]
+    out[:, -1] = calib.target_mean - gain * (w @ mean)
     return out
 
 
@@ -218,6 +225,9 @@ def claimed_seen(candidates: list[int], ancestors: dict[int, dict[int, int]]) ->
     A seen node belongs to the nearest candidate that is it or one of its ancestors; a candidate
     that is a seen node itself claims nothing more. So with ``["cat", "lynx"]`` the photo of a
     tabby counts for "cat" (tabby is a cat and not a lynx), and "lynx" keeps only the lynx.
+    A claimed class enters its candidate's score standardised like a predicted row
+    (:func:`standardised_rows`), so that a class the backbone over-predicts on the user's images
+    does not carry its bias into the candidate.
     """
     position = {node: c for c, node in enumerate(candidates)}
     claims: list[list[int]] = [[] for _ in candidates]
