@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
@@ -28,3 +29,17 @@ def photo(name: str) -> Path:
     if not found:
         pytest.skip(f"the photo {name} is not installed (pip install -e '.[demo]')")
     return found[0]
+
+
+def same_predictions(got: list[dict], expected: list[dict]) -> bool:
+    """The same labels in the same order, scores equal up to float rounding.
+
+    A request runs on one of the server's worker threads, where torch may use another number of
+    intra-op threads than the test's thread, so sums can differ in the last digit; a race between
+    requests would show as other labels or scores.
+    """
+    def names(predictions: list[dict]) -> list[tuple]:
+        return [(p["label"], p["wnid"], p["synset"]) for p in predictions]
+
+    return names(got) == names(expected) and \
+        np.allclose([p["score"] for p in got], [p["score"] for p in expected], rtol=0, atol=1e-5)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_helpers import LABELS, photo, tiny_classifier
+from serve_helpers import LABELS, photo, same_predictions as _same, tiny_classifier
 
 from fastapi.testclient import TestClient  # noqa: E402  (after serve_helpers' importorskip)
 
@@ -45,14 +45,6 @@ def cat() -> bytes:
 
 def _json_request(image: bytes, **parameters) -> dict:
     return {"inputs": base64.b64encode(image).decode("ascii"), "parameters": parameters}
-
-
-def _same(got: list[dict], expected: list[dict]) -> bool:
-    """The same predictions; scores equal up to float rounding (a worker thread may use other torch threads)."""
-    def names(predictions: list[dict]) -> list[tuple]:
-        return [(p["label"], p["wnid"], p["synset"]) for p in predictions]
-
-    return names(got) == names(expected) and np.allclose([p["score"] for p in got], [p["score"] for p in expected], rtol=0, atol=1e-5)
 
 
 def _refused(response, status: int, *words: str) -> dict:
