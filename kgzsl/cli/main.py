@@ -229,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fmnist: quick run on a stratified subset of the test images")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
     p.add_argument("--clients", type=positive_int, default=4, help="serve: concurrent clients (default 4)")
-    p.add_argument("--seconds", type=positive_int, default=20,
-                   help="serve: seconds of load, for the server and for in-process predict each (default 20)")
+    p.add_argument("--seconds", type=positive_int, default=15,
+                   help="serve: seconds of load, for the server and for in-process predict each (default 15)")
     p.add_argument("--labels", help="serve: comma-separated candidate labels (default: every class)")
     p.set_defaults(func=_cmd_benchmark)
 

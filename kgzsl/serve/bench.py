@@ -1,28 +1,28 @@
 """``kgzsl benchmark serve``: the server under concurrent clients, beside in-process ``predict`` in the same run.
 
-Two phases of ``seconds`` each, on the bundled photos (:func:`kgzsl.vision.samples.demo_photos`),
-with the same candidate labels:
+Two kinds of load, on the bundled photos (:func:`kgzsl.vision.samples.demo_photos`) with the
+same candidate labels, each from ``clients`` threads:
 
-1. in-process: ``clients`` threads call ``clf.predict(image_bytes, labels)`` in a loop (the
-   encoded photo, decoded by ``predict``, as the server decodes an upload);
-2. served: ``kgzsl serve RUN`` runs in a child process on 127.0.0.1 and ``clients`` threads post
-   the photos to ``/predict`` (JSON, base64) over keep-alive connections, one request at a time
-   each.
+- in-process: ``clf.predict(image_bytes, labels)`` in a loop (the encoded photo, decoded by
+  ``predict`` as the server decodes an upload);
+- served: ``kgzsl serve RUN`` runs in a child process on 127.0.0.1 and the threads post the photos
+  to ``/predict`` (JSON, base64) over keep-alive connections, one request at a time each.
 
-The serving overhead is ``1 - (served requests/s) / (in-process images/s)``: what HTTP, JSON,
-base64 and the server's threads cost on top of the same predictions. The server's resident memory
-is read before and after the load phase (after a warm-up that builds its caches) from
-``/proc/PID/status`` (Linux; None elsewhere).
+After an untimed warm-up of each at full concurrency, they alternate ``rounds`` times for
+``seconds / rounds`` each, so both meet whatever load the machine has meanwhile. The serving
+overhead is the median over rounds of ``1 - (served requests/s) / (in-process images/s)``: what
+HTTP, JSON, base64 and the server's threads cost on top of the same predictions. The server's
+resident memory is read after the warm-up and at the end from ``/proc/PID/status`` (Linux; None
+elsewhere): its growth is what steady serving adds (a leak grows with the request count).
 
 Example:
-    >>> result = benchmark_serve("runs/dgp", clients=4, seconds=20)
+    >>> result = benchmark_serve("runs/dgp", clients=4, seconds=15)
     >>> print(format_serve_benchmark(result))
 """
 
 from __future__ import annotations
 
 import base64
-import gc
 import http.client
 import json
 import logging
@@ -138,8 +138,9 @@ def _start_server(run: Path, host: str, port: int, device: str, log: Any) -> sub
     raise SetupError(f"`{' '.join(cmd)}` did not start listening within 600 s")
 
 
-def benchmark_serve(run: str | Path, clients: int = 4, seconds: float = 20.0, labels: Sequence[str] | None = None,
-                    device: str = "cpu", top_k: int = 5, host: str = "127.0.0.1") -> dict[str, Any]:
+def benchmark_serve(run: str | Path, clients: int = 4, seconds: float = 15.0, labels: Sequence[str] | None = None,
+                    device: str = "cpu", top_k: int = 5, host: str = "127.0.0.1",
+                    warmup: float | None = None, rounds: int = 5) -> dict[str, Any]:
     """Measure ``kgzsl serve RUN`` under ``clients`` concurrent clients against in-process ``predict``.
 
     Args:
@@ -150,12 +151,15 @@ def benchmark_serve(run: str | Path, clients: int = 4, seconds: float = 20.0, la
         device: Where the classifier runs, in both phases.
         top_k: Predictions per image.
         host: Interface the server listens on.
+        warmup: Seconds of untimed load at full concurrency before timing, per phase (default: a
+            quarter of ``seconds``, at most 5).
+        rounds: The phases alternate this many times, ``seconds / rounds`` each.
 
     Returns:
-        A JSON-able dict: settings, ``in_process`` (images, images/s), ``server`` (requests,
-        errors, requests/s, latency percentiles in ms, RSS before/after and its growth per 1,000
-        requests), ``overhead``, ``same_top_labels`` (the server's top label of each photo equals
-        predict's) and ``targets``.
+        A JSON-able dict: settings, ``in_process`` and ``server`` (``count`` of images or requests,
+        ``errors``, ``per_s``, latency percentiles in ms; the server's RSS before and after and its
+        growth per 1,000 requests), ``overhead`` (the median of ``overhead_per_round``),
+        ``same_top_labels`` (the server's top label of each photo equals predict's) and ``targets``.
 
     Raises:
         kgzsl.errors.InputError: If ``clients`` or ``seconds`` is not positive, or no photo is installed.
@@ -164,43 +168,50 @@ def benchmark_serve(run: str | Path, clients: int = 4, seconds: float = 20.0, la
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.vision.samples import demo_photos
 
-    if clients < 1 or seconds <= 0:
-        raise InputError(f"clients and seconds must be positive, got {clients} and {seconds}")
+    if clients < 1 or seconds <= 0 or rounds < 1:
+        raise InputError(f"clients, seconds and rounds must be positive, got {clients}, {seconds} and {rounds}")
+    warmup = min(5.0, seconds / 4) if warmup is None else warmup
     photos = [p.read_bytes() for p in demo_photos()]
     if not photos:
         raise InputError("no bundled photo is installed: pip install 'kgzsl[demo]'")
     labels = list(labels) if labels else None
-    result: dict[str, Any] = {"run": str(run), "clients": clients, "seconds": seconds, "device": device,
+    result: dict[str, Any] = {"run": str(run), "clients": clients, "seconds": seconds, "warmup": warmup,
+                              "device": device,
                               "labels": labels or "every class", "photos": len(photos), "cpus": os.cpu_count()}
 
     clf = ZeroShotClassifier.load(run, device=device)
-    expected = [clf.predict(p, labels, top_k=top_k)[0]["label"] for p in photos]
-    for p in photos:  # warm-up, as the server gets: a second call builds the head's cached copies
-        clf.predict(p, labels, top_k=top_k)
-    latencies, errors, elapsed = _load(clients, seconds, lambda i: bool(clf.predict(photos[i % len(photos)],
-                                                                                    labels, top_k=top_k)))
-    result["in_process"] = {"images": len(latencies), "images_per_s": round(len(latencies) / elapsed, 2),
-                            "latency_ms": _latency_ms(latencies)}
     result["classes"] = len(clf.wnids)
-    del clf
-    gc.collect()
+    expected = [clf.predict(p, labels, top_k=top_k)[0]["label"] for p in photos]
+
+    def predict(i: int) -> bool:
+        return bool(clf.predict(photos[i % len(photos)], labels, top_k=top_k))
 
     port = _free_port(host)
     bodies = [json.dumps({"inputs": base64.b64encode(p).decode("ascii"),
                           "parameters": {"candidate_labels": labels, "top_k": top_k}}).encode() for p in photos]
+    phases: dict[str, list[tuple[list[float], int, float]]] = {"in_process": [], "server": []}
     with tempfile.TemporaryFile() as log:
         server = _start_server(Path(run), host, port, device, log)
         try:
             client = _Client(host, port)
             served = []
-            for body in bodies * 2:  # warm-up, as in-process predict got
+            for body in bodies:
                 status, data = client.post("/predict", body)
                 if status != 200:
                     raise SetupError(f"the server answered {status} to a warm-up request: {data[:500]!r}")
                 served.append(json.loads(data)[0]["label"])
+
+            def post(i: int) -> bool:
+                return client.post("/predict", bodies[i % len(bodies)])[0] == 200
+
+            # warm-up at full concurrency: caches built, and the worker threads with their allocator
+            # arenas and torch's per-thread pools exist before the server's memory is first read
+            _load(clients, warmup, predict)
+            _load(clients, warmup, post)
             rss_before = _rss_mib(server.pid)
-            latencies, errors, elapsed = _load(
-                clients, seconds, lambda i: client.post("/predict", bodies[i % len(bodies)])[0] == 200)
+            for _ in range(rounds):  # alternating phases share whatever load the machine has meanwhile
+                phases["in_process"].append(_load(clients, seconds / rounds, predict))
+                phases["server"].append(_load(clients, seconds / rounds, post))
             rss_after = _rss_mib(server.pid)
         finally:
             server.terminate()
@@ -208,35 +219,40 @@ def benchmark_serve(run: str | Path, clients: int = 4, seconds: float = 20.0, la
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-    requests = len(latencies)
+    for name, runs in phases.items():
+        latencies = [t for lat, _, _ in runs for t in lat]
+        result[name] = {"count": len(latencies), "errors": sum(e for _, e, _ in runs),
+                        "per_s": round(len(latencies) / sum(t for _, _, t in runs), 2),
+                        "latency_ms": _latency_ms(latencies)}
+    requests = result["server"]["count"]
     growth = round(rss_after - rss_before, 1) if rss_before is not None and rss_after is not None else None
-    result["server"] = {"requests": requests, "errors": errors, "requests_per_s": round(requests / elapsed, 2),
-                        "latency_ms": _latency_ms(latencies), "rss_mib_before": rss_before,
-                        "rss_mib_after": rss_after, "rss_growth_mib": growth,
-                        "rss_growth_mib_per_1000": round(growth * 1000 / requests, 1)
-                        if growth is not None and requests else None}
-    result["overhead"] = round(1 - result["server"]["requests_per_s"] / result["in_process"]["images_per_s"], 4)
-    result["same_top_labels"] = served[:len(photos)] == expected
+    result["server"].update({"rss_mib_before": rss_before, "rss_mib_after": rss_after, "rss_growth_mib": growth,
+                             "rss_growth_mib_per_1000": round(growth * 1000 / requests, 1)
+                             if growth is not None and requests else None})
+    per_round = [1 - (len(s[0]) / s[2]) / (len(p[0]) / p[2]) for p, s in zip(phases["in_process"], phases["server"])]
+    result["overhead_per_round"] = [round(o, 4) for o in per_round]
+    result["overhead"] = round(float(np.median(per_round)), 4)
+    result["same_top_labels"] = served == expected
     result["targets"] = TARGETS
     return result
 
 
 def format_serve_benchmark(result: dict[str, Any]) -> str:
     """A readable summary of :func:`benchmark_serve`'s result."""
-    s, p = result["server"], result["in_process"]
+    s = result["server"]
     labels = result["labels"] if isinstance(result["labels"], str) else f"{len(result['labels'])} labels"
-    lat = s["latency_ms"]
-    rss = "n/a" if s["rss_mib_before"] is None else \
-        f"{s['rss_mib_before']} → {s['rss_mib_after']} MiB ({s['rss_growth_mib']:+} MiB over {s['requests']} " \
-        f"requests, {s['rss_growth_mib_per_1000']:+} per 1,000)"
+    rss = "n/a" if s["rss_growth_mib"] is None else \
+        f"{s['rss_mib_before']} → {s['rss_mib_after']} MiB ({s['rss_growth_mib']:+} MiB over {s['count']} " \
+        f"requests, {s['rss_growth_mib_per_1000']:+} per 1,000; target <= {TARGETS['rss_growth_mib_per_1000']:g})"
     lines = [f"kgzsl benchmark serve — {result['run']} ({result['classes']} classes, {labels}), {result['clients']} "
-             f"clients, {result['seconds']} s per phase, {result['photos']} photos, device {result['device']}, "
-             f"{result['cpus']} CPUs",
-             f"{'':<22}{'per s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'count':>10}{'errors':>8}",
-             f"{'in-process predict':<22}{p['images_per_s']:>10.2f}{p['latency_ms']['p50']:>10.1f}"
-             f"{p['latency_ms']['p95']:>10.1f}{p['latency_ms']['p99']:>10.1f}{p['images']:>10}{'':>8}",
-             f"{'kgzsl serve':<22}{s['requests_per_s']:>10.2f}{lat['p50']:>10.1f}{lat['p95']:>10.1f}"
-             f"{lat['p99']:>10.1f}{s['requests']:>10}{s['errors']:>8}",
-             f"serving overhead: {result['overhead']:.1%} (target <= {TARGETS['overhead']:.0%}); server RSS {rss}; "
-             f"served top labels equal predict's: {result['same_top_labels']}"]
+             f"clients, {result['seconds']} s per kind in {len(result['overhead_per_round'])} rounds, "
+             f"{result['photos']} photos, device {result['device']}, {result['cpus']} CPUs",
+             f"{'':<20}{'per s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'count':>8}{'errors':>8}"]
+    for name, title in (("in_process", "in-process predict"), ("server", "kgzsl serve")):
+        r, lat = result[name], result[name]["latency_ms"]
+        lines.append(f"{title:<20}{r['per_s']:>8.2f}{lat['p50']:>9.1f}{lat['p95']:>9.1f}{lat['p99']:>9.1f}"
+                     f"{r['count']:>8}{r['errors']:>8}")
+    lines += [f"serving overhead: {result['overhead']:.1%} (median of rounds "
+              f"{', '.join(f'{o:.1%}' for o in result['overhead_per_round'])}; target <= {TARGETS['overhead']:.0%})",
+              f"server RSS: {rss}", f"served top labels equal predict's: {result['same_top_labels']}"]
     return "\n".join(lines)
