@@ -52,7 +52,8 @@ class LabelIndex:
     def suggest(self, query: str, limit: int = 10) -> list[dict[str, str]]:
         """Nodes whose lemma, synset name or wnid starts with ``query`` (case and ``_`` ignored).
 
-        Exact matches come first, then shorter names; one suggestion per node.
+        Exact matches come first (nodes named after the word before the others), then shorter
+        names among the first matches in alphabetical order; one suggestion per node.
 
         Args:
             query: What has been typed so far.
@@ -70,11 +71,13 @@ class LabelIndex:
         for key, node, lemma in self._keys[start:]:
             if not key.startswith(prefix):
                 break
-            matches.append((key != prefix, len(key), key, node, lemma))
+            # exact matches first; among them the nodes named after the word (coffee.n.01 before chocolate.n.03)
+            named = _words(_lemma_of(self._names[node])) == key
+            matches.append((key != prefix, not named, len(key), key, self._names[node], node, lemma))
             if len(matches) >= 50 * limit:  # enough to rank: a one-letter prefix matches thousands
                 break
         out, seen = [], set()
-        for _, _, _, node, lemma in sorted(matches):
+        for *_, node, lemma in sorted(matches):
             if node in seen:
                 continue
             seen.add(node)

@@ -61,7 +61,8 @@ async function suggest() {
   const q = fragment();
   if (!q) return hideSuggestions();
   const response = await fetch(`/labels?q=${encodeURIComponent(q)}&limit=8`);
-  if (!response.ok || q !== fragment()) return;
+  // stale (more was typed) or no longer wanted (the field lost focus, the form was sent)
+  if (!response.ok || q !== fragment() || document.activeElement !== $("labels")) return;
   const items = await response.json();
   const list = $("suggestions");
   list.replaceChildren(...items.map((s) => {
@@ -121,7 +122,7 @@ function show(record) {
 async function explainTop(top) {
   const form = new FormData();
   form.append("image", image);
-  form.append("label", top.wnid);
+  form.append("label", top.label);  // resolves to the same node as in the prediction
   const response = await fetch("/explain?format=png", { method: "POST", body: form });
   if (!response.ok) return say(`explanation failed: ${await errorText(response)}`, true);
   $("why-img").src = URL.createObjectURL(await response.blob());
@@ -132,6 +133,7 @@ async function explainTop(top) {
 
 async function classify(event) {
   event.preventDefault();
+  clearTimeout(pending);
   hideSuggestions();
   if (!image) return say("Pick or drop an image first.", true);
   const form = new FormData();
