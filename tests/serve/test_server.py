@@ -88,3 +88,15 @@ def test_serve_a_missing_run_is_a_one_line_error(tmp_path, capsys):
 
     assert main(["-q", "serve", str(tmp_path / "nothing"), "--device", "cpu"]) == 1
     assert "kgzsl serve: error:" in capsys.readouterr().err
+
+
+def test_without_the_serve_extra_the_error_names_the_install(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from kgzsl.cli import main
+
+    for name in ("kgzsl.serve.server", "kgzsl.serve.app"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if FastAPI were not installed
+    assert main(["-q", "serve", str(tmp_path), "--device", "cpu"]) == 1
+    assert "pip install 'kgzsl[serve]'" in capsys.readouterr().err
