@@ -196,12 +196,12 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
         return await run_in_threadpool(service.predict, image, parameters)
 
     @app.post("/explain")
-    async def explain(request: Request, format: str = Query("json", pattern="^(json|png)$")) -> Any:
+    async def explain(request: Request, fmt: str = Query("json", alias="format", pattern="^(json|png)$")) -> Any:
         """Why one label scored as it did for an image: the seen classes and WordNet paths that carried
         its row. Parameters ``label`` and ``top_k``; ``?format=png`` answers the drawing as a PNG."""
         image, parameters = await _image_request(request, service)
         result = await run_in_threadpool(service.explain, image, parameters)
-        if format == "png":
+        if fmt == "png":
             from kgzsl.tasks.explain import explanation_png
 
             return Response(await run_in_threadpool(explanation_png, result), media_type="image/png")
