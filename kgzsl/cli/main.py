@@ -1,5 +1,6 @@
-"""The ``kgzsl`` command: build-graph, train, predict, evaluate, benchmark, demo, and the open-vocabulary
-subcommands of :mod:`kgzsl.cli.vocab` (explain, index, search, add-concept, calibrate).
+"""The ``kgzsl`` command: build-graph, train, predict, evaluate, benchmark, demo, the open-vocabulary
+subcommands of :mod:`kgzsl.cli.vocab` (explain, index, search, add-concept, calibrate) and ``serve``
+(:mod:`kgzsl.cli.serve`).
 
 Each subcommand is a small function over the library; heavy imports happen inside them so that
 ``kgzsl --help`` starts fast.
@@ -18,6 +19,7 @@ from kgzsl._version import __version__
 from kgzsl.cli._common import add_extraction_args, extraction_job, format_table, positive_int, printable, \
     quiet_third_party, setup_logging
 from kgzsl.cli.finetune import add_finetune_parser
+from kgzsl.cli.serve import add_serve_parser, run_serve_benchmark
 from kgzsl.cli.vocab import add_vocabulary_parsers
 from kgzsl.errors import InputError, KgzslError
 
@@ -129,6 +131,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.name == "serve":  # starts a server: it lives above the tasks layer
+        print(run_serve_benchmark(args))
+        return 0
     from kgzsl.tasks.benchmarks.runner import run_benchmark
 
     print(run_benchmark(args.name, [m.strip() for m in args.models.split(",")], Path(args.runs_dir), Path(args.out),
@@ -195,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_vocabulary_parsers(sub)
     add_finetune_parser(sub)
+    add_serve_parser(sub)
 
     p = sub.add_parser("evaluate", help="hit@k of a run on an ImageNet-style folder of test images")
     p.add_argument("run", help="run folder written by `kgzsl train`")
@@ -208,10 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")
-    p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed"],
+    p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed", "serve"],
                    help="fmnist: zero-shot on Fashion-MNIST (Debian dataset-fashion-mnist); imagenet-heldout: "
                    "predict hidden ImageNet-1k rows (random 200 x 3 seeds, and whole WordNet subtrees); speed: "
-                   "graph build, receptive-field vs full-graph training, head overhead, memory, start-up")
+                   "graph build, receptive-field vs full-graph training, head overhead, memory, start-up; serve: "
+                   "`kgzsl serve` under concurrent clients against in-process predict")
+    p.add_argument("run", nargs="?", help="serve: the run folder to serve (default RUNS_DIR/dgp)")
     p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
     p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")
@@ -220,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-per-class", type=positive_int,
                    help="fmnist: quick run on a stratified subset of the test images")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
+    p.add_argument("--clients", type=positive_int, default=4, help="serve: concurrent clients (default 4)")
+    p.add_argument("--seconds", type=positive_int, default=15,
+                   help="serve: seconds of load, for the server and for in-process predict each (default 15)")
+    p.add_argument("--labels", help="serve: comma-separated candidate labels (default: every class)")
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("demo", help="build, train (or reuse) and classify bundled photos with non-ImageNet-1k labels")
