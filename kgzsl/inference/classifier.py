@@ -431,11 +431,13 @@ class ZeroShotClassifier:
     __call__ = predict
 
     def add_concept(self, word_or_wnid: str, parents: Sequence[str] | str | None = None,
-                    description: str | None = None, sense: str | None = None) -> ResolvedLabel:
+                    description: str | None = None, sense: str | None = None,
+                    aliases: Sequence[str] | None = None) -> ResolvedLabel:
         """Add a concept without retraining; see :func:`kgzsl.inference.concepts.add_concept`."""
         from kgzsl.inference.concepts import add_concept
 
-        return add_concept(self, word_or_wnid, parents=parents, description=description, sense=sense)
+        return add_concept(self, word_or_wnid, parents=parents, description=description, sense=sense,
+                           aliases=aliases)
 
     def add_concepts(self, taxonomy: str | Path | Sequence[Any]) -> Any:
         """Add a taxonomy file's (or list's) classes in one propagation; see :func:`kgzsl.inference.concepts.add_concepts`."""
