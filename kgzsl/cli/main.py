@@ -104,8 +104,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     out = train_run(config, out_dir=args.out, progress=not (args.no_progress or args.quiet), resume=args.resume)
     summary = json.loads((out / "run.json").read_text())
-    print(f"run {out}: {summary['model']} best validation cosine {summary['best_val_cosine']:.4f} at epoch "
-          f"{summary['best_epoch']} ({summary['epochs_run']} epochs, {summary['seconds_per_epoch']:.3f}s/epoch, "
+    best = (f"best validation cosine {summary['best_val_cosine']:.4f}" if summary.get("best_val_cosine") is not None
+            else "no validation rows: lowest training loss")
+    print(f"run {out}: {summary['model']} {best} at epoch {summary['best_epoch']} ({summary['epochs_run']} epochs, {summary['seconds_per_epoch']:.3f}s/epoch, "
           f"{summary['seconds_to_best']:.1f}s to best, {summary['total_seconds']:.1f}s total)")
     return 0
 
