@@ -15,7 +15,7 @@ setup: $(STAMP) system-deps
 
 $(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[demo,test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[demo,test,serve]"
 	@touch $(STAMP)
 
 # WordNet 3.0 (Debian wordnet-base) and Fashion-MNIST: installed when missing, if apt is usable.
@@ -25,7 +25,9 @@ system-deps:
 demo: setup
 	$(VENV)/bin/kgzsl demo
 
+# the tests also drive the page of `kgzsl serve` in headless Chromium (Debian chromium + chromium-driver)
 test: setup
+	@sh scripts/install-system-deps.sh --browser
 	$(PY) -m pytest -q
 
 clean-venv:

@@ -3,7 +3,8 @@
 ``configs/`` and ``graph_data/wnids/`` stay where people look for them in a checkout; the wheel
 carries the same files as the packages ``kgzsl.data.configs`` and ``kgzsl.data.wnids`` (setuptools'
 ``package_dir`` maps those package names onto the top-level folders at build time), where
-:func:`kgzsl.utils.paths.shipped_dir` finds them. Everything else is in pyproject.toml.
+:func:`kgzsl.utils.paths.shipped_dir` finds them. The page of ``kgzsl serve`` (``kgzsl/serve/static/``)
+is package data too. Everything else is in pyproject.toml.
 """
 
 from setuptools import find_packages, setup
@@ -13,6 +14,6 @@ SHIPPED = {"kgzsl.data.configs": "configs", "kgzsl.data.wnids": "graph_data/wnid
 setup(
     packages=find_packages(include=["kgzsl", "kgzsl.*"]) + list(SHIPPED),
     package_dir=SHIPPED,
-    package_data={"kgzsl": ["data/lexnames"], "kgzsl.data.configs": ["*.yaml"],
+    package_data={"kgzsl": ["data/lexnames"], "kgzsl.serve": ["static/*"], "kgzsl.data.configs": ["*.yaml"],
                   "kgzsl.data.wnids": ["*.txt", "LICENSE-*", "NOTICE.md"]},
 )

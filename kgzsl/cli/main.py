@@ -1,5 +1,6 @@
-"""The ``kgzsl`` command: build-graph, train, predict, evaluate, benchmark, demo, and the open-vocabulary
-subcommands of :mod:`kgzsl.cli.vocab` (explain, index, search, add-concept, calibrate).
+"""The ``kgzsl`` command: build-graph, train, predict, evaluate, benchmark, demo, the open-vocabulary
+subcommands of :mod:`kgzsl.cli.vocab` (explain, index, search, add-concept, calibrate) and ``serve``
+(:mod:`kgzsl.cli.serve`).
 
 Each subcommand is a small function over the library; heavy imports happen inside them so that
 ``kgzsl --help`` starts fast.
@@ -18,6 +19,7 @@ from kgzsl._version import __version__
 from kgzsl.cli._common import add_extraction_args, extraction_job, format_table, positive_int, printable, \
     quiet_third_party, setup_logging
 from kgzsl.cli.finetune import add_finetune_parser
+from kgzsl.cli.serve import add_serve_parser, run_serve_benchmark
 from kgzsl.cli.vocab import add_vocabulary_parsers
 from kgzsl.errors import InputError, KgzslError
 
@@ -31,6 +33,10 @@ def _cmd_build_graph(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     target = resolve_graph_dir(args.out or "custom")  # the same rule as graph.path in a run config
+    if args.taxonomy:
+        return _build_taxonomy_graph(args, target, start)
+    if not args.wnids:
+        raise InputError("give --wnids (shipped sets or wnid files) and/or --taxonomy (a taxonomy file)")
     wnids, sources = resolve_wnids(args.wnids)
     if args.source != "wordnet":
         from kgzsl.graph.conceptnet import build_source_graph
@@ -60,6 +66,29 @@ def _cmd_build_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_taxonomy_graph(args: argparse.Namespace, target: Path, start: float) -> int:
+    import hashlib
+
+    from kgzsl.graph import resolve_wnids
+    from kgzsl.graph.build import build_taxonomy_graph
+    from kgzsl.graph.taxonomy import read_taxonomy
+
+    if args.source != "wordnet":
+        raise InputError("--taxonomy builds on WordNet: leave --source at wordnet")
+    entries = read_taxonomy(args.taxonomy)
+    wnids, sources = resolve_wnids(args.wnids or "imagenet1k")
+    record = {"path": str(Path(args.taxonomy).absolute()),
+              "sha256": hashlib.sha256(Path(args.taxonomy).read_bytes()).hexdigest()}
+    graph = build_taxonomy_graph(entries, wnids, sources, wordnet_dir=args.wordnet, taxonomy_source=record)
+    out = graph.save(target)
+    c = graph.manifest["counts"]
+    print(f"graph {out}: {c['nodes']} nodes ({c['taxonomy_classes']} classes of your own from {args.taxonomy}, "
+          f"{c['nodes'] - c['taxonomy_classes']} WordNet nodes from {args.wnids or 'imagenet1k'} and the taxonomy's "
+          f"WordNet parents with their ancestors), {c['edges']} edges; {time.perf_counter() - start:.2f}s. Train on it "
+          f"with `kgzsl train --config dgp graph.path={args.out or 'custom'}`")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from kgzsl.training.config import load_config
     from kgzsl.training.run import train_run
@@ -77,8 +106,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     out = train_run(config, out_dir=args.out, progress=not (args.no_progress or args.quiet), resume=args.resume)
     summary = json.loads((out / "run.json").read_text())
-    print(f"run {out}: {summary['model']} best validation cosine {summary['best_val_cosine']:.4f} at epoch "
-          f"{summary['best_epoch']} ({summary['epochs_run']} epochs, {summary['seconds_per_epoch']:.3f}s/epoch, "
+    best = (f"best validation cosine {summary['best_val_cosine']:.4f}" if summary.get("best_val_cosine") is not None
+            else "no validation rows: lowest training loss")
+    print(f"run {out}: {summary['model']} {best} at epoch {summary['best_epoch']} ({summary['epochs_run']} epochs, {summary['seconds_per_epoch']:.3f}s/epoch, "
           f"{summary['seconds_to_best']:.1f}s to best, {summary['total_seconds']:.1f}s total)")
     return 0
 
@@ -129,6 +159,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.name == "serve":  # starts a server: it lives above the tasks layer
+        print(run_serve_benchmark(args))
+        return 0
     from kgzsl.tasks.benchmarks.runner import run_benchmark
 
     print(run_benchmark(args.name, [m.strip() for m in args.models.split(",")], Path(args.runs_dir), Path(args.out),
@@ -154,8 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build-graph", help="build a class graph (WordNet and/or ConceptNet) from wnid lists")
-    p.add_argument("--wnids", required=True, help="NAME_OR_FILE[,NAME_OR_FILE...]: shipped sets (imagenet1k, "
-                   "imagenet21k, 2-hops, 3-hops, all) or text files with one wnid per line")
+    p.add_argument("--wnids", help="NAME_OR_FILE[,NAME_OR_FILE...]: shipped sets (imagenet1k, "
+                   "imagenet21k, 2-hops, 3-hops, all) or text files with one wnid per line (with --taxonomy: "
+                   "default imagenet1k, the seen classes training needs)")
+    p.add_argument("--taxonomy", metavar="FILE", help="a taxonomy file (YAML or CSV; see docs/taxonomy.md): your "
+                   "classes as nodes under their WordNet parents (with --wnids' synsets and all ancestors)")
     p.add_argument("--out", metavar="NAME_OR_PATH", help="where the graph goes, read back by graph.path=NAME_OR_PATH: "
                    "a bare name is a folder of the graph data folder ($KGZSL_GRAPH_DATA, else ./graph_data if the "
                    "current directory has one, else $KGZSL_HOME/graph_data, default ~/.local/share/kgzsl/graph_data); "
@@ -196,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_vocabulary_parsers(sub)
     add_finetune_parser(sub)
+    add_serve_parser(sub)
 
     p = sub.add_parser("evaluate", help="hit@k of a run on an ImageNet-style folder of test images")
     p.add_argument("run", help="run folder written by `kgzsl train`")
@@ -209,11 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")
-    p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed", "photos"],
+    p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed", "serve", "photos"],
                    help="fmnist: zero-shot on Fashion-MNIST (Debian dataset-fashion-mnist); imagenet-heldout: "
                    "predict hidden ImageNet-1k rows (random 200 x 3 seeds, and whole WordNet subtrees); speed: "
-                   "graph build, receptive-field vs full-graph training, head overhead, memory, start-up; photos: "
-                   "real photos (--data DIR named by wnid), each among its group's classes")
+                   "graph build, receptive-field vs full-graph training, head overhead, memory, start-up; serve: "
+                   "`kgzsl serve` under concurrent clients against in-process predict; photos: real photos (--data DIR named "
+                   "by wnid), each among its group's classes")
+    p.add_argument("run", nargs="?", help="serve: the run folder to serve (default RUNS_DIR/dgp); photos: the run to "
+                   "score (default: the demo's, runs/demo, trained when missing)")
     p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
     p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")
@@ -223,7 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fmnist: quick run on a stratified subset of the test images")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
     p.add_argument("--data", help="photos: image folder DIR/<wnid>/*.jpg, optional DIR/groups.tsv (wnid, group)")
-    p.add_argument("--run", help="photos: the run to score (default: the demo's, runs/demo, trained when missing)")
+    p.add_argument("--clients", type=positive_int, default=4, help="serve: concurrent clients (default 4)")
+    p.add_argument("--seconds", type=positive_int, default=15,
+                   help="serve: seconds of load, for the server and for in-process predict each (default 15)")
+    p.add_argument("--labels", help="serve: comma-separated candidate labels (default: every class)")
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("demo", help="build, train (or reuse) and classify bundled photos with non-ImageNet-1k labels")

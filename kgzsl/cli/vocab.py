@@ -68,14 +68,36 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_add_concept(args: argparse.Namespace) -> int:
-    from kgzsl.inference.classifier import CONCEPTS_FILE, ZeroShotClassifier
+    from kgzsl.errors import InputError
+    from kgzsl.inference.classifier import ZeroShotClassifier
+    from kgzsl.inference.concept_store import store_concepts
+    from kgzsl.inference.concepts import add_concepts
 
+    if (args.word is None) == (args.file is None):
+        raise InputError("give one word (kgzsl add-concept RUN WORD) or a taxonomy file (--file taxonomy.yaml)")
+    if args.file and (args.parents or args.description or args.sense or args.aliases):
+        raise InputError("--parents, --description, --sense and --aliases are for one WORD; in a --file each "
+                         "entry has its own 'parents:', 'description:', 'sense:' and 'aliases:'")
     clf = ZeroShotClassifier.load(args.run, device=args.device)
-    parents = [p.strip() for p in args.parents.split(",")] if args.parents else None
-    added = clf.add_concept(args.word, parents=parents, description=args.description, sense=args.sense)
-    path = clf.save_concepts(Path(args.run) / CONCEPTS_FILE)
-    print(f"added {added.label!r} as {added.synset} ({added.wnid}); the run's concepts are in {path} and are "
-          "re-added whenever the run is loaded")
+    if args.file:
+        report = add_concepts(clf, args.file)
+    else:
+        split = (lambda text: [p.strip() for p in text.split(",") if p.strip()] or None)
+        entry = {"name": args.word, "parents": split(args.parents) if args.parents else None,
+                 "description": args.description, "sense": args.sense,
+                 "aliases": split(args.aliases) if args.aliases else None}
+        report = add_concepts(clf, [{k: v for k, v in entry.items() if v is not None}])
+    for res in report.existing:
+        print(f"{res.label!r} is already a node of the run ({res.synset}, {res.wnid}): nothing changed for it")
+    if len(report.added) <= 5:
+        for res in report.added:
+            print(f"added {res.label!r} as {res.synset} ({res.wnid})")
+    else:
+        print(f"added {len(report.added)} concepts ({report.new_nodes} new nodes) in one propagation")
+    if report.added or args.file:  # a file also refreshes stored rows that no longer match the run
+        path = store_concepts(clf)
+        print(f"the run's {len(clf.added_wnids)} added nodes are stored in {path} (rows) and "
+              f"{path.with_suffix('.yaml')} (the list); loading the run reads them without re-propagating")
     return 0
 
 
@@ -108,7 +130,7 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--png", help="also draw the graph neighbourhood to this PNG file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--concept-file", help="YAML list of concepts to add first")
+    p.add_argument("--concept-file", help="taxonomy file (YAML or CSV) of concepts to add first")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_explain)
 
@@ -127,15 +149,20 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query", help="word, synset name or wnid (a graph node or an added concept)")
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of a list")
-    p.add_argument("--concept-file", help="YAML list of concepts to add first")
+    p.add_argument("--concept-file", help="taxonomy file (YAML or CSV) of concepts to add first")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_search)
 
-    p = sub.add_parser("add-concept", help="add a concept to a run without retraining (saved with the run)")
+    p = sub.add_parser("add-concept", help="add concepts to a run without retraining (stored with the run)")
     p.add_argument("run", help="run folder written by `kgzsl train`")
-    p.add_argument("word", help="a WordNet noun not in the graph, or a new word (then give --parents)")
-    p.add_argument("--parents", help="comma-separated parent labels for a word WordNet does not know")
-    p.add_argument("--description", help="text for the new concept's feature (default: the word)")
+    p.add_argument("word", nargs="?", help="a WordNet noun not in the graph, or a class of your own (then give "
+                   "--parents)")
+    p.add_argument("--file", help="a taxonomy file (YAML or CSV: name, parents, description, aliases, sense per "
+                   "entry), added in one propagation; see docs/taxonomy.md")
+    p.add_argument("--parents", help="comma-separated parents (words, synset names, wnids): makes WORD a class of "
+                   "your own under them")
+    p.add_argument("--description", help="text for the new class's feature (default: the word)")
+    p.add_argument("--aliases", help="comma-separated other labels for a class of your own")
     p.add_argument("--sense", help="the synset name or wnid to use for an ambiguous word")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_add_concept)

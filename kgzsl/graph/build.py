@@ -18,11 +18,13 @@ from typing import Any, Iterable
 
 from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.knowledge_graph import RELATIONS, KnowledgeGraph
+from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, check_parents, custom_id, label_key,
+                                  noun_senses, topological_order, wordnet_collisions)
 from kgzsl.graph.wordnet import hypernym_closure, load_wordnet, synset_from_wnid, wnid_of
 from kgzsl.utils.paths import graph_data_dir, resolve_graph_dir, shipped_names
 
 __all__ = ["graph_data_dir", "resolve_graph_dir", "named_wnid_sets", "read_wnid_list", "resolve_wnids",
-           "build_wordnet_graph", "load_graph", "load_or_build_graph", "build_command", "GraphNotFoundError",
+           "build_wordnet_graph", "build_taxonomy_graph", "load_graph", "load_or_build_graph", "build_command", "GraphNotFoundError",
            "DEFAULT_GRAPH", "DEFAULT_WNIDS"]
 
 logger = logging.getLogger(__name__)
@@ -146,6 +148,79 @@ def build_wordnet_graph(wnids: Iterable[str], sources: list[dict[str, Any]] | No
     }
     logger.info("built graph: %d nodes, %d edges from %d wnids in %.2fs", graph.num_nodes, len(edges),
                 len(requested), seconds)
+    return graph
+
+
+def _one_sense(wn: Any, text: str) -> tuple[Any, str | None]:
+    """``(synset, None)`` for a WordNet noun with one meaning (or a synset name / wnid), else ``(None, why)``."""
+    try:
+        senses = noun_senses(wn, text)
+    except InputError as exc:
+        return None, str(exc)
+    if not senses:
+        return None, "neither another entry's name nor a WordNet noun; check the spelling, or give a synset name"
+    if len(senses) > 1:
+        listed = "; ".join(f"{s.name()} ({s.definition()})" for s in senses[:6])
+        return None, f"ambiguous WordNet noun: {listed}; write the synset name you mean"
+    return senses[0], None
+
+
+def build_taxonomy_graph(entries: list[TaxonomyEntry], wnids: Iterable[str] = (),
+                         sources: list[dict[str, Any]] | None = None, wordnet_dir: str | None = None,
+                         taxonomy_source: dict[str, Any] | None = None) -> KnowledgeGraph:
+    """The WordNet graph of ``wnids`` and the taxonomy's WordNet parents, with your classes below them.
+
+    Every parent is checked before anything is built: another entry's name or alias, or a WordNet
+    noun with one meaning, a synset name or a wnid. An entry without parents is a WordNet noun (its
+    ``sense`` for an ambiguous word). Your classes get the ids ``x:<name>``, their name and aliases as
+    lemma names and their description as gloss; they come after the WordNet nodes.
+
+    Args:
+        entries: Checked entries (:func:`kgzsl.graph.taxonomy.read_taxonomy`).
+        wnids: More classes (e.g. ImageNet-1k, the seen classes training needs).
+        sources: Source records of ``wnids`` for the manifest.
+        wordnet_dir: Optional WordNet folder.
+        taxonomy_source: What to record about the taxonomy file in the manifest (path, sha256).
+
+    Raises:
+        TaxonomyError: One line per unknown or ambiguous parent or entry, naming the entry and line.
+    """
+    wn = load_wordnet(wordnet_dir)
+    entries = topological_order(entries)
+    check_parents(entries, lambda p: _one_sense(wn, p)[1])
+    problems, extra = [], []
+    for e in entries:
+        if not e.parents:
+            synset, why = _one_sense(wn, e.sense or e.name)
+            if why:
+                problems.append(f"{e.where}: entry {e.name!r}: {why}" + ("" if e.sense else
+                                "; a class of your own needs 'parents'"))
+            else:
+                extra.append(wnid_of(synset))
+        else:
+            extra += [wnid_of(_one_sense(wn, p)[0]) for p in e.parents if label_key(p) not in by_label(entries)]
+    if problems:
+        raise TaxonomyError("\n".join(["the taxonomy has problems; nothing was built:"] + problems))
+    wordnet_collisions(wn, entries)
+    base = build_wordnet_graph(list(wnids) + extra, sources, wordnet_dir)
+    own = [e for e in entries if e.parents]
+    ids = {label_key(t): custom_id(e.name) for e in own for t in (e.name, *e.aliases)}
+    index = dict(base.index)
+    for e in own:
+        index[custom_id(e.name)] = len(index)
+    edges = []
+    for e in own:
+        for p in e.parents:
+            target = ids.get(label_key(p)) or wnid_of(_one_sense(wn, p)[0])
+            edges.append((index[custom_id(e.name)], index[target], 0))
+    graph = base.extended([custom_id(e.name) for e in own], [custom_id(e.name) for e in own],
+                          [["_".join(t.split()) for t in (e.name, *e.aliases)] for e in own],
+                          [e.description or "" for e in own], list(dict.fromkeys(edges)))
+    _, dist = graph.ancestor_index()
+    counts = dict(base.manifest["counts"], nodes=graph.num_nodes, edges=len(graph.edges), ancestor_pairs=int(dist.numel()),
+                  taxonomy_classes=len(own), max_depth=int(dist.max()) if dist.numel() else 0)
+    graph.manifest = dict(base.manifest, counts=counts, taxonomy=dict(taxonomy_source or {}, entries=len(entries)))
+    logger.info("taxonomy graph: %d WordNet nodes + %d classes of your own", base.num_nodes, len(own))
     return graph
 
 

@@ -38,8 +38,9 @@ __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 logger = logging.getLogger(__name__)
 
 
-#: concepts saved with a run (``kgzsl add-concept``) and re-added every time it is loaded
+#: concepts saved with a run (``kgzsl add-concept``): the list as written, and their stored rows
 CONCEPTS_FILE = "concepts.yaml"
+CONCEPT_ROWS_FILE = "concepts.safetensors"
 #: label lists whose candidate heads the classifier keeps (least recently used dropped first)
 HEAD_CACHE_SIZE = 8
 
@@ -239,10 +240,10 @@ class ZeroShotClassifier:
                       score_calibration=ScoreCalibration.load(calib) if calib.is_file() else None)
         except ValueError as exc:  # the feature size differs: another backbone or other weights
             raise RunFormatError(f"run {run_dir} does not fit this backbone: {exc}") from None
-        if (run_dir / CONCEPTS_FILE).is_file():  # concepts added with `kgzsl add-concept` travel with the run
-            from kgzsl.inference.concepts import load_concepts
+        if (run_dir / CONCEPTS_FILE).is_file() or (run_dir / CONCEPT_ROWS_FILE).is_file():
+            from kgzsl.inference.concept_store import restore_concepts
 
-            load_concepts(clf, run_dir / CONCEPTS_FILE)
+            restore_concepts(clf)  # concepts added with `kgzsl add-concept` travel with the run (rows stored)
         return clf
 
     @property
@@ -281,6 +282,21 @@ class ZeroShotClassifier:
                                      self.backbone.classifier_rows()[:0], self._score_calibration)
                 self._score_rows = torch.cat([self._score_rows, extra.to(self._score_rows.device)])
         self.resolver = self._make_resolver()
+        self._clear_heads()
+
+    def replace_added_rows(self, rows: torch.Tensor) -> None:
+        """Replace the rows of the nodes appended with :meth:`extend` (concepts re-propagated); heads are dropped.
+
+        Raises:
+            ValueError: If ``rows`` is not ``[len(added_wnids), D + 1]``.
+        """
+        if tuple(rows.shape) != (len(self.added_wnids), self.rows.size(1)):
+            raise ValueError(f"expected [{len(self.added_wnids)}, {self.rows.size(1)}] rows, got {tuple(rows.shape)}")
+        self.rows[self._num_given:] = rows.to(self.rows.device, self.rows.dtype)
+        with self._score_lock:
+            if self._score_rows is not None:  # added nodes are never backbone classes: standardised rows
+                self._score_rows[self._num_given:] = standardised_rows(rows.float(), self._score_calibration).to(
+                    self._score_rows.device)
         self._clear_heads()
 
     def _clear_heads(self) -> None:
@@ -555,11 +571,19 @@ class ZeroShotClassifier:
     __call__ = predict
 
     def add_concept(self, word_or_wnid: str, parents: Sequence[str] | str | None = None,
-                    description: str | None = None, sense: str | None = None) -> ResolvedLabel:
+                    description: str | None = None, sense: str | None = None,
+                    aliases: Sequence[str] | None = None) -> ResolvedLabel:
         """Add a concept without retraining; see :func:`kgzsl.inference.concepts.add_concept`."""
         from kgzsl.inference.concepts import add_concept
 
-        return add_concept(self, word_or_wnid, parents=parents, description=description, sense=sense)
+        return add_concept(self, word_or_wnid, parents=parents, description=description, sense=sense,
+                           aliases=aliases)
+
+    def add_concepts(self, taxonomy: str | Path | Sequence[Any]) -> Any:
+        """Add a taxonomy file's (or list's) classes in one propagation; see :func:`kgzsl.inference.concepts.add_concepts`."""
+        from kgzsl.inference.concepts import add_concepts
+
+        return add_concepts(self, taxonomy)
 
     def save_concepts(self, path: str | Path) -> Path:
         """Write the added concepts as a YAML concept file; see :func:`kgzsl.inference.concepts.save_concepts`."""

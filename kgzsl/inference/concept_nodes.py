@@ -9,11 +9,11 @@ once; :func:`resolve_parent` and :func:`custom_id` place a word WordNet does not
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from kgzsl.errors import InputError
-from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, synset_from_wnid, wnid_of
+from kgzsl.graph.taxonomy import custom_id, noun_senses
+from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, wnid_of
 from kgzsl.inference.labels import LabelError
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
@@ -45,24 +45,15 @@ def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any |
         ConceptError: If ``sense`` names no noun synset.
     """
     choice = (sense or "").strip() or word.strip()
-    if WNID_RE.match(choice):
-        try:
-            return synset_from_wnid(wn, choice)
-        except ValueError as exc:
-            raise ConceptError(str(exc)) from None
-    if SYNSET_RE.match(choice):
-        try:
-            return wn.synset(choice)
-        except Exception:
-            raise ConceptError(f"{choice!r} is not a WordNet 3.0 noun synset") from None
-    if sense:
+    if sense and not (WNID_RE.match(choice) or SYNSET_RE.match(choice)):
         raise ConceptError(f"sense={sense!r} must be a synset name ('crane.n.04') or a wnid ('n03126707')",
                            cli_message=f"--sense {sense!r} must be a synset name (crane.n.04) or a wnid (n03126707)")
-    synsets = wn.synsets("_".join(word.split()), pos="n")
-    if not synsets:
-        return None
-    if len(synsets) == 1:
-        return synsets[0]
+    try:
+        synsets = noun_senses(wn, choice)
+    except InputError as exc:
+        raise ConceptError(str(exc)) from None
+    if len(synsets) <= 1:
+        return synsets[0] if synsets else None
     in_graph = [s for s in synsets if wnid_of(s) in known]
     if len(in_graph) == 1:
         return in_graph[0]
@@ -117,15 +108,3 @@ def resolve_parent(clf: Any, ext: NodeExtension, wn: Any, spec: str) -> int:
             raise ConceptError(f"parent {spec!r} is neither a node of the graph nor a WordNet noun; give a "
                                "word, synset name or wnid the graph or WordNet knows") from None
         return ext.add_synset(synset)
-
-
-def custom_id(word: str) -> str:
-    """The node id ``x:<slug>`` of a word WordNet does not know.
-
-    Raises:
-        ConceptError: If the word has no letters or digits.
-    """
-    slug = "-".join(re.sub(r"[^\w\- ]+", " ", word.lower()).replace("_", " ").split())
-    if not slug:
-        raise ConceptError(f"cannot make a node id from {word!r}; give a word with letters or digits")
-    return f"x:{slug}"

@@ -1,16 +1,24 @@
 """New concepts without retraining: extend the graph, run the trained model inductively.
 
 A concept is either a WordNet noun that is not in the run's graph (its synset is attached with every
-missing hypernym on its way up to a node the graph has), or a word WordNet does not know (a new
-node ``x:<word>`` under the parents the caller names, its text feature taken from a description).
+missing hypernym on its way up to a node the graph has), or a class of your own: a node ``x:<name>``
+under the parents you name (WordNet words, synset names, wnids, graph nodes or other entries of the
+same taxonomy), its text feature taken from its name, aliases and description. A whole taxonomy
+file (:mod:`kgzsl.graph.taxonomy`) is added in one batch: every entry is checked first, then the
+graph is extended once, the new texts are encoded in one call and the model runs once.
+
 The trained propagation model, loaded from ``model.safetensors`` (its name and hyper-parameters are
-in the file's header), then runs in eval mode over the extended graph for the new rows only; the
-rows of the existing nodes and every weight stay as they are.
+in the file's header), runs in eval mode over the extended graph. The rows of *every* added concept
+are recomputed at each addition, so they always equal a full re-propagation over the run's graph
+plus all added concepts, whether the concepts came one by one or in one file; the run's own rows
+and every weight stay as trained. :mod:`kgzsl.inference.concept_store` keeps the rows in the run
+folder so that loading a run never re-propagates.
 
 Example:
     >>> clf = ZeroShotClassifier.load("runs/dgp")
     >>> clf.add_concept("okapi")
     >>> clf.add_concept("e-scooter", parents=["motor scooter"], description="a standing scooter with an electric motor")
+    >>> report = clf.add_concepts("catalogue.yaml")     # a taxonomy file, one propagation
     >>> clf.predict("street.jpg", ["okapi", "e-scooter", "bicycle"])
     >>> clf.save_concepts("concepts.yaml")   # reload with load_concepts(clf, "concepts.yaml")
 """
@@ -26,21 +34,47 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from kgzsl.errors import NotFoundError
+from kgzsl.errors import SetupError
+from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, label_key, parse_taxonomy, read_taxonomy,
+                                  topological_order, wordnet_collisions)
 from kgzsl.inference.concept_nodes import (SYNSET_RE, WNID_RE, AmbiguousConceptError, ConceptError, NodeExtension,
-                                 custom_id, pick_synset, resolve_parent)
+                                           custom_id, pick_synset, resolve_parent)
+from kgzsl.inference.labels import LabelError, ResolvedLabel
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, write_text
-from kgzsl.inference.labels import ResolvedLabel
 
-__all__ = ["ConceptError", "AmbiguousConceptError", "ConceptState", "add_concept", "concept_graph",
-           "save_concepts", "load_concepts", "load_propagation_model"]
+__all__ = ["ConceptError", "AmbiguousConceptError", "ConceptState", "ConceptReport", "StoredConcepts",
+           "add_concept", "add_concepts", "concept_graph", "run_text_spec", "save_concepts", "load_concepts", "load_propagation_model"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
+class StoredConcepts:
+    """Added nodes as a run folder stores them: enough to rebuild the extended graph without any encoding.
+
+    Attributes:
+        wnids: Node ids, in row order after the run's nodes.
+        names: Synset names (the id for your own classes).
+        lemmas: Lemma names per node.
+        glosses: Glosses per node.
+        edges: ``(child id, parent id, relation name)`` of every edge added.
+        features: ``[K, F]`` node features of the added nodes.
+    """
+
+    wnids: list[str]
+    names: list[str]
+    lemmas: list[list[str]]
+    glosses: list[str]
+    edges: list[tuple[str, str, str]]
+    features: torch.Tensor
+
+
+@dataclass
 class ConceptState:
     """What a classifier needs to add concepts: the (extended) graph, its node features, the model.
+
+    A run loaded with stored concepts starts with ``graph``, ``x`` and ``model`` None and the added
+    nodes in ``pending``; :func:`concept_graph` loads the rest the first time it is needed.
 
     Attributes:
         graph: The run's graph plus every node added so far, in row order.
@@ -48,13 +82,32 @@ class ConceptState:
         model: The trained propagation model, in eval mode on the CPU.
         text_spec: ``(encoder spec, use_gloss)`` of the run's config.
         added: The concept specs added, in order (what :func:`save_concepts` writes).
+        pending: Stored added nodes not yet joined to ``graph``.
     """
 
     graph: Any
-    x: torch.Tensor
+    x: torch.Tensor | None
     model: Any
     text_spec: tuple[str, bool]
     added: list[dict[str, Any]] = field(default_factory=list)
+    pending: StoredConcepts | None = None
+
+
+@dataclass
+class ConceptReport:
+    """What :func:`add_concepts` did.
+
+    Attributes:
+        added: Each entry added, resolved to its node (in the given order).
+        existing: Each entry that already was a node: nothing changed for it.
+        new_nodes: Nodes appended (an entry may bring missing WordNet hypernyms along).
+        warnings: Names that are also WordNet nouns (your class now wins as a label).
+    """
+
+    added: list[ResolvedLabel] = field(default_factory=list)
+    existing: list[ResolvedLabel] = field(default_factory=list)
+    new_nodes: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_propagation_model(run_dir: str | Path) -> Any:
@@ -99,18 +152,26 @@ def _run_features(run_dir: Path, graph: Any, spec: tuple[str, bool]) -> torch.Te
     return node_features(graph, encoder=spec[0], use_gloss=spec[1])
 
 
+def run_text_spec(summary: dict[str, Any]) -> tuple[str, bool]:
+    """``(text encoder spec, use_gloss)`` of a run's config (``run.json``)."""
+    features = (summary.get("config") or {}).get("features") or {}
+    return str(features.get("encoder", "minilm")), bool(features.get("gloss", False))
+
+
 def concept_graph(clf: Any) -> ConceptState:
     """The classifier's concept state, loading the run's graph, features and model on first use.
 
     Everything comes from the run folder (a run copied anywhere works without its graph folder);
     runs written before runs carried their graph fall back to the graph folder ``run.json`` records.
+    Stored concepts (:mod:`kgzsl.inference.concept_store`) are joined to the graph here.
 
     Raises:
         ConceptError: If the run carries no graph and the recorded graph folder is gone, or the
             graph no longer matches the run's nodes.
     """
-    if clf.concepts is not None:
-        return clf.concepts
+    state = clf.concepts
+    if state is not None and state.model is not None:
+        return state
     summary = clf.summary or {}
     run_dir = clf.run_dir
     if run_dir is None or not summary:
@@ -121,97 +182,215 @@ def concept_graph(clf: Any) -> ConceptState:
     if graph.wnids != clf.wnids[:base]:
         raise ConceptError(f"graph {graph.path} no longer matches the run's nodes.tsv; rebuild the graph the run "
                            "was trained on")
-    features = (summary.get("config") or {}).get("features") or {}
-    spec = (str(features.get("encoder", "minilm")), bool(features.get("gloss", False)))
+    spec = run_text_spec(summary)
     x = _run_features(run_dir, graph, spec)
-    state = ConceptState(graph=graph, x=x, model=load_propagation_model(run_dir), text_spec=spec)
-    clf.attach_concepts(state)
+    model = load_propagation_model(run_dir)
+    if state is None:
+        state = ConceptState(graph=graph, x=x, model=model, text_spec=spec)
+        clf.attach_concepts(state)
+        return state
+    stored = state.pending
+    if stored is not None:
+        index = dict(graph.index)
+        index.update({w: len(graph.wnids) + i for i, w in enumerate(stored.wnids)})
+        rel = {r: i for i, r in enumerate(graph.relations)}
+        edges = [(index[c], index[p], rel.get(r, 0)) for c, p, r in stored.edges]
+        graph = graph.extended(stored.wnids, stored.names, stored.lemmas, stored.glosses, edges)
+        x = torch.cat([x, stored.features.to(x.dtype)])
+    state.graph, state.x, state.model, state.pending = graph, x, model, None
     return state
 
 
+def _entries(taxonomy: str | Path | Sequence[Any]) -> list[TaxonomyEntry]:
+    if isinstance(taxonomy, (str, Path)):
+        return read_taxonomy(taxonomy)
+    items = list(taxonomy)
+    if all(isinstance(e, TaxonomyEntry) for e in items):
+        return items
+    return parse_taxonomy(items)
+
+
+def _node_text(e: TaxonomyEntry) -> str:
+    names = ", ".join(" ".join(t.replace("_", " ").split()) for t in (e.name, *e.aliases))
+    return f"{names}: {e.description.strip()}" if e.description and e.description.strip() else names
+
+
+class _Planner:
+    """Places each entry on a :class:`NodeExtension` without changing the classifier (checks first)."""
+
+    def __init__(self, clf: Any, state: ConceptState, wn: Any, entries: list[TaxonomyEntry]) -> None:
+        self.clf, self.state, self.wn = clf, state, wn
+        self.ext = NodeExtension(state.graph)
+        self.batch = by_label(entries)
+        self.placed: dict[str, tuple[int, bool]] = {}  # entry name -> (node, already a node)
+        self.hypernym = state.graph.relations.index("hypernym") if "hypernym" in state.graph.relations else 0
+
+    def place(self, e: TaxonomyEntry) -> None:
+        resolver = self.clf.resolver
+        if not e.parents:
+            own = resolver.own.get(label_key(e.name))
+            if not e.sense and (e.name in resolver.index or e.name in resolver.by_name or own):
+                self.placed[e.name] = (resolver.resolve(e.name).index, True)
+                return
+            synset = pick_synset(self.wn, e.name, e.sense, set(self.ext.index)) if self.wn is not None else None
+            if synset is None:
+                if WNID_RE.match(e.name) or SYNSET_RE.match(e.name):
+                    raise ConceptError(f"{e.name!r} names no WordNet noun synset")
+                raise ConceptError(
+                    f"{e.name!r} is not a WordNet noun: say where it belongs with parents=[...] (words, synset "
+                    "names or wnids of the graph), e.g. parents=['scooter']",
+                    cli_message=f"{e.name!r} is not a WordNet noun: say where it belongs with --parents "
+                    "(comma-separated words, synset names or wnids of the graph; in a --file: 'parents:'), "
+                    "e.g. --parents scooter")
+            wnid = f"n{synset.offset():08d}"
+            self.placed[e.name] = (self.ext.add_synset(synset), wnid in self.state.graph.index)
+            return
+        wnid = custom_id(e.name)
+        if wnid in self.ext.index:
+            self.placed[e.name] = (self.ext.index[wnid], True)
+            return
+        for text in (e.name, *e.aliases):
+            if resolver.own.get(label_key(text)):
+                other = resolver.own[label_key(text)][0]
+                raise ConceptError(f"{text!r} already names the class {self.clf.wnids[other]}; give this entry "
+                                   "another name or alias")
+        ups = [self._parent(p) for p in e.parents]
+        node = self.ext.add(wnid, wnid, ["_".join(t.split()) for t in (e.name, *e.aliases)],
+                            e.description or "", text=_node_text(e))
+        self.ext.edges += [(node, p, self.hypernym) for p in dict.fromkeys(ups)]
+        self.placed[e.name] = (node, False)
+
+    def _parent(self, spec: str) -> int:
+        entry = self.batch.get(label_key(spec))
+        if entry is not None:
+            if entry.name not in self.placed:
+                raise ConceptError(f"parent {spec!r}: its own entry ({entry.where}) could not be added")
+            return self.placed[entry.name][0]
+        try:
+            return resolve_parent(self.clf, self.ext, self.wn, spec)
+        except AmbiguousConceptError as exc:
+            listed = "; ".join(f"{name} ({gloss})" for name, _, gloss in exc.senses[:6])
+            raise ConceptError(f"parent {spec!r} is ambiguous and none of its senses is a node: {listed}; "
+                               "write the synset name you mean") from None
+        except LabelError as exc:
+            raise ConceptError(f"parent {spec!r}: {exc}") from None
+
+
+def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptReport:
+    """Add every class of a taxonomy to a loaded classifier in one propagation (no weight changes).
+
+    Every entry is checked before anything changes: fields, duplicates and cycles (see
+    :mod:`kgzsl.graph.taxonomy`), then names, senses and parents against the graph and WordNet. Then
+    the graph is extended once, the new nodes' texts are encoded in one call, and the model computes
+    the rows of all added concepts (earlier ones included) in one run. An entry that already is a
+    node changes nothing and is listed in ``existing``.
+
+    Args:
+        clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier` loaded from a run folder.
+        taxonomy: A taxonomy file (YAML or CSV), or a list of entries (mappings with ``name``,
+            ``parents``, ``description``, ``aliases``, ``sense``; bare names; or :class:`TaxonomyEntry`).
+
+    Returns:
+        What was added and what already existed.
+
+    Raises:
+        kgzsl.graph.taxonomy.TaxonomyError: One line per problem, naming each entry (and line).
+        ConceptError: For a single entry given in Python, its problem as such (e.g. an
+            :class:`AmbiguousConceptError` listing the senses).
+    """
+    from kgzsl.graph.wordnet import load_wordnet
+    from kgzsl.text.features import get_encoder, node_texts
+
+    entries = _entries(taxonomy)
+    report = ConceptReport()
+    if not entries:
+        return report
+    state = concept_graph(clf)
+    try:
+        wn = load_wordnet()
+    except SetupError as exc:  # WordNet missing: only custom nodes under known parents can be added
+        logger.warning("WordNet unavailable (%s); only classes under nodes of the graph can be added", exc)
+        wn = None
+    planner = _Planner(clf, state, wn, entries)
+    problems: list[tuple[TaxonomyEntry, Exception]] = []
+    for e in topological_order(entries):
+        try:
+            planner.place(e)
+        except (ConceptError, LabelError) as exc:
+            problems.append((e, exc))
+    if problems:
+        if len(entries) == 1 and entries[0].where.startswith("item "):
+            raise problems[0][1]  # one concept given in Python: its own error, as add_concept raises it
+        raise TaxonomyError("\n".join(["the taxonomy has problems; nothing was added:"] + [
+            f"{e.where}: entry {e.name!r}: {exc.cli_text() if hasattr(exc, 'cli_text') else exc}"
+            for e, exc in problems]))
+    report.warnings = wordnet_collisions(wn, entries)
+    ext = planner.ext
+    base = len(clf.wnids) - len(clf.added_wnids)
+    n, k = state.graph.num_nodes, len(ext.wnids)
+    if k:
+        graph = state.graph.extended(ext.wnids, ext.names, ext.lemmas, ext.glosses, ext.edges)
+        encoder, use_gloss = state.text_spec
+        usual = node_texts(ext.lemmas, ext.glosses, use_gloss)
+        texts = [t if t is not None else u for t, u in zip(ext.texts, usual)]
+        x_new = F.normalize(torch.nan_to_num(get_encoder(encoder).encode(texts).float().cpu()), dim=1)
+        x = torch.cat([state.x, x_new])
+        with torch.no_grad():  # every added concept: their rows stay a full re-propagation over all of them
+            rows = state.model.predict_rows(x, state.model.operators(graph), rows=torch.arange(base, n + k))
+        state.graph, state.x = graph, x
+        clf.replace_added_rows(rows[:n - base])
+        clf.extend(rows[n - base:], ext.wnids, ext.names, ext.lemmas)
+    for e in entries:
+        node, existed = planner.placed[e.name]
+        res = replace(clf.resolver.resolve(clf.wnids[node]), label=e.name)
+        (report.existing if existed else report.added).append(res)
+        if not existed:
+            state.added.append(e.spec())
+    report.new_nodes = k
+    logger.info("added %d concept(s) (%d new node(s)) in one propagation; %d already node(s)", len(report.added), k,
+                len(report.existing))
+    return report
+
+
 def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None = None,
-                description: str | None = None, sense: str | None = None) -> ResolvedLabel:
-    """Add a concept to a loaded classifier and predict its row with the trained model (no weight changes).
+                description: str | None = None, sense: str | None = None,
+                aliases: Sequence[str] | None = None) -> ResolvedLabel:
+    """Add one concept to a loaded classifier and predict its row with the trained model (no weight changes).
 
     Args:
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier` loaded from a run folder.
         word_or_wnid: A word (``"okapi"``, ``"e-scooter"``), a synset name or a wnid.
-        parents: For a word WordNet does not know: the nodes it hangs under (words, synset names or
-            wnids; WordNet nouns missing from the graph are attached too). Ignored for WordNet nouns.
-        description: Text the new node's feature is computed from (``"word: description"``); the
+        parents: Makes it a class of your own (node ``x:<word>``) under these nodes: words, synset
+            names or wnids (WordNet nouns missing from the graph are attached too). Without parents
+            the word must be a WordNet noun.
+        description: Text the new class's feature is computed from (``"word: description"``); the
             word alone when None. For WordNet nouns the usual node text (lemmas, gloss per config) is used.
-        sense: For ambiguous words: the synset name or wnid meant.
+        sense: For ambiguous WordNet words: the synset name or wnid meant.
+        aliases: Other labels for a class of your own.
 
     Returns:
-        The concept resolved to its node (an existing one if the graph has it already).
+        The concept resolved to its node (an existing one if the graph has it already; then nothing
+        changes — :func:`add_concepts` says which).
 
     Raises:
         AmbiguousConceptError: If the word has several noun senses; it lists them with glosses.
         ConceptError: If an unknown word has no parents, or a parent cannot be resolved.
     """
-    from kgzsl.text.features import get_encoder, node_texts
-    from kgzsl.graph.wordnet import load_wordnet, wnid_of
-
     word = str(word_or_wnid).strip()
     if not word:
         raise ConceptError("empty concept: give a word, a synset name or a wnid")
-    if not sense and (word in clf.resolver.index or word in clf.resolver.by_name):
-        return clf.resolver.resolve(word)
-    state = concept_graph(clf)
+    entry = {"name": word, "parents": parents or None, "description": description, "sense": sense,
+             "aliases": list(aliases) if aliases else None}
     try:
-        wn = load_wordnet()
-    except Exception as exc:  # WordNet missing: only custom nodes under known parents can be added
-        logger.warning("WordNet unavailable (%s); %r is added as a custom node", exc, word)
-        wn = None
-    ext = NodeExtension(state.graph)
-    synset = pick_synset(wn, word, sense, set(ext.index)) if wn is not None else None
-    if synset is not None:
-        if wnid_of(synset) in ext.index:
-            return replace(clf.resolver.resolve(wnid_of(synset)), label=word)
-        node = ext.add_synset(synset)
-    else:
-        if WNID_RE.match(word) or SYNSET_RE.match(word):
-            raise ConceptError(f"{word!r} names no WordNet noun synset")
-        wanted = [parents] if isinstance(parents, str) else list(parents or [])
-        if not wanted:
-            raise ConceptError(f"{word!r} is not a WordNet noun: say where it belongs with parents=[...] "
-                               "(words, synset names or wnids of the graph), e.g. parents=['scooter']",
-                               cli_message=f"{word!r} is not a WordNet noun: say where it belongs with --parents "
-                               "(comma-separated words, synset names or wnids of the graph; in a --concept-file: "
-                               "'parents:'), e.g. --parents scooter")
-        wnid = custom_id(word)
-        if wnid in ext.index:
-            return clf.resolver.resolve(wnid)
-        ups = [resolve_parent(clf, ext, wn, p) for p in wanted]
-        clean = " ".join(word.replace("_", " ").split())
-        text = f"{clean}: {description.strip()}" if description and description.strip() else clean
-        node = ext.add(wnid, wnid, ["_".join(clean.split())], (description or "").strip(), text=text)
-        rel = state.graph.relations.index("hypernym") if "hypernym" in state.graph.relations else 0
-        ext.edges += [(node, p, rel) for p in dict.fromkeys(ups)]
-
-    n, k = state.graph.num_nodes, len(ext.wnids)
-    # new nodes only hang below the old ones: only their ancestors are searched
-    graph = state.graph.extended(ext.wnids, ext.names, ext.lemmas, ext.glosses, ext.edges)
-
-    encoder, use_gloss = state.text_spec
-    usual = node_texts(ext.lemmas, ext.glosses, use_gloss)
-    texts = [t if t is not None else u for t, u in zip(ext.texts, usual)]
-    x_new = F.normalize(torch.nan_to_num(get_encoder(encoder).encode(texts).float().cpu()), dim=1)
-    x = torch.cat([state.x, x_new])
-    new_rows = torch.arange(n, n + k)
-    with torch.no_grad():
-        rows = state.model.predict_rows(x, state.model.operators(graph), rows=new_rows)
-
-    state.graph, state.x = graph, x
-    state.added.append({"name": word, "parents": list(parents) if isinstance(parents, (list, tuple)) else
-                        ([parents] if parents else []), "description": description, "sense": sense})
-    clf.extend(rows, ext.wnids, ext.names, ext.lemmas)
-    logger.info("added concept %r: %d new node(s) %s", word, k, ", ".join(ext.names))
-    return replace(clf.resolver.resolve(graph.wnids[node]), label=word)
+        entries = parse_taxonomy([{k: v for k, v in entry.items() if v is not None}])
+    except TaxonomyError as exc:  # one entry given in Python: say it without the file framing
+        raise ConceptError(str(exc).split("\n", 1)[1].removeprefix("item 1: ")) from None
+    report = add_concepts(clf, entries)
+    return (report.added or report.existing)[0]
 
 
 def save_concepts(clf: Any, path: str | Path) -> Path:
-    """Write the concepts added to ``clf`` as a YAML list of ``{name, parents, description, sense}`` (atomically)."""
+    """Write the concepts added to ``clf`` as a YAML taxonomy file (atomically); empty fields are left out."""
     import yaml
 
     added = clf.concepts.added if clf.concepts is not None else []
@@ -221,34 +400,16 @@ def save_concepts(clf: Any, path: str | Path) -> Path:
 
 
 def load_concepts(clf: Any, path: str | Path) -> list[ResolvedLabel]:
-    """Add every concept of a YAML concept file (see :func:`save_concepts`) to ``clf``, in order.
+    """Add every concept of a taxonomy file (YAML or CSV; see :mod:`kgzsl.graph.taxonomy`) to ``clf`` at once.
+
+    Returns:
+        Each entry resolved to its node, in file order (existing nodes included).
 
     Raises:
         kgzsl.errors.NotFoundError: If the file does not exist.
-        ConceptError: If the file is not a list of concept entries.
+        kgzsl.graph.taxonomy.TaxonomyError: Listing every problem of the file (nothing is added then).
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"concept file not found: {path}")
-    try:
-        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConceptError(f"{path} is not valid YAML ({exc})") from None
-    if entries is None:
-        return []
-    if not isinstance(entries, list):
-        raise ConceptError(f"{path} must hold a list of concepts ({{name, parents, description, sense}})")
-    out = []
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = {"name": entry}
-        if not isinstance(entry, dict) or not entry.get("name"):
-            raise ConceptError(f"{path}: entry {i + 1} needs a 'name'")
-        unknown = set(entry) - {"name", "parents", "description", "sense"}
-        if unknown:
-            raise ConceptError(f"{path}: entry {i + 1} has unknown keys {sorted(unknown)}")
-        out.append(add_concept(clf, str(entry["name"]), entry.get("parents"), entry.get("description"),
-                               entry.get("sense")))
-    return out
+    entries = read_taxonomy(path)
+    report = add_concepts(clf, entries)
+    found = {r.label: r for r in report.added + report.existing}
+    return [found[e.name] for e in entries]

@@ -1,6 +1,7 @@
 """Resolve candidate labels (wnids, synset names or free text) to graph nodes.
 
-Free text goes through WordNet: ``"golden retriever"`` → ``golden_retriever.n.01``; plurals and
+Names of your own classes (nodes whose id is not a wnid: taxonomy entries, added concepts) come
+first: ``"coffee maker"`` is your node when you added one by that name. Other free text goes through WordNet: ``"golden retriever"`` → ``golden_retriever.n.01``; plurals and
 inflections are handled by WordNet's morphology (``"cats"`` → ``cat``). An ambiguous word takes,
 among its noun senses present in the graph, the one that best names something a photo can show:
 
@@ -91,6 +92,13 @@ class LabelResolver:
         for i, ls in enumerate(lemmas):
             for lemma in ls:
                 self.by_lemma.setdefault(_norm(lemma), []).append(i)
+        # your own classes (ids that are neither wnids nor ConceptNet URIs: taxonomy entries, added
+        # concepts, hand-built graphs) answer to their names and aliases before any WordNet sense
+        self.own: dict[str, list[int]] = {}
+        for i, (wnid, ls) in enumerate(zip(self.wnids, lemmas)):
+            if not (WNID_RE.match(wnid) or wnid.startswith("/c/")):
+                for lemma in ls:
+                    self.own.setdefault(_norm(lemma), []).append(i)
         self._wordnet = wordnet
         self.seen = frozenset(seen)
         self.requested = frozenset(range(len(self.wnids))) if requested is None else frozenset(requested)
@@ -111,6 +119,9 @@ class LabelResolver:
             return self._result(text, self.index[text])
         if text in self.by_name:
             return self._result(text, self.by_name[text])
+        own = self.own.get(_norm(text))
+        if own:
+            return self._result(text, own[0], tuple(self.names[i] for i in own[1:]))
         if WNID_RE.match(text):
             raise LabelError(self._missing_wnid(text))
         if _OTHER_POS_ID.match(text) or _OTHER_POS_NAME.match(text):

@@ -5,7 +5,8 @@ on. :func:`explain` names the seen classes whose real backbone rows (``classifie
 normalised) are closest to the label's predicted row, the graph path between each of them and the
 label (up to their lowest common ancestor and down, :meth:`KnowledgeGraph.lca_path
 <kgzsl.graph.knowledge_graph.KnowledgeGraph.lca_path>`), and the image's own top seen-class evidence
-(the backbone's ImageNet-1k softmax). :func:`explain_png` draws that neighbourhood of the graph.
+(the backbone's ImageNet-1k softmax). :func:`explain_png` draws that neighbourhood of the graph
+(:func:`explanation_png`: the same drawing as PNG bytes).
 
 Example:
     >>> result = clf.explain("cat.jpg", "Burmese cat")
@@ -16,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from kgzsl.vision.images import ImageSource, load_image
 from kgzsl.utils.io import atomic_path
 
-__all__ = ["explain", "explain_png"]
+__all__ = ["explain", "explain_png", "explanation_png", "format_explanation"]
 
 
 def _graph(clf: Any) -> Any:
@@ -95,13 +97,13 @@ def format_explanation(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def explain_png(result: dict[str, Any], path: str | Path) -> Path:
-    """Draw the explanation's graph neighbourhood (label red, seen classes blue, paths as edges) to a PNG."""
-    import matplotlib
+def explanation_png(result: dict[str, Any]) -> bytes:
+    """The explanation's graph neighbourhood (label red, seen classes blue, paths as edges) as PNG bytes.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a figure of its own (no pyplot state), so several threads may draw at once.
+    """
     import networkx as nx
+    from matplotlib.figure import Figure
 
     g = nx.Graph()
     target = result["synset"]
@@ -113,13 +115,20 @@ def explain_png(result: dict[str, Any], path: str | Path) -> Path:
         g.add_edges_from(zip(nodes, nodes[1:]))
         weight[s["synset"]] = s["similarity"]
     colour = ["tab:red" if n == target else "tab:blue" if n in weight else "lightgray" for n in g.nodes]
-    fig, ax = plt.subplots(figsize=(9, 7))
+    fig = Figure(figsize=(9, 7))
+    ax = fig.add_subplot()
     pos = nx.spring_layout(g, seed=0)
     nx.draw_networkx(g, pos, ax=ax, node_color=colour, font_size=7, node_size=500, edge_color="gray")
     ax.set_title(f"{result['label']}: seen classes (blue) and WordNet paths", fontsize=10)
     ax.axis("off")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def explain_png(result: dict[str, Any], path: str | Path) -> Path:
+    """Write :func:`explanation_png`'s drawing to ``path`` (atomically)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+        tmp.write_bytes(explanation_png(result))
     return path

@@ -36,7 +36,7 @@ from kgzsl.training.config import TrainConfig
 from kgzsl.models import PropagationModel
 from kgzsl.models.operators import Operator, restrict
 
-__all__ = ["FitResult", "fit", "split_seen", "regression_loss"]
+__all__ = ["FitResult", "fit", "split_seen", "regression_loss", "MIN_SEEN_FOR_VALIDATION"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class FitResult:
     """What :func:`fit` returns: the history and where the best validation score was."""
 
     train_loss: list[float] = field(default_factory=list)
-    val_cosine: list[float] = field(default_factory=list)
+    val_cosine: list[float] = field(default_factory=list)  # empty when there were no validation rows
     best_epoch: int = 0
     best_val_cosine: float = float("nan")
     epochs_run: int = 0
@@ -68,8 +68,16 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "sse")
     raise InputError(f"unknown loss {kind!r}; use 'sse' or 'mse'")
 
 
+#: fewest seen rows that still get a validation row when ``val_fraction`` rounds their share to 0
+MIN_SEEN_FOR_VALIDATION = 4
+
+
 def split_seen(seen: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split seen rows into (train, validation) with a seeded permutation.
+
+    With ``val_fraction > 0`` there is at least one validation row once there are
+    :data:`MIN_SEEN_FOR_VALIDATION` seen rows; with fewer, none, and a warning says so (training then
+    keeps the epoch with the lowest training loss).
 
     Returns:
         Two index tensors into ``seen`` positions (not node ids), each sorted.
@@ -78,6 +86,14 @@ def split_seen(seen: torch.Tensor, val_fraction: float, seed: int) -> tuple[torc
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n = seen.numel()
     n_val = int(round(n * val_fraction)) if n > 1 else 0
+    if val_fraction > 0 and n_val == 0:
+        if n >= MIN_SEEN_FOR_VALIDATION:
+            n_val = 1
+        else:
+            logger.warning("only %d seen row(s) in the graph: no validation rows (they need at least %d); training "
+                           "keeps the epoch with the lowest training loss and reports no validation cosine. Add "
+                           "seen classes to the graph (e.g. build-graph --wnids imagenet1k,...)", n,
+                           MIN_SEEN_FOR_VALIDATION)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
@@ -231,18 +247,24 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
             model.eval()
             with torch.no_grad():
                 score = float((model(x_val, adj_val) * y_val).sum(1).mean())
-        else:
+            result.val_cosine.append(score)
+        else:  # no validation rows: the lowest training loss wins (never reported as a cosine)
             score = -loss_value
-        result.val_cosine.append(score)
         result.epochs_run = epoch
         if score > best:
             best, result.best_epoch = score, epoch
             result.seconds_to_best = time.perf_counter() - start
             best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{score:.4f}", best=result.best_epoch)
-        if bar.disable and epoch % 50 == 0:
-            logger.info("epoch %d: loss %.4f, validation cosine %.4f (best %.4f at epoch %d)", epoch, loss_value,
-                        score, best, result.best_epoch)
+        if val_rows.numel():
+            bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{score:.4f}", best=result.best_epoch)
+            if bar.disable and epoch % 50 == 0:
+                logger.info("epoch %d: loss %.4f, validation cosine %.4f (best %.4f at epoch %d)", epoch, loss_value,
+                            score, best, result.best_epoch)
+        else:
+            bar.set_postfix(loss=f"{loss_value:.4f}", best=result.best_epoch)
+            if bar.disable and epoch % 50 == 0:
+                logger.info("epoch %d: loss %.4f (no validation rows; lowest loss %.4f at epoch %d)", epoch,
+                            loss_value, -best, result.best_epoch)
         if not math.isfinite(loss_value):
             logger.warning("loss became %s at epoch %d; keeping the best weights so far", loss_value, epoch)
             break
@@ -260,6 +282,15 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     else:
         model.load_state_dict(best_state)
     model.eval()
-    logger.info("%s: best validation cosine %.4f at epoch %d of %d (%.1fs, %.3fs/epoch)", model.name, best,
-                result.best_epoch, result.epochs_run, result.seconds, result.seconds_per_epoch)
+    if config.keep == "last":
+        logger.info("%s: kept the last epoch, %d (loss %.4f; %.1fs, %.3fs/epoch)", model.name, result.epochs_run,
+                    result.train_loss[-1] if result.train_loss else float("nan"), result.seconds,
+                    result.seconds_per_epoch)
+    elif val_rows.numel():
+        logger.info("%s: best validation cosine %.4f at epoch %d of %d (%.1fs, %.3fs/epoch)", model.name, best,
+                    result.best_epoch, result.epochs_run, result.seconds, result.seconds_per_epoch)
+    else:
+        logger.info("%s: no validation rows; lowest training loss %.4f at epoch %d of %d (%.1fs, %.3fs/epoch)",
+                    model.name, -best, result.best_epoch, result.epochs_run, result.seconds,
+                    result.seconds_per_epoch)
     return result

@@ -111,11 +111,15 @@ def plot_history(result: FitResult, path: Path, title: str) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss", color="tab:blue")
     ax.set_yscale("log")
-    ax2 = ax.twinx()
-    ax2.plot(epochs, result.val_cosine, label="validation cosine", color="tab:orange")
-    ax2.set_ylabel("validation cosine (held-out seen rows)", color="tab:orange")
-    ax2.axvline(result.best_epoch, color="gray", linestyle="--", linewidth=1)
-    ax.set_title(f"{title} — best epoch {result.best_epoch}")
+    ax.axvline(result.best_epoch, color="gray", linestyle="--", linewidth=1)
+    if result.val_cosine:
+        ax2 = ax.twinx()
+        ax2.plot(range(1, len(result.val_cosine) + 1), result.val_cosine, label="validation cosine",
+                 color="tab:orange")
+        ax2.set_ylabel("validation cosine (held-out seen rows)", color="tab:orange")
+        ax.set_title(f"{title} — best epoch {result.best_epoch}")
+    else:
+        ax.set_title(f"{title} — no validation rows: lowest loss at epoch {result.best_epoch}")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -214,7 +218,7 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         "graph_counts": graph.manifest.get("counts", {}), "num_nodes": graph.num_nodes,
         "seen": len(present), "train": tr.numel(), "val": va.numel(), "holdout": sorted(hidden),
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-        "best_val_cosine": result.best_val_cosine, "train_seconds": round(result.seconds, 2),
+        "best_val_cosine": result.best_val_cosine if result.val_cosine else None, "train_seconds": round(result.seconds, 2),
         "seconds_per_epoch": round(result.seconds_per_epoch, 4), "seconds_to_best": round(result.seconds_to_best, 2),
         "total_seconds": round(time.perf_counter() - start, 2), "device": str(device), "seed": config.train.seed,
         "backbone_weights": backbone.weights, "resumed_from_epoch": result.resumed_from or None,

@@ -4,13 +4,14 @@ Image folders in the wild hold grayscale scans, 16-bit TIFFs, transparent PNGs, 
 half-downloaded files and text files named ``.jpg``. :func:`load_image` turns every readable one
 into an 8-bit RGB :class:`PIL.Image.Image` (EXIF orientation applied) and every unreadable one into
 an :class:`ImageLoadError` that names the file and says what to do. Images already in memory are
-taken too: PIL images, numpy arrays (``HxWx3``, ``HxWx4``, ``HxW``; channels last) and tensors
+taken too: a file's encoded bytes (an upload), PIL images, numpy arrays (``HxWx3``, ``HxWx4``, ``HxW``; channels last) and tensors
 (``[3, H, W]``; channels first), uint8 or float in [0, 1]. :func:`load_batch` applies a backbone's
 preprocessing to many images and keeps going past the bad ones.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ __all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tens
 
 logger = logging.getLogger(__name__)
 
-ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
 
 # Modes whose values are not 0..255 integers; they are rescaled by their actual value range.
 _WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -79,6 +80,8 @@ def describe_image(source: object) -> str:
     """A short name for an image input, for records and messages: its path, or its kind and shape."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
+    if isinstance(source, (bytes, bytearray)):
+        return f"<{len(source):,} bytes>"
     if isinstance(source, (np.ndarray, torch.Tensor)):
         kind = "array" if isinstance(source, np.ndarray) else "tensor"
         dtype = str(source.dtype).removeprefix("torch.")
@@ -142,7 +145,8 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
     file is decoded so that truncated files fail here rather than later.
 
     Args:
-        source: A path to an image file, an already opened :class:`PIL.Image.Image`, a numpy array
+        source: A path to an image file, the bytes of one (an upload; decoded in memory, with the
+            same checks), an already opened :class:`PIL.Image.Image`, a numpy array
             (``HxWx3``, ``HxWx4`` or ``HxW``) or a tensor (``[3, H, W]``, ``[4, H, W]``,
             ``[1, H, W]`` or ``[H, W]``), uint8 or float in [0, 1].
         max_pixels: Refuse files whose header claims more pixels than this (decompression bombs).
@@ -155,7 +159,7 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
         images are scaled to 0..255 by their value range; EXIF orientation is applied.
 
     Raises:
-        ImageLoadError: If the path is missing, a directory or empty, is not an image, is
+        ImageLoadError: If the path is missing, a directory or empty (or the bytes are), is not an image, is
             truncated or corrupt, is larger than ``max_pixels`` or more elongated than
             ``max_aspect_ratio``; or an array is not one image (shape), has float values outside
             [0, 1] or another pixel type than uint8, float or bool.
@@ -164,6 +168,11 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
         return _from_array(source, max_pixels, max_aspect_ratio)
     if isinstance(source, Image.Image):
         return _finish(source, f"<PIL image mode={source.mode} size={source.size}>")
+    if isinstance(source, (bytes, bytearray)):
+        name = describe_image(source)
+        if not source:
+            raise ImageLoadError(name, "no data (0 bytes)", "send the image file's content")
+        return _decode(io.BytesIO(source), name, max_pixels, max_aspect_ratio)
     path = Path(source)
     name = str(path)
     if not path.exists():
@@ -172,12 +181,17 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
         raise ImageLoadError(name, "it is a directory", "pass an image file inside it")
     if path.stat().st_size == 0:
         raise ImageLoadError(name, "the file is empty (0 bytes)", "re-download or re-export it")
+    return _decode(path, name, max_pixels, max_aspect_ratio)
+
+
+def _decode(file: Path | io.BytesIO, name: str, max_pixels: int, max_aspect_ratio: float) -> Image.Image:
+    """Decode an image file (a path or its bytes in memory), checking its header's size before any pixel."""
     fix_corrupt = "the file is truncated or corrupt; re-download or re-export it"
     try:
         with warnings.catch_warnings():
             # PIL warns above its own limit; ours is checked explicitly below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(file) as im:
                 _check_size(name, *im.size, max_pixels, max_aspect_ratio)
                 im.load()
                 return _finish(im, name)
@@ -209,7 +223,7 @@ def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image]
         loaded (``None`` if none did), ``indices`` their positions in ``sources``, and
         ``errors`` maps the position of each failure to its message.
     """
-    if isinstance(sources, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+    if isinstance(sources, (str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor)):
         sources = [sources]
     tensors: list[torch.Tensor] = []
     indices: list[int] = []

@@ -21,7 +21,7 @@ def _kgzsl(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_subcommands():
     out = _kgzsl("--help")
     assert out.returncode == 0
-    for cmd in ["build-graph", "train", "predict", "demo"]:
+    for cmd in ["build-graph", "train", "predict", "demo", "serve"]:
         assert cmd in out.stdout
 
 

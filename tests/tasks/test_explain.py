@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kgzsl.inference.classifier import ZeroShotClassifier
-from kgzsl.tasks.explain import explain, explain_png, format_explanation
+from kgzsl.tasks.explain import explain, explain_png, explanation_png, format_explanation
 
 from conftest import requires_wordnet
 
@@ -55,3 +55,21 @@ def test_cli_explain(tiny_run, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["synset"] == "tabby.n.01" and result["png"] == str(png) and png.is_file()
     assert all(s["path"][-1] == "tabby.n.01" for s in result["similar_seen"])
+
+
+def _hand_made_result() -> dict:
+    path = ["tabby.n.01", "domestic_cat.n.01", "burmese_cat.n.01"]
+    return {"label": "Burmese cat", "synset": "burmese_cat.n.01", "wnid": "n02123242", "logit": 1.0,
+            "similar_seen": [{"wnid": "n02123045", "synset": "tabby.n.01", "similarity": 0.5,
+                              "lca": "domestic_cat.n.01", "path": path}], "image_evidence": []}
+
+
+def test_explanation_png_bytes_equal_the_file_and_threads_draw_alike(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    result = _hand_made_result()
+    data = explanation_png(result)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert explain_png(result, tmp_path / "why.png").read_bytes() == data
+    with ThreadPoolExecutor(4) as pool:  # no shared pyplot state: concurrent drawings are the sequential one
+        assert list(pool.map(lambda _: explanation_png(result), range(4))) == [data] * 4

@@ -1,3 +1,4 @@
+import math
 import torch
 import torch.nn.functional as F
 import pytest
@@ -101,3 +102,29 @@ def test_keep_last_returns_the_last_epochs_weights_and_the_reference_config_load
     ref = load_config(resolve_config("dgp-reference"))
     assert ref.train.keep == "last" and ref.train.val_fraction == 0 and not ref.train.precompute_first_layer
     assert ref.train.epochs == 3000 and ref.model.name == "dgp"
+
+
+def test_small_graphs_get_a_validation_row_or_a_warning(caplog):
+    tr, va = split_seen(torch.arange(6), 0.05, seed=0)  # 0.3 rows would round to none
+    assert va.numel() == 1 and tr.numel() == 5
+    with caplog.at_level("WARNING"):
+        tr, va = split_seen(torch.arange(3), 0.05, seed=0)
+    assert va.numel() == 0 and tr.numel() == 3 and "only 3 seen row(s) in the graph: no validation rows" in caplog.text
+    assert split_seen(torch.arange(10), 0.0, seed=0)[1].numel() == 0  # asked for none: none
+
+
+def test_without_validation_rows_no_loss_is_reported_as_a_cosine(tmp_path, caplog):
+    from kgzsl.training.run import plot_history
+
+    graph = random_tree(12, seed=1)
+    x = torch.nn.functional.normalize(torch.randn(12, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    y = torch.nn.functional.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(1)), dim=1)
+    model = build_model("sgcn", 8, 4, hidden_channels=[16])
+    with caplog.at_level("INFO"):
+        result = fit(model, x, model.operators(graph), torch.tensor([5, 7, 9]), y, torch.tensor([], dtype=torch.long),
+                     y[:0], TrainConfig(epochs=60, lr=1e-2, patience=60), progress=False)
+    assert result.val_cosine == [] and math.isnan(result.best_val_cosine) and len(result.train_loss) == 60
+    assert result.best_epoch == 1 + min(range(60), key=result.train_loss.__getitem__)
+    assert "no validation rows; lowest training loss" in caplog.text and "validation cosine -" not in caplog.text
+    plot_history(result, tmp_path / "loss.png", "tiny")
+    assert (tmp_path / "loss.png").stat().st_size > 0

@@ -219,3 +219,24 @@ def test_describe_image_and_arrays_in_batches():
     assert batch.shape == (1, 3, 8, 8) and indices == [0] and errors == {}
     batch, indices, errors = load_batch([torch.zeros(3, 8, 8), np.full((8, 8), 2.0)], _small_transform)
     assert indices == [0] and "<array 8x8 float64>" in errors[1]
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated_jpg", "truncated_png", "huge", "big"])
+def test_encoded_bytes_are_checked_like_files(bad_files, kind):
+    data = bad_files[kind].read_bytes()
+    with pytest.raises(ImageLoadError) as info:
+        load_image(data)
+    assert info.value.source == f"<{len(data):,} bytes>" == describe_image(data)
+    with pytest.raises(ImageLoadError, match="0 bytes"):
+        load_image(b"")
+
+
+def test_encoded_bytes_decode_like_the_file(tmp_path):
+    path = tmp_path / "ok.png"
+    _noise((100, 60), mode="RGBA").save(path)
+    from_bytes = load_image(path.read_bytes())
+    assert from_bytes.mode == "RGB" and np.array_equal(np.asarray(from_bytes), np.asarray(load_image(path)))
+    with pytest.raises(ImageLoadError, match="max_pixels=5,000"):
+        load_image(path.read_bytes(), max_pixels=5000)
+    batch, indices, errors = load_batch(path.read_bytes(), _small_transform)  # one encoded image alone
+    assert batch.shape == (1, 3, 8, 8) and indices == [0] and errors == {}

@@ -1,0 +1,69 @@
+"""``kgzsl serve RUN``: the HTTP API and page of :mod:`kgzsl.serve`, and ``kgzsl benchmark serve``'s handler.
+
+Heavy imports (torch, FastAPI) happen inside the handlers so that ``kgzsl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from kgzsl.cli._common import positive_int
+
+__all__ = ["add_serve_parser", "run_serve_benchmark"]
+
+
+def _limits(args: argparse.Namespace):
+    from kgzsl.serve.inputs import ServeLimits
+
+    return ServeLimits(max_body_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+                       max_labels=args.max_labels)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from kgzsl.serve.server import serve
+
+    serve(args.run, host=args.host, port=args.port, device=args.device, limits=_limits(args),
+          log_level="warning" if args.quiet else "info")
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``serve`` subcommand."""
+    p = sub.add_parser("serve", help="serve a run over HTTP: a JSON API (predict, explain, labels) and a page at /",
+                       description="Load a run once and serve it: GET / (the page), GET /health, POST /predict, "
+                       "POST /explain (?format=png for the drawing), GET /labels?q=..., GET /openapi.json.")
+    p.add_argument("run", help="run folder written by `kgzsl train`")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=positive_int, default=8000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=16.0,
+                   help="largest request body in MiB, base64 included (default 16); larger ones get a 413")
+    p.add_argument("--max-pixels", type=positive_int, default=40_000_000,
+                   help="refuse images whose header claims more pixels (checked before decoding; default 40M)")
+    p.add_argument("--max-labels", type=positive_int, default=100, help="most candidate labels per request")
+    p.set_defaults(func=_cmd_serve)
+
+
+def run_serve_benchmark(args: argparse.Namespace) -> str:
+    """``kgzsl benchmark serve [RUN]``: the table (or JSON) of :func:`kgzsl.serve.bench.benchmark_serve`."""
+    from kgzsl.serve.bench import benchmark_serve, format_serve_benchmark
+    from kgzsl.utils.io import write_json
+
+    run = Path(args.run) if args.run else Path(args.runs_dir) / "dgp"
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    result = benchmark_serve(run, clients=args.clients, seconds=args.seconds, labels=labels, device=args.device)
+    if args.json_out:
+        write_json(args.json_out, result)
+    return json.dumps(result, indent=2) if args.json else format_serve_benchmark(result)

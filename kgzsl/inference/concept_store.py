@@ -1,0 +1,132 @@
+"""Added concepts stored in the run folder, so that loading a run never re-propagates them.
+
+``kgzsl add-concept`` writes two files into the run folder::
+
+    concepts.yaml          the concepts added, as a taxonomy file (what you would write by hand)
+    concepts.safetensors   their rows [K, D + 1] and node features [K, F]; in the header the added
+                           nodes and edges, and the sha256 of model.safetensors,
+                           node_features.safetensors and concepts.yaml they were computed from
+
+:func:`restore_concepts` (called by ``ZeroShotClassifier.load``) appends the stored rows as they
+are, after checking that the three digests still match. When one does not (the run was retrained
+in place, or concepts.yaml was edited by hand), the concepts of ``concepts.yaml`` are
+re-propagated in memory, with a warning; the next ``kgzsl add-concept`` stores them again. Runs
+from before this file existed (only ``concepts.yaml``) are handled the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgzsl.errors import InputError
+from kgzsl.inference.concepts import (ConceptState, StoredConcepts, add_concepts, concept_graph, run_text_spec,
+                                      save_concepts)
+from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
+
+__all__ = ["store_concepts", "restore_concepts", "STORE_FORMAT"]
+
+logger = logging.getLogger(__name__)
+
+STORE_FORMAT = "1"
+_LIST_FILE, _ROWS_FILE = "concepts.yaml", "concepts.safetensors"
+_SOURCES = {"model": "model.safetensors", "node_features": "node_features.safetensors", "list": _LIST_FILE}
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a file's bytes, or ``"missing"``."""
+    if not path.is_file():
+        return "missing"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def store_concepts(clf: Any) -> Path:
+    """Write the classifier's added concepts into its run folder (``concepts.yaml`` + ``concepts.safetensors``).
+
+    Returns:
+        The path of ``concepts.safetensors``.
+
+    Raises:
+        kgzsl.inference.concepts.ConceptError: If the classifier was not loaded from a run folder.
+    """
+    state = concept_graph(clf)
+    run = Path(clf.run_dir)
+    graph = state.graph
+    base = len(clf.wnids) - len(clf.added_wnids)
+    save_concepts(clf, run / _LIST_FILE)
+    edges = [(graph.wnids[c], graph.wnids[p], graph.relations[r]) for c, p, r in graph.edges if c >= base]
+    meta = {
+        "format": STORE_FORMAT, "base_nodes": str(base),
+        "nodes": json.dumps([[graph.wnids[i], graph.names[i], graph.lemmas[i], graph.glosses[i]]
+                             for i in range(base, graph.num_nodes)]),
+        "edges": json.dumps(edges), "entries": json.dumps(state.added),
+        **{f"sha256/{key}": _digest(run / name) for key, name in _SOURCES.items()},
+    }
+    path = run / _ROWS_FILE
+    save_tensors(path, {"rows": clf.rows[base:].detach().cpu().contiguous(),
+                        "features": state.x[base:].contiguous()}, metadata=meta)
+    return path
+
+
+def _read(path: Path, base: int, width: int) -> tuple[StoredConcepts, torch.Tensor, list[dict[str, Any]], dict]:
+    """The stored nodes, rows, entries and metadata, after checking they fit the run."""
+    meta = read_tensor_metadata(path)
+    tensors = load_tensors(path)
+    fix = "delete it and add the concepts again with `kgzsl add-concept RUN --file RUN/concepts.yaml`"
+    if meta.get("format") != STORE_FORMAT:
+        raise InputError(f"{path} has concept store format {meta.get('format')!r}, this kgzsl reads "
+                         f"{STORE_FORMAT}; {fix}")
+    try:
+        nodes = json.loads(meta["nodes"])
+        edges = [tuple(e) for e in json.loads(meta["edges"])]
+        entries = json.loads(meta["entries"])
+        rows, features = tensors["rows"], tensors["features"]
+        stored_base = int(meta["base_nodes"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path} is damaged ({exc}); {fix}") from None
+    if stored_base != base or rows.shape != (len(nodes), width) or features.size(0) != len(nodes):
+        raise InputError(f"{path} does not fit this run ({stored_base} run nodes and {tuple(rows.shape)} rows "
+                         f"stored, the run has {base} nodes and {width}-wide rows); {fix}")
+    stored = StoredConcepts(wnids=[n[0] for n in nodes], names=[n[1] for n in nodes], lemmas=[n[2] for n in nodes],
+                            glosses=[n[3] for n in nodes], edges=edges, features=features.float())
+    return stored, rows, entries, meta
+
+
+def restore_concepts(clf: Any) -> int:
+    """Append the concepts stored in the classifier's run folder (see the module text).
+
+    Returns:
+        How many concepts were restored.
+
+    Raises:
+        kgzsl.errors.InputError: If ``concepts.safetensors`` is damaged or belongs to another run.
+        kgzsl.graph.taxonomy.TaxonomyError: If ``concepts.yaml`` must be re-read and has problems.
+    """
+    run = Path(clf.run_dir)
+    path = run / _ROWS_FILE
+    if path.is_file():
+        stored, rows, entries, meta = _read(path, len(clf.wnids), clf.rows.size(1))
+        changed = [name for key, name in _SOURCES.items() if meta.get(f"sha256/{key}") != _digest(run / name)]
+        if not changed:
+            clf.extend(rows, stored.wnids, stored.names, stored.lemmas)
+            clf.attach_concepts(ConceptState(graph=None, x=None, model=None, text_spec=run_text_spec(clf.summary),
+                                             added=list(entries), pending=stored))
+            return len(entries)
+        logger.warning("%s was computed for another %s: re-propagating the concepts of %s (the next `kgzsl "
+                       "add-concept` stores them again)", path, " and ".join(changed), run / _LIST_FILE)
+    if not (run / _LIST_FILE).is_file():
+        return 0
+    if not path.is_file():
+        logger.info("run %s lists concepts but stores no rows for them (an older kgzsl): propagating them",
+                    run)
+    report = add_concepts(clf, run / _LIST_FILE)
+    return len(report.added)

@@ -1,0 +1,216 @@
+"""The HTTP API and page over one loaded :class:`~kgzsl.inference.classifier.ZeroShotClassifier`.
+
+Endpoints (JSON unless said otherwise; ``/openapi.json`` describes them):
+
+- ``GET /`` — the page (``static/``: plain HTML, CSS and JS served by the package);
+- ``GET /health`` — run name, backbone, node count, whether the run can abstain, the limits;
+- ``POST /predict`` — an image (JSON in the Hugging Face shape, or a multipart form: see
+  :mod:`kgzsl.serve.inputs`) and ``candidate_labels`` / ``top_k`` / ``abstain`` → ``predict``'s
+  result: a list of ``{"label", "wnid", "synset", "score"}`` sorted by score; with ``abstain`` the
+  record ``{"predictions", "abstained", "max_logit", "threshold"}``;
+- ``POST /explain`` — an image and one ``label`` → :func:`kgzsl.tasks.explain.explain`'s JSON, or its
+  drawing as ``image/png`` with ``?format=png``;
+- ``GET /labels?q=cat`` — label suggestions for autocompletion (:class:`~kgzsl.serve.labels.LabelIndex`).
+
+Bad input is a 4xx answer with a JSON body ``{"detail": MESSAGE, "kind": ERROR CLASS}``: a
+:class:`~kgzsl.errors.InputError` (a bad image, an unknown label with its close matches, ...) is
+400, a too large body 413, a wrong content type 415. Any other exception is a bug: a logged 500.
+Requests carry images and labels, never paths: nothing on the server's disk is read or written
+from request data. The work of a request runs in the server's thread pool, so requests run in
+parallel and a slow upload holds no thread while it arrives.
+
+Example:
+    >>> from fastapi.testclient import TestClient
+    >>> client = TestClient(create_app(ZeroShotClassifier.load("runs/dgp")))
+    >>> client.post("/predict", files={"image": open("cat.jpg", "rb")}, data={"candidate_labels": "cat,dog"}).json()
+    [{'label': 'cat', 'wnid': 'n02121620', 'synset': 'cat.n.01', 'score': 0.98}, ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from kgzsl._version import __version__
+from kgzsl.errors import InputError, KgzslError, MissingPackageError
+from kgzsl.serve.inputs import RequestError, ServeLimits, candidate_labels, flag, one_label, \
+    parse_image_request, read_body, top_k
+from kgzsl.serve.labels import LabelIndex
+
+try:
+    from fastapi import FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise MissingPackageError("serving needs FastAPI and uvicorn: pip install 'kgzsl[serve]'") from exc
+
+__all__ = ["create_app", "ZeroShotService"]
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+class ZeroShotService:
+    """What the endpoints do with the classifier, as plain functions of checked request data.
+
+    Args:
+        clf: The loaded classifier (its ``predict`` is thread-safe).
+        limits: What one request may carry.
+    """
+
+    def __init__(self, clf: Any, limits: ServeLimits) -> None:
+        self.clf = clf
+        self.limits = limits
+        self.labels = LabelIndex(clf.wnids, clf.names, clf.lemmas)
+        self._concepts_lock = threading.Lock()  # the run's graph for explanations loads once, on first use
+
+    def health(self) -> dict[str, Any]:
+        """The run this server answers for."""
+        run_dir = self.clf.run_dir
+        return {"status": "ok", "kgzsl": __version__,
+                "run": self.clf.summary.get("name") or (run_dir.name if run_dir else None),
+                "model": self.clf.summary.get("model"), "backbone": self.clf.backbone.name,
+                "nodes": len(self.clf.wnids), "abstain": self.clf.abstain_calibration is not None,
+                "limits": {"max_body_bytes": self.limits.max_body_bytes, "max_pixels": self.limits.max_pixels,
+                           "max_labels": self.limits.max_labels}}
+
+    def predict(self, image: bytes, parameters: dict[str, Any]) -> Any:
+        """``predict``'s result for an encoded image and the request's parameters.
+
+        Raises:
+            kgzsl.errors.InputError: For a bad image, bad parameters or labels that do not resolve.
+        """
+        from kgzsl.vision.images import load_image
+
+        labels = candidate_labels(parameters.get("candidate_labels"), self.limits)
+        k = top_k(parameters.get("top_k"))
+        abstain = flag("abstain", parameters.get("abstain"))
+        self.clf.head(labels)  # bad labels fail before any image work (the head is cached for predict)
+        picture = load_image(image, max_pixels=self.limits.max_pixels)
+        result = self.clf.predict(picture, labels, top_k=k, abstain=abstain)
+        if abstain:
+            result.pop("image", None)  # the upload has no name
+        return result
+
+    def explain(self, image: bytes, parameters: dict[str, Any]) -> dict[str, Any]:
+        """:func:`kgzsl.tasks.explain.explain` for an encoded image and one label.
+
+        Raises:
+            kgzsl.errors.InputError: For a bad image, a missing or unknown label.
+        """
+        from kgzsl.inference.concepts import concept_graph
+        from kgzsl.tasks.explain import explain
+        from kgzsl.vision.images import load_image
+
+        label = one_label(parameters.get("label"), self.limits)
+        k = top_k(parameters.get("top_k"))
+        # the label resolves through the classifier's head cache, as predict's labels do (WordNet's
+        # reader is not thread-safe); explain then gets the node id, which needs no WordNet
+        _, (resolved,) = self.clf.head([label])
+        picture = load_image(image, max_pixels=self.limits.max_pixels)
+        with self._concepts_lock:
+            concept_graph(self.clf)
+        result = explain(self.clf, picture, resolved.wnid, top_k=k)
+        result.pop("image", None)
+        result["label"] = label
+        return result
+
+
+def _error(status: int, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc), "kind": type(exc).__name__}, status_code=status)
+
+
+async def _image_request(request: Request, service: ZeroShotService) -> tuple[bytes, dict[str, Any]]:
+    body = await read_body(request.headers, request.stream(), service.limits.max_body_bytes)
+    return await run_in_threadpool(parse_image_request, request.headers.get("content-type"), body)
+
+
+def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
+    """The FastAPI application serving ``clf``.
+
+    Args:
+        clf: A loaded :class:`~kgzsl.inference.classifier.ZeroShotClassifier`.
+        limits: What one request may carry (default :class:`ServeLimits`).
+
+    Returns:
+        The app (``app.state.service`` is its :class:`ZeroShotService`); run it with uvicorn, or
+        :func:`kgzsl.serve.server.serve`.
+    """
+    service = ZeroShotService(clf, limits or ServeLimits())
+    # the interactive /docs and /redoc pages load their scripts from a CDN: left out (offline);
+    # /openapi.json describes the API
+    app = FastAPI(title="kgzsl", version=__version__, docs_url=None, redoc_url=None,
+                  description="Knowledge-graph zero-shot image classification of one trained run.")
+    app.state.service = service
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return _error(exc.status, exc)
+
+    @app.exception_handler(InputError)
+    async def input_error(_: Request, exc: InputError) -> JSONResponse:
+        return _error(400, exc)
+
+    @app.exception_handler(KgzslError)
+    async def server_side_error(_: Request, exc: KgzslError) -> JSONResponse:
+        logger.error("request failed on the server's side: %s", exc)
+        return _error(500, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"detail": message, "kind": "RequestValidationError"}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "kind": "HTTPException"}, status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def bug(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("internal error (a bug in kgzsl)")
+        return _error(500, exc)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """The run this server answers for: name, model, backbone, node count, abstain, limits."""
+        return service.health()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Any:
+        """Zero-shot classify one image. JSON ``{"inputs": base64, "parameters": {"candidate_labels": [...],
+        "top_k": 5, "abstain": false}}`` or a multipart form (``image`` file, ``candidate_labels``
+        comma-separated, ``top_k``, ``abstain``). No candidate labels: every class of the graph."""
+        image, parameters = await _image_request(request, service)
+        return await run_in_threadpool(service.predict, image, parameters)
+
+    @app.post("/explain")
+    async def explain(request: Request, fmt: str = Query("json", alias="format", pattern="^(json|png)$")) -> Any:
+        """Why one label scored as it did for an image: the seen classes and WordNet paths that carried
+        its row. Parameters ``label`` and ``top_k``; ``?format=png`` answers the drawing as a PNG."""
+        image, parameters = await _image_request(request, service)
+        result = await run_in_threadpool(service.explain, image, parameters)
+        if fmt == "png":
+            from kgzsl.tasks.explain import explanation_png
+
+            return Response(await run_in_threadpool(explanation_png, result), media_type="image/png")
+        return result
+
+    @app.get("/labels")
+    def labels(q: str = Query(..., min_length=1, max_length=100), limit: int = Query(10, ge=1, le=50)
+               ) -> list[dict[str, str]]:
+        """Label suggestions for what has been typed (``q``): lemma names, synset names, wnids."""
+        return service.labels.suggest(q, limit)
+
+    return app

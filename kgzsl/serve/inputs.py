@@ -1,0 +1,251 @@
+"""What a request may carry, read and checked before any model work: the body, the image, the parameters.
+
+Two request shapes are accepted for an image:
+
+- ``application/json`` in the shape of the Hugging Face Inference API for zero-shot image
+  classification: ``{"inputs": "<base64 image>", "parameters": {"candidate_labels": [...], "top_k": 5}}``
+  (a ``data:image/...;base64,`` prefix is allowed);
+- ``multipart/form-data``: an ``image`` file and the parameters as form fields
+  (``candidate_labels`` comma-separated).
+
+Everything stays in memory: the body is read up to :attr:`ServeLimits.max_body_bytes` (a larger one
+is refused while it arrives) and a multipart upload is never spooled to a temporary file. Every
+refusal is a :class:`RequestError` carrying its HTTP status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping
+
+from kgzsl.errors import InputError, MissingPackageError
+
+try:
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import create_form_parser, parse_options_header
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise MissingPackageError("serving needs python-multipart (with FastAPI and uvicorn): "
+                              "pip install 'kgzsl[serve]'") from exc
+
+__all__ = ["ServeLimits", "RequestError", "read_body", "parse_image_request", "candidate_labels", "top_k",
+           "flag", "one_label"]
+
+JSON_SHAPE = '{"inputs": "<base64 image>", "parameters": {...}}'
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What the server accepts from one request.
+
+    Attributes:
+        max_body_bytes: Largest request body (the image, base64 included, and the parameters).
+        max_pixels: Largest image, in pixels claimed by its header (checked before decoding).
+        max_labels: Most candidate labels in one request.
+        max_label_chars: Longest candidate label.
+    """
+
+    max_body_bytes: int = 16 * 2**20
+    max_pixels: int = 40_000_000
+    max_labels: int = 100
+    max_label_chars: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_pixels", "max_labels", "max_label_chars"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class RequestError(InputError):
+    """A request the server refuses before any model work; ``status`` is the HTTP status to answer.
+
+    Args:
+        message: What is wrong and how to fix it.
+        status: 400 (bad content), 413 (too large) or 415 (wrong content type).
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes.
+
+    Args:
+        headers: The request headers (``Content-Length`` is checked first when given).
+        chunks: The body as it arrives (``Request.stream()``).
+        limit: Most bytes accepted.
+    """
+    too_large = f"the request body exceeds the server's limit of {limit:,} bytes; send a smaller image " \
+                "(the server's --max-upload-mb)"
+    declared = headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise RequestError(too_large, 413)
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(too_large, 413)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def parse_image_request(content_type: str | None, body: bytes) -> tuple[bytes, dict[str, Any]]:
+    """The encoded image and the parameters of a JSON or multipart request.
+
+    Returns:
+        ``(image bytes, parameters)``; form fields are strings, JSON parameters keep their types.
+
+    Raises:
+        RequestError: For another content type (415), bad JSON, bad base64, a missing image or a
+            malformed form (400).
+    """
+    kind, options = parse_options_header(content_type or "")
+    if kind == b"application/json":
+        return _from_json(body)
+    if kind == b"multipart/form-data":
+        return _from_form(content_type or "", options, body)
+    raise RequestError(f"unsupported content type {content_type!r}: send application/json ({JSON_SHAPE}) or "
+                       "multipart/form-data (an image file and form fields)", 415)
+
+
+def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"the body is not valid JSON ({exc}); send {JSON_SHAPE}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
+        raise RequestError(f"the JSON body must be an object with the image as a base64 string in \"inputs\": "
+                           f"{JSON_SHAPE}")
+    parameters = payload.get("parameters")
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise RequestError(f"\"parameters\" must be a JSON object, got {type(parameters).__name__}")
+    text = payload["inputs"]
+    if text.startswith("data:") and "," in text:  # a data URL: data:image/png;base64,....
+        text = text.split(",", 1)[1]
+    try:
+        image = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(f"\"inputs\" is not valid base64 ({exc}); send the image file's bytes base64-encoded") \
+            from None
+    return image, parameters
+
+
+def _from_form(content_type: str, options: dict[bytes, bytes], body: bytes) -> tuple[bytes, dict[str, Any]]:
+    if not options.get(b"boundary"):
+        raise RequestError("the multipart/form-data content type has no boundary; let the client build the form")
+    parts: dict[str, bytes] = {}
+    repeated: list[str] = []
+
+    def keep(name: bytes | None, data: bytes) -> None:
+        key = (name or b"").decode("utf-8", "replace")
+        if key in parts:
+            repeated.append(key)
+        parts[key] = data
+
+    def on_field(field: Any) -> None:
+        keep(field.field_name, field.value or b"")
+
+    def on_file(file: Any) -> None:
+        file.file_object.seek(0)
+        keep(file.field_name, file.file_object.read())
+
+    # files stay in memory whatever their size: the body is already bounded by max_body_bytes
+    parser = create_form_parser({"Content-Type": content_type.encode("latin-1", "replace")}, on_field, on_file,
+                                config={"MAX_MEMORY_FILE_SIZE": float("inf")})
+    try:
+        parser.write(body)
+        parser.finalize()
+    except FormParserError as exc:
+        raise RequestError(f"malformed multipart/form-data body ({exc}); let the client build the form") from None
+    if repeated:
+        raise RequestError(f"form field(s) {sorted(set(repeated))} given more than once; send each once")
+    if "image" not in parts:
+        raise RequestError("the form has no \"image\" field: send the image file as image=@photo.jpg")
+    image = parts.pop("image")
+    try:
+        return image, {name: value.decode("utf-8") for name, value in parts.items()}
+    except UnicodeDecodeError:
+        raise RequestError("form fields other than \"image\" must be UTF-8 text") from None
+
+
+def candidate_labels(value: Any, limits: ServeLimits) -> list[str] | None:
+    """The candidate labels of a request: None (every class) when absent.
+
+    Accepts a list of strings or one comma-separated string (form fields).
+
+    Raises:
+        RequestError: For another type, an empty list, too many labels or too long a label.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        labels = value.split(",")
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        labels = list(value)
+    else:
+        raise RequestError("candidate_labels must be a list of strings (or one comma-separated string), got "
+                           f"{type(value).__name__}")
+    labels = [label.strip() for label in labels]
+    if labels in ([], [""]):
+        raise RequestError("candidate_labels is empty: give at least one label, or leave it out to score every "
+                           "class of the graph")
+    if len(labels) > limits.max_labels:
+        raise RequestError(f"{len(labels)} candidate labels: the server takes at most {limits.max_labels} per "
+                           "request (leave them out to score every class)")
+    long = [label[:40] + "..." for label in labels if len(label) > limits.max_label_chars]
+    if long:
+        raise RequestError(f"labels longer than {limits.max_label_chars} characters: {long}")
+    return labels
+
+
+def top_k(value: Any, default: int = 5) -> int:
+    """A positive integer (or its decimal text, from a form); ``default`` when absent.
+
+    Raises:
+        RequestError: For anything else.
+    """
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RequestError(f"top_k must be a positive integer, got {value!r}")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """A boolean parameter: JSON true/false, or the form texts true/false/1/0/on/off; False when absent.
+
+    Raises:
+        RequestError: For anything else.
+    """
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("true", "1", "on", "yes"):
+        return True
+    if text in ("false", "0", "off", "no", ""):
+        return False
+    raise RequestError(f"{name} must be true or false, got {value!r}")
+
+
+def one_label(value: Any, limits: ServeLimits) -> str:
+    """The single label of an explanation request.
+
+    Raises:
+        RequestError: If it is missing, not a string, empty or too long.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise RequestError("give the label to explain as \"label\" (a word, synset name or wnid), got "
+                           f"{value!r}")
+    if len(value) > limits.max_label_chars:
+        raise RequestError(f"the label is longer than {limits.max_label_chars} characters")
+    if "," in value:
+        raise RequestError(f"explain takes one label, got {value!r}; give a single word, synset name or wnid")
+    return value.strip()

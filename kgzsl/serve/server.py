@@ -1,0 +1,89 @@
+"""Run the app: :func:`serve` (what ``kgzsl serve`` does) and :func:`running_server` (a server in a thread).
+
+Example:
+    >>> serve("runs/dgp", port=8000)                        # blocks; Ctrl-C stops it
+    >>> with running_server(create_app(clf)) as url:        # e.g. in a test or a notebook
+    ...     requests.get(f"{url}/health").json()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from kgzsl.errors import MissingPackageError, SetupError
+from kgzsl.serve.app import create_app
+from kgzsl.serve.inputs import ServeLimits
+
+__all__ = ["serve", "running_server"]
+
+logger = logging.getLogger(__name__)
+
+
+def _uvicorn() -> Any:
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise MissingPackageError("serving needs uvicorn: pip install 'kgzsl[serve]'") from exc
+    return uvicorn
+
+
+def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          limits: ServeLimits | None = None, log_level: str = "info") -> None:
+    """Load a run once and serve it over HTTP until interrupted.
+
+    Args:
+        run: A run folder written by ``kgzsl train``.
+        host: Interface to listen on (``0.0.0.0`` for every interface).
+        port: TCP port.
+        device: Where the classifier runs (``"auto"``, ``"cpu"``, ``"cuda"``...).
+        limits: What one request may carry (default :class:`ServeLimits`).
+        log_level: uvicorn's log level (``"warning"`` leaves only problems).
+
+    Raises:
+        kgzsl.inference.classifier.RunNotFoundError: If ``run`` is not a finished run.
+    """
+    from kgzsl.inference.classifier import ZeroShotClassifier
+
+    uvicorn = _uvicorn()
+    clf = ZeroShotClassifier.load(run, device=device)
+    logger.info("serving %r (%d classes) on http://%s:%d", clf, len(clf.wnids), host, port)
+    uvicorn.run(create_app(clf, limits), host=host, port=port, log_level=log_level)
+
+
+@contextlib.contextmanager
+def running_server(app: Any, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn from a background thread for the duration of the block.
+
+    Args:
+        app: An ASGI app (:func:`~kgzsl.serve.app.create_app`'s).
+        host: Interface to listen on.
+        port: TCP port; 0 takes a free one.
+        timeout: Seconds to wait for the server to start.
+
+    Yields:
+        The server's base URL, ``http://HOST:PORT``.
+
+    Raises:
+        kgzsl.errors.SetupError: If the server does not start (the port is taken...).
+    """
+    uvicorn = _uvicorn()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="kgzsl-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise SetupError(f"the server did not start on {host}:{port}; is the port taken?")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

@@ -1,0 +1,122 @@
+"""Taxonomy files: the format, each error case (named by entry and line), ordering, and build-graph --taxonomy."""
+
+from __future__ import annotations
+
+import pytest
+
+from kgzsl.errors import NotFoundError
+from kgzsl.graph.taxonomy import TaxonomyError, parse_taxonomy, read_taxonomy, topological_order
+
+from conftest import requires_wordnet
+
+GOOD = """\
+- name: e-scooter
+  parents: [scooter.n.02, motor vehicle]
+  description: a standing scooter with an electric motor
+  aliases: electric scooter
+- name: folding e-scooter
+  parents: e-scooter
+- okapi
+"""
+
+
+def _write(tmp_path, text, name="t.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_csv_spell_the_same_taxonomy(tmp_path):
+    yaml_entries = read_taxonomy(_write(tmp_path, GOOD))
+    csv_entries = read_taxonomy(_write(tmp_path, "name,parents,description,aliases\n"
+                                       "e-scooter,scooter.n.02;motor vehicle,a standing scooter with an electric "
+                                       "motor,electric scooter\nfolding e-scooter,e-scooter,,\nokapi,,,\n", "t.csv"))
+    assert [e.spec() for e in yaml_entries] == [e.spec() for e in csv_entries]
+    assert yaml_entries[0].parents == ("scooter.n.02", "motor vehicle") and yaml_entries[0].aliases == ("electric scooter",)
+    assert yaml_entries[1].parents == ("e-scooter",) and yaml_entries[2].spec() == {"name": "okapi"}
+    assert [e.where.rsplit(":", 1)[1] for e in yaml_entries] == ["1", "5", "7"]
+    assert [e.where.rsplit(":", 1)[1] for e in csv_entries] == ["2", "3", "4"]
+
+
+def test_children_come_after_their_parents():
+    entries = parse_taxonomy([{"name": "c", "parents": "b"}, {"name": "b", "parents": ["a"]},
+                              {"name": "a", "parents": "dog"}, {"name": "d", "parents": "dog"}])
+    assert [e.name for e in topological_order(entries)] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- name: a\n  parents: [b]\n- name: b\n  parents: c\n- name: c\n  parents: a\n",
+     r"t\.yaml:\d: entry '\w': the parents form a cycle \('(\w)' → '\w' → '\w' → '\1'"),
+    ("- name: a\n  parents: a\n", r"t\.yaml:1: entry 'a': the parents form a cycle"),
+    ("- name: Desk Lamp\n  parents: lamp\n- name: desk lamp\n  parents: lamp\n",
+     r"t\.yaml:3: entry 'desk lamp': 'desk lamp' is already the name or an alias of entry 'Desk Lamp' \(\S*t\.yaml:1\)"),
+    ("- name: a\n  parents: lamp\n  aliases: [b]\n- name: b\n  parents: lamp\n",
+     r"t\.yaml:4: entry 'b': 'b' is already the name or an alias of entry 'a'"),
+    ("- name: a\n  parents: lamp\n  colour: red\n", r"t\.yaml:1: entry 'a': unknown field\(s\) colour"),
+    ("- parents: lamp\n", r"t\.yaml:1: 'name' is missing or empty"),
+    ("- name: a\n  parents: [lamp, [x]]\n", r"t\.yaml:1: entry 'a': 'parents' must be a list of non-empty strings"),
+    ("- name: a\n  parents: lamp\n  description: [x]\n", r"t\.yaml:1: entry 'a': 'description' must be a string"),
+    ("- name: a\n  aliases: b\n", r"t\.yaml:1: entry 'a': 'aliases' are for your own classes"),
+    ("- name: a\n  parents: lamp\n  sense: lamp.n.01\n", r"entry 'a': give 'sense' .* or 'parents'"),
+    ("- 3.5\n- [a, b]\n", r"t\.yaml:2: an entry must be a mapping"),
+    ("name: a\nparents: lamp\n", r"must hold a YAML list of entries"),
+    ("- name: a\n  parents: [lamp\n", r"is not valid YAML"),
+])
+def test_each_problem_is_one_line_naming_entry_and_line(tmp_path, text, message):
+    with pytest.raises(TaxonomyError, match=message):
+        read_taxonomy(_write(tmp_path, text))
+
+
+def test_all_problems_are_reported_together(tmp_path):
+    with pytest.raises(TaxonomyError) as info:
+        read_taxonomy(_write(tmp_path, "- name: a\n  parents: a\n- name: b\n  colour: red\n- name: a\n  parents: x\n"))
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("the taxonomy has problems") and len(lines) == 4
+    assert [line.split(":")[1] for line in lines[1:]] == ["3", "5", "1"]  # fields, duplicates, then cycles
+
+
+def test_csv_problems_and_a_missing_file(tmp_path):
+    with pytest.raises(TaxonomyError, match=r"t\.csv:1: the first line must name the columns"):
+        read_taxonomy(_write(tmp_path, "title,parents\na,lamp\n", "t.csv"))
+    with pytest.raises(TaxonomyError, match=r"t\.csv:3: 4 fields but the header names 2"):
+        read_taxonomy(_write(tmp_path, "name,parents\na,lamp\nb,lamp,x,y\n", "t.csv"))
+    with pytest.raises(NotFoundError, match="taxonomy file not found"):
+        read_taxonomy(tmp_path / "missing.yaml")
+    assert read_taxonomy(_write(tmp_path, "")) == []
+
+
+@requires_wordnet
+def test_build_graph_places_your_classes_under_wordnet(tmp_path):
+    from kgzsl.graph import KnowledgeGraph
+    from kgzsl.graph.build import build_taxonomy_graph
+    from kgzsl.inference.labels import LabelResolver
+    from kgzsl.graph.wordnet import load_wordnet
+
+    entries = read_taxonomy(_write(tmp_path, "- name: coffee maker\n  parents: kitchen appliance\n"
+                                   "  aliases: [brewer]\n- name: pod machine\n  parents: [coffee maker]\n- okapi\n"))
+    graph = build_taxonomy_graph(entries, ["n02121620"]).save(tmp_path / "g")
+    graph = KnowledgeGraph.load(tmp_path / "g")
+    mine = graph.index["x:coffee-maker"]
+    assert graph.wnids[-2:] == ["x:coffee-maker", "x:pod-machine"] and graph.lemmas[mine] == ["coffee_maker", "brewer"]
+    assert [graph.names[p] for p in graph.parents[mine]] == ["kitchen_appliance.n.01"]
+    assert graph.parents[graph.index["x:pod-machine"]] == [mine]
+    assert "okapi.n.01" in graph.names and "cat.n.01" in graph.names and len(graph.subgraph_roots()) == 1
+    assert graph.manifest["counts"]["taxonomy_classes"] == 2 and graph.manifest["counts"]["nodes"] == graph.num_nodes
+    # the names are labels: before WordNet's coffee_maker.n.01 (not a node here), and the alias too
+    resolver = LabelResolver(graph.wnids, graph.names, graph.lemmas, wordnet=load_wordnet)
+    assert resolver.resolve("Coffee maker").wnid == "x:coffee-maker" == resolver.resolve("brewer").wnid
+
+
+@requires_wordnet
+def test_build_graph_checks_every_parent_first(tmp_path):
+    from kgzsl.graph.build import build_taxonomy_graph
+
+    entries = read_taxonomy(_write(tmp_path, "- name: a\n  parents: zzqxblorp\n- name: b\n  parents: crane\n"
+                                   "- name: c\n  parents: n99999999\n- blorptastic gizmo\n"))
+    with pytest.raises(TaxonomyError) as info:
+        build_taxonomy_graph(entries, ["n02121620"])
+    text = str(info.value)
+    assert "t.yaml:1: entry 'a': parent 'zzqxblorp': neither another entry's name nor a WordNet noun" in text
+    assert "t.yaml:3: entry 'b': parent 'crane': ambiguous WordNet noun: crane.n.01" in text
+    assert "t.yaml:5: entry 'c': parent 'n99999999'" in text
+    assert len(text.splitlines()) == 4  # the parents; the parentless non-noun is reported once they are fixed

@@ -1,0 +1,140 @@
+"""Taxonomies added to a run: one batch equals one-by-one, stored rows load as they were, names come first."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from kgzsl.graph.taxonomy import TaxonomyError
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.inference.concept_store import restore_concepts, store_concepts
+
+pytestmark = pytest.mark.slow
+
+TAXONOMY = """\
+- name: e-scooter
+  parents: [car, n02690373]
+  description: a standing scooter with an electric motor
+  aliases: [electric scooter]
+- name: folding e-scooter
+  parents: electric scooter
+- okapi
+- name: fluffcat
+  parents: tabby
+  description: a very fluffy house cat
+- Burmese cat
+"""
+
+
+@pytest.fixture
+def run(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_one_batch_equals_one_by_one(run, tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(TAXONOMY)
+    batch = ZeroShotClassifier.load(run, device="cpu")
+    report = batch.add_concepts(path)
+    assert [r.label for r in report.added] == ["e-scooter", "folding e-scooter", "okapi", "fluffcat", "Burmese cat"]
+    single = ZeroShotClassifier.load(run, device="cpu", backbone=batch.backbone)
+    single.add_concept("e-scooter", parents=["car", "n02690373"], description="a standing scooter with an electric "
+                       "motor", aliases=["electric scooter"])
+    single.add_concept("folding e-scooter", parents="electric scooter")
+    single.add_concept("okapi")
+    single.add_concept("fluffcat", parents=["tabby"], description="a very fluffy house cat")
+    single.add_concept("Burmese cat")
+    assert single.wnids == batch.wnids and len(batch.added_wnids) == report.new_nodes > 5  # okapi brings hypernyms
+    assert (single.rows - batch.rows).abs().max() < 1e-5
+    # every added row is a full re-propagation over the run's graph plus all added concepts
+    state = batch.concepts
+    with torch.no_grad():
+        full = state.model.predict_rows(state.x, state.model.operators(state.graph))
+    base = len(batch.wnids) - len(batch.added_wnids)
+    assert torch.allclose(full[base:], batch.rows[base:], atol=1e-5)
+    assert torch.equal(batch.rows[:base], ZeroShotClassifier.load(run, device="cpu", backbone=batch.backbone).rows)
+
+
+def test_200_concepts_round_trip_through_the_run_folder(run):
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    parents = ["tabby", "car", "airliner", "tench", "golden retriever"]
+    entries = [{"name": f"product {i}", "parents": [parents[i % 5]] + ([f"product {i - 5}"] if i >= 5 else []),
+                "description": f"catalogue item number {i}"} for i in range(200)]
+    assert len(clf.add_concepts(entries).added) == 200
+    store_concepts(clf)
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    assert again.wnids == clf.wnids and torch.equal(again.rows, clf.rows)
+    assert again.concepts.graph is None  # rows read as stored: nothing loaded or propagated
+    assert again.resolver.resolve("Product 7").wnid == "x:product-7"
+    # adding one more after loading joins the stored nodes to the graph and gives what one session gives
+    clf.add_concept("product 200", parents=["product 195"])
+    again.add_concept("product 200", parents=["product 195"])
+    assert (again.rows - clf.rows).abs().max() < 1e-5 and again.concepts.graph.num_nodes == len(again.wnids)
+    assert again.concepts.graph.parents[-1] == [again.wnids.index("x:product-195")]
+
+
+def test_stale_stored_rows_are_propagated_again(run, caplog):
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    clf.add_concepts([{"name": "fluffcat", "parents": "tabby"}])
+    store_concepts(clf)
+    (run / "concepts.yaml").write_text("- name: fluffcat\n  parents: tabby\n- name: spotcat\n  parents: tabby\n")
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    assert again.added_wnids == ["x:fluffcat", "x:spotcat"] and "re-propagating" in caplog.text
+    (run / "concepts.safetensors").unlink()  # a run from before stored rows: the list is propagated
+    old = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    assert old.added_wnids == again.added_wnids and torch.allclose(old.rows, again.rows, atol=1e-6)
+    assert restore_concepts(ZeroShotClassifier.load(_without_concepts(run), device="cpu",
+                                                    backbone=clf.backbone)) == 0
+
+
+def _without_concepts(run):
+    bare = run.parent / "bare"
+    shutil.copytree(run, bare, ignore=shutil.ignore_patterns("concepts.*"))
+    return bare
+
+
+def test_your_names_come_before_wordnet_senses(run, caplog):
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    assert clf.resolver.resolve("cat").synset == "cat.n.01"
+    report = clf.add_concepts([{"name": "coffee maker", "parents": "car", "aliases": ["cat"]}])
+    assert any("'cat' is also a WordNet noun" in w for w in report.warnings) and "is also a WordNet noun" in caplog.text
+    assert clf.resolver.resolve("cat").wnid == "x:coffee-maker" == clf.resolver.resolve("Coffee Maker").wnid
+    assert clf.resolver.resolve("cat.n.01").synset == "cat.n.01"  # the synset name still means WordNet's
+
+
+def test_existing_nodes_change_nothing_and_problems_change_nothing(run, tmp_path):
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    rows = clf.rows.clone()
+    report = clf.add_concepts([{"name": "cat", "sense": "cat.n.01"}, "tabby"])
+    assert report.added == [] and [r.synset for r in report.existing] == ["cat.n.01", "tabby.n.01"]
+    assert torch.equal(clf.rows, rows) and clf.concepts.added == []
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- name: fine\n  parents: tabby\n- name: lost\n  parents: zzqxblorp\n- blorptastic gizmo\n")
+    with pytest.raises(TaxonomyError) as info:
+        clf.add_concepts(bad)
+    text = str(info.value)
+    assert "bad.yaml:3: entry 'lost': parent 'zzqxblorp'" in text and "bad.yaml:5: entry 'blorptastic gizmo': " \
+        "'blorptastic gizmo' is not a WordNet noun" in text
+    assert torch.equal(clf.rows, rows) and clf.added_wnids == []
+
+
+def test_cli_add_concept_file_and_truthful_messages(run, tmp_path, capsys):
+    from kgzsl.cli import main
+
+    path = tmp_path / "t.yaml"
+    path.write_text(TAXONOMY)
+    assert main(["-q", "add-concept", str(run), "--file", str(path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "added 'folding e-scooter' as x:folding-e-scooter" in out and (run / "concepts.safetensors").is_file()
+    assert main(["-q", "add-concept", str(run), "cat", "--sense", "cat.n.01", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "'cat' is already a node of the run (cat.n.01" in out and "added" not in out
+    assert main(["-q", "add-concept", str(run), "okapi", "--device", "cpu"]) == 0
+    assert "'okapi' is already a node" in capsys.readouterr().out
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    assert clf.resolver.resolve("electric scooter").wnid == "x:e-scooter" and len(clf.concepts.added) == 5
+    assert main(["-q", "add-concept", str(run), "--device", "cpu"]) == 1
+    assert "give one word" in capsys.readouterr().err

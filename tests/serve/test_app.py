@@ -1,0 +1,214 @@
+"""The HTTP API through FastAPI's TestClient: every endpoint, and every kind of bad input is a 4xx JSON answer.
+
+The client re-raises any exception the app did not turn into a 4xx, so a bug shows as a failing
+test, never as a passing 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import tempfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve_helpers import LABELS, photo, same_predictions as _same, tiny_classifier
+
+from fastapi.testclient import TestClient  # noqa: E402  (after serve_helpers' importorskip)
+
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.serve.app import create_app
+from kgzsl.serve.inputs import ServeLimits
+
+from badfiles import corpus_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_run) -> ZeroShotClassifier:
+    return tiny_classifier(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def client(clf) -> TestClient:
+    return TestClient(create_app(clf))
+
+
+@pytest.fixture(scope="module")
+def cat() -> bytes:
+    return photo("chelsea.png").read_bytes()
+
+
+def _json_request(image: bytes, **parameters) -> dict:
+    return {"inputs": base64.b64encode(image).decode("ascii"), "parameters": parameters}
+
+
+def _refused(response, status: int, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"detail", "kind"} and body["detail"], body
+    for word in words:
+        assert word in body["detail"], body
+    return body
+
+
+def test_health_names_the_run(client, clf):
+    body = client.get("/health").json()
+    assert body["run"] == "tiny" and body["backbone"] == "efficientnet-lite0" and body["model"] == "dgp"
+    assert body["nodes"] == len(clf.wnids) and body["abstain"] is False
+    assert body["limits"]["max_pixels"] == ServeLimits().max_pixels
+
+
+def test_predict_json_and_form_equal_the_library(client, clf, cat):
+    expected = clf.predict(photo("chelsea.png"), LABELS, top_k=3)
+    got = client.post("/predict", json=_json_request(cat, candidate_labels=LABELS, top_k=3))
+    assert got.status_code == 200 and _same(got.json(), expected)
+    assert [p["score"] for p in expected] == sorted((p["score"] for p in expected), reverse=True)
+    assert expected[0]["label"] == "tabby" and set(expected[0]) == {"label", "wnid", "synset", "score"}
+    form = client.post("/predict", files={"image": ("cat.png", cat, "image/png")},
+                       data={"candidate_labels": ", ".join(LABELS), "top_k": "3"})
+    assert form.status_code == 200 and _same(form.json(), expected)
+    data_url = _json_request(cat, candidate_labels=LABELS, top_k=3)
+    data_url["inputs"] = "data:image/png;base64," + data_url["inputs"]
+    assert _same(client.post("/predict", json=data_url).json(), expected)
+
+
+def test_predict_without_labels_scores_every_class(client, clf, cat):
+    body = client.post("/predict", json={"inputs": base64.b64encode(cat).decode()}).json()
+    assert _same(body, clf.predict(photo("chelsea.png"), top_k=5)) and len(body) == 5
+
+
+def test_abstain_returns_predicts_record(clf, cat, tiny_run):
+    calibrated = ZeroShotClassifier.load(tiny_run, device="cpu", backbone=clf.backbone)
+    best = clf.predict(photo("chelsea.png"), LABELS, abstain=False)
+    calibrated.set_abstain({"threshold": 1e6})  # no logit reaches it: every image is "none of these"
+    client = TestClient(create_app(calibrated))
+    assert client.get("/health").json()["abstain"] is True
+    record = client.post("/predict", json=_json_request(cat, candidate_labels=LABELS, abstain=True)).json()
+    assert record["abstained"] is True and record["threshold"] == 1e6 and _same(record["predictions"], best[:5])
+    assert set(record) == {"predictions", "abstained", "max_logit", "threshold"}
+    plain = client.post("/predict", files={"image": cat}, data={"candidate_labels": ",".join(LABELS)})
+    assert _same(plain.json(), best)  # abstain not asked for: the plain list
+
+
+def test_abstain_on_an_uncalibrated_run_is_a_400(client, cat):
+    _refused(client.post("/predict", json=_json_request(cat, abstain=True)), 400, "kgzsl calibrate")
+
+
+def test_explain_json_and_png(client, cat):
+    result = client.post("/explain", json=_json_request(cat, label="tabby", top_k=3))
+    assert result.status_code == 200
+    body = result.json()
+    assert body["label"] == "tabby" and body["synset"] == "tabby.n.01" and len(body["similar_seen"]) == 3
+    assert body["image_evidence"][0]["synset"] in {"tabby.n.01", "tiger_cat.n.02", "egyptian_cat.n.01"}
+    png = client.post("/explain?format=png", files={"image": cat}, data={"label": "tabby"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    _refused(client.post("/explain", json=_json_request(cat)), 400, "label")
+    _refused(client.post("/explain", json=_json_request(cat, label="tabby,tench")), 400, "one label")
+    _refused(client.post("/explain", json=_json_request(cat, label="zzqx")), 400, "unknown label")
+    _refused(client.post("/explain?format=gif", json=_json_request(cat, label="tabby")), 422, "format")
+
+
+def test_label_suggestions(client):
+    hits = client.get("/labels", params={"q": "tab"}).json()
+    assert hits[0] == {"label": "tabby", "synset": "tabby.n.01", "wnid": "n02123045", "lemma": "tabby"}
+    assert client.get("/labels", params={"q": "n0212304"}).json()[0]["wnid"] == "n02123045"
+    assert len(client.get("/labels", params={"q": "t", "limit": 2}).json()) == 2
+    assert client.get("/labels", params={"q": "zzqx"}).json() == []
+    _refused(client.get("/labels"), 422, "q")
+    _refused(client.get("/labels", params={"q": "cat", "limit": 0}), 422, "limit")
+
+
+def test_page_assets_and_openapi_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text and "https://" not in page.text
+    for asset in ("app.js", "style.css"):
+        response = client.get(f"/static/{asset}")
+        assert response.status_code == 200 and "http://" not in response.text and "https://" not in response.text
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/explain", "/labels", "/health"} <= set(schema["paths"])
+    _refused(client.get("/docs"), 404)  # the CDN-loaded docs page is left out
+    _refused(client.get("/nothing-here"), 404)
+
+
+@pytest.mark.parametrize("name", sorted(corpus_bytes()))
+def test_the_bad_file_corpus(client, name):
+    data = corpus_bytes()[name]
+    response = client.post("/predict", files={"image": (name, data)}, data={"candidate_labels": "tabby,tench"})
+    if name.startswith("ok_"):
+        assert response.status_code == 200 and response.json()[0]["label"] in {"tabby", "tench"}
+    else:
+        _refused(response, 400, "cannot load image")
+
+
+def test_pixel_and_size_limits_are_configurable(clf):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 100, 3), dtype=np.uint8)).save(buf, "PNG")
+    image = buf.getvalue()
+    client = TestClient(create_app(clf, ServeLimits(max_pixels=10_000, max_body_bytes=len(image) + 2_000)))
+    _refused(client.post("/predict", files={"image": image}), 400, "max_pixels=10,000")
+    big = image * 2
+    _refused(client.post("/predict", files={"image": big}), 413, f"{len(image) + 2_000:,} bytes")
+    body = json.dumps(_json_request(big)).encode()
+
+    def chunks():  # no Content-Length: the limit holds while the body arrives
+        for i in range(0, len(body), 4096):
+            yield body[i:i + 4096]
+
+    _refused(client.post("/predict", content=chunks(), headers={"content-type": "application/json"}), 413)
+    assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("request_kwargs, status, words", [
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, ["not valid JSON"]),
+    ({"json": ["a list"]}, 400, ["inputs"]),
+    ({"json": {"inputs": 12}}, 400, ["inputs"]),
+    ({"json": {"inputs": "bm90IGFuIGltYWdl!!"}}, 400, ["base64"]),
+    ({"json": {"inputs": "/etc/passwd"}}, 400, ["base64"]),  # a path is not an image, and is never opened
+    ({"json": {"inputs": base64.b64encode(b"/etc/passwd").decode()}}, 400, ["cannot load image"]),
+    ({"json": {"inputs": "", "parameters": {}}}, 400, ["0 bytes"]),
+    ({"json": {"inputs": "aGk=", "parameters": [1]}}, 400, ["parameters"]),
+    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, ["application/json"]),
+    ({"content": b"hello"}, 415, ["content type"]),
+    ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 400, ["boundary"]),
+    ({"content": b"--b\r\nnonsense", "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400, []),
+    ({"data": {"candidate_labels": "tabby"}, "files": {"other": b"x"}}, 400, ["\"image\""]),
+])
+def test_malformed_requests(client, request_kwargs, status, words):
+    _refused(client.post("/predict", **request_kwargs), status, *words)
+
+
+@pytest.mark.parametrize("parameters, words", [
+    ({"candidate_labels": []}, ["empty"]),
+    ({"candidate_labels": ""}, ["empty"]),
+    ({"candidate_labels": 3}, ["list of strings"]),
+    ({"candidate_labels": ["tabby", 3]}, ["list of strings"]),
+    ({"candidate_labels": [f"label{i}" for i in range(101)]}, ["at most 100"]),
+    ({"candidate_labels": ["x" * 101]}, ["longer than 100"]),
+    ({"candidate_labels": ["tabby", ""]}, ["empty label"]),
+    ({"candidate_labels": ["tabby", "catt"]}, ["unknown label 'catt'", "did you mean cat"]),
+    ({"candidate_labels": ["tabby", "tabby.n.01"]}, ["both resolve"]),
+    ({"candidate_labels": ["n99999999"]}, ["n99999999"]),
+    ({"top_k": 0}, ["top_k"]),
+    ({"top_k": "three"}, ["top_k"]),
+    ({"top_k": True}, ["top_k"]),
+    ({"abstain": "maybe"}, ["abstain"]),
+])
+def test_bad_parameters(client, cat, parameters, words):
+    body = _refused(client.post("/predict", json=_json_request(cat, **parameters)), 400, *words)
+    assert body["kind"] in {"RequestError", "LabelError"}
+
+
+def test_uploads_never_touch_the_disk(client, monkeypatch, tmp_path):
+    """A multipart upload far above python-multipart's 1 MiB spooling threshold stays in memory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (800, 700, 3), dtype=np.uint8)).save(buf, "PNG")
+    assert len(buf.getvalue()) > 1_500_000
+    response = client.post("/predict", files={"image": ("big.png", buf.getvalue())}, data={"candidate_labels": "tabby"})
+    assert response.status_code == 200 and list(tmp_path.iterdir()) == []

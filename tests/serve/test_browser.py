@@ -1,0 +1,94 @@
+"""The page in a real browser: headless Chromium (Debian chromium + chromium-driver) through Selenium.
+
+The server runs in a thread on a free port; the test uploads a bundled photo, types labels with the
+help of the suggestions, and reads the scores, the synsets and the explanation from the page. It
+skips, saying why, where Chromium is not installed (``make test`` installs it when apt is usable).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from serve_helpers import photo, tiny_classifier
+
+selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from kgzsl.inference.classifier import ZeroShotClassifier  # noqa: E402
+from kgzsl.serve.app import create_app  # noqa: E402
+from kgzsl.serve.server import running_server  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def browser():
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("headless Chromium is not installed: apt-get install chromium chromium-driver "
+                    "(make test installs them when apt is usable)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,1300"):
+        options.add_argument(arg)
+    # an explicit driver path: Selenium never looks for (or downloads) a browser or driver
+    chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    yield chrome
+    chrome.quit()
+
+
+def _text(browser, selector: str) -> list[str]:
+    return [e.text for e in browser.find_elements(By.CSS_SELECTOR, selector)]
+
+
+def test_classify_a_photo_on_the_page(browser, tiny_run):
+    wait = WebDriverWait(browser, 60)
+    with running_server(create_app(tiny_classifier(tiny_run))) as url:
+        browser.get(url)
+        wait.until(lambda b: "efficientnet-lite0" in b.find_element(By.ID, "run").text)
+        browser.find_element(By.ID, "file").send_keys(str(photo("chelsea.png")))
+        labels = browser.find_element(By.ID, "labels")
+        labels.send_keys("tabby, tench, airl")
+        wait.until(lambda b: any(t.startswith("airliner") for t in _text(b, "#suggestions li")))
+        labels.send_keys(Keys.ARROW_DOWN, Keys.ENTER)  # takes the suggestion
+        assert labels.get_attribute("value") == "tabby, tench, airliner, "
+        browser.find_element(By.ID, "go").click()
+        wait.until(lambda b: _text(b, "#results .label"))
+        assert _text(browser, "#results .label")[0] == "tabby"
+        assert sorted(_text(browser, "#results .label")) == ["airliner", "tabby", "tench"]
+        assert _text(browser, "#results .synset")[0] == "tabby.n.01 (n02123045)"
+        assert not browser.find_element(By.ID, "none").is_displayed()
+        why = wait.until(ec.visibility_of_element_located((By.ID, "why-img")))
+        wait.until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", why) > 0)
+        assert "tabby" in browser.find_element(By.ID, "why-caption").text
+
+        labels.clear()
+        labels.send_keys("tabby, catt")  # an unknown label: the server's message, close matches included
+        browser.find_element(By.ID, "go").click()
+        wait.until(lambda b: "did you mean" in b.find_element(By.ID, "status").text)
+        assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+        assert _text(browser, "#results .label") == []
+
+
+def test_none_of_these_on_a_calibrated_run(browser, tiny_run):
+    clf = tiny_classifier(tiny_run)
+    calibrated = ZeroShotClassifier.load(tiny_run, device="cpu", backbone=clf.backbone)
+    calibrated.set_abstain({"threshold": 1e6})  # no logit reaches it
+    wait = WebDriverWait(browser, 60)
+    with running_server(create_app(calibrated)) as url:
+        browser.get(url)
+        wait.until(lambda b: "efficientnet-lite0" in b.find_element(By.ID, "run").text)
+        browser.find_element(By.ID, "file").send_keys(str(photo("chelsea.png")))
+        browser.find_element(By.ID, "labels").send_keys("tabby, tench")
+        browser.find_element(By.ID, "go").click()
+        wait.until(lambda b: _text(b, "#results .label"))
+        assert browser.find_element(By.ID, "none").is_displayed()
+        assert "none of these" in browser.find_element(By.ID, "none").text
