@@ -168,7 +168,7 @@ class ZeroShotClassifier:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
-             finetuned: bool = True, scoring: str = "calibrated") -> ZeroShotClassifier:
+             finetuned: bool = True, scoring: str = "auto") -> ZeroShotClassifier:
         """Load a trained run folder (see :mod:`kgzsl.training.run`).
 
         Args:
@@ -178,7 +178,7 @@ class ZeroShotClassifier:
             finetuned: Use the backbone fine-tuned under the run's rows (``kgzsl finetune``, in
                 ``<run>/finetune/``) when there is a finished one and ``backbone`` is None; False
                 loads the original weights the rows were trained for.
-            scoring: ``"calibrated"`` or ``"predicted"`` (see the class).
+            scoring: ``"auto"``, ``"calibrated"`` or ``"predicted"`` (see the class).
 
         Raises:
             RunNotFoundError: If the folder is missing or the run did not finish.
@@ -292,11 +292,12 @@ class ZeroShotClassifier:
         """
         if tuple(rows.shape) != (len(self.added_wnids), self.rows.size(1)):
             raise ValueError(f"expected [{len(self.added_wnids)}, {self.rows.size(1)}] rows, got {tuple(rows.shape)}")
-        self.rows[self._num_given:] = rows.to(self.rows.device, self.rows.dtype)
+        # new tensors, not in-place writes: the rows may have been made under torch.inference_mode()
+        self.rows = torch.cat([self.rows[:self._num_given], rows.to(self.rows.device, self.rows.dtype)])
         with self._score_lock:
             if self._score_rows is not None:  # added nodes are never backbone classes: standardised rows
-                self._score_rows[self._num_given:] = standardised_rows(rows.float(), self._score_calibration).to(
-                    self._score_rows.device)
+                self._score_rows = torch.cat([self._score_rows[:self._num_given], standardised_rows(
+                    rows.float(), self._score_calibration).to(self._score_rows.device)])
         self._clear_heads()
 
     def _clear_heads(self) -> None:
