@@ -26,7 +26,7 @@ import torch
 from kgzsl.errors import InputError, KgzslError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
-from kgzsl.inference.head import HeadCache, LinearHead
+from kgzsl.inference.head import INT8_MIN_ROWS, HeadCache, LinearHead, SplitHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, ResolvedLabel
@@ -401,6 +401,19 @@ class ZeroShotClassifier:
                                                 self._score_calibration)
             return self._score_rows
 
+    def _linear(self, every: torch.Tensor, nodes: list[int]) -> LinearHead | SplitHead:
+        """A head over the rows ``every[nodes]`` (read in place when ``nodes`` is every node). Many
+        candidates mixing the backbone's rows and predicted ones get two heads, so that the predicted
+        part keeps its low-rank int8 copy (:class:`SplitHead`)."""
+        index = torch.tensor(nodes, dtype=torch.long)
+        if self.scoring != "calibrated" or len(nodes) < INT8_MIN_ROWS:
+            whole = len(nodes) == every.size(0) and bool((index == torch.arange(every.size(0))).all())
+            return LinearHead(every if whole else every[index.to(every.device)])
+        own = torch.isin(index, self.seen_nodes())
+        parts = [(LinearHead(every[index[mask].to(every.device)]), torch.nonzero(mask).squeeze(1))
+                 for mask in (~own, own) if mask.any()]
+        return parts[0][0] if len(parts) == 1 else SplitHead(parts, len(nodes))
+
     def _claim_rows(self) -> torch.Tensor:
         """``[N, D + 1]`` score rows, with the backbone's classes standardised as well (claimed seen classes)."""
         every = self.score_rows()
@@ -426,38 +439,49 @@ class ZeroShotClassifier:
 
         ``None`` stands for every class the graph was built for (its requested wnid lists and the
         concepts added since, not the ancestors added to connect them; every node when the lists are
-        unknown, and then the rows are :meth:`score_rows` itself, not a copy).
+        unknown). The rows are a copy of :meth:`score_rows`' (the head keeps only its own).
         """
-        rows, resolved, _ = self._head(candidate_labels)
-        return rows, resolved
+        _, resolved, _ = self._head(candidate_labels)
+        every = self.score_rows()
+        return every[torch.tensor([r.index for r in resolved], device=every.device)], resolved
 
-    def _head(self, candidate_labels: Sequence[str] | str | None) -> tuple[torch.Tensor, list[ResolvedLabel], Any]:
-        """``(rows, resolved, head)`` of a label list, from the LRU cache :attr:`_heads`.
+    def candidate_head(self, candidate_labels: Sequence[str] | str | None = None) -> Any:
+        """The head that scores a label list (a :class:`~kgzsl.inference.head.LinearHead` or one of its
+        compositions), from the head cache: ``.logits(features)`` and ``.topk(features, k)``."""
+        return self._head(candidate_labels)[2]
+
+    def resolve_labels(self, candidate_labels: Sequence[str] | str | None = None) -> list[ResolvedLabel]:
+        """The resolved candidates of a label list (None: every class), through the head cache.
+
+        Raises:
+            kgzsl.inference.labels.LabelError: If a label cannot be resolved.
+        """
+        return self._head(candidate_labels)[1]
+
+    def _head(self, candidate_labels: Sequence[str] | str | None) -> tuple[None, list[ResolvedLabel], Any]:
+        """``(None, resolved, head)`` of a label list, from the LRU cache :attr:`_heads`.
 
         The head is a :class:`LinearHead`, or a :class:`_GroupHead` when a candidate also stands
         for seen classes below it (``"calibrated"`` scoring of a label list).
         """
         key = _key(candidate_labels)
 
-        def build() -> tuple[torch.Tensor, list[ResolvedLabel], Any]:
+        def build() -> tuple[None, list[ResolvedLabel], Any]:
             every = self.score_rows()
             if key is None:  # every class: the requested nodes, not the ancestors added to connect them
                 chosen = self.requested_nodes()
                 nodes = range(len(self.wnids)) if chosen is None else chosen
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
                                           i, self.wnids[i], self.names[i]) for i in nodes]
-                rows = every if chosen is None or len(chosen) == len(self.wnids) else \
-                    every[torch.tensor(chosen, dtype=torch.long, device=every.device)]
             else:
                 labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
                 resolved = self.resolver.resolve_all([label.strip() for label in labels])
-                rows = every[torch.tensor([r.index for r in resolved], device=every.device)]
                 if self.scoring == "calibrated":
                     senses = [[r.index, *r.senses] for r in resolved]
                     claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
                     if any(claims) or any(len(ns) > 1 for ns in senses):
-                        return rows, resolved, _GroupHead(every, self._claim_rows(), senses, claims)
-            return rows, resolved, LinearHead(rows)
+                        return None, resolved, _GroupHead(every, self._claim_rows(), senses, claims)
+            return None, resolved, self._linear(every, [r.index for r in resolved])
 
         return self._heads.get(key, build)
 

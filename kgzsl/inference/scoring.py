@@ -11,7 +11,9 @@ reference set of pooled image features (:class:`ScoreCalibration`):
     z_c(x) = m + s \\, \\frac{\\hat r_c \\cdot (x - \\mu)}{\\sigma_c},
     \\qquad \\sigma_c^2 = \\hat r_c^\\top \\Sigma \\, \\hat r_c
 
-where ``mu`` and ``Sigma`` are the reference features' mean and covariance, and ``m`` and ``s``
+where ``mu`` is the reference features' mean and ``Sigma`` their covariance, shrunk towards
+``trace(Sigma)/D · I`` with weight ``D / (D + M)`` for ``M`` images (a few images span few
+directions), and ``m`` and ``s``
 the median over the backbone's classes of the mean and standard deviation of their real logits
 on the same features. Every predicted class then has, over the reference images, the mean and
 spread of a typical real class: centring on ``mu`` removes the hubness of rows that score high on
@@ -69,6 +71,17 @@ class ScoreCalibration:
     target_std: float
     source: str
     images: int
+
+    @property
+    def shrinkage(self) -> float:
+        """Weight of the isotropic part of the covariance, ``D / (D + M)``: a few reference images
+        span only a few directions, and a row nearly orthogonal to them must not get a huge gain."""
+        return self.mean.numel() / (self.mean.numel() + max(self.images, 1))
+
+    @property
+    def isotropic_variance(self) -> float:
+        """Mean variance per feature dimension of the reference (``trace(Sigma) / D``)."""
+        return float(self.spread.pow(2).sum()) / self.mean.numel()
 
     def save(self, path: str | Path) -> Path:
         """Write as safetensors (atomically)."""
@@ -142,7 +155,8 @@ def standardised_rows(rows: torch.Tensor, calib: ScoreCalibration) -> torch.Tens
     """``[K, D + 1]`` rows whose logits have, over the reference features, mean ``m`` and spread ``s``."""
     w = rows[:, :-1].float()
     mean, spread = calib.mean.to(w.device), calib.spread.to(w.device)
-    sigma = (w @ spread).norm(dim=1).clamp(min=1e-12)
+    sigma = ((1 - calib.shrinkage) * (w @ spread).pow(2).sum(1)
+             + calib.shrinkage * calib.isotropic_variance * w.pow(2).sum(1)).sqrt().clamp(min=1e-12)
     gain = calib.target_std / sigma
     out = torch.empty(rows.shape, dtype=torch.float32, device=w.device)
     out[:, :-1] = w * gain[:, None]

@@ -64,7 +64,7 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     level = label_log.level
     label_log.setLevel(logging.WARNING)  # the report below lists the sense chosen for every label
     try:
-        _, resolved = clf.head(labels)
+        resolved = clf.resolve_labels(labels)
     finally:
         label_log.setLevel(level)
     seen = set(imagenet_wnids())

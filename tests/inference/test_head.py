@@ -166,3 +166,23 @@ def test_classifier_heads_share_its_rows_and_stay_bounded(tiny_run):
         assert subset.shape == (n, clf.rows.size(1))
         torch.testing.assert_close(clf.logits(x, clf.wnids[:n]), full[:, :n], atol=1e-4, rtol=1e-5)
     assert len(clf._heads._entries) == 8
+
+
+def test_split_head_gives_the_top_k_and_softmax_of_all_its_parts():
+    from kgzsl.inference.head import SplitHead
+
+    g = torch.Generator().manual_seed(5)
+    matrix = torch.randn(5000, 17, generator=g)
+    own = torch.zeros(5000, dtype=torch.bool)
+    own[torch.randperm(5000, generator=g)[:700]] = True
+    parts = [(LinearHead(matrix[mask]), torch.nonzero(mask).squeeze(1)) for mask in (~own, own)]
+    split, dense = SplitHead(parts, 5000), LinearHead(matrix, int8=False)
+    x = torch.randn(3, 16, generator=g)
+    torch.testing.assert_close(split.logits(x), dense.logits(x))
+    for _ in range(2):  # the second call reads the int8 copy of the first part
+        probs, idx, top = split.topk(x, 7)
+        ref_probs, ref_idx, ref_top = dense.topk(x, 7)
+        assert torch.equal(idx, ref_idx)
+        torch.testing.assert_close(top, ref_top)
+        torch.testing.assert_close(probs, ref_probs, rtol=5e-3, atol=1e-6)
+    assert split.path(1) == "int8+float32" and split.int8

@@ -39,9 +39,15 @@ def test_scoring_rows_give_seen_nodes_their_real_rows_and_others_the_real_logit_
     rows = scoring_rows(predicted, seen_nodes, real, calib)
     torch.testing.assert_close(rows[2], real[0])
     logits = feats @ rows[:, :-1].T + rows[:, -1]
-    for node in (0, 1, 3):  # standardised: the typical real class's mean and spread over the reference
+    alpha = calib.shrinkage
+    assert alpha == pytest.approx(5 / (5 + 40))
+    iso = float(torch.cov(feats.T).trace()) / 5
+    for node in (0, 1, 3):  # standardised: the typical real class's mean, and its spread up to the shrinkage
         assert float(logits[:, node].mean()) == pytest.approx(calib.target_mean, abs=1e-4)
-        assert float(logits[:, node].std()) == pytest.approx(calib.target_std, rel=1e-3)
+        w = predicted[node, :-1]
+        spread = float((feats @ w).std())
+        sigma = ((1 - alpha) * spread ** 2 + alpha * iso * float(w @ w)) ** 0.5
+        assert float(logits[:, node].std()) == pytest.approx(calib.target_std * spread / sigma, rel=1e-3)
 
 
 def test_a_candidate_claims_the_seen_nodes_below_it_that_no_nearer_candidate_claims():
