@@ -166,7 +166,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     print(run_benchmark(args.name, [m.strip() for m in args.models.split(",")], Path(args.runs_dir), Path(args.out),
                         json_path=Path(args.json_out) if args.json_out else None, as_json=args.json,
-                        limit_per_class=args.limit_per_class, progress=not args.quiet, device=args.device))
+                        limit_per_class=args.limit_per_class, progress=not args.quiet, device=args.device,
+                        data_dir=Path(args.data) if args.data else None, run_dir=Path(args.run) if args.run else None))
     return 0
 
 
@@ -245,12 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")
-    p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed", "serve"],
+    p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed", "serve", "photos"],
                    help="fmnist: zero-shot on Fashion-MNIST (Debian dataset-fashion-mnist); imagenet-heldout: "
                    "predict hidden ImageNet-1k rows (random 200 x 3 seeds, and whole WordNet subtrees); speed: "
                    "graph build, receptive-field vs full-graph training, head overhead, memory, start-up; serve: "
-                   "`kgzsl serve` under concurrent clients against in-process predict")
-    p.add_argument("run", nargs="?", help="serve: the run folder to serve (default RUNS_DIR/dgp)")
+                   "`kgzsl serve` under concurrent clients against in-process predict; photos: real photos (--data DIR named "
+                   "by wnid), each among its group's classes")
+    p.add_argument("run", nargs="?", help="serve: the run folder to serve (default RUNS_DIR/dgp); photos: the run to "
+                   "score (default: the demo's, runs/demo, trained when missing)")
     p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
     p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")
@@ -259,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-per-class", type=positive_int,
                    help="fmnist: quick run on a stratified subset of the test images")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
+    p.add_argument("--data", help="photos: image folder DIR/<wnid>/*.jpg, optional DIR/groups.tsv (wnid, group)")
     p.add_argument("--clients", type=positive_int, default=4, help="serve: concurrent clients (default 4)")
     p.add_argument("--seconds", type=positive_int, default=15,
                    help="serve: seconds of load, for the server and for in-process predict each (default 15)")

@@ -104,9 +104,17 @@ def _cmd_add_concept(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.tasks.abstain import calibrate_abstain
+    from kgzsl.tasks.calibrate import calibrate_scores
+    from kgzsl.graph.wordnet import WNID_RE
 
     clf = ZeroShotClassifier.load(args.run, device=args.device)
+    calib = calibrate_scores(clf, args.images, progress=not args.quiet)
+    print(f"score calibration on {calib.source} (real logits: mean {calib.target_mean:.3f}, spread "
+          f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'}")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    folders = [p for p in Path(args.images).iterdir() if p.is_dir() and WNID_RE.match(p.name)]
+    if labels is None and not folders:
+        return 0  # unlabelled images: no in-set classes to set the abstain threshold on
     result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=not args.quiet)
     print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}): keeps "
           f"{result['kept']:.1%} of {result['inputs']} in-set inputs; stored in {Path(args.run) / 'abstain.json'}")
@@ -159,10 +167,11 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_add_concept)
 
-    p = sub.add_parser("calibrate", help="calibrate the 'none of these' threshold on in-set images")
+    p = sub.add_parser("calibrate", help="calibrate scores on your own unlabelled images (and, given in-set "
+                       "classes, the 'none of these' threshold)")
     p.add_argument("run", help="run folder written by `kgzsl train`")
-    p.add_argument("--images", required=True, help="in-set images: a folder of wnid sub-folders, or a flat folder "
-                   "(then give --labels)")
+    p.add_argument("--images", required=True, help="images from your domain (searched recursively, no labels "
+                   "needed); with wnid sub-folders, or with --labels, also sets the abstain threshold")
     p.add_argument("--keep", type=float, default=0.95, help="share of in-set images to keep (default 0.95)")
     p.add_argument("--labels", help="comma-separated candidates the images are scored against")
     p.add_argument("--device", default="auto")

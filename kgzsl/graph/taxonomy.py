@@ -270,7 +270,7 @@ def _read_yaml(path: Path, text: str) -> list[TaxonomyEntry]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         node = yaml.compose(text, Loader=loader)
-        items = yaml.load(text, Loader=loader)
+        items = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise TaxonomyError(f"{path} is not valid YAML ({exc}); a taxonomy is a list of entries "
                             f"({', '.join(FIELDS)})") from None

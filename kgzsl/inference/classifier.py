@@ -1,8 +1,10 @@
 """ZeroShotClassifier: a frozen backbone plus predicted classifier rows, for any candidate labels.
 
 Prediction is a fixed linear head: the pooled image feature, with a constant 1 appended, is
-dotted with the predicted ``[W | b]`` rows of the candidate classes. No graph work happens at
-predict time; the candidate matrix is built once per label list and reused.
+dotted with one ``[W | b]`` row per candidate class: the backbone's own row for the classes it
+was trained on, a standardised predicted row for the others (:mod:`kgzsl.inference.scoring`;
+``scoring="predicted"`` scores every candidate with its predicted row, as GCNZ / DGP papers do).
+No graph work happens at predict time; the candidate matrix is built once per label list and reused.
 
 Example:
     >>> clf = ZeroShotClassifier.load("runs/dgp")
@@ -15,18 +17,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from kgzsl.errors import InputError, NotFoundError
+from kgzsl.errors import InputError, KgzslError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
-from kgzsl.inference.head import HeadCache, LinearHead
+from kgzsl.inference.head import INT8_MIN_ROWS, HeadCache, LinearHead, SplitHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, ResolvedLabel
+from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, claimed_seen, fit_calibration, \
+    group_logits, reference_features, scoring_rows, seen_ancestors, standardised_rows
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
@@ -111,6 +116,14 @@ class ZeroShotClassifier:
         summary: The run's ``run.json`` (empty when the classifier was not loaded from a run).
         abstain_calibration: A max-logit threshold ``{"threshold": ...}`` for ``abstain=True`` (see
             :meth:`set_abstain`); :meth:`load` reads the run's ``abstain.json``.
+        scoring: ``"calibrated"`` (``"auto"``'s choice when the backbone has rows of its own, as
+            every loaded backbone has): the backbone's classes are scored with its own rows,
+            the other nodes with predicted rows standardised on reference images
+            (:mod:`kgzsl.inference.scoring`); ``"predicted"``: every node with its predicted row
+            times ``row_scale`` (the papers' protocol, for research comparisons).
+        score_calibration: Reference statistics for ``"calibrated"``; None: the run's
+            ``score_calibration.safetensors`` (:meth:`load`), else computed on first use from the
+            photos bundled with the installed packages.
 
     Calling the classifier is :meth:`predict`: ``clf(images, candidate_labels=[...], top_k=5)``, like
     Hugging Face's ``zero-shot-image-classification`` pipeline.
@@ -119,34 +132,43 @@ class ZeroShotClassifier:
     def __init__(self, backbone: Any, rows: torch.Tensor, wnids: Sequence[str], names: Sequence[str],
                  lemmas: Sequence[Sequence[str]], row_scale: float = 1.0, max_pixels: int = 100_000_000, *,
                  run_dir: str | Path | None = None, summary: Mapping[str, Any] | None = None,
-                 abstain_calibration: Mapping[str, Any] | None = None) -> None:
+                 abstain_calibration: Mapping[str, Any] | None = None, scoring: str = "auto",
+                 score_calibration: ScoreCalibration | None = None) -> None:
         if rows.size(0) != len(wnids):
             raise ValueError(f"{rows.size(0)} rows but {len(wnids)} nodes")
         if rows.size(1) != backbone.feature_dim + 1:
             raise ValueError(f"rows have {rows.size(1)} columns but backbone {backbone.name} gives "
                              f"{backbone.feature_dim}-d features (+1 bias); the run was trained for another backbone")
+        if scoring not in ("auto", "calibrated", "predicted"):
+            raise InputError(f"scoring must be 'auto', 'calibrated' or 'predicted', got {scoring!r}")
+        if scoring == "auto":  # a backbone built by hand may have no rows of its own
+            scoring = "calibrated" if hasattr(backbone, "classifier_rows") and hasattr(backbone, "wnids") else "predicted"
         self.backbone = backbone
         self.rows = rows.to(backbone.device)
+        self.scoring = scoring
         self.wnids = list(wnids)
         self.names = list(names)
         self.lemmas = [list(x) for x in lemmas]
         self.row_scale = float(row_scale)
         self.max_pixels = int(max_pixels)
-        from kgzsl.graph.wordnet import load_wordnet
-
-        self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
         # (rows, resolved labels, LinearHead) of the last few label lists; `search` makes one per query
         self._heads = HeadCache(HEAD_CACHE_SIZE)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.summary: dict[str, Any] = dict(summary or {})
         self._num_given = len(self.wnids)  # nodes given at construction; later ones came through extend()
+        self._requested = self._read_requested()
+        self.resolver = self._make_resolver()
         self._concepts: Any = None
         self._abstain: dict[str, Any] | None = None
         self.set_abstain(abstain_calibration)
+        self._score_calibration = score_calibration
+        self._score_rows: torch.Tensor | None = None  # built on first use (see score_rows)
+        self._score_lock = threading.Lock()
+        self._seen_ancestors: dict[int, dict[int, int]] | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
-             finetuned: bool = True) -> ZeroShotClassifier:
+             finetuned: bool = True, scoring: str = "auto") -> ZeroShotClassifier:
         """Load a trained run folder (see :mod:`kgzsl.training.run`).
 
         Args:
@@ -156,6 +178,7 @@ class ZeroShotClassifier:
             finetuned: Use the backbone fine-tuned under the run's rows (``kgzsl finetune``, in
                 ``<run>/finetune/``) when there is a finished one and ``backbone`` is None; False
                 loads the original weights the rows were trained for.
+            scoring: ``"auto"``, ``"calibrated"`` or ``"predicted"`` (see the class).
 
         Raises:
             RunNotFoundError: If the folder is missing or the run did not finish.
@@ -211,8 +234,10 @@ class ZeroShotClassifier:
                            "only meaningful with the weights the rows were fitted to", run_dir, recorded,
                            backbone.weights)
         try:
+            calib = run_dir / CALIBRATION_FILE
             clf = cls(backbone, rows, wnids, names, lemmas, row_scale, run_dir=run_dir, summary=summary,
-                      abstain_calibration=read_calibration(run_dir))
+                      abstain_calibration=read_calibration(run_dir), scoring=scoring,
+                      score_calibration=ScoreCalibration.load(calib) if calib.is_file() else None)
         except ValueError as exc:  # the feature size differs: another backbone or other weights
             raise RunFormatError(f"run {run_dir} does not fit this backbone: {exc}") from None
         if (run_dir / CONCEPTS_FILE).is_file() or (run_dir / CONCEPT_ROWS_FILE).is_file():
@@ -251,9 +276,12 @@ class ZeroShotClassifier:
         self.wnids += list(wnids)
         self.names += list(names)
         self.lemmas += [list(ls) for ls in lemmas]
-        from kgzsl.graph.wordnet import load_wordnet
-
-        self.resolver = LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet)
+        with self._score_lock:
+            if self._score_rows is not None:  # new nodes are never backbone classes: standardised rows
+                extra = scoring_rows(rows.float(), torch.full((0,), -1, dtype=torch.long),
+                                     self.backbone.classifier_rows()[:0], self._score_calibration)
+                self._score_rows = torch.cat([self._score_rows, extra.to(self._score_rows.device)])
+        self.resolver = self._make_resolver()
         self._clear_heads()
 
     def replace_added_rows(self, rows: torch.Tensor) -> None:
@@ -264,7 +292,12 @@ class ZeroShotClassifier:
         """
         if tuple(rows.shape) != (len(self.added_wnids), self.rows.size(1)):
             raise ValueError(f"expected [{len(self.added_wnids)}, {self.rows.size(1)}] rows, got {tuple(rows.shape)}")
-        self.rows[self._num_given:] = rows.to(self.rows.device, self.rows.dtype)
+        # new tensors, not in-place writes: the rows may have been made under torch.inference_mode()
+        self.rows = torch.cat([self.rows[:self._num_given], rows.to(self.rows.device, self.rows.dtype)])
+        with self._score_lock:
+            if self._score_rows is not None:  # added nodes are never backbone classes: standardised rows
+                self._score_rows = torch.cat([self._score_rows[:self._num_given], standardised_rows(
+                    rows.float(), self._score_calibration).to(self._score_rows.device)])
         self._clear_heads()
 
     def _clear_heads(self) -> None:
@@ -301,30 +334,154 @@ class ZeroShotClassifier:
         """
         self._abstain = None if calibration is None else check_calibration(calibration)
 
-    def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
-        """The ``[C, D + 1]`` candidate rows and the resolved labels.
+    def _make_resolver(self) -> LabelResolver:
+        """A label resolver over the current nodes, preferring the backbone's and the requested classes' senses."""
+        from kgzsl.graph.wordnet import load_wordnet
 
-        The rows are unscaled (logits are ``row_scale`` times their product with ``[x, 1]``; use
-        :meth:`logits`); for every node (``None``) they are :attr:`rows` itself, not a copy.
+        seen = [i for i in self.seen_nodes().tolist() if i >= 0] if hasattr(self.backbone, "wnids") else []
+        def grounded() -> set[int]:
+            return {a for ups in self.seen_ancestors().values() for a in ups}
+
+        return LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet, seen=seen,
+                             requested=self.requested_nodes(), grounded=grounded if seen else None)
+
+    def _read_requested(self) -> frozenset[str] | None:
+        """The wnids of the lists the run's graph was built from (its ``manifest.json``), None when unknown."""
+        manifest = self.run_dir / "manifest.json" if self.run_dir is not None else None
+        if manifest is None or not manifest.is_file():
+            return None
+        try:
+            from kgzsl.graph.build import resolve_wnids
+
+            sources = json.loads(manifest.read_text(encoding="utf-8")).get("sources") or []
+            return frozenset(resolve_wnids([src.get("name") or src["path"] for src in sources])[0]) if sources else None
+        except (KgzslError, OSError, KeyError, ValueError, TypeError) as exc:
+            logger.info("the classes the graph of %s was built from are unknown (%s): every node counts", self.run_dir, exc)
+            return None
+
+    def requested_nodes(self) -> list[int] | None:
+        """Nodes that name a class someone asked for: the wnid lists the run's graph was built from, and
+        the concepts added since; None when the lists are not known (then every node counts)."""
+        if self._requested is None:
+            return None
+        return [i for i, w in enumerate(self.wnids) if w in self._requested or i >= self._num_given]
+
+    @property
+    def score_calibration(self) -> ScoreCalibration | None:
+        """The reference statistics ``"calibrated"`` scoring uses (None until first needed)."""
+        return self._score_calibration
+
+    def calibrate_scores(self, features: torch.Tensor, source: str) -> ScoreCalibration:
+        """Fit the score calibration on pooled features of unlabelled images and use it from now on.
+
+        Nothing is written; ``kgzsl calibrate`` (:func:`kgzsl.tasks.abstain.calibrate_scores`) also
+        stores it in the run.
         """
-        rows, resolved, _ = self._head(candidate_labels)
-        return rows, resolved
+        calib = fit_calibration(features, self.backbone.classifier_rows(), source)
+        with self._score_lock:
+            self._score_calibration, self._score_rows = calib, None
+        self._clear_heads()
+        return calib
 
-    def _head(self, candidate_labels: Sequence[str] | str | None
-              ) -> tuple[torch.Tensor, list[ResolvedLabel], LinearHead]:
-        """``(rows, resolved, LinearHead)`` of a label list, from the LRU cache :attr:`_heads`."""
+    def seen_nodes(self) -> torch.Tensor:
+        """``[1000]`` node index of each of the backbone's classes, -1 where the class is not a node."""
+        index = {w: i for i, w in enumerate(self.wnids)}
+        return torch.tensor([index.get(w, -1) for w in self.backbone.wnids], dtype=torch.long)
+
+    def score_rows(self) -> torch.Tensor:
+        """``[N, D + 1]`` rows every node is scored with (see ``scoring``); logits are ``rows @ [x, 1]``."""
+        if self.scoring == "predicted":
+            return self.rows * self.row_scale
+        with self._score_lock:
+            if self._score_rows is None:
+                if self._score_calibration is None:
+                    feats, source = reference_features(self.backbone)
+                    self._score_calibration = fit_calibration(feats, self.backbone.classifier_rows(), source)
+                self._score_rows = scoring_rows(self.rows, self.seen_nodes(), self.backbone.classifier_rows(),
+                                                self._score_calibration)
+            return self._score_rows
+
+    def _linear(self, every: torch.Tensor, nodes: list[int]) -> LinearHead | SplitHead:
+        """A head over the rows ``every[nodes]`` (read in place when ``nodes`` is every node). Many
+        candidates mixing the backbone's rows and predicted ones get two heads, so that the predicted
+        part keeps its low-rank int8 copy (:class:`SplitHead`)."""
+        index = torch.tensor(nodes, dtype=torch.long)
+        if self.scoring != "calibrated" or len(nodes) < INT8_MIN_ROWS:
+            whole = len(nodes) == every.size(0) and bool((index == torch.arange(every.size(0))).all())
+            return LinearHead(every if whole else every[index.to(every.device)])
+        own = torch.isin(index, self.seen_nodes())
+        parts = [(LinearHead(every[index[mask].to(every.device)]), torch.nonzero(mask).squeeze(1))
+                 for mask in (~own, own) if mask.any()]
+        return parts[0][0] if len(parts) == 1 else SplitHead(parts, len(nodes))
+
+    def _claim_rows(self) -> torch.Tensor:
+        """``[N, D + 1]`` score rows, with the backbone's classes standardised as well (claimed seen classes)."""
+        every = self.score_rows()
+        seen = self.seen_nodes()
+        present = seen >= 0
+        out = every.clone()
+        own = self.backbone.classifier_rows()[present].float()
+        calib = self._score_calibration
+        centred = own.clone()  # the backbone's own logit, shifted so that its mean over the reference is m
+        centred[:, -1] = calib.target_mean - own[:, :-1] @ calib.mean.to(own.device)
+        out[seen[present]] = centred
+        return out
+
+    def seen_ancestors(self) -> dict[int, dict[int, int]]:
+        """Each seen node's ancestors (read once from the run's graph, or WordNet)."""
+        with self._score_lock:
+            if self._seen_ancestors is None:
+                self._seen_ancestors = seen_ancestors(self.run_dir, self.wnids, self.seen_nodes())
+            return self._seen_ancestors
+
+    def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
+        """The ``[C, D + 1]`` candidate rows (logits are their product with ``[x, 1]``) and the resolved labels.
+
+        ``None`` stands for every class the graph was built for (its requested wnid lists and the
+        concepts added since, not the ancestors added to connect them; every node when the lists are
+        unknown). The rows are a copy of :meth:`score_rows`' (the head keeps only its own).
+        """
+        _, resolved, _ = self._head(candidate_labels)
+        every = self.score_rows()
+        return every[torch.tensor([r.index for r in resolved], device=every.device)], resolved
+
+    def candidate_head(self, candidate_labels: Sequence[str] | str | None = None) -> Any:
+        """The head that scores a label list (a :class:`~kgzsl.inference.head.LinearHead` or one of its
+        compositions), from the head cache: ``.logits(features)`` and ``.topk(features, k)``."""
+        return self._head(candidate_labels)[2]
+
+    def resolve_labels(self, candidate_labels: Sequence[str] | str | None = None) -> list[ResolvedLabel]:
+        """The resolved candidates of a label list (None: every class), through the head cache.
+
+        Raises:
+            kgzsl.inference.labels.LabelError: If a label cannot be resolved.
+        """
+        return self._head(candidate_labels)[1]
+
+    def _head(self, candidate_labels: Sequence[str] | str | None) -> tuple[None, list[ResolvedLabel], Any]:
+        """``(None, resolved, head)`` of a label list, from the LRU cache :attr:`_heads`.
+
+        The head is a :class:`LinearHead`, or a :class:`_GroupHead` when a candidate also stands
+        for seen classes below it (``"calibrated"`` scoring of a label list).
+        """
         key = _key(candidate_labels)
 
-        def build() -> tuple[torch.Tensor, list[ResolvedLabel], LinearHead]:
-            if key is None:  # every node: the head reads self.rows in place
+        def build() -> tuple[None, list[ResolvedLabel], Any]:
+            every = self.score_rows()
+            if key is None:  # every class: the requested nodes, not the ancestors added to connect them
+                chosen = self.requested_nodes()
+                nodes = range(len(self.wnids)) if chosen is None else chosen
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
-                                          i, self.wnids[i], self.names[i]) for i in range(len(self.wnids))]
-                rows = self.rows
+                                          i, self.wnids[i], self.names[i]) for i in nodes]
             else:
                 labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
                 resolved = self.resolver.resolve_all([label.strip() for label in labels])
-                rows = self.rows[torch.tensor([r.index for r in resolved], device=self.rows.device)]
-            return rows, resolved, LinearHead(rows, scale=self.row_scale)
+                if self.scoring == "calibrated":
+                    senses = [[r.index, *r.senses] for r in resolved]
+                    claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
+                    if any(claims) or any(len(ns) > 1 for ns in senses):
+                        return None, resolved, _GroupHead(every, self._claim_rows(), senses, claims)
+            return None, resolved, self._linear(every, [r.index for r in resolved])
 
         return self._heads.get(key, build)
 
@@ -373,11 +530,19 @@ class ZeroShotClassifier:
             if batch is None or not idx:
                 continue
             with torch.inference_mode():  # exact top k; see kgzsl.inference.head for the int8 shortlist
-                scores, top, best = linear.topk(self.backbone(batch.to(self.backbone.device)), k)
+                features = self.backbone(batch.to(self.backbone.device))
+                if isinstance(linear, _GroupHead):  # labels with several senses: report the one used
+                    logits, choice = linear.choose(features)
+                    best, top = logits.topk(k, dim=1)
+                    scores = logits.softmax(dim=1).gather(1, top)
+                    node = [[linear.senses[c][int(choice[row, c])] for c in top[row].tolist()] for row in range(len(idx))]
+                else:
+                    scores, top, best = linear.topk(features, k)
+                    node = [[resolved[c].index for c in top[row].tolist()] for row in range(len(idx))]
             for row, i in enumerate(idx):
                 records[i]["predictions"] = [
-                    {"label": resolved[c].label, "wnid": resolved[c].wnid, "synset": resolved[c].synset,
-                     "score": round(float(s), 6)} for s, c in zip(scores[row].tolist(), top[row].tolist())]
+                    {"label": resolved[c].label, "wnid": self.wnids[n], "synset": self.names[n],
+                     "score": round(float(s), 6)} for s, c, n in zip(scores[row].tolist(), top[row].tolist(), node[row])]
                 if calibration is not None:
                     records[i].update(abstain_fields(calibration, float(best[row, 0])))
         return records
@@ -396,7 +561,7 @@ class ZeroShotClassifier:
                 tensor (uint8 or float in [0, 1]); a ``[B, 3, H, W]`` tensor is a batch already
                 transformed with ``clf.backbone.transform``.
             candidate_labels: wnids, synset names or words (``"golden retriever"``); None scores
-                every node of the graph.
+                every class the graph was built for (not the ancestors added to connect them).
             top_k: How many labels to return per image; None returns every candidate.
             batch_size: Images per backbone call.
             abstain: Decide per image whether to answer "none of these": the best candidate's logit
@@ -453,6 +618,54 @@ class ZeroShotClassifier:
 
     def __repr__(self) -> str:
         return f"ZeroShotClassifier(backbone={self.backbone.name!r}, classes={len(self.wnids)})"
+
+
+class _GroupHead:
+    """Labels scored over several rows: each label's logit is the best of its senses', and each
+    sense's is the log-sum-exp of its own logit and those of the seen classes below it that no other
+    candidate claims (:func:`kgzsl.inference.scoring.claimed_seen`).
+
+    Args:
+        every: ``[N, D + 1]`` score rows of every node.
+        claimed: ``[N, D + 1]`` rows a claimed seen node enters its candidate's score with.
+        senses: Per label, its sense nodes (the default sense first).
+        claims: Per sense (in the order of ``senses`` flattened), the seen nodes it stands for.
+    """
+
+    def __init__(self, every: torch.Tensor, claimed: torch.Tensor, senses: list[list[int]],
+                 claims: list[list[int]]) -> None:
+        flat = [n for ns in senses for n in ns]
+        own = list(dict.fromkeys(flat))
+        extra = list(dict.fromkeys(j for c in claims for j in c))
+        column = {n: i for i, n in enumerate(own)}
+        below = {j: len(own) + i for i, j in enumerate(extra)}
+        index = torch.tensor(own, dtype=torch.long, device=every.device)
+        rows = [every[index]]
+        if extra:
+            rows.append(claimed[torch.tensor(extra, dtype=torch.long, device=claimed.device)])
+        self.linear = LinearHead(torch.cat(rows), int8=False)
+        self.groups = [[column[n]] + [below[j] for j in claim] for n, claim in zip(flat, claims)]
+        width, start, self.members = max(len(ns) for ns in senses), 0, []
+        for ns in senses:  # per label, its senses' positions in `groups`, padded with a -inf column
+            self.members.append(list(range(start, start + len(ns))) + [len(flat)] * (width - len(ns)))
+            start += len(ns)
+        self.senses = senses
+
+    def choose(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, C] label logits, [B, C] position of the sense that gave each one)``."""
+        sense = group_logits(self.linear.logits(features), self.groups)
+        sense = torch.cat([sense, sense.new_full((sense.size(0), 1), float("-inf"))], dim=1)
+        return sense[:, torch.tensor(self.members, device=sense.device)].max(dim=2)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, C]`` label logits."""
+        return self.choose(features)[0]
+
+    def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(probabilities, indices, logits)`` of the k best labels, as :meth:`LinearHead.topk`."""
+        logits = self.logits(features)
+        top, idx = logits.topk(k, dim=1)
+        return logits.softmax(dim=1).gather(1, idx), idx, top
 
 
 def _key(candidate_labels: Sequence[str] | str | None) -> tuple[str, ...] | None:

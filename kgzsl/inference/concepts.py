@@ -112,14 +112,13 @@ class ConceptReport:
 
 def load_propagation_model(run_dir: str | Path) -> Any:
     """Rebuild the run's propagation model from ``model.safetensors`` (name + hparams in its header), eval mode."""
-    from kgzsl.models import build_model
+    from kgzsl.models import rebuild_model
 
     path = Path(run_dir) / "model.safetensors"
     meta = read_tensor_metadata(path)
     if "model" not in meta or "hparams" not in meta:
         raise ConceptError(f"{path} does not record its model name and hyper-parameters; retrain the run")
-    hparams = dict(json.loads(meta["hparams"]))
-    model = build_model(meta["model"], hparams.pop("in_channels"), hparams.pop("out_channels"), **hparams)
+    model = rebuild_model(meta["model"], dict(json.loads(meta["hparams"])))
     model.load_state_dict(load_tensors(path))
     return model.eval()
 

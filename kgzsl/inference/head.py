@@ -27,7 +27,7 @@ import torch
 
 from kgzsl.inference.head_int8 import Int8Rows
 
-__all__ = ["INT8_MIN_ROWS", "HeadCache", "LinearHead"]
+__all__ = ["INT8_MIN_ROWS", "HeadCache", "LinearHead", "SplitHead"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,58 @@ class LinearHead:
         logits = self.logits(features)
         top, idx = logits.topk(k, dim=1)
         return (top - logits.logsumexp(1, keepdim=True)).exp(), idx, top
+
+
+class SplitHead:
+    """Candidates in parts, each a :class:`LinearHead` of its own; top k and softmax over all of them.
+
+    Rows of different kinds go in different parts: the backbone's own rows and predicted rows
+    (which are close to low rank, so their int8 copy can be, :mod:`~kgzsl.inference.head_int8`).
+    Each part gives its exact top k and its softmax normaliser (from its best row:
+    ``log Z = logit - log p``); the merged top k and probabilities follow.
+
+    Args:
+        parts: ``(head, columns)`` pairs: a part's row ``i`` is candidate ``columns[i]``.
+        num_classes: Number of candidates in all.
+    """
+
+    def __init__(self, parts: list[tuple[LinearHead, torch.Tensor]], num_classes: int) -> None:
+        self.parts = [(head, cols.long().cpu()) for head, cols in parts if cols.numel()]
+        self.num_classes = int(num_classes)
+
+    @property
+    def int8(self) -> bool:
+        """Whether any part reads an int8 copy."""
+        return any(head.int8 for head, _ in self.parts)
+
+    @property
+    def low_rank(self) -> int | None:
+        """Rank of the first part's low-rank int8 copy (the predicted rows'), if any."""
+        return self.parts[0][0].low_rank
+
+    def path(self, batch: int = 1) -> str:
+        """The parts' :meth:`LinearHead.path`, joined by ``+``."""
+        return "+".join(head.path(batch) for head, _ in self.parts)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Exact float32 logits ``[B, C]``."""
+        out = features.new_empty((features.size(0), self.num_classes), dtype=torch.float32)
+        for head, cols in self.parts:
+            out[:, cols.to(out.device)] = head.logits(features)
+        return out
+
+    def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`LinearHead.topk`, over the candidates of every part."""
+        k = min(int(k), self.num_classes)
+        logits, idx, norms = [], [], []
+        for head, cols in self.parts:
+            p, i, l = head.topk(features, min(k, head.num_classes))
+            logits.append(l.float())
+            idx.append(cols.to(i.device)[i])
+            norms.append(l[:, :1].float() - p[:, :1].float().log())
+        log_z = torch.logsumexp(torch.cat(norms, 1), dim=1, keepdim=True)
+        top, pos = torch.cat(logits, 1).topk(k, dim=1)
+        return (top - log_z).exp(), torch.cat(idx, 1).gather(1, pos), top
 
 
 class HeadCache:

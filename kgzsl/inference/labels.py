@@ -2,10 +2,22 @@
 
 Names of your own classes (nodes whose id is not a wnid: taxonomy entries, added concepts) come
 first: ``"coffee maker"`` is your node when you added one by that name. Other free text goes through WordNet: ``"golden retriever"`` → ``golden_retriever.n.01``; plurals and
-inflections are handled by WordNet's morphology (``"cats"`` → ``cat``). An ambiguous word takes
-the noun sense present in the graph whose lemma is most frequent in WordNet's sense-tagged
-corpus (``cntlist``), ties broken by WordNet's sense order, and the result records the synset it
-used and the other senses it passed over.
+inflections are handled by WordNet's morphology (``"cats"`` → ``cat``). An ambiguous word takes,
+among its noun senses present in the graph, the one that best names something a photo can show:
+
+1. senses the backbone has seen: one of its classes or an ancestor of one (``"seal"`` is the
+   animal, an ancestor of the sea lion, not the wax);
+2. then senses that are physical things (WordNet's animal, artifact, food, plant and object
+   lexicographer files) before people, body parts, substances and places, and those before
+   abstract senses (``"TV"`` is the receiver, not the medium; ``"pitcher"`` the jug, not the player);
+3. then the backbone's own classes, then the graph's requested classes (e.g. ImageNet-21K's,
+   which have images), before the ancestors added only to connect them (``"scooter"`` is the
+   motor scooter, not the water scooter);
+4. then the lemma's frequency in WordNet's sense-tagged corpus (``cntlist``), then sense order.
+
+Other senses that the backbone has also seen and of the same kind (``"crane"``: the machine and
+the bird, both ImageNet-1k classes) stay candidates too (:attr:`ResolvedLabel.senses`): the
+classifier scores the label by the sense that matches the image best and reports it.
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ import difflib
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from kgzsl.errors import InputError
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE
@@ -26,6 +38,11 @@ logger = logging.getLogger(__name__)
 _OTHER_POS_ID = re.compile(r"^[vasr]\d{8}$")
 _OTHER_POS_NAME = re.compile(r"^.+\.[vasr]\.\d+$")
 _POS = {"v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"}
+#: lexicographer files of things a photo shows, then of what it may show; other senses come last
+_THINGS = frozenset({"noun.animal", "noun.artifact", "noun.food", "noun.plant", "noun.object"})
+_VISIBLE = frozenset({"noun.person", "noun.body", "noun.substance", "noun.location", "noun.Tops"})
+#: other senses a label keeps for the image to choose from
+MAX_SENSES = 4
 
 
 class LabelError(InputError):
@@ -34,13 +51,18 @@ class LabelError(InputError):
 
 @dataclass(frozen=True)
 class ResolvedLabel:
-    """A label and the graph node it resolved to."""
+    """A label and the graph node it resolved to.
+
+    ``alternatives`` names the senses passed over; ``senses`` holds the node indices of other
+    senses just as plausible for a photo, which the classifier also scores (the best one counts).
+    """
 
     label: str
     index: int
     wnid: str
     synset: str
     alternatives: tuple[str, ...] = field(default=())
+    senses: tuple[int, ...] = field(default=())
 
 
 class LabelResolver:
@@ -52,10 +74,16 @@ class LabelResolver:
         lemmas: Lemma names per node.
         wordnet: Zero-argument callable returning a WordNet reader; called only when a free-text
             label needs it. If it raises, labels are matched against the nodes' lemma names only.
+        seen: Node indices of the backbone's own classes (preferred senses).
+        requested: Node indices of the graph's requested classes (None: every node).
+        grounded: Zero-argument callable giving the node indices that are backbone classes or their
+            ancestors (called once, when a word is ambiguous); None: the ``seen`` nodes only.
     """
 
     def __init__(self, wnids: Sequence[str], names: Sequence[str], lemmas: Sequence[Sequence[str]],
-                 wordnet: Callable[[], Any] | None = None) -> None:
+                 wordnet: Callable[[], Any] | None = None, seen: Collection[int] = (),
+                 requested: Collection[int] | None = None,
+                 grounded: Callable[[], Collection[int]] | None = None) -> None:
         self.wnids = list(wnids)
         self.names = list(names)
         self.index = {w: i for i, w in enumerate(self.wnids)}
@@ -72,6 +100,10 @@ class LabelResolver:
                 for lemma in ls:
                     self.own.setdefault(_norm(lemma), []).append(i)
         self._wordnet = wordnet
+        self.seen = frozenset(seen)
+        self.requested = frozenset(range(len(self.wnids))) if requested is None else frozenset(requested)
+        self._grounded_of = grounded
+        self._grounded: frozenset[int] | None = None
 
     def resolve(self, label: str) -> ResolvedLabel:
         """Resolve one label.
@@ -140,6 +172,12 @@ class LabelResolver:
             self._wordnet = None
             return None
 
+    def _grounded_nodes(self) -> frozenset[int]:
+        """Backbone classes and their ancestors (computed once)."""
+        if self._grounded is None:
+            self._grounded = frozenset(self._grounded_of()) if self._grounded_of is not None else self.seen
+        return self._grounded
+
     def _missing_wnid(self, wnid: str) -> str:
         """Why a well-formed wnid that is not a node fails: not a WordNet noun, or not in this graph."""
         wn = self._wn()
@@ -188,17 +226,29 @@ class LabelResolver:
             synsets = wn.synsets(key, pos="n")
             in_graph = [s for s in synsets if f"n{s.offset():08d}" in self.index]
             if in_graph:
-                def frequency(s: Any) -> int:
-                    return sum(lem.count() for lem in s.lemmas() if _norm(lem.name()) in (key, _norm(wn.morphy(key, "n") or key)))
+                base = _norm(wn.morphy(key, "n") or key)
 
-                ranked = sorted(in_graph, key=lambda s: -frequency(s))  # stable: sense order breaks ties
+                grounded = self._grounded_nodes() if len(in_graph) > 1 else frozenset()
+
+                def rank(s: Any) -> tuple[int, int, int, int]:
+                    node = self.index[f"n{s.offset():08d}"]
+                    kind = 0 if s.lexname() in _THINGS else 1 if s.lexname() in _VISIBLE else 2
+                    standing = 0 if node in self.seen else 1 if node in self.requested else 2
+                    frequency = sum(lem.count() for lem in s.lemmas() if _norm(lem.name()) in (key, base))
+                    return int(node not in grounded), kind, standing, -frequency
+
+                ranked = sorted(in_graph, key=rank)  # stable: sense order breaks ties
                 best = ranked[0]
                 others = tuple(s.name() for s in ranked[1:])
+                also = tuple(self.index[f"n{s.offset():08d}"] for s in ranked[1:]
+                             if rank(s)[:2] == rank(best)[:2] == (0, 0))[:MAX_SENSES - 1]
                 if others:
-                    logger.info("label %r is ambiguous: using %s (%s) over %s; pass a synset name such as %r "
-                                "to choose another sense", text, best.name(), best.definition(), ", ".join(others),
-                                others[0])
-                return self._result(text, self.index[f"n{best.offset():08d}"], others)
+                    logger.info("label %r is ambiguous: using %s (%s)%s over %s; pass a synset name such as %r "
+                                "to choose another sense", text, best.name(), best.definition(),
+                                f", or {len(also)} more sense(s) if the image fits them better" if also else "",
+                                ", ".join(others), others[0])
+                res = self._result(text, self.index[f"n{best.offset():08d}"], others)
+                return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives, also)
             if synsets:
                 senses = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
                 raise LabelError(f"{text!r} is a WordNet noun but none of its senses is a node of this graph: "

@@ -25,6 +25,8 @@ class PropagationModel(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    LEGACY_HPARAMS: ClassVar[dict[str, Any]] = {}
+    """Values of hyper-parameters added after a model was first saved, for saved models that lack them."""
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__()

@@ -22,7 +22,9 @@ class DGP(PropagationModel):
     itself, the last group every distance ``>= num_groups - 1``), each group row-normalised.
     Layers alternate direction: the first reads from descendants, the second from ancestors. Each
     group's contribution is scaled by a learned weight, softmax-normalised over the groups, one
-    weight vector per direction.
+    weight vector per direction. As in the reference code, each layer's bias is added to the
+    transformed features before aggregation (``support = XW + b``, then ``sum_g w_g A_g support``),
+    so a node's bias is scaled by the weights of the groups it has neighbours in.
 
     Args:
         in_channels: Node feature size.
@@ -32,16 +34,22 @@ class DGP(PropagationModel):
         dropout: Dropout on each layer's input (0.5).
         negative_slope: LeakyReLU slope (0.2).
         bias: Layer biases.
+        aggregate_bias: Add the biases before aggregation, as published (runs trained before
+            kgzsl 0.2 added them after it; :data:`LEGACY_HPARAMS` rebuilds those).
     """
 
     name = "dgp"
+    LEGACY_HPARAMS = {"aggregate_bias": False}
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: Sequence[int] = (2048,),
-                 num_groups: int = 5, dropout: float = 0.5, negative_slope: float = 0.2, bias: bool = True) -> None:
+                 num_groups: int = 5, dropout: float = 0.5, negative_slope: float = 0.2, bias: bool = True,
+                 aggregate_bias: bool = True) -> None:
         super().__init__(in_channels=in_channels, out_channels=out_channels, hidden_channels=list(hidden_channels),
-                         num_groups=num_groups, dropout=dropout, negative_slope=negative_slope, bias=bias)
+                         num_groups=num_groups, dropout=dropout, negative_slope=negative_slope, bias=bias,
+                         aggregate_bias=aggregate_bias)
         sizes = [in_channels, *hidden_channels, out_channels]
-        self.convs = nn.ModuleList(GroupGraphConv(a, b, bias=bias, dropout=dropout) for a, b in zip(sizes, sizes[1:]))
+        self.convs = nn.ModuleList(GroupGraphConv(a, b, bias=bias, dropout=dropout, aggregate_bias=aggregate_bias)
+                                   for a, b in zip(sizes, sizes[1:]))
         self.num_groups = num_groups
         self.negative_slope = negative_slope
         self.down_scores = nn.Parameter(torch.ones(num_groups))  # layer weights when reading descendants

@@ -91,7 +91,7 @@ class ZeroShotService:
         labels = candidate_labels(parameters.get("candidate_labels"), self.limits)
         k = top_k(parameters.get("top_k"))
         abstain = flag("abstain", parameters.get("abstain"))
-        self.clf.head(labels)  # bad labels fail before any image work (the head is cached for predict)
+        self.clf.resolve_labels(labels)  # bad labels fail before any image work (the head is cached for predict)
         picture = load_image(image, max_pixels=self.limits.max_pixels)
         result = self.clf.predict(picture, labels, top_k=k, abstain=abstain)
         if abstain:
@@ -112,7 +112,7 @@ class ZeroShotService:
         k = top_k(parameters.get("top_k"))
         # the label resolves through the classifier's head cache, as predict's labels do (WordNet's
         # reader is not thread-safe); explain then gets the node id, which needs no WordNet
-        _, (resolved,) = self.clf.head([label])
+        (resolved,) = self.clf.resolve_labels([label])
         picture = load_image(image, max_pixels=self.limits.max_pixels)
         with self._concepts_lock:
             concept_graph(self.clf)

@@ -17,12 +17,30 @@ from kgzsl.errors import MissingPackageError
 from kgzsl.training.config import config_to_dict, load_config
 from kgzsl.vision.samples import demo_photos
 
-__all__ = ["DEMO_LABELS", "run_demo"]
+__all__ = ["DEMO_LABELS", "ensure_demo_run", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 DEMO_LABELS = ["cat", "dog", "bear", "coffee", "tea", "soup", "rocket", "motorcycle", "bicycle", "temple",
                "flower", "woman", "man", "horse", "bird"]
+
+def ensure_demo_run(config_path: str | Path | None = None, out_dir: str | Path | None = None,
+                    retrain: bool = False) -> Path:
+    """The demo's run folder (``runs/demo`` by default), trained (graph included) unless it holds a finished
+    run of the same config."""
+    from kgzsl.training.run import train_run
+
+    config = load_config(config_path or "dgp")
+    out = Path(out_dir) if out_dir else Path("runs") / "demo"
+    previous = out / "run.json"
+    reuse = (not retrain and previous.is_file()
+             and json.loads(previous.read_text(encoding="utf-8")).get("config") == config_to_dict(config))
+    if reuse:
+        logger.info("reusing the trained run in %s", out)
+    else:
+        train_run(config, out_dir=out, build_graph=True)  # the demo sets everything up, the graph included
+    return out
+
 
 def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None = None, retrain: bool = False,
              labels: list[str] | None = None) -> str:
@@ -37,24 +55,16 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     """
     from kgzsl.vision.backbones import imagenet_wnids
     from kgzsl.inference.classifier import ZeroShotClassifier
-    from kgzsl.training.run import train_run
 
-    config = load_config(config_path or "dgp")
-    out = Path(out_dir) if out_dir else Path("runs") / "demo"
+    out = ensure_demo_run(config_path, out_dir, retrain)
     previous = out / "run.json"
-    reuse = (not retrain and previous.is_file()
-             and json.loads(previous.read_text(encoding="utf-8")).get("config") == config_to_dict(config))
-    if reuse:
-        logger.info("reusing the trained run in %s", out)
-    else:
-        train_run(config, out_dir=out, build_graph=True)  # the demo sets everything up, the graph included
     clf = ZeroShotClassifier.load(out)
     labels = labels or DEMO_LABELS
     label_log = logging.getLogger("kgzsl.inference.labels")
     level = label_log.level
     label_log.setLevel(logging.WARNING)  # the report below lists the sense chosen for every label
     try:
-        _, resolved = clf.head(labels)
+        resolved = clf.resolve_labels(labels)
     finally:
         label_log.setLevel(level)
     seen = set(imagenet_wnids())

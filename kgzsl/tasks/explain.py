@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.vision.images import ImageSource, load_image
-from kgzsl.utils.io import atomic_path
+from kgzsl.utils.io import figure_png, write_bytes
 
 __all__ = ["explain", "explain_png", "explanation_png", "format_explanation"]
 
@@ -121,14 +120,11 @@ def explanation_png(result: dict[str, Any]) -> bytes:
     nx.draw_networkx(g, pos, ax=ax, node_color=colour, font_size=7, node_size=500, edge_color="gray")
     ax.set_title(f"{result['label']}: seen classes (blue) and WordNet paths", fontsize=10)
     ax.axis("off")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 def explain_png(result: dict[str, Any], path: str | Path) -> Path:
     """Write :func:`explanation_png`'s drawing to ``path`` (atomically)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(explanation_png(result))
+    write_bytes(path, explanation_png(result))
     return path

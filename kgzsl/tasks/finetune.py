@@ -193,7 +193,9 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     train_items, val_items = split_per_class(items, val_fraction, seed)
     if not train_items:
         raise InputError(f"{data_dir} holds no images of the classes {classes[:5]}...; add images named *.jpg")
-    rows = (clf.head(classes)[0].float() * clf.row_scale).to(dev)  # scaled as at prediction
+    resolved = clf.resolve_labels(classes)
+    index = torch.tensor([r.index for r in resolved])
+    rows = (clf.rows[index.to(clf.rows.device)].float() * clf.row_scale).to(dev)  # the predicted rows, scaled
     body = backbone.body
     body.requires_grad_(True)
     net = _FixedHead(body, rows, train_bn).to(dev)

@@ -82,6 +82,8 @@ class TrainConfig:
     ``checkpoint_every``: epochs between resumable checkpoints (``kgzsl train --resume``); 0 disables.
     ``precompute_first_layer``: compute the first layer's aggregation of the fixed features once
     (dropout then acts on the aggregate); false gives the reference's dropout on the raw features.
+    ``keep``: ``best`` (the weights of the best validation epoch) or ``last`` (the last epoch's,
+    as the reference protocol does).
     """
 
     epochs: int = 3000
@@ -96,6 +98,7 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: int = 25
     precompute_first_layer: bool = True
+    keep: str = "best"
 
 
 @dataclass

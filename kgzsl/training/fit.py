@@ -196,6 +196,8 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
         CheckpointError: If ``resume`` meets a checkpoint of another model, graph, target set or
             optimiser setting, or an unreadable one (a pickle is refused, never unpickled).
     """
+    if config.keep not in ("best", "last"):
+        raise InputError(f"train.keep must be 'best' or 'last', got {config.keep!r}")
     device = torch.device(device)
     every = config.checkpoint_every if checkpoint_every is None else checkpoint_every
     if every < 0:
@@ -274,9 +276,17 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     bar.close()
     result.seconds = time.perf_counter() - start
     result.best_val_cosine = best if val_rows.numel() else float("nan")
-    model.load_state_dict(best_state)
+    if config.keep == "last":
+        result.best_epoch = result.epochs_run
+        result.best_val_cosine = result.val_cosine[-1] if val_rows.numel() and result.val_cosine else float("nan")
+    else:
+        model.load_state_dict(best_state)
     model.eval()
-    if val_rows.numel():
+    if config.keep == "last":
+        logger.info("%s: kept the last epoch, %d (loss %.4f; %.1fs, %.3fs/epoch)", model.name, result.epochs_run,
+                    result.train_loss[-1] if result.train_loss else float("nan"), result.seconds,
+                    result.seconds_per_epoch)
+    elif val_rows.numel():
         logger.info("%s: best validation cosine %.4f at epoch %d of %d (%.1fs, %.3fs/epoch)", model.name, best,
                     result.best_epoch, result.epochs_run, result.seconds, result.seconds_per_epoch)
     else:

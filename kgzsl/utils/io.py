@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from kgzsl.errors import InputError, NotFoundError, OutputError
 
-__all__ = ["TensorFileError", "atomic_path", "write_text", "write_json", "save_tensors", "load_tensors",
+__all__ = ["TensorFileError", "atomic_path", "write_text", "write_bytes", "figure_png", "write_json", "save_tensors", "load_tensors",
            "optimizer_to_tensors", "optimizer_from_tensors",
            "read_tensor_metadata"]
 
@@ -101,6 +101,21 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (tight bounding box), drawn in memory."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

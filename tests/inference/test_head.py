@@ -151,14 +151,38 @@ def test_classifier_predictions_unchanged_by_int8_head(tiny_run, monkeypatch):
 def test_classifier_heads_share_its_rows_and_stay_bounded(tiny_run):
     clf = ZeroShotClassifier.load(tiny_run, device="cpu")
     rows, resolved = clf.head()
-    assert rows is clf.rows and len(resolved) == len(clf.wnids)  # every node: the rows themselves
-    linear = clf._head(None)[2]
-    assert linear.weight.data_ptr() == clf.rows.data_ptr() and linear.scale == clf.row_scale
+    every, chosen = clf.score_rows(), clf.requested_nodes()
+    # no labels: the classes the graph was built for, not the ancestors added to connect them
+    assert chosen is not None and 0 < len(chosen) < len(clf.wnids) and "n00001740" not in {r.wnid for r in resolved}
+    assert [r.index for r in resolved] == chosen
+    torch.testing.assert_close(rows, every[chosen])
     x = torch.randn(2, clf.rows.size(1) - 1, generator=torch.Generator().manual_seed(0))
-    full = clf.logits(x)
-    torch.testing.assert_close(full, clf.row_scale * (x @ clf.rows[:, :-1].T + clf.rows[:, -1]))
+    full = x @ every[:, :-1].T + every[:, -1]
+    torch.testing.assert_close(clf.logits(x), full[:, chosen])
+    linear = clf._head(clf.wnids)[2]  # a label list of every node reads rows of the right width, unscaled
+    assert linear.scale == 1.0 and linear.weight.shape == (len(clf.wnids), every.size(1) - 1)
     for n in range(1, 13):  # `search` asks for one head per query
         subset, _ = clf.head(clf.wnids[:n])
         assert subset.shape == (n, clf.rows.size(1))
-        torch.testing.assert_close(clf.logits(x, clf.wnids[:n]), full[:, :n])
+        torch.testing.assert_close(clf.logits(x, clf.wnids[:n]), full[:, :n], atol=1e-4, rtol=1e-5)
     assert len(clf._heads._entries) == 8
+
+
+def test_split_head_gives_the_top_k_and_softmax_of_all_its_parts():
+    from kgzsl.inference.head import SplitHead
+
+    g = torch.Generator().manual_seed(5)
+    matrix = torch.randn(5000, 17, generator=g)
+    own = torch.zeros(5000, dtype=torch.bool)
+    own[torch.randperm(5000, generator=g)[:700]] = True
+    parts = [(LinearHead(matrix[mask]), torch.nonzero(mask).squeeze(1)) for mask in (~own, own)]
+    split, dense = SplitHead(parts, 5000), LinearHead(matrix, int8=False)
+    x = torch.randn(3, 16, generator=g)
+    torch.testing.assert_close(split.logits(x), dense.logits(x))
+    for _ in range(2):  # the second call reads the int8 copy of the first part
+        probs, idx, top = split.topk(x, 7)
+        ref_probs, ref_idx, ref_top = dense.topk(x, 7)
+        assert torch.equal(idx, ref_idx)
+        torch.testing.assert_close(top, ref_top)
+        torch.testing.assert_close(probs, ref_probs, rtol=5e-3, atol=1e-6)
+    assert split.path(1) == "int8+float32" and split.int8

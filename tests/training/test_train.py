@@ -74,6 +74,36 @@ def test_early_stopping_keeps_best_validation_weights():
     assert val.item() == pytest.approx(result.best_val_cosine, abs=1e-5)
 
 
+def test_keep_last_returns_the_last_epochs_weights_and_the_reference_config_loads():
+    from kgzsl.training.config import load_config
+    from kgzsl.utils.paths import resolve_config
+
+    graph = random_tree(30, seed=0)
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(30, 8), dim=1)
+    rows, y = torch.arange(10, 30), F.normalize(torch.randn(20, 4), dim=1)
+    none = torch.zeros(0, dtype=torch.long)
+    finals = {}
+    for keep in ("best", "last"):
+        torch.manual_seed(1)
+        model = build_model("dgp", 8, 4, hidden_channels=[16], dropout=0.5)
+        config = TrainConfig(epochs=30, lr=5e-2, patience=30, val_fraction=0.0, keep=keep, precompute_first_layer=False)
+        result = fit(model, x, model.operators(graph), rows, y, none, y[:0], config, progress=False)
+        finals[keep] = (result, [p.detach().clone() for p in model.parameters()])
+    last, params = finals["last"]
+    assert last.best_epoch == last.epochs_run == 30
+    # same seed, same steps: "last" keeps the weights after step 30, "best" those of the lowest loss
+    best, best_params = finals["best"]
+    if best.best_epoch != 30:
+        assert any(not torch.equal(a, b) for a, b in zip(params, best_params))
+    with pytest.raises(ValueError, match="train.keep"):
+        fit(build_model("sgcn", 8, 4, hidden_channels=[16]), x, model.operators(graph), rows, y, none, y[:0],
+            TrainConfig(epochs=1, keep="first"), progress=False)
+    ref = load_config(resolve_config("dgp-reference"))
+    assert ref.train.keep == "last" and ref.train.val_fraction == 0 and not ref.train.precompute_first_layer
+    assert ref.train.epochs == 3000 and ref.model.name == "dgp"
+
+
 def test_small_graphs_get_a_validation_row_or_a_warning(caplog):
     tr, va = split_seen(torch.arange(6), 0.05, seed=0)  # 0.3 rows would round to none
     assert va.numel() == 1 and tr.numel() == 5

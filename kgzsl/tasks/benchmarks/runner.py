@@ -15,7 +15,7 @@ __all__ = ["ensure_runs", "format_rows", "run_benchmark", "BENCHMARKS"]
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("fmnist", "imagenet-heldout", "speed")
+BENCHMARKS = ("fmnist", "imagenet-heldout", "speed", "photos")
 _CONFIGS = shipped_dir("configs")
 
 
@@ -58,12 +58,16 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, json_path: Path | None = None,
                   limit_per_class: int | None = None, progress: bool = True, device: str = "auto",
-                  as_json: bool = False) -> str:
+                  as_json: bool = False, data_dir: Path | None = None, run_dir: Path | None = None) -> str:
     """Run a benchmark and return its printed report (its result as JSON text if ``as_json``).
 
-    ``json_path``, if given, also receives the result as JSON.
+    ``json_path``, if given, also receives the result as JSON. ``photos`` needs ``data_dir`` and
+    scores ``run_dir`` (the demo's run, trained when missing, by default).
     """
-    report, result = _run(name, models, runs_dir, out_dir, limit_per_class, progress, device)
+    if name == "photos":
+        report, result = _photos(data_dir, run_dir, progress, device)
+    else:
+        report, result = _run(name, models, runs_dir, out_dir, limit_per_class, progress, device)
     if json_path is not None:
         write_json(json_path, result)
     return json.dumps(result, indent=2) if as_json else report
@@ -103,6 +107,28 @@ def _run(name: str, models: list[str], runs_dir: Path, out_dir: Path, limit_per_
               f"{', '.join(map(str, runs.values()))}\n" + format_rows(result["rows"])
               + f"\nconfusion matrix of the best model: {result['confusion_png']}\n{result['seconds']:.1f}s")
     return report, result
+
+
+def _photos(data_dir: Path | None, run_dir: Path | None, progress: bool, device: str) -> tuple[str, dict[str, Any]]:
+    import time
+
+    from kgzsl.inference.classifier import ZeroShotClassifier
+    from kgzsl.tasks.benchmarks.photos import format_photos, run_photos
+
+    if data_dir is None:
+        raise InputError("benchmark photos needs data_dir", cli_message="benchmark photos needs --data DIR "
+                         "(an image folder named by wnid, with an optional groups.tsv)")
+    start = time.perf_counter()
+    if run_dir is None:
+        from kgzsl.tasks.demo import ensure_demo_run
+
+        run_dir = ensure_demo_run()
+    clf = ZeroShotClassifier.load(run_dir, device=device)
+    result = run_photos(clf, data_dir, progress=progress)
+    result["run"], result["seconds"] = str(run_dir), round(time.perf_counter() - start, 1)
+    added = f"; {len(result['added'])} classes added as concepts" if result["added"] else ""
+    return (f"real photos (B5): {result['images']} photos of {result['classes']} classes in {data_dir}, run "
+            f"{run_dir}{added}\n" + format_photos(result) + f"\n{result['seconds']:.1f}s"), result
 
 
 def _heldout(models: list[str], device: str, progress: bool) -> dict[str, Any]:

@@ -194,20 +194,21 @@ def paired_overhead(times: dict[str, list[float]], name: str, base: str) -> floa
     return statistics.median(t / b for t, b in zip(times[name], times[base])) - 1
 
 
-def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> None:
+def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor, head: Any = None) -> None:
     """Images/s of the backbone as the plain 1,000-way classifier vs with the zero-shot head.
 
     Both sides do the whole job for a batch of the bundled photos: the bare backbone gives
     softmax top-5 over its own 1,000 classes, the classifier top-5 over ``matrix``'s candidates
-    through :class:`kgzsl.inference.head.LinearHead` (and, for comparison where the head takes another path,
-    through the dense float32 product). Overheads are per-round paired ratios (:func:`paired_overhead`).
+    through ``head`` (the classifier's own head for those candidates; a :class:`kgzsl.inference.head.LinearHead`
+    of ``matrix`` by default) and, for comparison where the head takes another path, through the
+    dense float32 product. Overheads are per-round paired ratios (:func:`paired_overhead`).
     """
     from kgzsl.vision.samples import demo_photos
     from kgzsl.inference.head import LinearHead
     from kgzsl.vision.images import load_image
 
     photos = torch.stack([backbone.transform(load_image(p)) for p in demo_photos()])
-    head, dense = LinearHead(matrix, int8="auto"), LinearHead(matrix, int8=False)
+    head, dense = head or LinearHead(matrix, int8="auto"), LinearHead(matrix, int8=False)
     head.topk(torch.zeros(1, matrix.size(1) - 1), 1)  # a one-off call is dense; the int8 copy is built on the next
     out["head_candidates"] = int(matrix.size(0))
     out["head_int8"] = head.int8
@@ -244,8 +245,10 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor) -> Non
         out["head_max_probability_difference"] = float((probs - ref.gather(1, idx)).abs().max())
 
 
-def _candidate_matrix(backbone: Any, graph: Any, rows: torch.Tensor | None, run_dir: Path | None) -> torch.Tensor:
-    """The 21,843 ImageNet-1k + 21K candidate rows, scaled as the classifier scales them."""
+def _candidate_matrix(backbone: Any, graph: Any, rows: torch.Tensor | None, run_dir: Path | None
+                      ) -> tuple[torch.Tensor, Any]:
+    """The 21,843 ImageNet-1k + 21K candidate rows as the classifier scores them, and its head for them
+    (None without a trained run)."""
     from kgzsl.graph import resolve_wnids
 
     wnids = resolve_wnids("imagenet1k,imagenet21k")[0]
@@ -254,11 +257,12 @@ def _candidate_matrix(backbone: Any, graph: Any, rows: torch.Tensor | None, run_
 
         clf = ZeroShotClassifier.load(run_dir, device="cpu", backbone=backbone)
         known = set(clf.wnids)
-        return clf.head([w for w in wnids if w in known])[0] * clf.row_scale  # the matrix predict scores against
+        labels = [w for w in wnids if w in known]
+        return clf.head(labels)[0], clf.candidate_head(labels)  # what predict scores against
     scale = backbone.classifier_rows().norm(dim=1).mean()
     if rows is None:  # no trained rows at hand: random ones of the same size
         rows = torch.randn(graph.num_nodes, backbone.feature_dim + 1, generator=torch.Generator().manual_seed(0))
-    return F.normalize(rows[[graph.index[w] for w in wnids]], dim=1) * scale
+    return F.normalize(rows[[graph.index[w] for w in wnids]], dim=1) * scale, None
 
 
 def _startup(out: dict[str, Any], run_dir: Path | None) -> None:
@@ -292,6 +296,6 @@ def run_speed(run_dir: Path | None = None, to_best: bool = True, progress: bool 
     targets = F.normalize(backbone.classifier_rows(), dim=1)
     rows = _training(out, graph, x, targets, seen, to_best, progress)
     _peak_rss(out, str(graph.path))
-    _prediction(out, backbone, _candidate_matrix(backbone, graph, rows, run_dir))
+    _prediction(out, backbone, *_candidate_matrix(backbone, graph, rows, run_dir))
     _startup(out, run_dir)
     return out

@@ -1,0 +1,110 @@
+"""Seen classes keep the backbone's rows; predicted rows are standardised on reference features."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from kgzsl.errors import InputError
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, claimed_seen, fit_calibration, \
+    group_logits, scoring_rows
+
+
+def _reference(m: int = 40, d: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(m, d, generator=g) * 3, torch.randn(6, d + 1, generator=g)
+
+
+def test_fit_calibration_keeps_the_reference_mean_covariance_and_real_logit_scale():
+    feats, real = _reference()
+    calib = fit_calibration(feats, real, source="toy")
+    torch.testing.assert_close(calib.mean, feats.mean(0))
+    cov = torch.cov(feats.T)
+    torch.testing.assert_close(calib.spread @ calib.spread.T, cov, atol=1e-5, rtol=1e-4)
+    logits = feats @ real[:, :-1].T + real[:, -1]
+    assert calib.target_mean == pytest.approx(float(logits.mean(0).median()), rel=1e-5)
+    assert calib.target_std == pytest.approx(float(logits.std(0).median()), rel=1e-5)
+    with pytest.raises(InputError, match="at least 2"):
+        fit_calibration(feats[:1], real, source="one")
+
+
+def test_scoring_rows_give_seen_nodes_their_real_rows_and_others_the_real_logit_scale():
+    feats, real = _reference()
+    calib = fit_calibration(feats, real, source="toy")
+    predicted = torch.nn.functional.normalize(torch.randn(4, 6, generator=torch.Generator().manual_seed(1)), dim=1)
+    seen_nodes = torch.tensor([2, -1, -1, -1, -1, -1])  # backbone class 0 is node 2; the others are not nodes
+    rows = scoring_rows(predicted, seen_nodes, real, calib)
+    torch.testing.assert_close(rows[2], real[0])
+    logits = feats @ rows[:, :-1].T + rows[:, -1]
+    alpha = calib.shrinkage
+    assert alpha == pytest.approx(5 / (5 + 40))
+    iso = float(torch.cov(feats.T).trace()) / 5
+    for node in (0, 1, 3):  # standardised: the typical real class's mean, and its spread up to the shrinkage
+        assert float(logits[:, node].mean()) == pytest.approx(calib.target_mean, abs=1e-4)
+        w = predicted[node, :-1]
+        spread = float((feats @ w).std())
+        sigma = ((1 - alpha) * spread ** 2 + alpha * iso * float(w @ w)) ** 0.5
+        assert float(logits[:, node].std()) == pytest.approx(calib.target_std * spread / sigma, rel=1e-3)
+
+
+def test_a_candidate_claims_the_seen_nodes_below_it_that_no_nearer_candidate_claims():
+    # seen nodes 5 (tabby), 6 (lynx), 7 (red fox); ancestors with hop distances
+    ancestors = {5: {5: 0, 3: 1, 1: 2}, 6: {6: 0, 4: 1, 1: 2}, 7: {7: 0, 2: 1}}
+    # candidates: cat (1), lynx (6), fox (2): lynx is its own; tabby goes to cat; red fox to fox
+    assert claimed_seen([1, 6, 2], ancestors) == [[5], [], [7]]
+    assert claimed_seen([1], ancestors) == [[5, 6]]
+    assert claimed_seen([9], ancestors) == [[]]
+
+
+def test_group_logits_are_log_sum_exp_of_their_columns():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]])
+    out = group_logits(logits, [[0], [1, 2]])
+    torch.testing.assert_close(out, torch.stack([logits[:, 0], torch.logsumexp(logits[:, 1:], 1)], 1))
+
+
+def test_calibrated_classifier_scores_seen_classes_like_the_backbone(tiny_run):
+    clf = ZeroShotClassifier.load(tiny_run, device="cpu")
+    old = ZeroShotClassifier.load(tiny_run, device="cpu", backbone=clf.backbone, scoring="predicted")
+    assert clf.scoring == "calibrated" and old.scoring == "predicted"
+    x = torch.randn(3, clf.backbone.feature_dim, generator=torch.Generator().manual_seed(0))
+    seen = ["n02123045", "n02099601", "n01440764"]  # tabby, golden retriever, tench: backbone classes
+    own = clf.backbone.classifier_rows()[[clf.backbone.wnids.index(w) for w in seen]]
+    torch.testing.assert_close(clf.logits(x, seen), x @ own[:, :-1].T + own[:, -1])
+    rows = old.rows[[old.wnids.index(w) for w in seen]]
+    torch.testing.assert_close(old.logits(x, seen), old.row_scale * (x @ rows[:, :-1].T + rows[:, -1]))
+    with pytest.raises(InputError, match="scoring"):
+        ZeroShotClassifier.load(tiny_run, device="cpu", backbone=clf.backbone, scoring="mixed")
+
+
+def test_a_parent_label_stands_for_its_seen_children(tiny_run):
+    from kgzsl.vision.samples import demo_photos
+
+    chelsea = [p for p in demo_photos() if p.stem == "chelsea"]
+    if not chelsea:
+        pytest.skip("scikit-image (the chelsea photo) is not installed")
+    clf = ZeroShotClassifier.load(tiny_run, device="cpu")
+    preds = clf.predict(chelsea[0], ["cat", "dog", "bear"], top_k=3)
+    assert preds[0]["label"] == "cat", preds  # cat.n.01 is not a backbone class; tabby & co are, below it
+    assert clf.predict(chelsea[0], top_k=1)[0]["synset"] in {"tabby.n.01", "tiger_cat.n.02", "egyptian_cat.n.01",
+                                                            "persian_cat.n.01", "siamese_cat.n.01"}
+
+
+def test_calibrate_scores_stores_the_calibration_in_the_run(tiny_run, tmp_path):
+    from kgzsl.tasks.calibrate import calibrate_scores
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    feats = torch.rand(30, clf.backbone.feature_dim, generator=torch.Generator().manual_seed(3))
+    calib = calibrate_scores(clf, feats)
+    assert (run / CALIBRATION_FILE).is_file() and calib.images == 30
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    stored = again.score_calibration
+    assert isinstance(stored, ScoreCalibration) and stored.target_std == pytest.approx(calib.target_std)
+    torch.testing.assert_close(again.score_rows(), clf.score_rows())
+    (run / CALIBRATION_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(Exception, match="safetensors|calibration"):
+        ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)

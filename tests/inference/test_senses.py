@@ -1,0 +1,66 @@
+"""Sense choice on real WordNet: everyday ambiguous words take the sense a photo shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from kgzsl.inference.labels import LabelResolver
+
+from conftest import wordnet_available
+
+pytestmark = pytest.mark.skipif(not wordnet_available(), reason="WordNet 3.0 is not installed")
+
+WORDS = ["scooter", "TV", "monitor", "seal", "pitcher", "palm", "red fox", "boxer", "kite", "cell", "crane",
+         "mouse", "bat", "dog"]
+EXPECTED = {"scooter": "motor_scooter.n.01", "TV": "television_receiver.n.01", "monitor": "monitor.n.05",
+            "seal": "seal.n.09", "pitcher": "pitcher.n.02", "palm": "palm.n.03", "red fox": "red_fox.n.03",
+            "boxer": "boxer.n.04", "kite": "kite.n.04", "cell": "cellular_telephone.n.01", "crane": "crane.n.04",
+            "mouse": "mouse.n.04", "bat": "bat.n.01", "dog": "dog.n.01"}
+
+
+@pytest.fixture(scope="module")
+def resolver() -> LabelResolver:
+    """Every noun sense of the words, the ImageNet-1k classes and all their ancestors, as one graph."""
+    from kgzsl.graph import resolve_wnids
+    from kgzsl.graph.wordnet import load_wordnet, synset_from_wnid
+    from kgzsl.vision.backbones import imagenet_wnids
+
+    wn = load_wordnet()
+    seen = [synset_from_wnid(wn, w) for w in imagenet_wnids()]
+    synsets = {s for w in WORDS for s in wn.synsets(w.replace(" ", "_"), pos="n")} | set(seen)
+    ancestors_of_seen = {s: set(s.closure(lambda x: x.hypernyms() + x.instance_hypernyms())) for s in seen}
+    for ups in ancestors_of_seen.values():
+        synsets |= ups
+    nodes = sorted(synsets, key=lambda s: s.offset())
+    index = {s: i for i, s in enumerate(nodes)}
+    requested = set(resolve_wnids("imagenet1k,imagenet21k")[0])
+    return LabelResolver([f"n{s.offset():08d}" for s in nodes], [s.name() for s in nodes],
+                         [s.lemma_names() for s in nodes], wordnet=lambda: wn, seen=[index[s] for s in seen],
+                         requested=[i for i, s in enumerate(nodes) if f"n{s.offset():08d}" in requested],
+                         grounded=lambda: {index[a] for s, ups in ancestors_of_seen.items() for a in ups | {s}})
+
+
+@pytest.mark.parametrize("word", WORDS)
+def test_everyday_ambiguous_words_take_the_sense_a_photo_shows(resolver, word):
+    assert resolver.resolve(word).synset == EXPECTED[word]
+
+
+def test_equally_plausible_senses_stay_for_the_image_to_choose(resolver):
+    crane = resolver.resolve("crane")
+    assert [resolver.names[i] for i in crane.senses] == ["crane.n.05"]  # the bird, also an ImageNet-1k class
+    assert resolver.resolve("TV").senses == ()  # the broadcast medium is not something a photo shows
+    assert "sealing_wax.n.01" in resolver.resolve("seal").alternatives
+
+
+def test_without_preferences_the_most_frequent_sense_wins():
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    senses = wn.synsets("pitcher", pos="n")
+    plain = LabelResolver([f"n{s.offset():08d}" for s in senses], [s.name() for s in senses],
+                          [s.lemma_names() for s in senses], wordnet=lambda: wn)
+    assert plain.resolve("pitcher").synset == "pitcher.n.02"  # a physical thing before a person, even so
+    people = [s for s in senses if s.lexname() == "noun.person"]
+    only_people = LabelResolver([f"n{s.offset():08d}" for s in people], [s.name() for s in people],
+                                [s.lemma_names() for s in people], wordnet=lambda: wn)
+    assert only_people.resolve("pitcher").synset == "pitcher.n.01"
