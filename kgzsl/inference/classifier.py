@@ -658,7 +658,7 @@ class ZeroShotClassifier:
 
 class _GroupHead:
     """Labels scored over several rows: each label's logit is the best of its senses', and each
-    sense's is the log-sum-exp of its own logit and those of the seen classes below it that no other
+    sense's the best of its own logit and those of the seen classes below it that no other
     candidate claims (:func:`kgzsl.inference.scoring.claimed_seen`).
 
     Args:
