@@ -29,7 +29,7 @@ from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, miss
 from kgzsl.inference.head import INT8_MIN_ROWS, HeadCache, LinearHead, SplitHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
-from kgzsl.inference.labels import LabelResolver, ResolvedLabel
+from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
 from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, claimed_seen, fit_calibration, \
     group_logits, reference_features, scoring_rows, seen_ancestors, standardised_rows
 
@@ -125,6 +125,9 @@ class ZeroShotClassifier:
             ``score_calibration.safetensors`` (:meth:`load`), else computed on first use from the
             photos bundled with the installed packages.
 
+    A label that is a WordNet noun but not a node is added as a concept on first use (stored with
+    the run; set :attr:`add_missing_labels` to False to get the error instead).
+
     Calling the classifier is :meth:`predict`: ``clf(images, candidate_labels=[...], top_k=5)``, like
     Hugging Face's ``zero-shot-image-classification`` pipeline.
     """
@@ -165,6 +168,8 @@ class ZeroShotClassifier:
         self._score_rows: torch.Tensor | None = None  # built on first use (see score_rows)
         self._score_lock = threading.Lock()
         self._seen_ancestors: dict[int, dict[int, int]] | None = None
+        self._concept_lock = threading.Lock()
+        self.add_missing_labels = True  # a WordNet noun that is not a node is added as a concept on first use
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
@@ -483,7 +488,38 @@ class ZeroShotClassifier:
                         return None, resolved, _GroupHead(every, self._claim_rows(), senses, claims)
             return None, resolved, self._linear(every, [r.index for r in resolved])
 
-        return self._heads.get(key, build)
+        try:
+            return self._heads.get(key, build)
+        except NotInGraphError as exc:  # WordNet nouns that are not nodes: added as concepts, then resolved
+            if not self.add_missing_labels or self.run_dir is None:
+                raise
+            self._add_missing(exc)
+            return self._heads.get(key, build)
+
+    def _add_missing(self, exc: NotInGraphError) -> None:
+        """Add the WordNet nouns of ``exc`` as concepts (once; stored with the run when it is writable)."""
+        with self._concept_lock:
+            added = []
+            for label in exc.labels:
+                try:
+                    self.resolver.resolve(label)  # another thread may have added it meanwhile
+                    continue
+                except NotInGraphError:
+                    pass
+                try:
+                    added.append(self.add_concept(label))
+                except InputError:
+                    raise exc from None  # ambiguous or not addable: the label error says what to do
+            if not added:
+                return
+            logger.info("added %s as concept(s) of run %s (WordNet nouns that were not graph nodes)",
+                        ", ".join(f"{r.label}={r.synset}" for r in added), self.run_dir)
+            try:
+                from kgzsl.inference.concept_store import store_concepts
+
+                store_concepts(self)
+            except OSError as err:  # a read-only run folder: the concepts live in this process only
+                logger.warning("could not store the added concepts in %s (%s); they are kept in memory", self.run_dir, err)
 
     @torch.inference_mode()
     def logits(self, features: torch.Tensor, candidate_labels: Sequence[str] | None = None) -> torch.Tensor:
@@ -622,7 +658,7 @@ class ZeroShotClassifier:
 
 class _GroupHead:
     """Labels scored over several rows: each label's logit is the best of its senses', and each
-    sense's is the log-sum-exp of its own logit and those of the seen classes below it that no other
+    sense's the best of its own logit and those of the seen classes below it that no other
     candidate claims (:func:`kgzsl.inference.scoring.claimed_seen`).
 
     Args:

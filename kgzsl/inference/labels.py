@@ -31,7 +31,7 @@ from typing import Any, Callable, Collection, Sequence
 from kgzsl.errors import InputError
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE
 
-__all__ = ["ResolvedLabel", "LabelError", "LabelResolver"]
+__all__ = ["ResolvedLabel", "LabelError", "NotInGraphError", "LabelResolver"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,18 @@ MAX_SENSES = 4
 
 class LabelError(InputError):
     """A candidate label cannot be resolved to a graph node; the message says why and what to do."""
+
+
+class NotInGraphError(LabelError):
+    """Labels that are WordNet nouns (words, synset names or wnids) but not nodes of the graph.
+
+    Attributes:
+        labels: The labels concerned.
+    """
+
+    def __init__(self, message: str, labels: Sequence[str]) -> None:
+        super().__init__(message)
+        self.labels = list(labels)
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,8 @@ class LabelResolver:
         if own:
             return self._result(text, own[0], tuple(self.names[i] for i in own[1:]))
         if WNID_RE.match(text):
-            raise LabelError(self._missing_wnid(text))
+            message = self._missing_wnid(text)
+            raise NotInGraphError(message, [text]) if "is not a node of this graph" in message else LabelError(message)
         if _OTHER_POS_ID.match(text) or _OTHER_POS_NAME.match(text):
             pos = _POS[text[0] if _OTHER_POS_ID.match(text) else text.rsplit(".", 2)[1]]
             raise LabelError(f"{text!r} names a WordNet {pos}, but classes are noun synsets; give a noun "
@@ -144,10 +157,14 @@ class LabelResolver:
             labels = [s for s in labels.split(",")]
         if not labels:
             raise LabelError("the candidate label list is empty; give at least one label")
-        out, errors, seen = [], [], {}
+        out, errors, seen, missing = [], [], {}, []
         for label in labels:
             try:
                 res = self.resolve(label)
+            except NotInGraphError as exc:
+                errors.append(str(exc))
+                missing.append(label)
+                continue
             except LabelError as exc:
                 errors.append(str(exc))
                 continue
@@ -158,7 +175,8 @@ class LabelResolver:
             seen[res.index] = label
             out.append(res)
         if errors:
-            raise LabelError("; ".join(errors))
+            raise NotInGraphError("; ".join(errors), missing) if len(missing) == len(errors) else \
+                LabelError("; ".join(errors))
         return out
 
     def _wn(self) -> Any:
@@ -212,8 +230,9 @@ class LabelResolver:
         wnid = f"n{synset.offset():08d}"
         if wnid in self.index:
             return self.index[wnid]
-        raise LabelError(f"synset {synset.name()} ({wnid}) is not a node of this graph; rebuild the graph with "
-                         f"its wnid {wnid} (kgzsl build-graph --wnids ...)")
+        raise NotInGraphError(f"synset {synset.name()} ({wnid}) is not a node of this graph; add it with "
+                              f"`kgzsl add-concept RUN {wnid}`, or rebuild the graph with its wnid "
+                              "(kgzsl build-graph --wnids ...)", [name])
 
     def _result(self, label: str, index: int, alternatives: tuple[str, ...] = ()) -> ResolvedLabel:
         return ResolvedLabel(label=label, index=index, wnid=self.wnids[index], synset=self.names[index],
@@ -251,8 +270,9 @@ class LabelResolver:
                 return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives, also)
             if synsets:
                 senses = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
-                raise LabelError(f"{text!r} is a WordNet noun but none of its senses is a node of this graph: "
-                                 f"{senses}. Rebuild the graph with its wnid, e.g. n{synsets[0].offset():08d}")
+                raise NotInGraphError(f"{text!r} is a WordNet noun but none of its senses is a node of this graph: "
+                                      f"{senses}. Add it with `kgzsl add-concept RUN {text}`, or rebuild the graph "
+                                      f"with its wnid, e.g. n{synsets[0].offset():08d}", [text])
         if key in self.by_lemma:
             nodes = self.by_lemma[key]
             return self._result(text, nodes[0], tuple(self.names[i] for i in nodes[1:]))

@@ -237,7 +237,8 @@ def claimed_seen(candidates: list[int], ancestors: dict[int, dict[int, int]]) ->
     """Per candidate, the seen nodes it stands for besides itself.
 
     A seen node belongs to the nearest candidate that is it or one of its ancestors; a candidate
-    that is a seen node itself claims nothing more. So with ``["cat", "lynx"]`` the photo of a
+    that is a seen node itself claims nothing more; a candidate scores as the best of itself and
+    the classes it claims (:func:`group_logits`). So with ``["cat", "lynx"]`` the photo of a
     tabby counts for "cat" (tabby is a cat and not a lynx), and "lynx" keeps only the lynx.
     A claimed class enters its candidate's score standardised like a predicted row
     (:func:`standardised_rows`), so that a class the backbone over-predicts on the user's images
@@ -255,8 +256,12 @@ def claimed_seen(candidates: list[int], ancestors: dict[int, dict[int, int]]) ->
 
 
 def group_logits(logits: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-    """``[B, G]``: per group, the log-sum-exp of its columns of ``logits`` ``[B, M]``."""
+    """``[B, G]``: per group, the largest of its columns of ``logits`` ``[B, M]``.
+
+    The best member, not a log-sum-exp: a sum would let a candidate with many members (``"dog"``
+    claims 118 breeds) win on their number alone.
+    """
     width = max(len(g) for g in groups)
     index = torch.tensor([g + [logits.size(1)] * (width - len(g)) for g in groups], device=logits.device)
     padded = torch.cat([logits, logits.new_full((logits.size(0), 1), float("-inf"))], dim=1)
-    return torch.logsumexp(padded[:, index], dim=2)
+    return padded[:, index].amax(dim=2)

@@ -59,10 +59,10 @@ def test_a_candidate_claims_the_seen_nodes_below_it_that_no_nearer_candidate_cla
     assert claimed_seen([9], ancestors) == [[]]
 
 
-def test_group_logits_are_log_sum_exp_of_their_columns():
+def test_group_logits_are_the_best_of_their_columns():
     logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]])
-    out = group_logits(logits, [[0], [1, 2]])
-    torch.testing.assert_close(out, torch.stack([logits[:, 0], torch.logsumexp(logits[:, 1:], 1)], 1))
+    out = group_logits(logits, [[0], [1, 2], [1]])
+    torch.testing.assert_close(out, torch.tensor([[1.0, 3.0, 2.0], [0.0, 5.0, -1.0]]))
 
 
 def test_calibrated_classifier_scores_seen_classes_like_the_backbone(tiny_run):
@@ -108,3 +108,23 @@ def test_calibrate_scores_stores_the_calibration_in_the_run(tiny_run, tmp_path):
     (run / CALIBRATION_FILE).write_bytes(b"not safetensors")
     with pytest.raises(Exception, match="safetensors|calibration"):
         ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+
+
+def test_a_wordnet_noun_that_is_not_a_node_is_added_on_first_use_and_stored(tiny_run, tmp_path):
+    from kgzsl.inference.labels import NotInGraphError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    assert "n03790512" not in clf.wnids  # motorcycle.n.01
+    clf.add_missing_labels = False
+    with pytest.raises(NotInGraphError, match="add-concept"):
+        clf.logits(torch.zeros(1, clf.backbone.feature_dim), ["motorcycle", "car"])
+    clf.add_missing_labels = True
+    logits = clf.logits(torch.zeros(1, clf.backbone.feature_dim), ["motorcycle", "car"])
+    assert logits.shape == (1, 2) and clf.added_wnids == ["n03790512"]
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)  # stored with the run
+    assert again.added_wnids == ["n03790512"] and again.resolve_labels(["motorcycle"])[0].wnid == "n03790512"
+    with pytest.raises(Exception, match="not a WordNet noun nor"):
+        clf.logits(torch.zeros(1, clf.backbone.feature_dim), ["qwertyuiop"])  # not a noun: an error, nothing added
+    assert clf.added_wnids == ["n03790512"]
