@@ -30,8 +30,8 @@ from kgzsl.inference.head import INT8_MIN_ROWS, HeadCache, LinearHead, SplitHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
-from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, claimed_seen, fit_calibration, \
-    group_logits, reference_features, scoring_rows, seen_ancestors, standardised_rows
+from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, claimed_seen, default_calibration, \
+    fit_calibration, group_logits, scoring_rows, seen_ancestors, standardised_rows
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
@@ -400,8 +400,7 @@ class ZeroShotClassifier:
         with self._score_lock:
             if self._score_rows is None:
                 if self._score_calibration is None:
-                    feats, source = reference_features(self.backbone)
-                    self._score_calibration = fit_calibration(feats, self.backbone.classifier_rows(), source)
+                    self._score_calibration = default_calibration(self.backbone)
                 self._score_rows = scoring_rows(self.rows, self.seen_nodes(), self.backbone.classifier_rows(),
                                                 self._score_calibration)
             return self._score_rows

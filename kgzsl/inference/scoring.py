@@ -39,10 +39,11 @@ from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError
+from kgzsl.errors import InputError, KgzslError
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["CALIBRATION_FILE", "ScoreCalibration", "fit_calibration", "reference_features", "scoring_rows",
+__all__ = ["CALIBRATION_FILE", "ScoreCalibration", "default_calibration", "fit_calibration", "reference_features",
+           "scoring_rows",
            "standardised_rows"]
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,36 @@ def standardised_rows(rows: torch.Tensor, calib: ScoreCalibration) -> torch.Tens
 # flips and crops of the bundled photos: (horizontal flip, crop share of the shorter side, anchor)
 _VIEWS = [(flip, share, anchor) for flip in (False, True) for share in (1.0, 0.7)
           for anchor in ("centre", "top-left", "bottom-right")]
+
+
+def default_calibration(backbone: Any) -> ScoreCalibration:
+    """The calibration on the bundled photos (:func:`reference_features`), cached per backbone and weights.
+
+    The cache is a safetensors file in the feature cache folder
+    (:func:`kgzsl.vision.extract.default_cache_dir`); a cache that cannot be read or written is
+    recomputed (about 2 s on 2 cores).
+    """
+    import hashlib
+
+    from kgzsl.vision.extract import default_cache_dir
+
+    rows = backbone.classifier_rows().detach().float().cpu().contiguous()
+    key = hashlib.sha256(f"{backbone.name}|{getattr(backbone, 'weights', '')}|{len(_VIEWS)}".encode()
+                         + rows.numpy().tobytes()[:1 << 20]).hexdigest()[:20]
+    path = default_cache_dir() / f"reference-{backbone.name}-{key}.safetensors"
+    if path.is_file():
+        try:
+            return ScoreCalibration.load(path)
+        except KgzslError as exc:  # a damaged cache is recomputed
+            logger.warning("ignoring the damaged reference cache %s (%s)", path, exc)
+    feats, source = reference_features(backbone)
+    calib = fit_calibration(feats, rows, source)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        calib.save(path)
+    except OSError as exc:
+        logger.info("could not cache the reference calibration in %s (%s)", path, exc)
+    return calib
 
 
 def reference_features(backbone: Any) -> tuple[torch.Tensor, str]:

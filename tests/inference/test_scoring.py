@@ -128,3 +128,18 @@ def test_a_wordnet_noun_that_is_not_a_node_is_added_on_first_use_and_stored(tiny
     with pytest.raises(Exception, match="not a WordNet noun nor"):
         clf.logits(torch.zeros(1, clf.backbone.feature_dim), ["qwertyuiop"])  # not a noun: an error, nothing added
     assert clf.added_wnids == ["n03790512"]
+
+
+def test_the_default_calibration_is_cached_per_backbone(tiny_run, tmp_path, monkeypatch):
+    from kgzsl.inference.scoring import default_calibration
+
+    monkeypatch.setenv("KGZSL_CACHE", str(tmp_path / "cache"))
+    backbone = ZeroShotClassifier.load(tiny_run, device="cpu").backbone
+    first = default_calibration(backbone)
+    cached = list((tmp_path / "cache" / "features").glob("reference-*.safetensors"))
+    assert len(cached) == 1 and first.images > 0
+    again = default_calibration(backbone)
+    torch.testing.assert_close(again.mean, first.mean)
+    torch.testing.assert_close(again.spread, first.spread)
+    cached[0].write_bytes(b"damaged")
+    assert default_calibration(backbone).target_std == pytest.approx(first.target_std, rel=1e-5)
