@@ -173,7 +173,7 @@ _VIEWS = [(flip, share, anchor) for flip in (False, True) for share in (1.0, 0.7
 def default_calibration(backbone: Any) -> ScoreCalibration:
     """The calibration on the bundled photos (:func:`reference_features`), cached per backbone and weights.
 
-    The cache is a safetensors file in the feature cache folder
+    The cache is a safetensors file in ``calibration/`` beside the feature cache folder
     (:func:`kgzsl.vision.extract.default_cache_dir`); a cache that cannot be read or written is
     recomputed (about 2 s on 2 cores).
     """
@@ -184,7 +184,7 @@ def default_calibration(backbone: Any) -> ScoreCalibration:
     rows = backbone.classifier_rows().detach().float().cpu().contiguous()
     key = hashlib.sha256(f"{backbone.name}|{getattr(backbone, 'weights', '')}|{len(_VIEWS)}".encode()
                          + rows.numpy().tobytes()[:1 << 20]).hexdigest()[:20]
-    path = default_cache_dir() / f"reference-{backbone.name}-{key}.safetensors"
+    path = default_cache_dir().parent / "calibration" / f"reference-{backbone.name}-{key}.safetensors"
     if path.is_file():
         try:
             return ScoreCalibration.load(path)

@@ -136,7 +136,7 @@ def test_the_default_calibration_is_cached_per_backbone(tiny_run, tmp_path, monk
     monkeypatch.setenv("KGZSL_CACHE", str(tmp_path / "cache"))
     backbone = ZeroShotClassifier.load(tiny_run, device="cpu").backbone
     first = default_calibration(backbone)
-    cached = list((tmp_path / "cache" / "features").glob("reference-*.safetensors"))
+    cached = list((tmp_path / "cache" / "calibration").glob("reference-*.safetensors"))
     assert len(cached) == 1 and first.images > 0
     again = default_calibration(backbone)
     torch.testing.assert_close(again.mean, first.mean)
