@@ -418,18 +418,15 @@ class ZeroShotClassifier:
                  for mask in (~own, own) if mask.any()]
         return parts[0][0] if len(parts) == 1 else SplitHead(parts, len(nodes))
 
-    def _claim_rows(self) -> torch.Tensor:
-        """``[N, D + 1]`` score rows, with the backbone's classes standardised as well (claimed seen classes)."""
-        every = self.score_rows()
-        seen = self.seen_nodes()
-        present = seen >= 0
-        out = every.clone()
-        own = self.backbone.classifier_rows()[present].float()
+    def _claim_rows(self, nodes: list[int]) -> torch.Tensor:
+        """``[len(nodes), D + 1]`` rows the seen ``nodes`` enter a claiming candidate's score with: the
+        backbone's own rows, shifted so that their mean logit over the reference is ``m``."""
+        position = {n: i for i, n in enumerate(self.seen_nodes().tolist()) if n >= 0}
+        own = self.backbone.classifier_rows()[torch.tensor([position[n] for n in nodes], dtype=torch.long)].float()
         calib = self._score_calibration
-        centred = own.clone()  # the backbone's own logit, shifted so that its mean over the reference is m
+        centred = own.clone()
         centred[:, -1] = calib.target_mean - own[:, :-1] @ calib.mean.to(own.device)
-        out[seen[present]] = centred
-        return out
+        return centred
 
     def seen_ancestors(self) -> dict[int, dict[int, int]]:
         """Each seen node's ancestors (read once from the run's graph, or WordNet)."""
@@ -484,7 +481,8 @@ class ZeroShotClassifier:
                     senses = [[r.index, *r.senses] for r in resolved]
                     claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
                     if any(claims) or any(len(ns) > 1 for ns in senses):
-                        return None, resolved, _GroupHead(every, self._claim_rows(), senses, claims)
+                        extra = list(dict.fromkeys(j for c in claims for j in c))
+                        return None, resolved, _GroupHead(every, extra, self._claim_rows(extra), senses, claims)
             return None, resolved, self._linear(every, [r.index for r in resolved])
 
         try:
@@ -662,22 +660,21 @@ class _GroupHead:
 
     Args:
         every: ``[N, D + 1]`` score rows of every node.
-        claimed: ``[N, D + 1]`` rows a claimed seen node enters its candidate's score with.
+        extra: The seen nodes some sense claims, in the order of ``claimed``.
+        claimed: ``[len(extra), D + 1]`` rows a claimed seen node enters its candidate's score with.
         senses: Per label, its sense nodes (the default sense first).
         claims: Per sense (in the order of ``senses`` flattened), the seen nodes it stands for.
     """
 
-    def __init__(self, every: torch.Tensor, claimed: torch.Tensor, senses: list[list[int]],
+    def __init__(self, every: torch.Tensor, extra: list[int], claimed: torch.Tensor, senses: list[list[int]],
                  claims: list[list[int]]) -> None:
         flat = [n for ns in senses for n in ns]
         own = list(dict.fromkeys(flat))
-        extra = list(dict.fromkeys(j for c in claims for j in c))
         column = {n: i for i, n in enumerate(own)}
         below = {j: len(own) + i for i, j in enumerate(extra)}
-        index = torch.tensor(own, dtype=torch.long, device=every.device)
-        rows = [every[index]]
+        rows = [every[torch.tensor(own, dtype=torch.long, device=every.device)]]
         if extra:
-            rows.append(claimed[torch.tensor(extra, dtype=torch.long, device=claimed.device)])
+            rows.append(claimed.to(every.device))
         self.linear = LinearHead(torch.cat(rows), int8=False)
         self.groups = [[column[n]] + [below[j] for j in claim] for n, claim in zip(flat, claims)]
         width, start, self.members = max(len(ns) for ns in senses), 0, []
