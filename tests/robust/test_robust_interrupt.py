@@ -93,7 +93,9 @@ def test_sigkill_during_save_tensors_leaves_old_or_new_file(tmp_path, mode):
     assert proc.returncode == -signal.SIGKILL and writing >= 2, proc.stderr.read()
     version = int(read_tensor_metadata(target)["i"])
     x = load_tensors(target)["x"]
-    assert version in (writing - 1, writing)  # the old artifact or the complete new one ...
+    # the old artifact or a complete newer one (the writer may finish a write or two more before the
+    # kill lands when the machine is busy) ...
+    assert version >= writing - 1
     assert x.shape == (2_000_000,) and bool((x == float(version)).all())  # ... never part of one
     strays = [p for p in tmp_path.iterdir() if p != target]
     if mode == "slow":
