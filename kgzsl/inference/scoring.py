@@ -236,20 +236,20 @@ def reference_features(backbone: Any) -> tuple[torch.Tensor, str]:
 def seen_ancestors(run_dir: Path | None, wnids: list[str], seen: torch.Tensor) -> dict[int, dict[int, int]]:
     """For each seen node, its ancestors with their hop distance (itself at 0).
 
-    Read from the run's ``edges.tsv`` (hierarchical relations) when there is one, else from
-    WordNet's hypernyms.
+    Over the hierarchical edges of the run's own graph copy when it has one
+    (:meth:`kgzsl.graph.KnowledgeGraph.ancestors`), else over WordNet's hypernyms.
     """
     from kgzsl.graph.ancestors import ancestor_distances
-    from kgzsl.graph.knowledge_graph import HIERARCHICAL
 
     index = {w: i for i, w in enumerate(wnids)}
     parents: list[list[int]] = [[] for _ in wnids]
-    edges = run_dir / "edges.tsv" if run_dir is not None else None
-    if edges is not None and edges.is_file():
-        for line in edges.read_text(encoding="utf-8").splitlines()[1:]:
-            cols = line.split("\t")
-            if len(cols) >= 3 and cols[2] in HIERARCHICAL and cols[0] in index and cols[1] in index:
-                parents[index[cols[0]]].append(index[cols[1]])
+    if run_dir is not None and (run_dir / "edges.tsv").is_file() and (run_dir / "manifest.json").is_file():
+        from kgzsl.graph import KnowledgeGraph
+
+        graph = KnowledgeGraph.load(run_dir)
+        for w, ups in zip(graph.wnids, graph.parents):
+            if w in index:
+                parents[index[w]] = [index[graph.wnids[u]] for u in ups if graph.wnids[u] in index]
     else:
         from kgzsl.graph.wordnet import load_wordnet, synset_from_wnid
 
