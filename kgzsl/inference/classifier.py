@@ -30,8 +30,8 @@ from kgzsl.inference.head import INT8_MIN_ROWS, HeadCache, LinearHead, SplitHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
-from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, claimed_seen, default_calibration, \
-    fit_calibration, group_logits, scoring_rows, seen_ancestors, standardised_rows
+from kgzsl.inference.scoring import CALIBRATION_FILE, GroupHead, ScoreCalibration, claimed_seen, \
+    default_calibration, fit_calibration, scoring_rows, seen_ancestors, standardised_rows
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
@@ -462,7 +462,7 @@ class ZeroShotClassifier:
     def _head(self, candidate_labels: Sequence[str] | str | None) -> tuple[None, list[ResolvedLabel], Any]:
         """``(None, resolved, head)`` of a label list, from the LRU cache :attr:`_heads`.
 
-        The head is a :class:`LinearHead`, or a :class:`_GroupHead` when a candidate also stands
+        The head is a :class:`LinearHead`, or a :class:`GroupHead` when a candidate also stands
         for seen classes below it (``"calibrated"`` scoring of a label list).
         """
         key = _key(candidate_labels)
@@ -482,7 +482,7 @@ class ZeroShotClassifier:
                     claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
                     if any(claims) or any(len(ns) > 1 for ns in senses):
                         extra = list(dict.fromkeys(j for c in claims for j in c))
-                        return None, resolved, _GroupHead(every, extra, self._claim_rows(extra), senses, claims)
+                        return None, resolved, GroupHead(every, extra, self._claim_rows(extra), senses, claims)
             return None, resolved, self._linear(every, [r.index for r in resolved])
 
         try:
@@ -564,7 +564,7 @@ class ZeroShotClassifier:
                 continue
             with torch.inference_mode():  # exact top k; see kgzsl.inference.head for the int8 shortlist
                 features = self.backbone(batch.to(self.backbone.device))
-                if isinstance(linear, _GroupHead):  # labels with several senses: report the one used
+                if isinstance(linear, GroupHead):  # labels with several senses: report the one used
                     logits, choice = linear.choose(features)
                     best, top = logits.topk(k, dim=1)
                     scores = logits.softmax(dim=1).gather(1, top)
@@ -651,53 +651,6 @@ class ZeroShotClassifier:
 
     def __repr__(self) -> str:
         return f"ZeroShotClassifier(backbone={self.backbone.name!r}, classes={len(self.wnids)})"
-
-
-class _GroupHead:
-    """Labels scored over several rows: each label's logit is the best of its senses', and each
-    sense's the best of its own logit and those of the seen classes below it that no other
-    candidate claims (:func:`kgzsl.inference.scoring.claimed_seen`).
-
-    Args:
-        every: ``[N, D + 1]`` score rows of every node.
-        extra: The seen nodes some sense claims, in the order of ``claimed``.
-        claimed: ``[len(extra), D + 1]`` rows a claimed seen node enters its candidate's score with.
-        senses: Per label, its sense nodes (the default sense first).
-        claims: Per sense (in the order of ``senses`` flattened), the seen nodes it stands for.
-    """
-
-    def __init__(self, every: torch.Tensor, extra: list[int], claimed: torch.Tensor, senses: list[list[int]],
-                 claims: list[list[int]]) -> None:
-        flat = [n for ns in senses for n in ns]
-        own = list(dict.fromkeys(flat))
-        column = {n: i for i, n in enumerate(own)}
-        below = {j: len(own) + i for i, j in enumerate(extra)}
-        rows = [every[torch.tensor(own, dtype=torch.long, device=every.device)]]
-        if extra:
-            rows.append(claimed.to(every.device))
-        self.linear = LinearHead(torch.cat(rows), int8=False)
-        self.groups = [[column[n]] + [below[j] for j in claim] for n, claim in zip(flat, claims)]
-        width, start, self.members = max(len(ns) for ns in senses), 0, []
-        for ns in senses:  # per label, its senses' positions in `groups`, padded with a -inf column
-            self.members.append(list(range(start, start + len(ns))) + [len(flat)] * (width - len(ns)))
-            start += len(ns)
-        self.senses = senses
-
-    def choose(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([B, C] label logits, [B, C] position of the sense that gave each one)``."""
-        sense = group_logits(self.linear.logits(features), self.groups)
-        sense = torch.cat([sense, sense.new_full((sense.size(0), 1), float("-inf"))], dim=1)
-        return sense[:, torch.tensor(self.members, device=sense.device)].max(dim=2)
-
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, C]`` label logits."""
-        return self.choose(features)[0]
-
-    def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(probabilities, indices, logits)`` of the k best labels, as :meth:`LinearHead.topk`."""
-        logits = self.logits(features)
-        top, idx = logits.topk(k, dim=1)
-        return logits.softmax(dim=1).gather(1, idx), idx, top
 
 
 def _key(candidate_labels: Sequence[str] | str | None) -> tuple[str, ...] | None:

@@ -40,10 +40,11 @@ from typing import Any
 import torch
 
 from kgzsl.errors import InputError, KgzslError
+from kgzsl.inference.head import LinearHead
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["CALIBRATION_FILE", "ScoreCalibration", "default_calibration", "fit_calibration", "reference_features",
-           "scoring_rows",
+__all__ = ["CALIBRATION_FILE", "GroupHead", "ScoreCalibration", "claimed_seen", "default_calibration",
+           "fit_calibration", "group_logits", "reference_features", "scoring_rows", "seen_ancestors",
            "standardised_rows"]
 
 logger = logging.getLogger(__name__)
@@ -296,3 +297,50 @@ def group_logits(logits: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
     index = torch.tensor([g + [logits.size(1)] * (width - len(g)) for g in groups], device=logits.device)
     padded = torch.cat([logits, logits.new_full((logits.size(0), 1), float("-inf"))], dim=1)
     return padded[:, index].amax(dim=2)
+
+
+class GroupHead:
+    """Labels scored over several rows: each label's logit is the best of its senses', and each
+    sense's the best of its own logit and those of the seen classes below it that no other
+    candidate claims (:func:`claimed_seen`).
+
+    Args:
+        every: ``[N, D + 1]`` score rows of every node.
+        extra: The seen nodes some sense claims, in the order of ``claimed``.
+        claimed: ``[len(extra), D + 1]`` rows a claimed seen node enters its candidate's score with.
+        senses: Per label, its sense nodes (the default sense first).
+        claims: Per sense (in the order of ``senses`` flattened), the seen nodes it stands for.
+    """
+
+    def __init__(self, every: torch.Tensor, extra: list[int], claimed: torch.Tensor, senses: list[list[int]],
+                 claims: list[list[int]]) -> None:
+        flat = [n for ns in senses for n in ns]
+        own = list(dict.fromkeys(flat))
+        column = {n: i for i, n in enumerate(own)}
+        below = {j: len(own) + i for i, j in enumerate(extra)}
+        rows = [every[torch.tensor(own, dtype=torch.long, device=every.device)]]
+        if extra:
+            rows.append(claimed.to(every.device))
+        self.linear = LinearHead(torch.cat(rows), int8=False)
+        self.groups = [[column[n]] + [below[j] for j in claim] for n, claim in zip(flat, claims)]
+        width, start, self.members = max(len(ns) for ns in senses), 0, []
+        for ns in senses:  # per label, its senses' positions in `groups`, padded with a -inf column
+            self.members.append(list(range(start, start + len(ns))) + [len(flat)] * (width - len(ns)))
+            start += len(ns)
+        self.senses = senses
+
+    def choose(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, C] label logits, [B, C] position of the sense that gave each one)``."""
+        sense = group_logits(self.linear.logits(features), self.groups)
+        sense = torch.cat([sense, sense.new_full((sense.size(0), 1), float("-inf"))], dim=1)
+        return sense[:, torch.tensor(self.members, device=sense.device)].max(dim=2)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, C]`` label logits."""
+        return self.choose(features)[0]
+
+    def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(probabilities, indices, logits)`` of the k best labels, as :meth:`LinearHead.topk`."""
+        logits = self.logits(features)
+        top, idx = logits.topk(k, dim=1)
+        return logits.softmax(dim=1).gather(1, idx), idx, top
