@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from kgzsl._version import __version__
 from kgzsl.errors import InputError, KgzslError, MissingPackageError
@@ -126,9 +126,11 @@ def _error(status: int, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "kind": type(exc).__name__}, status_code=status)
 
 
-async def _image_request(request: Request, service: ZeroShotService) -> tuple[bytes, dict[str, Any]]:
+async def _on_image(request: Request, service: ZeroShotService, work: Callable[[bytes, dict[str, Any]], Any]) -> Any:
+    """Read the body on the event loop, then parse it and do ``work(image, parameters)`` in one worker thread."""
     body = await read_body(request.headers, request.stream(), service.limits.max_body_bytes)
-    return await run_in_threadpool(parse_image_request, request.headers.get("content-type"), body)
+    content_type = request.headers.get("content-type")
+    return await run_in_threadpool(lambda: work(*parse_image_request(content_type, body)))
 
 
 def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
@@ -192,15 +194,13 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
         """Zero-shot classify one image. JSON ``{"inputs": base64, "parameters": {"candidate_labels": [...],
         "top_k": 5, "abstain": false}}`` or a multipart form (``image`` file, ``candidate_labels``
         comma-separated, ``top_k``, ``abstain``). No candidate labels: every class of the graph."""
-        image, parameters = await _image_request(request, service)
-        return await run_in_threadpool(service.predict, image, parameters)
+        return await _on_image(request, service, service.predict)
 
     @app.post("/explain")
     async def explain(request: Request, fmt: str = Query("json", alias="format", pattern="^(json|png)$")) -> Any:
         """Why one label scored as it did for an image: the seen classes and WordNet paths that carried
         its row. Parameters ``label`` and ``top_k``; ``?format=png`` answers the drawing as a PNG."""
-        image, parameters = await _image_request(request, service)
-        result = await run_in_threadpool(service.explain, image, parameters)
+        result = await _on_image(request, service, service.explain)
         if fmt == "png":
             from kgzsl.tasks.explain import explanation_png
 

@@ -21,7 +21,7 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from kgzsl.errors import InputError
 
@@ -60,16 +60,19 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         rgba = im.convert("RGBA")  # premultiplied 'RGBa'/'La' and palette transparency included
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, RGB (a copy) ...
+    # RGB is returned as is: nothing downstream draws on the image (resizing makes a new one)
+    return im if im.mode == "RGB" else im.convert("RGB")  # L, 1, P, CMYK, YCbCr ...
 
 
 def _finish(im: Image.Image, name: str) -> Image.Image:
     """Apply EXIF orientation and convert to RGB, turning PIL failures into ImageLoadError."""
     try:
-        im = ImageOps.exif_transpose(im)
+        if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # exif_transpose copies even when upright
+            im = ImageOps.exif_transpose(im)
     except Exception as exc:  # a corrupt EXIF block should not lose the picture
         logger.warning("ignoring unreadable EXIF orientation of %s: %s", name, exc)
     try:
+        im.load()  # a lazily opened image given by the caller fails here, not later
         return _to_rgb(im)
     except (ValueError, OSError) as exc:
         raise ImageLoadError(name, f"mode {im.mode!r} cannot be converted to RGB ({exc})",
