@@ -75,7 +75,8 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, validation and early stopping.
 
-    ``loss``: ``sse`` (sum of squared errors over 2·N_seen, SGCN/DGP) or ``mse`` (GCNZ).
+    ``loss``: ``sse`` (sum of squared errors over 2·N_seen, SGCN/DGP), ``mse`` (GCNZ), ``cosine``
+    (1 - mean cosine) or ``rank`` (a hinge ranking loss over the seen rows); see ``regression_loss``.
     ``holdout``: seen classes hidden from training (a list of wnids, or a fraction drawn with
     ``holdout_seed``); they count as unseen. ``val_fraction`` of the remaining seen rows is kept
     for validation; training stops ``patience`` epochs after the best validation cosine.

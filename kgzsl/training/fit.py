@@ -36,7 +36,7 @@ from kgzsl.training.config import TrainConfig
 from kgzsl.models import PropagationModel
 from kgzsl.models.operators import Operator, restrict
 
-__all__ = ["FitResult", "fit", "split_seen", "regression_loss", "MIN_SEEN_FOR_VALIDATION"]
+__all__ = ["FitResult", "fit", "split_seen", "regression_loss", "LOSSES", "MIN_SEEN_FOR_VALIDATION"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,38 @@ class FitResult:
         return self.seconds / max(self.epochs_run, 1)
 
 
-def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "sse") -> torch.Tensor:
-    """``sse``: sum of squared errors / (2·N) (SGCN, DGP); ``mse``: mean squared error (GCNZ)."""
+LOSSES = ("sse", "mse", "cosine", "rank")
+"""The training losses :func:`regression_loss` knows."""
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "sse", margin: float = 0.1
+                    ) -> torch.Tensor:
+    """The loss between predicted rows and the real rows of the same classes.
+
+    Args:
+        pred: ``[N, D]`` predicted rows.
+        target: ``[N, D]`` real rows, in the same order.
+        kind: ``sse``: sum of squared errors / (2·N) (SGCN, DGP); ``mse``: mean squared error
+            (GCNZ); ``cosine``: 1 - the mean cosine of each row to its target; ``rank``: a hinge
+            ranking loss over the rows given, each predicted row closer (cosine) to its own target
+            than to each other row's target by ``margin`` (mean over the pairs).
+        margin: The ranking loss's margin.
+
+    Raises:
+        kgzsl.errors.InputError: For another ``kind``.
+    """
     if kind == "sse":
         return (pred - target).pow(2).sum() / (2 * pred.size(0))
     if kind == "mse":
         return F.mse_loss(pred, target)
-    raise InputError(f"unknown loss {kind!r}; use 'sse' or 'mse'")
+    if kind == "cosine":
+        return 1 - F.cosine_similarity(pred, target, dim=1).mean()
+    if kind == "rank":
+        sim = F.normalize(pred, dim=1) @ F.normalize(target, dim=1).T
+        own = sim.diagonal().unsqueeze(1)
+        others = ~torch.eye(len(sim), dtype=torch.bool, device=sim.device)
+        return (margin - own + sim).clamp(min=0)[others].mean() if len(sim) > 1 else (1 - own).mean()
+    raise InputError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
 
 
 #: fewest seen rows that still get a validation row when ``val_fraction`` rounds their share to 0

@@ -115,6 +115,41 @@ def test_heldout_benchmark_on_a_toy_graph():
     assert {s["method"] for s in result["summary"]} == {"sgcn", "conse"}
     assert all(-1 <= r["mean_cosine"] <= 1 for r in result["rows"])
     assert result["hidden_wnids"]["random-s0"] == [graph.wnids[seen[i]] for i in splits["random-s0"]]
+    assert all(-1 <= r["val_cosine"] <= 1 for r in result["rows"] if r["method"] == "sgcn")
+
+
+def test_heldout_ensemble_scores_the_normalised_mean_of_the_models_rows(monkeypatch):
+    from conftest import random_tree
+
+    from kgzsl.errors import InputError
+    from kgzsl.tasks.benchmarks import heldout
+    from kgzsl.training.config import load_config
+
+    graph = random_tree(60, seed=4)
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(60, 8), dim=1)
+    seen, targets = list(range(20, 60)), torch.randn(40, 6)
+    configs = {m: load_config(None, [f"model.name={m}", "model.hidden_channels=[16]", "train.epochs=4"])
+               for m in ("sgcn", "dgp")}
+    splits = {"random-s0": list(range(0, 40, 4))}
+    got: dict[str, torch.Tensor] = {}
+    metrics = heldout.weight_space_metrics
+
+    def spy(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+        got[str(len(got))] = pred
+        return metrics(pred, true)
+
+    monkeypatch.setattr(heldout, "weight_space_metrics", spy)
+    result = heldout.run_heldout(graph, x, targets, seen, configs, progress=False, splits=splits, ensemble=True)
+    conse, sgcn, dgp, both = got.values()  # scored in this order
+    expected = torch.nn.functional.normalize(torch.nn.functional.normalize(sgcn, dim=1)
+                                             + torch.nn.functional.normalize(dgp, dim=1), dim=1)
+    assert torch.allclose(both, expected)
+    row = next(r for r in result["rows"] if r["method"] == "sgcn+dgp")
+    assert row["kind"] == "ensemble" and -1 <= row["val_cosine"] <= 1
+    configs["dgp"].train.seed = 1  # another validation split: no ensemble
+    with pytest.raises(InputError, match="same validation rows"):
+        heldout.run_heldout(graph, x, targets, seen, configs, progress=False, splits=splits, ensemble=True)
 
 
 def test_time_per_call_counts_calls():

@@ -19,6 +19,20 @@ def test_regression_losses():
         regression_loss(pred, target, "l1")
 
 
+def test_cosine_and_ranking_losses():
+    target = torch.eye(3)
+    assert regression_loss(target * 5, target, "cosine").item() == pytest.approx(0.0, abs=1e-6)  # scale-free
+    assert regression_loss(-target, target, "cosine").item() == pytest.approx(2.0)
+    # each row on its own target: every other target is 1 cosine further than the margin needs
+    assert regression_loss(target, target, "rank").item() == pytest.approx(0.0)
+    swapped = target[[1, 0, 2]]  # rows 0 and 1 point at each other's target
+    # pairs (0, 1) and (1, 0): margin - 0 + 1; (0, 2) and (1, 2): margin - 0 + 0; (2, 0) and (2, 1): below 0
+    expected = (2 * (0.1 + 1) + 2 * 0.1) / 6
+    assert regression_loss(swapped, target, "rank").item() == pytest.approx(expected)
+    loss = regression_loss(torch.randn(4, 3, requires_grad=True), torch.randn(4, 3), "rank")
+    loss.backward()  # differentiable
+
+
 def test_split_seen_is_seeded_and_disjoint():
     tr, va = split_seen(torch.arange(100), 0.1, seed=3)
     assert va.numel() == 10 and tr.numel() == 90

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kgzsl.errors import InputError
 from kgzsl.training.config import RunConfig, config_to_dict
 from kgzsl.models import build_model
 from kgzsl.training.fit import fit, split_seen
@@ -66,9 +67,13 @@ def conse_rows(text: torch.Tensor, train_nodes: list[int], train_rows: torch.Ten
     return (w.unsqueeze(-1) * train_rows[idx]).sum(1) / w.sum(1, keepdim=True)
 
 
+def _mean_cosine(pred: torch.Tensor, true: torch.Tensor) -> float:
+    return float(F.cosine_similarity(pred, true, dim=1).mean()) if len(true) else float("nan")
+
+
 def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: list[int],
                 configs: dict[str, RunConfig], device: torch.device | str = "cpu", progress: bool = True,
-                splits: dict[str, list[int]] | None = None) -> dict[str, Any]:
+                splits: dict[str, list[int]] | None = None, ensemble: bool = False) -> dict[str, Any]:
     """Train every model on every split and score the hidden rows.
 
     Args:
@@ -80,10 +85,17 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
         device: Where to train.
         progress: Progress bars.
         splits: Split name → hidden positions; :func:`heldout_splits` by default.
+        ensemble: Also score the models together (the normalised mean of their rows, method
+            ``"dgp+sgcn"`` ...); their configs must share the validation split.
 
     Returns:
         ``{"benchmark": "imagenet-heldout", "rows": [...], "summary": [...], "hidden_wnids": {...}}``:
         one row per (method, split), mean ± std over the random seeds, and each split's hidden classes.
+        A model's row has ``val_cosine``, the mean cosine on its validation rows (seen rows kept
+        out of training, never the hidden ones): the figure to choose settings by.
+
+    Raises:
+        kgzsl.errors.InputError: If ``ensemble`` is set and the configs' validation splits differ.
     """
     targets = F.normalize(targets, dim=1)
     splits = splits if splits is not None else heldout_splits(graph, seen_nodes)
@@ -96,6 +108,8 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
         base = conse_rows(x, train_nodes, targets[kept], hidden_nodes)
         rows.append({"method": "conse", "kind": "baseline", "split": split, "n_hidden": len(hidden),
                      **weight_space_metrics(base, targets[hidden])})
+        hidden_rows: dict[str, torch.Tensor] = {}
+        val_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model → (validation positions, rows)
         for name, config in configs.items():
             tr, va = split_seen(torch.tensor(kept), config.train.val_fraction, config.train.seed)
             kept_t = torch.tensor(kept)
@@ -108,16 +122,31 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
                          targets[kept_t[va]], config.train, device=device, progress=progress)
             with torch.no_grad():
                 pred = model.predict_rows(x.to(device), layers, torch.tensor(hidden_nodes)).cpu()
+                val_pred = model.predict_rows(x.to(device), layers, nodes[kept_t[va]]).cpu()
+            hidden_rows[name], val_rows[name] = pred, (kept_t[va], val_pred)
             rows.append({"method": name, "kind": "model", "split": split, "n_hidden": len(hidden),
-                         **weight_space_metrics(pred, targets[hidden]), "best_epoch": result.best_epoch,
+                         **weight_space_metrics(pred, targets[hidden]),
+                         "val_cosine": _mean_cosine(val_pred, targets[kept_t[va]]), "best_epoch": result.best_epoch,
                          "train_seconds": round(result.seconds, 2)})
             logger.info("%s on %s: %s", name, split, rows[-1])
+        if ensemble and len(configs) > 1:
+            first = next(iter(val_rows.values()))[0]
+            if any(not torch.equal(positions, first) for positions, _ in val_rows.values()):
+                raise InputError("an ensemble needs the same validation rows for every model: give the configs "
+                                 "the same train.seed and train.val_fraction")
+            mean = F.normalize(sum(F.normalize(r, dim=1) for r in hidden_rows.values()), dim=1)
+            val_mean = F.normalize(sum(F.normalize(r, dim=1) for _, r in val_rows.values()), dim=1)
+            rows.append({"method": "+".join(configs), "kind": "ensemble", "split": split, "n_hidden": len(hidden),
+                         **weight_space_metrics(mean, targets[hidden]),
+                         "val_cosine": _mean_cosine(val_mean, targets[first])})
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
         seeds = [r for r in rows if r["method"] == method and r["split"].startswith("random")]
         entry = {"method": method, "split": f"random x{len(seeds)}"}
-        for key in ("mean_cosine", "hit1", "hit5"):
-            values = [r[key] for r in seeds]
+        for key in ("mean_cosine", "hit1", "hit5", "val_cosine"):
+            values = [r[key] for r in seeds if key in r]
+            if not values:
+                continue
             entry[key] = statistics.mean(values)
             entry[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         summary.append(entry)
