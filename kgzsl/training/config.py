@@ -44,7 +44,7 @@ class GraphConfig:
 
 @dataclass
 class FeaturesConfig:
-    """Node input features: a text encoder (``minilm``, ``wordllama``, ``glove:PATH``) over lemma names."""
+    """Node input features: a text encoder (``minilm``, ``wordllama``, ``glove-6b-50d``, ``glove:PATH``) over lemma names."""
 
     encoder: str = "minilm"
     gloss: bool = False
