@@ -11,9 +11,12 @@ One variant per call, appended to the JSON file, so a long ablation can be run i
     python scripts/ablation_heldout.py --variant base --out ablation.json
     python scripts/ablation_heldout.py --table ablation.json
 
+Every variant's JSON keeps all its rows: ConSE's and each model's (and the ensemble's).
+
 Variants: ``base`` (MiniLM on lemma names, sum of squares), ``gloss``, ``wordllama``,
 ``glove`` (GloVe 6B 50-d), ``minilm+glove`` (both, concatenated), ``loss-cosine``,
-``loss-rank``, ``ensemble`` (DGP and SGCN, the normalised mean of their rows).
+``loss-rank``, ``ensemble`` (DGP and SGCN, the normalised mean of their rows), and the
+combinations ``gloss-ensemble``, ``gloss-minilm+glove``, ``gloss-cosine``, ``gloss-rank``.
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ VARIANTS = {  # name → (encoders, gloss, loss, models)
     "loss-cosine": (["minilm"], False, "cosine", ["dgp"]),
     "loss-rank": (["minilm"], False, "rank", ["dgp"]),
     "ensemble": (["minilm"], False, "sse", ["dgp", "sgcn"]),
+    "gloss-ensemble": (["minilm"], True, "sse", ["dgp", "sgcn"]),
+    "gloss-minilm+glove": (["minilm", "glove-6b-50d"], True, "sse", ["dgp"]),
+    "gloss-cosine": (["minilm"], True, "cosine", ["dgp"]),
+    "gloss-rank": (["minilm"], True, "rank", ["dgp"]),
 }
 
 
-def run_variant(name: str, device: str) -> dict:
+def run_variant(name: str, device: str, subtrees: bool = True) -> dict:
     from kgzsl.graph import load_or_build_graph
-    from kgzsl.tasks.benchmarks.heldout import run_heldout
+    from kgzsl.tasks.benchmarks.heldout import heldout_splits, run_heldout
     from kgzsl.text.features import node_features
     from kgzsl.training.config import load_config
     from kgzsl.training.run import graph_path
@@ -56,28 +63,34 @@ def run_variant(name: str, device: str) -> dict:
     x = parts[0] if len(parts) == 1 else F.normalize(torch.cat([F.normalize(p, dim=1) for p in parts], 1), dim=1)
     backbone = load_backbone(first.backbone.name, weights=first.backbone.weights, device="cpu")
     seen = [graph.index[w] for w in backbone.wnids]
+    splits = heldout_splits(graph, seen)
+    if not subtrees:
+        splits.pop("subtrees")
     start = time.perf_counter()
     result = run_heldout(graph, x, backbone.classifier_rows(), seen, configs, device=device, progress=False,
-                         ensemble=len(models) > 1)
-    method = "+".join(models)
-    rows = [r for r in result["rows"] if r["method"] == method]
-    return {"variant": name, "encoders": encoders, "gloss": gloss, "loss": loss, "method": method,
-            "rows": rows, "seconds": round(time.perf_counter() - start, 1)}
+                         splits=splits, ensemble=len(models) > 1)
+    return {"variant": name, "encoders": encoders, "gloss": gloss, "loss": loss, "rows": result["rows"],
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def table(entries: list[dict]) -> str:
-    lines = ["| variant | validation cosine (3 random splits) | random-200 hit@1 | hit@5 | mean cosine | "
-             "subtrees hit@1 | hit@5 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| variant | method | validation cosine (3 random splits) | random-200 hit@1 | hit@5 | mean cosine | "
+             "subtrees hit@1 | hit@5 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in entries:
-        rnd = [r for r in e["rows"] if r["split"].startswith("random")]
-        sub = [r for r in e["rows"] if r["split"] == "subtrees"]
+        for method in dict.fromkeys(r["method"] for r in e["rows"]):
+            rows = [r for r in e["rows"] if r["method"] == method]
+            rnd = [r for r in rows if r["split"].startswith("random")]
+            sub = [r for r in rows if r["split"] == "subtrees"]
 
-        def ms(key: str) -> str:
-            v = [r[key] for r in rnd]
-            return f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0:.3f}"
+            def ms(key: str) -> str:
+                v = [r[key] for r in rnd if key in r]
+                if not v:
+                    return "—"
+                return f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0:.3f}"
 
-        lines.append(f"| {e['variant']} | {ms('val_cosine')} | {ms('hit1')} | {ms('hit5')} | {ms('mean_cosine')} | "
-                     f"{sub[0]['hit1']:.3f} | {sub[0]['hit5']:.3f} |" if sub else "")
+            tail = f"{sub[0]['hit1']:.3f} | {sub[0]['hit5']:.3f}" if sub else "— | —"
+            lines.append(f"| {e['variant']} | {method} | {ms('val_cosine')} | {ms('hit1')} | {ms('hit5')} | "
+                         f"{ms('mean_cosine')} | {tail} |")
     return "\n".join(lines)
 
 
@@ -86,13 +99,14 @@ def main() -> None:
     parser.add_argument("--variant", choices=sorted(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("ablation.json"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-subtrees", action="store_true", help="only the 3 random splits")
     parser.add_argument("--table", type=Path, help="print the table of a JSON file written by earlier calls")
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(args.table.read_text())))
         return
     entries = json.loads(args.out.read_text()) if args.out.is_file() else []
-    entries = [e for e in entries if e["variant"] != args.variant] + [run_variant(args.variant, args.device)]
+    entries = [e for e in entries if e["variant"] != args.variant] + [run_variant(args.variant, args.device, not args.no_subtrees)]
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(entries, indent=1))
     tmp.replace(args.out)

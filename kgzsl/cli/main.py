@@ -167,7 +167,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     print(run_benchmark(args.name, [m.strip() for m in args.models.split(",")], Path(args.runs_dir), Path(args.out),
                         json_path=Path(args.json_out) if args.json_out else None, as_json=args.json,
                         limit_per_class=args.limit_per_class, progress=not args.quiet, device=args.device,
-                        data_dir=Path(args.data) if args.data else None, run_dir=Path(args.run) if args.run else None))
+                        data_dir=Path(args.data) if args.data else None, run_dir=Path(args.run) if args.run else None,
+                        ensemble=args.ensemble))
     return 0
 
 
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-per-class", type=positive_int,
                    help="fmnist: quick run on a stratified subset of the test images")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
+    p.add_argument("--ensemble", action="store_true",
+                   help="imagenet-heldout: also score the models together (the normalised mean of their rows)")
     p.add_argument("--data", help="photos: image folder DIR/<wnid>/*.jpg, optional DIR/groups.tsv (wnid, group)")
     p.add_argument("--clients", type=positive_int, default=4, help="serve: concurrent clients (default 4)")
     p.add_argument("--seconds", type=positive_int, default=15,

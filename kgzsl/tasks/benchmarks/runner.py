@@ -58,23 +58,25 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, json_path: Path | None = None,
                   limit_per_class: int | None = None, progress: bool = True, device: str = "auto",
-                  as_json: bool = False, data_dir: Path | None = None, run_dir: Path | None = None) -> str:
+                  as_json: bool = False, data_dir: Path | None = None, run_dir: Path | None = None,
+                  ensemble: bool = False) -> str:
     """Run a benchmark and return its printed report (its result as JSON text if ``as_json``).
 
     ``json_path``, if given, also receives the result as JSON. ``photos`` needs ``data_dir`` and
-    scores ``run_dir`` (the demo's run, trained when missing, by default).
+    scores ``run_dir`` (the demo's run, trained when missing, by default). ``ensemble``:
+    ``imagenet-heldout`` also scores the models together (the normalised mean of their rows).
     """
     if name == "photos":
         report, result = _photos(data_dir, run_dir, progress, device)
     else:
-        report, result = _run(name, models, runs_dir, out_dir, limit_per_class, progress, device)
+        report, result = _run(name, models, runs_dir, out_dir, limit_per_class, progress, device, ensemble)
     if json_path is not None:
         write_json(json_path, result)
     return json.dumps(result, indent=2) if as_json else report
 
 
 def _run(name: str, models: list[str], runs_dir: Path, out_dir: Path, limit_per_class: int | None, progress: bool,
-         device: str) -> tuple[str, dict[str, Any]]:
+         device: str, ensemble: bool = False) -> tuple[str, dict[str, Any]]:
     import time
 
     if name not in BENCHMARKS:
@@ -88,12 +90,12 @@ def _run(name: str, models: list[str], runs_dir: Path, out_dir: Path, limit_per_
         report = "speed (B3), one run on this machine:\n" + "\n".join(f"  {k:<40} {v}" for k, v in result.items())
         return report, result
     if name == "imagenet-heldout":
-        result = _heldout(models, device, progress)
+        result = _heldout(models, device, progress, ensemble)
         result["seconds"] = round(time.perf_counter() - start, 1)
         return ("ImageNet-1k held-out rows (B2): weight-space metrics of the hidden classes' predicted rows\n"
                 + format_rows([{**r, "setting": r["split"]} for r in result["rows"]])
                 + "\n\nrandom splits, mean ± std over seeds:\n"
-                + "\n".join(f"{s['method']:<8} mean cosine {s['mean_cosine']:.3f} ± {s['mean_cosine_std']:.3f}  "
+                + "\n".join(f"{s['method']:<9} mean cosine {s['mean_cosine']:.3f} ± {s['mean_cosine_std']:.3f}  "
                             f"hit@1 {s['hit1']:.3f} ± {s['hit1_std']:.3f}  hit@5 {s['hit5']:.3f} ± {s['hit5_std']:.3f}"
                             for s in result["summary"])
                 + f"\n{result['seconds']:.1f}s"), result
@@ -131,7 +133,7 @@ def _photos(data_dir: Path | None, run_dir: Path | None, progress: bool, device:
             f"{run_dir}{added}\n" + format_photos(result) + f"\n{result['seconds']:.1f}s"), result
 
 
-def _heldout(models: list[str], device: str, progress: bool) -> dict[str, Any]:
+def _heldout(models: list[str], device: str, progress: bool, ensemble: bool = False) -> dict[str, Any]:
     from kgzsl.vision.backbones import load_backbone
     from kgzsl.tasks.benchmarks.heldout import run_heldout
     from kgzsl.training.config import load_config
@@ -147,4 +149,4 @@ def _heldout(models: list[str], device: str, progress: bool) -> dict[str, Any]:
     backbone = load_backbone(first.backbone.name, weights=first.backbone.weights, device="cpu")
     seen = [graph.index[w] for w in backbone.wnids]
     return run_heldout(graph, x, backbone.classifier_rows(), seen, configs, device=resolve_device(device),
-                       progress=progress)
+                       progress=progress, ensemble=ensemble)
