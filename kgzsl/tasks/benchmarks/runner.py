@@ -47,7 +47,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of flat benchmark rows."""
     keys = ["method", "kind", "setting"]
     metrics = [k for k in ("top1", "mean_per_class", "seen", "unseen", "harmonic", "gamma", "largest_class_share",
-                           "mean_cosine", "hit1", "hit5") if any(k in r for r in rows)]
+                           "mean_cosine", "hit1", "hit5", "val_cosine") if any(k in r for r in rows)]
     header = f"{'method':<15} {'kind':<9} {'setting':<9} " + " ".join(f"{m:>14}" for m in metrics)
     lines = [header, "-" * len(header)]
     for r in rows:
