@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
-from kgzsl.text.encoders import (ENCODERS, Glove6BEncoder, GloveEncoder, MiniLMEncoder, TextEncoder,
-                                 WordLlamaEncoder, get_encoder)
+from kgzsl.text.encoders import ENCODERS, MiniLMEncoder, TextEncoder, WordLlamaEncoder, get_encoder
+from kgzsl.text.glove import Glove6BEncoder, GloveEncoder
 
 __all__ = ["TextEncoder", "MiniLMEncoder", "WordLlamaEncoder", "GloveEncoder", "Glove6BEncoder", "get_encoder",
            "node_texts", "node_features", "ENCODERS"]

