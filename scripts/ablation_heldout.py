@@ -48,26 +48,20 @@ VARIANTS = {  # name → (encoders, gloss, loss, models)
 
 
 def run_variant(name: str, device: str, subtrees: bool = True) -> dict:
-    from kgzsl.graph import load_or_build_graph
-    from kgzsl.tasks.benchmarks.heldout import heldout_splits, run_heldout
+    from kgzsl.tasks.benchmarks.heldout import heldout_inputs, heldout_splits, run_heldout
     from kgzsl.text.features import node_features
     from kgzsl.training.config import load_config
-    from kgzsl.training.run import graph_path
-    from kgzsl.vision.backbones import load_backbone
 
     encoders, gloss, loss, models = VARIANTS[name]
     configs = {m: load_config(CONFIGS / f"{m}.yaml", [f"train.loss={loss}"]) for m in models}
-    first = next(iter(configs.values()))
-    graph = load_or_build_graph(graph_path(first.graph.path), first.graph.wnids)
+    graph, rows, seen = heldout_inputs(next(iter(configs.values())))
     parts = [node_features(graph, encoder=e, use_gloss=gloss) for e in encoders]
     x = parts[0] if len(parts) == 1 else F.normalize(torch.cat([F.normalize(p, dim=1) for p in parts], 1), dim=1)
-    backbone = load_backbone(first.backbone.name, weights=first.backbone.weights, device="cpu")
-    seen = [graph.index[w] for w in backbone.wnids]
     splits = heldout_splits(graph, seen)
     if not subtrees:
         splits.pop("subtrees")
     start = time.perf_counter()
-    result = run_heldout(graph, x, backbone.classifier_rows(), seen, configs, device=device, progress=False,
+    result = run_heldout(graph, x, rows, seen, configs, device=device, progress=False,
                          splits=splits, ensemble=len(models) > 1)
     return {"variant": name, "encoders": encoders, "gloss": gloss, "loss": loss, "rows": result["rows"],
             "seconds": round(time.perf_counter() - start, 1)}

@@ -67,6 +67,18 @@ def conse_rows(text: torch.Tensor, train_nodes: list[int], train_rows: torch.Ten
     return (w.unsqueeze(-1) * train_rows[idx]).sum(1) / w.sum(1, keepdim=True)
 
 
+def heldout_inputs(config: RunConfig) -> tuple[Any, torch.Tensor, list[int]]:
+    """What B2 needs besides node features: the config's graph (built when missing), its backbone's
+    real classifier rows and the node of each of the backbone's classes."""
+    from kgzsl.graph import load_or_build_graph
+    from kgzsl.training.run import graph_path
+    from kgzsl.vision.backbones import load_backbone
+
+    graph = load_or_build_graph(graph_path(config.graph.path), config.graph.wnids)
+    backbone = load_backbone(config.backbone.name, weights=config.backbone.weights, device="cpu")
+    return graph, backbone.classifier_rows(), [graph.index[w] for w in backbone.wnids]
+
+
 def _mean_cosine(pred: torch.Tensor, true: torch.Tensor) -> float:
     return float(F.cosine_similarity(pred, true, dim=1).mean()) if len(true) else float("nan")
 

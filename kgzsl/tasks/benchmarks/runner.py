@@ -45,7 +45,6 @@ def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dic
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of flat benchmark rows."""
-    keys = ["method", "kind", "setting"]
     metrics = [k for k in ("top1", "mean_per_class", "seen", "unseen", "harmonic", "gamma", "largest_class_share",
                            "mean_cosine", "hit1", "hit5", "val_cosine") if any(k in r for r in rows)]
     header = f"{'method':<15} {'kind':<9} {'setting':<9} " + " ".join(f"{m:>14}" for m in metrics)
@@ -134,19 +133,14 @@ def _photos(data_dir: Path | None, run_dir: Path | None, progress: bool, device:
 
 
 def _heldout(models: list[str], device: str, progress: bool, ensemble: bool = False) -> dict[str, Any]:
-    from kgzsl.vision.backbones import load_backbone
-    from kgzsl.tasks.benchmarks.heldout import run_heldout
+    from kgzsl.tasks.benchmarks.heldout import heldout_inputs, run_heldout
+    from kgzsl.text.features import node_features
     from kgzsl.training.config import load_config
     from kgzsl.utils.device import resolve_device
-    from kgzsl.text.features import node_features
-    from kgzsl.graph import load_or_build_graph
-    from kgzsl.training.run import graph_path
 
     configs = {m: load_config(_CONFIGS / f"{m}.yaml") for m in models}
     first = next(iter(configs.values()))
-    graph = load_or_build_graph(graph_path(first.graph.path), first.graph.wnids)
+    graph, rows, seen = heldout_inputs(first)
     x = node_features(graph, encoder=first.features.encoder, use_gloss=first.features.gloss)
-    backbone = load_backbone(first.backbone.name, weights=first.backbone.weights, device="cpu")
-    seen = [graph.index[w] for w in backbone.wnids]
-    return run_heldout(graph, x, backbone.classifier_rows(), seen, configs, device=resolve_device(device),
-                       progress=progress, ensemble=ensemble)
+    return run_heldout(graph, x, rows, seen, configs, device=resolve_device(device), progress=progress,
+                       ensemble=ensemble)
