@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Sequence
 
 from kgzsl.errors import InputError
+from kgzsl.graph.taxonomy import label_key
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE
 
 __all__ = ["ResolvedLabel", "LabelError", "NotInGraphError", "LabelResolver"]
@@ -103,14 +104,14 @@ class LabelResolver:
         self.by_lemma: dict[str, list[int]] = {}
         for i, ls in enumerate(lemmas):
             for lemma in ls:
-                self.by_lemma.setdefault(_norm(lemma), []).append(i)
+                self.by_lemma.setdefault(label_key(lemma), []).append(i)
         # your own classes (ids that are neither wnids nor ConceptNet URIs: taxonomy entries, added
         # concepts, hand-built graphs) answer to their names and aliases before any WordNet sense
         self.own: dict[str, list[int]] = {}
         for i, (wnid, ls) in enumerate(zip(self.wnids, lemmas)):
             if not (WNID_RE.match(wnid) or wnid.startswith("/c/")):
                 for lemma in ls:
-                    self.own.setdefault(_norm(lemma), []).append(i)
+                    self.own.setdefault(label_key(lemma), []).append(i)
         self._wordnet = wordnet
         self.seen = frozenset(seen)
         self.requested = frozenset(range(len(self.wnids))) if requested is None else frozenset(requested)
@@ -131,7 +132,7 @@ class LabelResolver:
             return self._result(text, self.index[text])
         if text in self.by_name:
             return self._result(text, self.by_name[text])
-        own = self.own.get(_norm(text))
+        own = self.own.get(label_key(text))
         if own:
             return self._result(text, own[0], tuple(self.names[i] for i in own[1:]))
         if WNID_RE.match(text):
@@ -239,13 +240,13 @@ class LabelResolver:
                              alternatives=alternatives)
 
     def _resolve_word(self, text: str) -> ResolvedLabel:
-        key = _norm(text)
+        key = label_key(text)
         wn = self._wn()
         if wn is not None:
             synsets = wn.synsets(key, pos="n")
             in_graph = [s for s in synsets if f"n{s.offset():08d}" in self.index]
             if in_graph:
-                base = _norm(wn.morphy(key, "n") or key)
+                base = label_key(wn.morphy(key, "n") or key)
 
                 grounded = self._grounded_nodes() if len(in_graph) > 1 else frozenset()
 
@@ -253,7 +254,7 @@ class LabelResolver:
                     node = self.index[f"n{s.offset():08d}"]
                     kind = 0 if s.lexname() in _THINGS else 1 if s.lexname() in _VISIBLE else 2
                     standing = 0 if node in self.seen else 1 if node in self.requested else 2
-                    frequency = sum(lem.count() for lem in s.lemmas() if _norm(lem.name()) in (key, base))
+                    frequency = sum(lem.count() for lem in s.lemmas() if label_key(lem.name()) in (key, base))
                     return int(node not in grounded), kind, standing, -frequency
 
                 ranked = sorted(in_graph, key=rank)  # stable: sense order breaks ties
@@ -280,7 +281,3 @@ class LabelResolver:
         hint = f"; did you mean {', '.join(c.replace('_', ' ') for c in close)}?" if close else \
             "; check the spelling, or give a synset name ('dog.n.01') or a wnid ('n02084071') of a graph node"
         raise LabelError(f"unknown label {text!r}: not a WordNet noun nor a lemma of this graph's nodes{hint}")
-
-
-def _norm(text: str) -> str:
-    return "_".join(text.strip().lower().replace("-", " - ").split()).replace("_-_", "-")
