@@ -31,7 +31,7 @@ from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, lo
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
 from kgzsl.inference.scoring import CALIBRATION_FILE, GroupHead, ScoreCalibration, claimed_seen, \
-    default_calibration, fit_calibration, scoring_rows, seen_ancestors, standardised_rows
+    centred_rows, default_calibration, fit_calibration, scoring_rows, seen_ancestors, standardised_rows
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
@@ -422,11 +422,8 @@ class ZeroShotClassifier:
         """``[len(nodes), D + 1]`` rows the seen ``nodes`` enter a claiming candidate's score with: the
         backbone's own rows, shifted so that their mean logit over the reference is ``m``."""
         position = {n: i for i, n in enumerate(self.seen_nodes().tolist()) if n >= 0}
-        own = self.backbone.classifier_rows()[torch.tensor([position[n] for n in nodes], dtype=torch.long)].float()
-        calib = self._score_calibration
-        centred = own.clone()
-        centred[:, -1] = calib.target_mean - own[:, :-1] @ calib.mean.to(own.device)
-        return centred
+        own = self.backbone.classifier_rows()[torch.tensor([position[n] for n in nodes], dtype=torch.long)]
+        return centred_rows(own, self._score_calibration)
 
     def seen_ancestors(self) -> dict[int, dict[int, int]]:
         """Each seen node's ancestors (read once from the run's graph, or WordNet)."""

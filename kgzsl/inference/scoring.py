@@ -23,7 +23,12 @@ everywhere. ``z_c`` is linear in ``x``, so each candidate is still one row of a 
 The reference is, by default, the photos that ship with the installed packages
 (:func:`kgzsl.vision.samples.demo_photos`) under a fixed set of flips and crops; ``kgzsl
 calibrate RUN --images DIR`` replaces it with the user's own unlabelled images
-(:func:`fit_calibration`), stored in the run as ``score_calibration.safetensors``.
+(:func:`fit_calibration`), stored in the run as ``score_calibration.safetensors``. On the user's
+own images the backbone's rows are centred too (their bias set so that their mean logit is
+``m``): the hubness correction then applies to every candidate, and a seen class the backbone
+over-predicts in that domain no longer takes most images (Fashion-MNIST, all ten classes:
+top-1 0.336 -> 0.518). On the generic bundled photos they stay as the backbone has them (centring
+on a dozen photos cost seen photos 2 points on B5).
 
 Example:
     >>> calib = fit_calibration(features, backbone.classifier_rows(), source="my photos")
@@ -43,7 +48,7 @@ from kgzsl.errors import InputError, KgzslError
 from kgzsl.inference.head import LinearHead
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["CALIBRATION_FILE", "GroupHead", "ScoreCalibration", "claimed_seen", "default_calibration",
+__all__ = ["CALIBRATION_FILE", "GroupHead", "ScoreCalibration", "centred_rows", "claimed_seen", "default_calibration",
            "fit_calibration", "group_logits", "reference_features", "scoring_rows", "seen_ancestors",
            "standardised_rows"]
 
@@ -65,6 +70,8 @@ class ScoreCalibration:
         target_std: Median of their logits' standard deviation (``s``).
         source: Where the reference images came from.
         images: How many feature vectors were used.
+        user_images: True when the reference is the user's own images (``kgzsl calibrate``), False
+            for the bundled photos; on the user's images the backbone's rows are centred too.
     """
 
     mean: torch.Tensor
@@ -73,6 +80,7 @@ class ScoreCalibration:
     target_std: float
     source: str
     images: int
+    user_images: bool = True
 
     @property
     def shrinkage(self) -> float:
@@ -87,9 +95,11 @@ class ScoreCalibration:
 
     def save(self, path: str | Path) -> Path:
         """Write as safetensors (atomically)."""
-        return save_tensors(Path(path), {"mean": self.mean.float().contiguous(), "spread": self.spread.float().contiguous()},
-                            metadata={"target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
-                                      "source": self.source, "images": str(self.images)})
+        save_tensors(Path(path), {"mean": self.mean.float().contiguous(), "spread": self.spread.float().contiguous()},
+                     metadata={"target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
+                               "source": self.source, "images": str(self.images),
+                               "user_images": "1" if self.user_images else "0"})
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> ScoreCalibration:
@@ -101,19 +111,21 @@ class ScoreCalibration:
         tensors, meta = load_tensors(Path(path)), read_tensor_metadata(Path(path))
         try:
             return cls(tensors["mean"], tensors["spread"], float(meta["target_mean"]), float(meta["target_std"]),
-                       meta.get("source", "?"), int(meta.get("images", 0)))
+                       meta.get("source", "?"), int(meta.get("images", 0)), meta.get("user_images", "1") != "0")
         except (KeyError, ValueError) as exc:
             raise InputError(f"{path} is not a kgzsl score calibration ({exc}); redo it with "
                              "`kgzsl calibrate RUN --images DIR`") from None
 
 
-def fit_calibration(features: torch.Tensor, real_rows: torch.Tensor, source: str) -> ScoreCalibration:
+def fit_calibration(features: torch.Tensor, real_rows: torch.Tensor, source: str,
+                    user_images: bool = True) -> ScoreCalibration:
     """Reference statistics from pooled features of unlabelled images.
 
     Args:
         features: ``[M, D]`` pooled backbone features (``M >= 2``).
         real_rows: ``[K, D + 1]`` the backbone's own rows ``[W | b]``.
         source: A description kept with the calibration.
+        user_images: The images are the user's own (False: the bundled reference photos).
 
     Raises:
         InputError: If fewer than 2 feature vectors, or the sizes disagree.
@@ -131,7 +143,7 @@ def fit_calibration(features: torch.Tensor, real_rows: torch.Tensor, source: str
     rank = int(min(_MAX_RANK, (sv > sv[0] * 1e-6).sum()))
     spread = (vt[:rank].T * sv[:rank]).float()
     calib = ScoreCalibration(mean.float(), spread, float(logits.mean(0).median()), float(logits.std(0).median()),
-                             source, int(features.size(0)))
+                             source, int(features.size(0)), user_images)
     logger.info("score calibration on %d images (%s): real logits mean %.3f, spread %.3f", calib.images, source,
                 calib.target_mean, calib.target_std)
     return calib
@@ -145,11 +157,20 @@ def scoring_rows(predicted: torch.Tensor, seen_nodes: torch.Tensor, real_rows: t
         predicted: ``[N, D + 1]`` unit predicted rows, one per node.
         seen_nodes: ``[K]`` node index of each backbone class (-1 where the class is not a node).
         real_rows: ``[K, D + 1]`` the backbone's rows, in the same order.
-        calib: The reference statistics.
+        calib: The reference statistics; when they come from the user's images, the backbone's
+            rows are centred on them (:func:`centred_rows`).
     """
     out = standardised_rows(predicted, calib)
     present = seen_nodes >= 0
-    out[seen_nodes[present].to(out.device)] = real_rows[present.to(real_rows.device)].float().to(out.device)
+    real = real_rows[present.to(real_rows.device)].float().to(out.device)
+    out[seen_nodes[present].to(out.device)] = centred_rows(real, calib) if calib.user_images else real
+    return out
+
+
+def centred_rows(rows: torch.Tensor, calib: ScoreCalibration) -> torch.Tensor:
+    """``rows`` ``[K, D + 1]`` with their bias set so that each mean logit over the reference is ``m``."""
+    out = rows.float().clone()
+    out[:, -1] = calib.target_mean - out[:, :-1] @ calib.mean.to(out.device)
     return out
 
 
@@ -183,7 +204,7 @@ def default_calibration(backbone: Any) -> ScoreCalibration:
     from kgzsl.vision.extract import default_cache_dir
 
     rows = backbone.classifier_rows().detach().float().cpu().contiguous()
-    key = hashlib.sha256(f"{backbone.name}|{getattr(backbone, 'weights', '')}|{len(_VIEWS)}".encode()
+    key = hashlib.sha256(f"{backbone.name}|{getattr(backbone, 'weights', '')}|{len(_VIEWS)}|bundled".encode()
                          + rows.numpy().tobytes()[:1 << 20]).hexdigest()[:20]
     path = default_cache_dir().parent / "calibration" / f"reference-{backbone.name}-{key}.safetensors"
     if path.is_file():
@@ -192,7 +213,7 @@ def default_calibration(backbone: Any) -> ScoreCalibration:
         except KgzslError as exc:  # a damaged cache is recomputed
             logger.warning("ignoring the damaged reference cache %s (%s)", path, exc)
     feats, source = reference_features(backbone)
-    calib = fit_calibration(feats, rows, source)
+    calib = fit_calibration(feats, rows, source, user_images=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         calib.save(path)
@@ -272,9 +293,9 @@ def claimed_seen(candidates: list[int], ancestors: dict[int, dict[int, int]]) ->
     that is a seen node itself claims nothing more; a candidate scores as the best of itself and
     the classes it claims (:func:`group_logits`). So with ``["cat", "lynx"]`` the photo of a
     tabby counts for "cat" (tabby is a cat and not a lynx), and "lynx" keeps only the lynx.
-    A claimed class enters its candidate's score standardised like a predicted row
-    (:func:`standardised_rows`), so that a class the backbone over-predicts on the user's images
-    does not carry its bias into the candidate.
+    A claimed class enters its candidate's score with its real row centred on the reference
+    (:func:`centred_rows`), so that a class the backbone over-predicts on the user's images does
+    not carry its bias into the candidate.
     """
     position = {node: c for c, node in enumerate(candidates)}
     claims: list[list[int]] = [[] for _ in candidates]

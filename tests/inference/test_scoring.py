@@ -33,7 +33,7 @@ def test_fit_calibration_keeps_the_reference_mean_covariance_and_real_logit_scal
 
 def test_scoring_rows_give_seen_nodes_their_real_rows_and_others_the_real_logit_scale():
     feats, real = _reference()
-    calib = fit_calibration(feats, real, source="toy")
+    calib = fit_calibration(feats, real, source="toy", user_images=False)
     predicted = torch.nn.functional.normalize(torch.randn(4, 6, generator=torch.Generator().manual_seed(1)), dim=1)
     seen_nodes = torch.tensor([2, -1, -1, -1, -1, -1])  # backbone class 0 is node 2; the others are not nodes
     rows = scoring_rows(predicted, seen_nodes, real, calib)
@@ -48,6 +48,23 @@ def test_scoring_rows_give_seen_nodes_their_real_rows_and_others_the_real_logit_
         spread = float((feats @ w).std())
         sigma = ((1 - alpha) * spread ** 2 + alpha * iso * float(w @ w)) ** 0.5
         assert float(logits[:, node].std()) == pytest.approx(calib.target_std * spread / sigma, rel=1e-3)
+
+
+def test_on_the_users_images_the_real_rows_are_centred_too(tmp_path):
+    feats, real = _reference()
+    calib = fit_calibration(feats, real, source="my photos")  # the user's own images (the default)
+    assert calib.user_images
+    predicted = torch.nn.functional.normalize(torch.randn(4, 6, generator=torch.Generator().manual_seed(1)), dim=1)
+    rows = scoring_rows(predicted, torch.tensor([2, -1, 0, -1, -1, -1]), real, calib)
+    for node, k in ((2, 0), (0, 2)):  # same weights; the bias puts the mean logit at m
+        torch.testing.assert_close(rows[node, :-1], real[k, :-1])
+        assert float((feats @ rows[node, :-1] + rows[node, -1]).mean()) == pytest.approx(calib.target_mean, abs=1e-4)
+    assert not torch.allclose(rows[2, -1], real[0, -1])
+    # the flag survives a save and load; a bundled-photo reference keeps the backbone's rows as they are
+    calib.save(tmp_path / "c.safetensors")
+    fit_calibration(feats, real, source="bundled", user_images=False).save(tmp_path / "b.safetensors")
+    assert ScoreCalibration.load(tmp_path / "c.safetensors").user_images
+    assert not ScoreCalibration.load(tmp_path / "b.safetensors").user_images
 
 
 def test_a_candidate_claims_the_seen_nodes_below_it_that_no_nearer_candidate_claims():
@@ -139,6 +156,7 @@ def test_the_default_calibration_is_cached_per_backbone(tiny_run, tmp_path, monk
     cached = list((tmp_path / "cache" / "calibration").glob("reference-*.safetensors"))
     assert len(cached) == 1 and first.images > 0
     again = default_calibration(backbone)
+    assert not first.user_images and not again.user_images  # the bundled photos: real rows stay as they are
     torch.testing.assert_close(again.mean, first.mean)
     torch.testing.assert_close(again.spread, first.spread)
     cached[0].write_bytes(b"damaged")
