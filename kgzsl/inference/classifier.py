@@ -2,7 +2,8 @@
 
 Prediction is a fixed linear head: the pooled image feature, with a constant 1 appended, is
 dotted with one ``[W | b]`` row per candidate class: the backbone's own row for the classes it
-was trained on, a standardised predicted row for the others (:mod:`kgzsl.inference.scoring`;
+was trained on, a predicted row on the same scale for the others, all centred on the user's images
+once the run is calibrated (:mod:`kgzsl.inference.scoring`;
 ``scoring="predicted"`` scores every candidate with its predicted row, as GCNZ / DGP papers do).
 No graph work happens at predict time; the candidate matrix is built once per label list and reused.
 
@@ -31,7 +32,7 @@ from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, lo
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
 from kgzsl.inference.scoring import CALIBRATION_FILE, GroupHead, ScoreCalibration, claimed_seen, \
-    centred_rows, default_calibration, fit_calibration, scoring_rows, seen_ancestors, standardised_rows
+    centred_rows, fit_calibration, predicted_rows, scoring_rows, seen_ancestors
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
@@ -118,12 +119,13 @@ class ZeroShotClassifier:
             :meth:`set_abstain`); :meth:`load` reads the run's ``abstain.json``.
         scoring: ``"calibrated"`` (``"auto"``'s choice when the backbone has rows of its own, as
             every loaded backbone has): the backbone's classes are scored with its own rows,
-            the other nodes with predicted rows standardised on reference images
-            (:mod:`kgzsl.inference.scoring`); ``"predicted"``: every node with its predicted row
-            times ``row_scale`` (the papers' protocol, for research comparisons).
-        score_calibration: Reference statistics for ``"calibrated"``; None: the run's
-            ``score_calibration.safetensors`` (:meth:`load`), else computed on first use from the
-            photos bundled with the installed packages.
+            the other nodes with predicted rows times ``row_scale``, all centred on the user's
+            images once the run is calibrated (:mod:`kgzsl.inference.scoring`); ``"predicted"``:
+            every node with its predicted row times ``row_scale`` (the papers' protocol, for
+            research comparisons).
+        score_calibration: Statistics of the user's unlabelled images for ``"calibrated"``
+            (:func:`kgzsl.tasks.calibrate.calibrate_scores`); None: the run's
+            ``score_calibration.safetensors`` (:meth:`load`) if it has one, else no centring.
 
     A label that is a WordNet noun but not a node is added as a concept on first use (stored with
     the run; set :attr:`add_missing_labels` to False to get the error instead).
@@ -282,9 +284,8 @@ class ZeroShotClassifier:
         self.names += list(names)
         self.lemmas += [list(ls) for ls in lemmas]
         with self._score_lock:
-            if self._score_rows is not None:  # new nodes are never backbone classes: standardised rows
-                extra = scoring_rows(rows.float(), torch.full((0,), -1, dtype=torch.long),
-                                     self.backbone.classifier_rows()[:0], self._score_calibration)
+            if self._score_rows is not None:  # new nodes are never backbone classes: predicted rows
+                extra = predicted_rows(rows, self._score_calibration, self.row_scale)
                 self._score_rows = torch.cat([self._score_rows, extra.to(self._score_rows.device)])
         self.resolver = self._make_resolver()
         self._clear_heads()
@@ -300,9 +301,9 @@ class ZeroShotClassifier:
         # new tensors, not in-place writes: the rows may have been made under torch.inference_mode()
         self.rows = torch.cat([self.rows[:self._num_given], rows.to(self.rows.device, self.rows.dtype)])
         with self._score_lock:
-            if self._score_rows is not None:  # added nodes are never backbone classes: standardised rows
-                self._score_rows = torch.cat([self._score_rows[:self._num_given], standardised_rows(
-                    rows.float(), self._score_calibration).to(self._score_rows.device)])
+            if self._score_rows is not None:  # added nodes are never backbone classes: predicted rows
+                self._score_rows = torch.cat([self._score_rows[:self._num_given], predicted_rows(
+                    rows, self._score_calibration, self.row_scale).to(self._score_rows.device)])
         self._clear_heads()
 
     def _clear_heads(self) -> None:
@@ -373,7 +374,7 @@ class ZeroShotClassifier:
 
     @property
     def score_calibration(self) -> ScoreCalibration | None:
-        """The reference statistics ``"calibrated"`` scoring uses (None until first needed)."""
+        """The statistics of the user's images ``"calibrated"`` scoring centres on (None: not calibrated)."""
         return self._score_calibration
 
     def calibrate_scores(self, features: torch.Tensor, source: str) -> ScoreCalibration:
@@ -399,10 +400,8 @@ class ZeroShotClassifier:
             return self.rows * self.row_scale
         with self._score_lock:
             if self._score_rows is None:
-                if self._score_calibration is None:
-                    self._score_calibration = default_calibration(self.backbone)
                 self._score_rows = scoring_rows(self.rows, self.seen_nodes(), self.backbone.classifier_rows(),
-                                                self._score_calibration)
+                                                self._score_calibration, self.row_scale)
             return self._score_rows
 
     def _linear(self, every: torch.Tensor, nodes: list[int]) -> LinearHead | SplitHead:
@@ -420,10 +419,11 @@ class ZeroShotClassifier:
 
     def _claim_rows(self, nodes: list[int]) -> torch.Tensor:
         """``[len(nodes), D + 1]`` rows the seen ``nodes`` enter a claiming candidate's score with: the
-        backbone's own rows, shifted so that their mean logit over the reference is ``m``."""
+        backbone's own rows, centred on the user's images when the run is calibrated."""
         position = {n: i for i, n in enumerate(self.seen_nodes().tolist()) if n >= 0}
-        own = self.backbone.classifier_rows()[torch.tensor([position[n] for n in nodes], dtype=torch.long)]
-        return centred_rows(own, self._score_calibration)
+        own = self.backbone.classifier_rows()[torch.tensor([position[n] for n in nodes], dtype=torch.long)].float()
+        calib = self._score_calibration
+        return own if calib is None else centred_rows(own, calib)
 
     def seen_ancestors(self) -> dict[int, dict[int, int]]:
         """Each seen node's ancestors (read once from the run's graph, or WordNet)."""

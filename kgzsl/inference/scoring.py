@@ -1,38 +1,40 @@
-"""How candidates are scored: the backbone's own rows for its classes, standardised predicted rows for the rest.
+"""How candidates are scored: the backbone's own rows for its classes, predicted rows for the rest.
 
-A predicted row (unit norm, validation cosine to the real rows about 0.25 for DGP) is a weak
+A predicted row (unit norm, validation cosine to the real rows about 0.26 for DGP) is a weak
 copy of a real one: scoring the backbone's own 1,000 classes with predicted rows makes a photo
 of a seen class *less* recognisable than the plain CNN does. So a candidate that is one of the
 backbone's classes keeps its real row ``[w | b]``, and only the other candidates use predicted
-rows. Their logits are put on the real logits' scale by **per-class standardisation** over a
-reference set of pooled image features (:class:`ScoreCalibration`):
+rows. How the two kinds meet depends on whether the user has calibrated the run:
 
-.. math::
-    z_c(x) = m + s \\, \\frac{\\hat r_c \\cdot (x - \\mu)}{\\sigma_c},
-    \\qquad \\sigma_c^2 = \\hat r_c^\\top \\Sigma \\, \\hat r_c
+- **Without images of the user's** (the default), every row stays on the backbone's own scale:
+  its real rows as they are, the predicted rows (trained to regress them) times ``row_scale``,
+  the mean norm of the real rows. No reference images are involved.
+- **After** ``kgzsl calibrate RUN --images DIR`` (:func:`fit_calibration`, stored in the run as
+  ``score_calibration.safetensors``), every row is centred on the user's unlabelled images, the
+  hubness correction: the predicted rows are **standardised per class**
+  (:func:`standardised_rows`),
 
-where ``mu`` is the reference features' mean and ``Sigma`` their covariance, shrunk towards
-``trace(Sigma)/D · I`` with weight ``D / (D + M)`` for ``M`` images (a few images span few
-directions), and ``m`` and ``s``
-the median over the backbone's classes of the mean and standard deviation of their real logits
-on the same features. Every predicted class then has, over the reference images, the mean and
-spread of a typical real class: centring on ``mu`` removes the hubness of rows that score high on
-every image, and the division by ``sigma_c`` keeps a class with a large row from winning
-everywhere. ``z_c`` is linear in ``x``, so each candidate is still one row of a linear head.
+  .. math::
+      z_c(x) = m + s \\, \\frac{\\hat r_c \\cdot (x - \\mu)}{\\sigma_c},
+      \\qquad \\sigma_c^2 = \\hat r_c^\\top \\Sigma \\, \\hat r_c
 
-The reference is, by default, the photos that ship with the installed packages
-(:func:`kgzsl.vision.samples.demo_photos`) under a fixed set of flips and crops; ``kgzsl
-calibrate RUN --images DIR`` replaces it with the user's own unlabelled images
-(:func:`fit_calibration`), stored in the run as ``score_calibration.safetensors``. On the user's
-own images the backbone's rows are centred too (their bias set so that their mean logit is
-``m``): the hubness correction then applies to every candidate, and a seen class the backbone
-over-predicts in that domain no longer takes most images (Fashion-MNIST, all ten classes:
-top-1 0.336 -> 0.518). On the generic bundled photos they stay as the backbone has them (centring
-on a dozen photos cost seen photos 2 points on B5).
+  where ``mu`` is the mean of the user's features and ``Sigma`` their covariance (shrunk towards
+  ``trace(Sigma)/D · I`` with weight ``D / (D + M)`` for ``M`` images), and ``m`` and ``s`` the
+  median over the backbone's classes of the mean and standard deviation of their real logits on
+  the same features; the backbone's own rows keep their weights and get the bias that puts their
+  mean logit at ``m`` (:func:`centred_rows`). Both are still rows of a linear head.
+
+Why no centring by default: a generic reference (the photos bundled with scikit-image and
+scikit-learn, under flips and crops) was measured as the default and lost on real colour photos
+(B5 all-photo top-1 0.452 against 0.481 without it; seen 0.906 against 0.943; unseen 0.321
+against 0.348) while it gained on grey Fashion-MNIST (B1 zsl-8 0.384 against 0.324): a data-free
+correction must gain on both to be the default. On the user's own images centring gains where the
+domain is far from ImageNet's (B1 after ``calibrate`` on 2,000 unlabelled train images: zsl-8
+0.599, all ten classes 0.518).
 
 Example:
     >>> calib = fit_calibration(features, backbone.classifier_rows(), source="my photos")
-    >>> matrix = scoring_rows(clf.rows, seen_index, backbone.classifier_rows(), calib)
+    >>> matrix = scoring_rows(clf.rows, seen_index, backbone.classifier_rows(), calib, clf.row_scale)
 """
 
 from __future__ import annotations
@@ -40,17 +42,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError, KgzslError
+from kgzsl.errors import InputError
 from kgzsl.inference.head import LinearHead
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["CALIBRATION_FILE", "GroupHead", "ScoreCalibration", "centred_rows", "claimed_seen", "default_calibration",
-           "fit_calibration", "group_logits", "reference_features", "scoring_rows", "seen_ancestors",
-           "standardised_rows"]
+__all__ = ["CALIBRATION_FILE", "GroupHead", "ScoreCalibration", "centred_rows", "claimed_seen", "fit_calibration",
+           "group_logits", "predicted_rows", "scoring_rows", "seen_ancestors", "standardised_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +61,15 @@ _MAX_RANK = 256  # directions of the reference covariance kept (an SVD of the ce
 
 @dataclass(frozen=True)
 class ScoreCalibration:
-    """Reference statistics that put predicted rows on the real rows' logit scale.
+    """Statistics of the user's unlabelled images, on which every score row is centred (``kgzsl calibrate``).
 
     Attributes:
-        mean: ``[D]`` mean pooled feature of the reference images (``mu``).
+        mean: ``[D]`` mean pooled feature of the images (``mu``).
         spread: ``[D, r]`` factor of their covariance (``Sigma = spread @ spread.T``).
         target_mean: Median over the backbone's classes of their mean real logit (``m``).
         target_std: Median of their logits' standard deviation (``s``).
         source: Where the reference images came from.
         images: How many feature vectors were used.
-        user_images: True when the reference is the user's own images (``kgzsl calibrate``), False
-            for the bundled photos; on the user's images the backbone's rows are centred too.
     """
 
     mean: torch.Tensor
@@ -80,7 +78,6 @@ class ScoreCalibration:
     target_std: float
     source: str
     images: int
-    user_images: bool = True
 
     @property
     def shrinkage(self) -> float:
@@ -97,8 +94,7 @@ class ScoreCalibration:
         """Write as safetensors (atomically)."""
         save_tensors(Path(path), {"mean": self.mean.float().contiguous(), "spread": self.spread.float().contiguous()},
                      metadata={"target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
-                               "source": self.source, "images": str(self.images),
-                               "user_images": "1" if self.user_images else "0"})
+                               "source": self.source, "images": str(self.images)})
         return Path(path)
 
     @classmethod
@@ -111,21 +107,19 @@ class ScoreCalibration:
         tensors, meta = load_tensors(Path(path)), read_tensor_metadata(Path(path))
         try:
             return cls(tensors["mean"], tensors["spread"], float(meta["target_mean"]), float(meta["target_std"]),
-                       meta.get("source", "?"), int(meta.get("images", 0)), meta.get("user_images", "1") != "0")
+                       meta.get("source", "?"), int(meta.get("images", 0)))
         except (KeyError, ValueError) as exc:
             raise InputError(f"{path} is not a kgzsl score calibration ({exc}); redo it with "
                              "`kgzsl calibrate RUN --images DIR`") from None
 
 
-def fit_calibration(features: torch.Tensor, real_rows: torch.Tensor, source: str,
-                    user_images: bool = True) -> ScoreCalibration:
+def fit_calibration(features: torch.Tensor, real_rows: torch.Tensor, source: str) -> ScoreCalibration:
     """Reference statistics from pooled features of unlabelled images.
 
     Args:
         features: ``[M, D]`` pooled backbone features (``M >= 2``).
         real_rows: ``[K, D + 1]`` the backbone's own rows ``[W | b]``.
         source: A description kept with the calibration.
-        user_images: The images are the user's own (False: the bundled reference photos).
 
     Raises:
         InputError: If fewer than 2 feature vectors, or the sizes disagree.
@@ -143,32 +137,40 @@ def fit_calibration(features: torch.Tensor, real_rows: torch.Tensor, source: str
     rank = int(min(_MAX_RANK, (sv > sv[0] * 1e-6).sum()))
     spread = (vt[:rank].T * sv[:rank]).float()
     calib = ScoreCalibration(mean.float(), spread, float(logits.mean(0).median()), float(logits.std(0).median()),
-                             source, int(features.size(0)), user_images)
+                             source, int(features.size(0)))
     logger.info("score calibration on %d images (%s): real logits mean %.3f, spread %.3f", calib.images, source,
                 calib.target_mean, calib.target_std)
     return calib
 
 
 def scoring_rows(predicted: torch.Tensor, seen_nodes: torch.Tensor, real_rows: torch.Tensor,
-                 calib: ScoreCalibration) -> torch.Tensor:
+                 calib: ScoreCalibration | None, row_scale: float) -> torch.Tensor:
     """The ``[N, D + 1]`` rows a linear head scores every node with.
 
     Args:
         predicted: ``[N, D + 1]`` unit predicted rows, one per node.
         seen_nodes: ``[K]`` node index of each backbone class (-1 where the class is not a node).
         real_rows: ``[K, D + 1]`` the backbone's rows, in the same order.
-        calib: The reference statistics; when they come from the user's images, the backbone's
-            rows are centred on them (:func:`centred_rows`).
+        calib: Statistics of the user's images (every row is then centred on them), or None
+            (every row on the backbone's own scale).
+        row_scale: Mean norm of the backbone's rows, the factor of the predicted rows when ``calib``
+            is None.
     """
-    out = standardised_rows(predicted, calib)
+    out = predicted_rows(predicted, calib, row_scale)
     present = seen_nodes >= 0
     real = real_rows[present.to(real_rows.device)].float().to(out.device)
-    out[seen_nodes[present].to(out.device)] = centred_rows(real, calib) if calib.user_images else real
+    out[seen_nodes[present].to(out.device)] = real if calib is None else centred_rows(real, calib)
     return out
 
 
+def predicted_rows(rows: torch.Tensor, calib: ScoreCalibration | None, row_scale: float) -> torch.Tensor:
+    """New ``[K, D + 1]`` score rows of nodes that are not backbone classes: standardised on the
+    user's images (:func:`standardised_rows`), or ``rows * row_scale`` without them."""
+    return rows.float() * row_scale if calib is None else standardised_rows(rows, calib)
+
+
 def centred_rows(rows: torch.Tensor, calib: ScoreCalibration) -> torch.Tensor:
-    """``rows`` ``[K, D + 1]`` with their bias set so that each mean logit over the reference is ``m``."""
+    """``rows`` ``[K, D + 1]`` with their bias set so that each mean logit over the user's images is ``m``."""
     out = rows.float().clone()
     out[:, -1] = calib.target_mean - out[:, :-1] @ calib.mean.to(out.device)
     return out
@@ -185,74 +187,6 @@ def standardised_rows(rows: torch.Tensor, calib: ScoreCalibration) -> torch.Tens
     out[:, :-1] = w * gain[:, None]
     out[:, -1] = calib.target_mean - gain * (w @ mean)
     return out
-
-
-# flips and crops of the bundled photos: (horizontal flip, crop share of the shorter side, anchor)
-_VIEWS = [(flip, share, anchor) for flip in (False, True) for share in (1.0, 0.7)
-          for anchor in ("centre", "top-left", "bottom-right")]
-
-
-def default_calibration(backbone: Any) -> ScoreCalibration:
-    """The calibration on the bundled photos (:func:`reference_features`), cached per backbone and weights.
-
-    The cache is a safetensors file in ``calibration/`` beside the feature cache folder
-    (:func:`kgzsl.vision.extract.default_cache_dir`); a cache that cannot be read or written is
-    recomputed (about 2 s on 2 cores).
-    """
-    import hashlib
-
-    from kgzsl.vision.extract import default_cache_dir
-
-    rows = backbone.classifier_rows().detach().float().cpu().contiguous()
-    key = hashlib.sha256(f"{backbone.name}|{getattr(backbone, 'weights', '')}|{len(_VIEWS)}|bundled".encode()
-                         + rows.numpy().tobytes()[:1 << 20]).hexdigest()[:20]
-    path = default_cache_dir().parent / "calibration" / f"reference-{backbone.name}-{key}.safetensors"
-    if path.is_file():
-        try:
-            return ScoreCalibration.load(path)
-        except KgzslError as exc:  # a damaged cache is recomputed
-            logger.warning("ignoring the damaged reference cache %s (%s)", path, exc)
-    feats, source = reference_features(backbone)
-    calib = fit_calibration(feats, rows, source, user_images=False)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        calib.save(path)
-    except OSError as exc:
-        logger.info("could not cache the reference calibration in %s (%s)", path, exc)
-    return calib
-
-
-def reference_features(backbone: Any) -> tuple[torch.Tensor, str]:
-    """Pooled features of the photos bundled with the installed packages, under fixed flips and crops.
-
-    Returns:
-        ``([M, D] features, a description)``.
-
-    Raises:
-        InputError: If no bundled photo is installed (install ``kgzsl[demo]`` or run
-            ``kgzsl calibrate RUN --images DIR``).
-    """
-    from PIL import ImageOps
-
-    from kgzsl.vision.images import load_image
-    from kgzsl.vision.samples import demo_photos
-
-    photos = demo_photos()
-    if not photos:
-        raise InputError("no bundled reference photos are installed: install kgzsl[demo], or calibrate the run on "
-                         "your own images with `kgzsl calibrate RUN --images DIR`")
-    batch = []
-    for path in photos:
-        image = load_image(path)
-        for flip, share, anchor in _VIEWS:
-            view = ImageOps.mirror(image) if flip else image
-            side = int(min(view.size) * share)
-            x0 = {"centre": (view.width - side) // 2, "top-left": 0, "bottom-right": view.width - side}[anchor]
-            y0 = {"centre": (view.height - side) // 2, "top-left": 0, "bottom-right": view.height - side}[anchor]
-            batch.append(backbone.transform(view.crop((x0, y0, x0 + side, y0 + side))))
-    with torch.inference_mode():
-        feats = torch.cat([backbone(torch.stack(batch[i:i + 32])) for i in range(0, len(batch), 32)])
-    return feats.cpu(), f"{len(photos)} bundled photos x {len(_VIEWS)} views"
 
 
 def seen_ancestors(run_dir: Path | None, wnids: list[str], seen: torch.Tensor) -> dict[int, dict[int, int]]:
@@ -293,9 +227,9 @@ def claimed_seen(candidates: list[int], ancestors: dict[int, dict[int, int]]) ->
     that is a seen node itself claims nothing more; a candidate scores as the best of itself and
     the classes it claims (:func:`group_logits`). So with ``["cat", "lynx"]`` the photo of a
     tabby counts for "cat" (tabby is a cat and not a lynx), and "lynx" keeps only the lynx.
-    A claimed class enters its candidate's score with its real row centred on the reference
-    (:func:`centred_rows`), so that a class the backbone over-predicts on the user's images does
-    not carry its bias into the candidate.
+    A claimed class enters its candidate's score with its real row, centred on the user's images
+    after ``kgzsl calibrate`` (:func:`centred_rows`), so that a class the backbone over-predicts
+    there does not carry its bias into the candidate.
     """
     position = {node: c for c, node in enumerate(candidates)}
     claims: list[list[int]] = [[] for _ in candidates]

@@ -1,11 +1,10 @@
 """``kgzsl calibrate RUN --images DIR``: fit the score calibration on the user's own unlabelled images.
 
-Predicted rows are standardised per class on reference image features
-(:mod:`kgzsl.inference.scoring`). By default the reference is the handful of photos bundled with
-the installed packages; images from the user's own domain (no labels needed) give the mean and
-spread that matter to them: centring each class on them is the hubness correction. The result is
-stored in the run as ``score_calibration.safetensors`` and used by every later ``predict``,
-``evaluate`` and ``search`` of that run.
+Without it, every candidate is scored on the backbone's own scale (:mod:`kgzsl.inference.scoring`).
+Images from the user's own domain (no labels needed) give the mean and spread that matter to them:
+every class is then centred on them, the hubness correction, and each predicted row is
+standardised per class. The result is stored in the run as ``score_calibration.safetensors`` and
+used by every later ``predict``, ``evaluate`` and ``search`` of that run.
 
 Example:
     >>> calibrate_scores(clf, "my_photos/")
