@@ -1,26 +1,36 @@
-"""Propagation models: GCNZ, SGCN, DGP and R-GCN, selected by name."""
+"""Propagation models: GCNZ, SGCN, DGP and R-GCN, selected by name; names joined by ``+`` make an ensemble."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from kgzsl.errors import InputError
 from kgzsl.models.base import PropagationModel
 from kgzsl.models.dgp import DGP
+from kgzsl.models.ensemble import Ensemble
 from kgzsl.models.gcn import GCNZ, SGCN
 from kgzsl.models.operators import Operator, restrict
 from kgzsl.models.rgcn import RGCN
 
-__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "RGCN", "MODELS", "build_model", "rebuild_model", "Operator", "restrict"]
+__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "RGCN", "Ensemble", "MODELS", "build_model", "rebuild_model",
+           "Operator", "restrict"]
 
 MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": DGP, "rgcn": RGCN}
+
+
+def _unknown(name: str) -> InputError:
+    return InputError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or several joined by + "
+                      "(an ensemble, e.g. dgp+sgcn)")
 
 
 def build_model(name: str, in_channels: int, out_channels: int, **params: Any) -> PropagationModel:
     """Build a propagation model by name.
 
     Args:
-        name: ``gcnz``, ``sgcn`` or ``dgp``.
+        name: ``gcnz``, ``sgcn``, ``dgp``, ``rgcn``, or several joined by ``+`` (an
+            :class:`~kgzsl.models.ensemble.Ensemble`, e.g. ``dgp+sgcn``: each member takes the
+            hyper-parameters it has, e.g. ``num_groups`` goes to DGP only).
         in_channels: Node feature size.
         out_channels: Classifier row size.
         **params: Model hyper-parameters; ``None`` values take the model's default.
@@ -29,12 +39,23 @@ def build_model(name: str, in_channels: int, out_channels: int, **params: Any) -
         >>> model = build_model("dgp", 384, 1281, dropout=0.5)
 
     Raises:
-        ValueError: For an unknown model name or hyper-parameter.
+        InputError: For an unknown model name or hyper-parameter.
     """
-    if name not in MODELS:
-        raise InputError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    cls = MODELS[name]
     params = {k: v for k, v in params.items() if v is not None}
+    if "+" in name:
+        parts = name.split("+")
+        for part in parts:
+            if part not in MODELS:
+                raise _unknown(part)
+        taken = {part: set(inspect.signature(MODELS[part]).parameters) for part in parts}
+        unused = sorted(set(params) - set().union(*taken.values()))
+        if unused:
+            raise InputError(f"bad hyper-parameters for {name}: no member takes {', '.join(unused)}")
+        return Ensemble([build_model(part, in_channels, out_channels, **{k: v for k, v in params.items()
+                                                                          if k in taken[part]}) for part in parts])
+    if name not in MODELS:
+        raise _unknown(name)
+    cls = MODELS[name]
     try:
         return cls(in_channels, out_channels, **params)
     except TypeError as exc:
@@ -45,9 +66,14 @@ def rebuild_model(name: str, hparams: dict[str, Any]) -> PropagationModel:
     """Rebuild a saved model from its name and recorded ``hparams`` (``in_channels`` and ``out_channels`` included).
 
     Hyper-parameters a model gained after the save take the value that reproduces the saved
-    model (the class's ``LEGACY_HPARAMS``), not today's default.
+    model (the class's ``LEGACY_HPARAMS``), not today's default. An ensemble's ``hparams`` list its
+    members' own.
     """
+    if "+" in name:
+        sizes = {"in_channels": hparams["in_channels"], "out_channels": hparams["out_channels"]}
+        return Ensemble([rebuild_model(m["name"], {**sizes, **{k: v for k, v in m.items() if k != "name"}})
+                         for m in hparams["members"]])
     if name not in MODELS:
-        raise InputError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        raise _unknown(name)
     params = {**MODELS[name].LEGACY_HPARAMS, **hparams}
     return build_model(name, params.pop("in_channels"), params.pop("out_channels"), **params)

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from kgzsl.errors import MissingPackageError
-from kgzsl.training.config import config_to_dict, load_config
+from kgzsl.training.config import DEMO_CONFIG, config_to_dict, load_config
 from kgzsl.vision.samples import demo_photos
 
 __all__ = ["DEMO_LABELS", "ensure_demo_run", "run_demo"]
@@ -30,7 +30,7 @@ def ensure_demo_run(config_path: str | Path | None = None, out_dir: str | Path |
     run of the same config."""
     from kgzsl.training.run import train_run
 
-    config = load_config(config_path or "dgp")
+    config = load_config(config_path or DEMO_CONFIG)
     out = Path(out_dir) if out_dir else Path("runs") / "demo"
     previous = out / "run.json"
     reuse = (not retrain and previous.is_file()
@@ -47,7 +47,7 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     """Run the demo and return its report (a text table).
 
     Args:
-        config_path: Run config file or shipped config name; the shipped ``dgp`` by default.
+        config_path: Run config file or shipped config name; the shipped ``dgp-sgcn`` (:data:`~kgzsl.training.config.DEMO_CONFIG`) by default.
         out_dir: Run folder, reused when it holds a finished run of the same config; ``runs/demo``
             under the current directory by default.
         retrain: Train even if a matching run exists.
@@ -74,10 +74,12 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
         raise MissingPackageError("no demo photos found: install the demo extra (pip install 'kgzsl[demo]')")
     records = clf.predict_detailed(photos, labels, top_k=3)
     summary = json.loads(previous.read_text(encoding="utf-8"))
+    fits = summary.get("members") or [summary]  # an ensemble lists its members' trainings
+    epochs = ", ".join(f"{m['model'].upper() + ' ' if 'members' in summary else ''}{m['best_epoch']}" for m in fits)
     lines = [
         f"kgzsl demo — {summary['model'].upper()} on {summary['num_nodes']} WordNet nodes, backbone "
-        f"{summary['backbone']}, trained on {summary['train']} seen rows (best validation cosine "
-        f"{summary['best_val_cosine']:.3f} at epoch {summary['best_epoch']}, {summary['train_seconds']:.0f}s)",
+        f"{summary['backbone']}, trained on {summary['train']} seen rows (validation cosine "
+        f"{summary['best_val_cosine']:.3f}, best epoch {epochs}, {summary['train_seconds']:.0f}s)",
         "candidate labels (" + ("none is an ImageNet-1k class: the backbone has no classifier row for any of them"
                                if not in_1k else "ImageNet-1k classes among them: " + ", ".join(in_1k)
                                + "; the backbone has no row for the others") + "):",

@@ -20,7 +20,11 @@ from kgzsl.utils.io import write_text
 from kgzsl.utils.paths import resolve_config
 
 __all__ = ["GraphConfig", "FeaturesConfig", "BackboneConfig", "ModelConfig", "TrainConfig", "RunConfig",
-           "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config"]
+           "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config", "DEMO_CONFIG"]
+
+DEMO_CONFIG = "dgp-sgcn"
+"""The shipped config ``kgzsl demo`` trains, and whose run the benchmarks score as what a user gets:
+the DGP+SGCN ensemble, the best on B2's validation rows (``docs/ablation.md``)."""
 
 
 class ConfigError(InputError):

@@ -12,11 +12,15 @@ A run folder holds everything prediction needs, without the graph or the text en
                          graph folder (``KnowledgeGraph.load(run_dir)``), so concepts and explanations
                          need no graph folder
       node_features.safetensors  the ``[N, F]`` node text features the model ran on (concepts)
-      history.json       per-epoch training loss and validation cosine
-      loss.png           the loss curve
+      history.json       per-epoch training loss and validation cosine (per member for an ensemble)
+      loss.png           the loss curves
       run.json           summary: timings, best epoch, counts, seed, library versions (written last)
       checkpoint.safetensors  resumable training state (see :func:`kgzsl.training.fit.fit`); exists only
                          while training or after an interruption, removed once the run is complete
+                         (an ensemble keeps one per member, ``checkpoint-<i>-<model>.safetensors``)
+
+An ensemble (``model.name: dgp+sgcn``, :class:`kgzsl.models.Ensemble`) trains its members one after
+the other, each exactly as it would be trained alone; the rows are the normalised mean of theirs.
 
 A run folder can be copied anywhere: nothing in it refers to the graph folder or to the current
 directory (``run.json`` records the graph's absolute path for information only).
@@ -45,7 +49,7 @@ from kgzsl.training.config import RunConfig, config_to_dict, save_config
 from kgzsl.utils.device import resolve_device
 from kgzsl.graph import load_graph, load_or_build_graph, resolve_graph_dir
 from kgzsl.utils.io import atomic_path, save_tensors, write_json
-from kgzsl.models import build_model
+from kgzsl.models import Ensemble, build_model
 from kgzsl.training.fit import FitResult, fit, split_seen
 
 __all__ = ["graph_path", "select_holdout", "train_run", "plot_history", "CHECKPOINT_FILE", "GRAPH_FILES",
@@ -98,28 +102,31 @@ def select_holdout(seen_wnids: list[str], holdout: list[str] | float | None, see
     return sorted(set(holdout))
 
 
-def plot_history(result: FitResult, path: Path, title: str) -> None:
-    """Save the training loss and validation cosine curves as a PNG."""
+def plot_history(results: FitResult | list[tuple[str, FitResult]], path: Path, title: str) -> None:
+    """Save the training loss and validation cosine curves as a PNG (one panel per ensemble member)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    epochs = range(1, len(result.train_loss) + 1)
-    ax.plot(epochs, result.train_loss, label="training loss", color="tab:blue")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss", color="tab:blue")
-    ax.set_yscale("log")
-    ax.axvline(result.best_epoch, color="gray", linestyle="--", linewidth=1)
-    if result.val_cosine:
-        ax2 = ax.twinx()
-        ax2.plot(range(1, len(result.val_cosine) + 1), result.val_cosine, label="validation cosine",
-                 color="tab:orange")
-        ax2.set_ylabel("validation cosine (held-out seen rows)", color="tab:orange")
-        ax.set_title(f"{title} — best epoch {result.best_epoch}")
-    else:
-        ax.set_title(f"{title} — no validation rows: lowest loss at epoch {result.best_epoch}")
+    panels = [("", results)] if isinstance(results, FitResult) else results
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 4 * len(panels)), squeeze=False)
+    for ax, (label, result) in zip(axes[:, 0], panels):
+        head = f"{title}{': ' + label if label else ''}"
+        epochs = range(1, len(result.train_loss) + 1)
+        ax.plot(epochs, result.train_loss, label="training loss", color="tab:blue")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss", color="tab:blue")
+        ax.set_yscale("log")
+        ax.axvline(result.best_epoch, color="gray", linestyle="--", linewidth=1)
+        if result.val_cosine:
+            ax2 = ax.twinx()
+            ax2.plot(range(1, len(result.val_cosine) + 1), result.val_cosine, label="validation cosine",
+                     color="tab:orange")
+            ax2.set_ylabel("validation cosine (held-out seen rows)", color="tab:orange")
+            ax.set_title(f"{head} — best epoch {result.best_epoch}")
+        else:
+            ax.set_title(f"{head} — no validation rows: lowest loss at epoch {result.best_epoch}")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -138,6 +145,14 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[package] = "not installed"
     return out
+
+
+def _fit_summary(result: FitResult) -> dict[str, Any]:
+    """The run.json fields of one model's training."""
+    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "best_val_cosine": result.best_val_cosine if result.val_cosine else None,
+            "train_seconds": round(result.seconds, 2), "seconds_per_epoch": round(result.seconds_per_epoch, 4),
+            "seconds_to_best": round(result.seconds_to_best, 2), "resumed_from_epoch": result.resumed_from or None}
 
 
 def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True,
@@ -189,13 +204,19 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     torch.manual_seed(config.train.seed)
     params = {k: v for k, v in config_to_dict(config.model).items() if k != "name"}
     model = build_model(config.model.name, x.size(1), raw_rows.size(1), **params)
-    layers = model.operators(graph)
-    logger.info("training %r on %d seen rows (%d validation, %d held out) of %s", model, tr.numel(), va.numel(),
-                len(hidden), graph)
-    result = fit(model, x, layers, node_of[tr], targets[tr], node_of[va], targets[va], config.train,
-                 device=device, progress=progress, checkpoint_path=out / CHECKPOINT_FILE, resume=resume)
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    checkpoints = [out / CHECKPOINT_FILE] if len(members) == 1 else \
+        [out / f"checkpoint-{i}-{m.name}.safetensors" for i, m in enumerate(members)]
+    results = []
+    for member, checkpoint in zip(members, checkpoints):  # an ensemble's members one after the other
+        logger.info("training %r on %d seen rows (%d validation, %d held out) of %s", member, tr.numel(),
+                    va.numel(), len(hidden), graph)
+        results.append(fit(member, x, member.operators(graph), node_of[tr], targets[tr], node_of[va], targets[va],
+                           config.train, device=device, progress=progress, checkpoint_path=checkpoint,
+                           resume=resume))
     with torch.no_grad():
-        rows = model.to(device).predict_rows(x.to(device), layers, chunk_size=ROW_CHUNK).cpu()  # bounded memory
+        rows = model.to(device).eval().predict_rows(x.to(device), model.operators(graph),
+                                                    chunk_size=ROW_CHUNK).cpu()  # bounded memory
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").unlink(missing_ok=True)  # its absence marks an incomplete run until the end
@@ -211,21 +232,32 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
             shutil.copyfile(Path(graph.path) / name, tmp)
     save_tensors(out / NODE_FEATURES_FILE, {"features": x.float().contiguous()},
                  metadata={"encoder": config.features.encoder, "use_gloss": str(config.features.gloss)})
-    write_json(out / "history.json", {"train_loss": result.train_loss, "val_cosine": result.val_cosine})
-    plot_history(result, out / "loss.png", f"{config.name}: {model.name} on {graph.num_nodes} nodes")
+    title = f"{config.name}: {model.name} on {graph.num_nodes} nodes"
+    if len(members) == 1:
+        result = results[0]
+        write_json(out / "history.json", {"train_loss": result.train_loss, "val_cosine": result.val_cosine})
+        plot_history(result, out / "loss.png", title)
+        fitted: dict[str, Any] = _fit_summary(result)
+    else:  # the ensemble's validation cosine is that of its own rows; each member's is listed too
+        write_json(out / "history.json", {"members": [{"model": m.name, "train_loss": r.train_loss,
+                                                       "val_cosine": r.val_cosine} for m, r in zip(members, results)]})
+        plot_history([(m.name, r) for m, r in zip(members, results)], out / "loss.png", title)
+        val = F.cosine_similarity(rows[node_of[va]], targets[va], dim=1).mean().item() if va.numel() else None
+        fitted = {"best_epoch": None, "epochs_run": sum(r.epochs_run for r in results), "best_val_cosine": val,
+                  "train_seconds": round(sum(r.seconds for r in results), 2), "seconds_per_epoch": None,
+                  "seconds_to_best": None, "resumed_from_epoch": None,
+                  "members": [{"model": m.name, **_fit_summary(r)} for m, r in zip(members, results)]}
     summary: dict[str, Any] = {
         "name": config.name, "model": model.name, "backbone": backbone.name, "graph": str(Path(graph.path).absolute()),
         "graph_counts": graph.manifest.get("counts", {}), "num_nodes": graph.num_nodes,
-        "seen": len(present), "train": tr.numel(), "val": va.numel(), "holdout": sorted(hidden),
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-        "best_val_cosine": result.best_val_cosine if result.val_cosine else None, "train_seconds": round(result.seconds, 2),
-        "seconds_per_epoch": round(result.seconds_per_epoch, 4), "seconds_to_best": round(result.seconds_to_best, 2),
+        "seen": len(present), "train": tr.numel(), "val": va.numel(), "holdout": sorted(hidden), **fitted,
         "total_seconds": round(time.perf_counter() - start, 2), "device": str(device), "seed": config.train.seed,
-        "backbone_weights": backbone.weights, "resumed_from_epoch": result.resumed_from or None,
+        "backbone_weights": backbone.weights,
         "torch_threads": torch.get_num_threads(),
         "versions": _versions(), "config": config_to_dict(config),
     }
     write_json(out / "run.json", summary)
-    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    for checkpoint in checkpoints:  # the run is complete: nothing left to resume
+        checkpoint.unlink(missing_ok=True)
     logger.info("wrote run %s", out)
     return out

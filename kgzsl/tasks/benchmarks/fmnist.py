@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from kgzsl.errors import InputError
 from kgzsl.inference.head import LinearHead
 from kgzsl.tasks.benchmarks.fmnist_data import FMNIST_CLASSES, fmnist_features, load_fmnist, stratified_subset
+from kgzsl.training.config import DEMO_CONFIG
 from kgzsl.tasks.metrics import calibrated_stacking, choose_gamma, mean_per_class_accuracy, seen_unseen_accuracy
 
 __all__ = ["run_fmnist", "Scorer"]
@@ -169,7 +170,7 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
         below[node].append(pos)
     text = node_features(graph, encoder=first["config"]["features"]["encoder"],
                          use_gloss=first["config"]["features"]["gloss"])
-    user_run = runs.get("dgp", next(iter(runs.values())))
+    user_run = runs.get(DEMO_CONFIG, runs.get("dgp", next(iter(runs.values()))))  # what `kgzsl demo` trains
     scorers: dict[str, tuple[str, Scorer]] = {
         "predict": ("predict", _model_scorer(user_run, graph.index, backbone, scoring="calibrated")),
         "predict+images": ("predict", _model_scorer(user_run, graph.index, backbone, scoring="calibrated",

@@ -139,6 +139,10 @@ def _heldout(models: list[str], device: str, progress: bool, ensemble: bool = Fa
     from kgzsl.utils.device import resolve_device
 
     configs = {m: load_config(_CONFIGS / f"{m}.yaml") for m in models}
+    for name, config in configs.items():
+        if "+" in config.model.name:
+            raise InputError(f"{name} is an ensemble ({config.model.name}): B2 trains its members apart and "
+                             f"scores them together with --models {config.model.name.replace('+', ',')} --ensemble")
     first = next(iter(configs.values()))
     graph, rows, seen = heldout_inputs(first)
     x = node_features(graph, encoder=first.features.encoder, use_gloss=first.features.gloss)
