@@ -20,7 +20,8 @@ A run folder holds everything prediction needs, without the graph or the text en
                          (an ensemble keeps one per member, ``checkpoint-<i>-<model>.safetensors``)
 
 An ensemble (``model.name: dgp+sgcn``, :class:`kgzsl.models.Ensemble`) trains its members one after
-the other, each exactly as it would be trained alone; the rows are the normalised mean of theirs.
+the other, each by the same procedure as alone (its own operators, early stopping and checkpoint);
+the rows are the normalised mean of theirs.
 
 A run folder can be copied anywhere: nothing in it refers to the graph folder or to the current
 directory (``run.json`` records the graph's absolute path for information only).

@@ -27,14 +27,16 @@ def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dic
     runs = {}
     for model in models:
         run = runs_dir / model
+        config_file = _CONFIGS / f"{model}.yaml"
         if (run / "run.json").is_file():
             summary = json.loads((run / "run.json").read_text())
-            if summary.get("model") != model:
-                problem = f"{run} holds a {summary.get('model')} run, not {model}"
+            # a shipped config's name (dgp-sgcn) may differ from its model's (dgp+sgcn)
+            expected = load_config(config_file).model.name if config_file.is_file() else model
+            if summary.get("model") != expected:
+                problem = f"{run} holds a {summary.get('model')} run, not {expected}"
                 raise InputError(f"{problem}; pass another runs_dir", cli_message=f"{problem}; pass another --runs-dir")
             logger.info("using the trained %s run in %s", model, run)
         else:
-            config_file = _CONFIGS / f"{model}.yaml"
             if not config_file.is_file():
                 raise NotFoundError(f"no run in {run} and no config {config_file} to train one")
             logger.info("no %s run in %s: training one from %s", model, run, config_file)
@@ -84,7 +86,11 @@ def _run(name: str, models: list[str], runs_dir: Path, out_dir: Path, limit_per_
     if name == "speed":
         from kgzsl.tasks.benchmarks.speed import run_speed
 
-        result = run_speed(run_dir=runs_dir / "dgp", progress=progress)
+        from kgzsl.training.config import DEMO_CONFIG
+
+        run_dir = next((runs_dir / n for n in (DEMO_CONFIG, "dgp") if (runs_dir / n / "run.json").is_file()),
+                       runs_dir / "dgp")  # the head of the demo's run when there is one
+        result = run_speed(run_dir=run_dir, progress=progress)
         result["seconds"] = round(time.perf_counter() - start, 1)
         report = "speed (B3), one run on this machine:\n" + "\n".join(f"  {k:<40} {v}" for k, v in result.items())
         return report, result
