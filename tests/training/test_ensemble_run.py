@@ -4,6 +4,8 @@ normalised mean, and everything a run is used for (loading, concepts) working th
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,21 +16,26 @@ from conftest import TINY_WNIDS
 pytestmark = pytest.mark.slow
 
 
+def _config(tiny_run: Path, tmp_path: Path, *overrides: str) -> Any:
+    """dgp+sgcn on the tiny real graph the ``tiny_run`` fixture built."""
+    from kgzsl.training.config import load_config
+
+    graph = json.loads((tiny_run / "run.json").read_text())["graph"]
+    wnid_file = tmp_path / "tiny.txt"
+    wnid_file.write_text("\n".join(TINY_WNIDS) + "\n")
+    return load_config(None, [f"graph.path={graph}", f"graph.wnids={wnid_file}", "name=tiny-ens",
+                              "features.encoder=wordllama", "model.name=dgp+sgcn", "model.hidden_channels=[64]",
+                              "train.epochs=40", "train.val_fraction=0.1", "train.patience=40", "train.device=cpu",
+                              *overrides])
+
+
 def test_an_ensemble_run_holds_both_members_and_their_mean_rows(tiny_run, tmp_path):
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.inference.concepts import load_propagation_model
-    from kgzsl.training.config import load_config
     from kgzsl.training.run import train_run
     from kgzsl.utils.io import load_tensors
 
-    graph = json.loads((tiny_run / "run.json").read_text())["graph"]  # the tiny real graph, already built
-    wnid_file = tmp_path / "tiny.txt"
-    wnid_file.write_text("\n".join(TINY_WNIDS) + "\n")
-    config = load_config(None, [f"graph.path={graph}", f"graph.wnids={wnid_file}", "name=tiny-ens",
-                                "features.encoder=wordllama", "model.name=dgp+sgcn", "model.hidden_channels=[64]",
-                                "train.epochs=40", "train.val_fraction=0.1", "train.patience=40",
-                                "train.device=cpu"])
-    out = train_run(config, out_dir=tmp_path / "run", progress=False)
+    out = train_run(_config(tiny_run, tmp_path), out_dir=tmp_path / "run", progress=False)
     summary = json.loads((out / "run.json").read_text())
     assert summary["model"] == "dgp+sgcn" and [m["model"] for m in summary["members"]] == ["dgp", "sgcn"]
     assert all(1 <= m["best_epoch"] <= 40 for m in summary["members"])
@@ -55,3 +62,31 @@ def test_an_ensemble_run_holds_both_members_and_their_mean_rows(tiny_run, tmp_pa
     clf.add_concept("fluffcat", parents=["tabby"], description="a very fluffy house cat")  # through both members
     assert clf.added_wnids and torch.isfinite(clf.rows[-1]).all()
     assert float(clf.rows[-1].norm()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_an_ensemble_interrupted_in_its_second_member_resumes_to_the_same_rows(tiny_run, tmp_path, monkeypatch):
+    import kgzsl.training.fit
+    from kgzsl.training.run import train_run
+    from kgzsl.utils.io import load_tensors
+
+    config = _config(tiny_run, tmp_path, "train.epochs=20", "train.patience=20", "train.checkpoint_every=5")
+    expected = load_tensors(train_run(config, out_dir=tmp_path / "whole", progress=False) / "rows.safetensors")
+    real, calls = kgzsl.training.fit.regression_loss, {"n": 0}
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:  # Ctrl-C at the 13th step of the second member
+        calls["n"] += 1
+        if calls["n"] == 20 + 13:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kgzsl.training.fit, "regression_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, out_dir=tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    left = sorted(p.name for p in (tmp_path / "cut").glob("checkpoint*"))
+    assert left == ["checkpoint-0-dgp.safetensors", "checkpoint-1-sgcn.safetensors"], left
+    out = train_run(config, out_dir=tmp_path / "cut", progress=False, resume=True)
+    summary = json.loads((out / "run.json").read_text())
+    assert [m["resumed_from_epoch"] for m in summary["members"]] == [15, 10]  # their last checkpoints
+    assert torch.equal(load_tensors(out / "rows.safetensors")["rows"], expected["rows"])
+    assert not list(out.glob("checkpoint*"))
