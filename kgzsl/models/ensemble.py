@@ -52,19 +52,23 @@ class Ensemble(PropagationModel):
         self.members = nn.ModuleList(members)
         self.name = "+".join(m.name for m in members)  # type: ignore[misc]  # rebuilt by this name
 
+    @staticmethod
+    def combine(rows: list[torch.Tensor]) -> torch.Tensor:
+        """The ensemble's rows from its members' unit rows ``[N, D]`` (in member order): their normalised mean."""
+        return F.normalize(sum(rows), dim=-1)
+
     def operators(self, graph: Any) -> list[list[list[Operator]]]:  # type: ignore[override]
         """Per member, its own :meth:`PropagationModel.operators`."""
         return [m.operators(graph) for m in self.members]
 
     def forward(self, x: torch.Tensor, adjs: list[list[list[torch.Tensor]]]) -> torch.Tensor:  # type: ignore[override]
         """The normalised mean of the members' rows; ``adjs[i]`` holds member ``i``'s operators."""
-        return F.normalize(sum(m(x, a) for m, a in zip(self.members, adjs)), dim=-1)
+        return self.combine([m(x, a) for m, a in zip(self.members, adjs)])
 
     def predict_rows(self, x: torch.Tensor, layers: list[list[list[Operator]]],  # type: ignore[override]
                      rows: torch.Tensor | None = None, chunk_size: int | None = None) -> torch.Tensor:
         """As :meth:`PropagationModel.predict_rows`, member by member, then their normalised mean."""
-        return F.normalize(sum(m.predict_rows(x, ops, rows, chunk_size) for m, ops in zip(self.members, layers)),
-                           dim=-1)
+        return self.combine([m.predict_rows(x, ops, rows, chunk_size) for m, ops in zip(self.members, layers)])
 
     def prepare_inputs(self, x: torch.Tensor, adjs: Any) -> Any:
         raise TypeError("an ensemble is not trained as one model: train each of its members (kgzsl.training.run)")

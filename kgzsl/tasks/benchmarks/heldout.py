@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from kgzsl.errors import InputError
 from kgzsl.training.config import RunConfig, config_to_dict
-from kgzsl.models import build_model
+from kgzsl.models import Ensemble, build_model
 from kgzsl.training.fit import fit, split_seen
 
 __all__ = ["SUBTREES", "heldout_splits", "weight_space_metrics", "conse_rows", "run_heldout"]
@@ -146,8 +146,8 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
             if any(not torch.equal(positions, first) for positions, _ in val_rows.values()):
                 raise InputError("an ensemble needs the same validation rows for every model: give the configs "
                                  "the same train.seed and train.val_fraction")
-            mean = F.normalize(sum(F.normalize(r, dim=1) for r in hidden_rows.values()), dim=1)
-            val_mean = F.normalize(sum(F.normalize(r, dim=1) for _, r in val_rows.values()), dim=1)
+            mean = Ensemble.combine(list(hidden_rows.values()))  # what a run of the ensemble predicts
+            val_mean = Ensemble.combine([r for _, r in val_rows.values()])
             rows.append({"method": "+".join(configs), "kind": "ensemble", "split": split, "n_hidden": len(hidden),
                          **weight_space_metrics(mean, targets[hidden]),
                          "val_cosine": _mean_cosine(val_mean, targets[first])})
