@@ -27,6 +27,7 @@ import torch
 from kgzsl.errors import InputError, KgzslError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
+from kgzsl.inference.adaptation import AdaptedHead, ClassAdapter
 from kgzsl.inference.head import INT8_MIN_ROWS, HeadCache, LinearHead, SplitHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
@@ -169,6 +170,8 @@ class ZeroShotClassifier:
         self._score_calibration = score_calibration
         self._score_rows: torch.Tensor | None = None  # built on first use (see score_rows)
         self._score_lock = threading.Lock()
+        self._adapter: ClassAdapter | None = None  # built from the calibration's features on first use
+        self._adapt = True
         self._seen_ancestors: dict[int, dict[int, int]] | None = None
         self._concept_lock = threading.Lock()
         self.add_missing_labels = True  # a WordNet noun that is not a node is added as a concept on first use
@@ -385,9 +388,41 @@ class ZeroShotClassifier:
         """
         calib = fit_calibration(features, self.backbone.classifier_rows(), source)
         with self._score_lock:
-            self._score_calibration, self._score_rows = calib, None
+            self._score_calibration, self._score_rows, self._adapter = calib, None, None
         self._clear_heads()
         return calib
+
+    @property
+    def adapt_to_images(self) -> bool:
+        """Whether a calibrated run fits a label list's candidates to the user's images
+        (:mod:`kgzsl.inference.adaptation`; default True). False keeps the calibrated rows as they are."""
+        return self._adapt
+
+    @adapt_to_images.setter
+    def adapt_to_images(self, value: bool) -> None:
+        self._adapt = bool(value)
+        self._clear_heads()
+
+    def adapter(self) -> ClassAdapter | None:
+        """The :class:`~kgzsl.inference.adaptation.ClassAdapter` of the calibration's stored features
+        (None: not calibrated, ``"predicted"`` scoring, or a calibration without stored features)."""
+        calib = self._score_calibration
+        if self.scoring != "calibrated" or calib is None or calib.features is None:
+            return None
+        with self._score_lock:
+            if self._adapter is None:
+                self._adapter = ClassAdapter(calib.features)
+            return self._adapter
+
+    def _adapted(self, head: Any, resolved: list[ResolvedLabel]) -> Any:
+        """``head`` with its candidates fitted to the user's images when :meth:`adapter` applies to them."""
+        adapter = self.adapter() if self.adapt_to_images else None
+        if adapter is None or not adapter.applies(len(resolved)):
+            return head
+        with torch.inference_mode():
+            rows = adapter.rows(head.logits(adapter.features.to(self.rows.device)))
+        senses = head.senses if isinstance(head, GroupHead) else [[r.index] for r in resolved]
+        return AdaptedHead(head, LinearHead(rows.to(self.rows.device), int8=False), senses)
 
     def seen_nodes(self) -> torch.Tensor:
         """``[1000]`` node index of each of the backbone's classes, -1 where the class is not a node."""
@@ -460,7 +495,9 @@ class ZeroShotClassifier:
         """``(None, resolved, head)`` of a label list, from the LRU cache :attr:`_heads`.
 
         The head is a :class:`LinearHead`, or a :class:`GroupHead` when a candidate also stands
-        for seen classes below it (``"calibrated"`` scoring of a label list).
+        for seen classes below it (``"calibrated"`` scoring of a label list), or an
+        :class:`~kgzsl.inference.adaptation.AdaptedHead` of either once the run is calibrated on
+        images it keeps (:meth:`adapter`).
         """
         key = _key(candidate_labels)
 
@@ -471,16 +508,17 @@ class ZeroShotClassifier:
                 nodes = range(len(self.wnids)) if chosen is None else chosen
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
                                           i, self.wnids[i], self.names[i]) for i in nodes]
-            else:
-                labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
-                resolved = self.resolver.resolve_all([label.strip() for label in labels])
-                if self.scoring == "calibrated":
-                    senses = [[r.index, *r.senses] for r in resolved]
-                    claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
-                    if any(claims) or any(len(ns) > 1 for ns in senses):
-                        extra = list(dict.fromkeys(j for c in claims for j in c))
-                        return None, resolved, GroupHead(every, extra, self._claim_rows(extra), senses, claims)
-            return None, resolved, self._linear(every, [r.index for r in resolved])
+                return None, resolved, self._linear(every, list(nodes))
+            labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
+            resolved = self.resolver.resolve_all([label.strip() for label in labels])
+            head = None
+            if self.scoring == "calibrated":
+                senses = [[r.index, *r.senses] for r in resolved]
+                claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
+                if any(claims) or any(len(ns) > 1 for ns in senses):
+                    extra = list(dict.fromkeys(j for c in claims for j in c))
+                    head = GroupHead(every, extra, self._claim_rows(extra), senses, claims)
+            return None, resolved, self._adapted(head or self._linear(every, [r.index for r in resolved]), resolved)
 
         try:
             return self._heads.get(key, build)
@@ -561,7 +599,7 @@ class ZeroShotClassifier:
                 continue
             with torch.inference_mode():  # exact top k; see kgzsl.inference.head for the int8 shortlist
                 features = self.backbone(batch.to(self.backbone.device))
-                if isinstance(linear, GroupHead):  # labels with several senses: report the one used
+                if isinstance(linear, (GroupHead, AdaptedHead)):  # labels with several senses: report the one used
                     logits, choice = linear.choose(features)
                     best, top = logits.topk(k, dim=1)
                     scores = logits.softmax(dim=1).gather(1, top)

@@ -49,7 +49,7 @@ from kgzsl.errors import InputError
 from kgzsl.inference.head import LinearHead
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["CALIBRATION_FILE", "GroupHead", "ScoreCalibration", "centred_rows", "claimed_seen", "fit_calibration",
+__all__ = ["CALIBRATION_FILE", "STORED_FEATURES", "GroupHead", "ScoreCalibration", "centred_rows", "claimed_seen", "fit_calibration",
            "group_logits", "predicted_rows", "scoring_rows", "seen_ancestors", "standardised_rows"]
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 #: the run file that holds a calibration fitted on the user's images
 CALIBRATION_FILE = "score_calibration.safetensors"
 _MAX_RANK = 256  # directions of the reference covariance kept (an SVD of the centred features)
+#: most feature vectors a calibration stores for adapting label lists (20 MB at 1,280-d)
+STORED_FEATURES = 4096
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class ScoreCalibration:
         target_std: Median of their logits' standard deviation (``s``).
         source: Where the reference images came from.
         images: How many feature vectors were used.
+        features: ``[S, D]`` a sample of at most :data:`STORED_FEATURES` of them (in order, or a
+            seeded random subset), which :mod:`~kgzsl.inference.adaptation` fits the candidates of a
+            label list on; None in calibrations written before it was kept.
     """
 
     mean: torch.Tensor
@@ -78,6 +83,7 @@ class ScoreCalibration:
     target_std: float
     source: str
     images: int
+    features: torch.Tensor | None = None
 
     @property
     def shrinkage(self) -> float:
@@ -92,8 +98,10 @@ class ScoreCalibration:
 
     def save(self, path: str | Path) -> Path:
         """Write as safetensors (atomically)."""
-        save_tensors(Path(path), {"mean": self.mean.float().contiguous(), "spread": self.spread.float().contiguous()},
-                     metadata={"target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
+        tensors = {"mean": self.mean.float().contiguous(), "spread": self.spread.float().contiguous()}
+        if self.features is not None:
+            tensors["features"] = self.features.float().contiguous()
+        save_tensors(Path(path), tensors, metadata={"target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
                                "source": self.source, "images": str(self.images)})
         return Path(path)
 
@@ -105,9 +113,13 @@ class ScoreCalibration:
             InputError: If a field is missing or malformed.
         """
         tensors, meta = load_tensors(Path(path)), read_tensor_metadata(Path(path))
+        kept = tensors.get("features")
+        if kept is not None and "mean" in tensors and (kept.ndim != 2 or kept.size(1) != tensors["mean"].numel()):
+            raise InputError(f"{path} holds features of shape {tuple(kept.shape)}, not [S, "
+                             f"{tensors['mean'].numel()}]; redo it with `kgzsl calibrate RUN --images DIR`")
         try:
             return cls(tensors["mean"], tensors["spread"], float(meta["target_mean"]), float(meta["target_std"]),
-                       meta.get("source", "?"), int(meta.get("images", 0)))
+                       meta.get("source", "?"), int(meta.get("images", 0)), tensors.get("features"))
         except (KeyError, ValueError) as exc:
             raise InputError(f"{path} is not a kgzsl score calibration ({exc}); redo it with "
                              "`kgzsl calibrate RUN --images DIR`") from None
@@ -136,8 +148,10 @@ def fit_calibration(features: torch.Tensor, real_rows: torch.Tensor, source: str
     u, sv, vt = torch.linalg.svd(centred, full_matrices=False)
     rank = int(min(_MAX_RANK, (sv > sv[0] * 1e-6).sum()))
     spread = (vt[:rank].T * sv[:rank]).float()
+    keep = features if features.size(0) <= STORED_FEATURES else \
+        features[torch.randperm(features.size(0), generator=torch.Generator().manual_seed(0))[:STORED_FEATURES]]
     calib = ScoreCalibration(mean.float(), spread, float(logits.mean(0).median()), float(logits.std(0).median()),
-                             source, int(features.size(0)))
+                             source, int(features.size(0)), keep.float())
     logger.info("score calibration on %d images (%s): real logits mean %.3f, spread %.3f", calib.images, source,
                 calib.target_mean, calib.target_std)
     return calib

@@ -12,7 +12,9 @@ Settings (each reported as top-1 and mean per-class accuracy):
 Methods: ``predict`` (what a user gets: :meth:`ZeroShotClassifier.logits
 <kgzsl.inference.classifier.ZeroShotClassifier.logits>` with its default scoring, on the first run,
 no user data) and ``predict+images`` (the same after ``kgzsl calibrate`` on unlabelled images of
-the train split, :func:`kgzsl.tasks.calibrate.calibrate_scores`); every trained propagation model
+the train split, :func:`kgzsl.tasks.calibrate.calibrate_scores`: centring, then the candidates
+fitted to those images, :mod:`kgzsl.inference.adaptation`; ``predict+images-centred`` stops after
+the centring, ``adapt_to_images=False``); every trained propagation model
 with the papers' protocol (``scoring="predicted"``: every candidate scored with its predicted row),
 raw and ``+centred`` (hubness correction: each
 candidate's scores minus their mean over unlabelled images of the train split — predictions of
@@ -47,13 +49,14 @@ Scorer = Callable[[torch.Tensor, list[int]], torch.Tensor]
 
 
 def _model_scorer(run_dir: Path, graph_index: dict[str, int], backbone: Any, scoring: str = "predicted",
-                  calibration_features: torch.Tensor | None = None) -> Scorer:
+                  calibration_features: torch.Tensor | None = None, adapt: bool = True) -> Scorer:
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.tasks.calibrate import calibrate_scores
 
     clf = ZeroShotClassifier.load(run_dir, device="cpu", backbone=backbone, scoring=scoring)  # the run's own checks
     if calibration_features is not None:
         calibrate_scores(clf, calibration_features, save=False)
+    clf.adapt_to_images = adapt
     graph_wnids = sorted(graph_index, key=graph_index.get)
     known = set(clf.wnids)
     missing = [w for w in graph_wnids if w not in known]
@@ -175,6 +178,8 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
         "predict": ("predict", _model_scorer(user_run, graph.index, backbone, scoring="calibrated")),
         "predict+images": ("predict", _model_scorer(user_run, graph.index, backbone, scoring="calibrated",
                                                     calibration_features=val_feats)),
+        "predict+images-centred": ("predict", _model_scorer(user_run, graph.index, backbone, scoring="calibrated",
+                                                            calibration_features=val_feats, adapt=False)),
         **{name: ("model", _model_scorer(path, graph.index, backbone)) for name, path in runs.items()}}
     scorers["hierarchy-max"] = ("baseline", _hierarchy_scorer(logits_of, below, "max"))
     scorers["hierarchy-mean"] = ("baseline", _hierarchy_scorer(logits_of, below, "mean"))

@@ -49,11 +49,12 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of flat benchmark rows."""
     metrics = [k for k in ("top1", "mean_per_class", "seen", "unseen", "harmonic", "gamma", "largest_class_share",
                            "mean_cosine", "hit1", "hit5", "val_cosine") if any(k in r for r in rows)]
-    header = f"{'method':<15} {'kind':<9} {'setting':<9} " + " ".join(f"{m:>14}" for m in metrics)
+    width = max([15] + [len(str(r["method"])) for r in rows])
+    header = f"{'method':<{width}} {'kind':<9} {'setting':<9} " + " ".join(f"{m:>14}" for m in metrics)
     lines = [header, "-" * len(header)]
     for r in rows:
         cells = " ".join(f"{r[m]:>14.3f}" if isinstance(r.get(m), float) else f"{'':>14}" for m in metrics)
-        lines.append(f"{r['method']:<15} {r['kind']:<9} {r['setting']:<9} {cells}")
+        lines.append(f"{r['method']:<{width}} {r['kind']:<9} {r['setting']:<9} {cells}")
     return "\n".join(lines)
 
 

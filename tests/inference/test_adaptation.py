@@ -1,0 +1,118 @@
+"""Candidates fitted to the user's unlabelled images: EM of a shared-covariance Gaussian mixture."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from kgzsl.errors import InputError
+from kgzsl.inference.adaptation import MIN_IMAGES_PER_CANDIDATE, AdaptedHead, ClassAdapter
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, fit_calibration
+
+
+def _clusters(per: int = 60, d: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three well separated clusters and their labels; the centres lie on the first three axes."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.zeros(3, d)
+    centres[0, 0], centres[1, 1], centres[2, 2] = 4.0, 4.0, 4.0
+    labels = torch.arange(3).repeat_interleave(per)
+    return centres[labels] + torch.randn(3 * per, d, generator=g), labels, centres
+
+
+def test_em_moves_weak_rows_onto_the_clusters_of_the_images():
+    x, labels, centres = _clusters()
+    # zero-shot rows that only lean the right way: each centre's direction, and a large bias towards class 0
+    weak = torch.cat([0.3 * centres, torch.tensor([[5.0], [0.0], [0.0]])], 1)
+    weak_logits = x @ weak[:, :-1].T + weak[:, -1]
+    before = float((weak_logits.argmax(1) == labels).float().mean())
+    rows = ClassAdapter(x).rows(weak_logits)
+    after = float(((x @ rows[:, :-1].T + rows[:, -1]).argmax(1) == labels).float().mean())
+    assert before < 0.7 and after > 0.95, (before, after)
+
+
+def test_the_adapted_rows_are_a_fixed_point_of_the_em_step():
+    x, _, centres = _clusters(seed=1)
+    rows = ClassAdapter(x).rows(x @ centres.T)
+    # one more round by hand, densely: responsibilities, means, priors, the within-class covariance
+    # (shrunk as documented), then the discriminant rows
+    x = x.double()
+    resp = (x @ rows[:, :-1].double().T + rows[:, -1].double()).softmax(1)
+    count = resp.sum(0)
+    mu = x.mean(0)
+    offset = (resp.T @ x) / count[:, None] - mu
+    m, d = x.shape
+    total = (x - mu).T @ (x - mu) / m
+    between = (offset.T * (count / m)) @ offset
+    keep = 1 - d / (d + m)
+    within = keep * (total - between) + (1 - keep) * torch.trace(total) / d * torch.eye(d, dtype=x.dtype)
+    weight = torch.linalg.solve(within, offset.T).T
+    bias = -0.5 * (weight * offset).sum(1) - weight @ mu + torch.log(count / count.sum())
+    torch.testing.assert_close(rows, torch.cat([weight, bias[:, None]], 1).float(), atol=1e-3, rtol=1e-3)
+
+
+def test_adaptation_applies_only_with_enough_images_per_candidate_and_checks_its_input():
+    x, _, _ = _clusters(per=10)  # 30 images
+    adapter = ClassAdapter(x)
+    assert adapter.applies(30 // MIN_IMAGES_PER_CANDIDATE) and not adapter.applies(30 // MIN_IMAGES_PER_CANDIDATE + 1)
+    assert not adapter.applies(1)
+    with pytest.raises(ValueError, match="logits of the 30"):
+        adapter.rows(torch.zeros(29, 3))
+    with pytest.raises(InputError, match="at least 2"):
+        ClassAdapter(x[:1])
+    bad = x.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(InputError, match="not all finite"):
+        ClassAdapter(bad)
+
+
+def test_a_calibration_keeps_its_features_and_reads_files_without_them(tmp_path):
+    x, _, _ = _clusters()
+    real = torch.randn(4, x.size(1) + 1, generator=torch.Generator().manual_seed(2))
+    calib = fit_calibration(x, real, source="toy")
+    torch.testing.assert_close(calib.features, x)
+    again = ScoreCalibration.load(calib.save(tmp_path / "c.safetensors"))
+    torch.testing.assert_close(again.features, x)
+    old = ScoreCalibration(calib.mean, calib.spread, calib.target_mean, calib.target_std, "old", 10)
+    assert ScoreCalibration.load(old.save(tmp_path / "old.safetensors")).features is None
+    from kgzsl.utils.io import save_tensors
+
+    save_tensors(tmp_path / "bad.safetensors", {"mean": calib.mean, "spread": calib.spread, "features": x[:, :3]},
+                 metadata={"target_mean": "0.0", "target_std": "1.0"})
+    with pytest.raises(InputError, match="features of shape"):
+        ScoreCalibration.load(tmp_path / "bad.safetensors")
+
+
+def test_a_calibrated_run_adapts_a_short_label_list_and_reports_the_senses(tiny_run, tmp_path):
+    from kgzsl.tasks.calibrate import calibrate_scores
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    d = clf.backbone.feature_dim
+    g = torch.Generator().manual_seed(6)
+    labels = ["cat", "dog"]
+    plain = clf.candidate_head(labels)
+    assert not isinstance(plain, AdaptedHead)  # not calibrated: nothing to adapt to
+    feats = torch.rand(40, d, generator=g) * 2
+    calibrate_scores(clf, feats)
+    head = clf.candidate_head(labels)
+    assert isinstance(head, AdaptedHead)
+    x = torch.rand(3, d, generator=g) * 2
+    expected = clf.adapter().rows(head.base.logits(feats))
+    torch.testing.assert_close(clf.logits(x, labels), x @ expected[:, :-1].T + expected[:, -1], atol=1e-4, rtol=1e-4)
+    preds = clf.predict(torch.rand(2, 3, 96, 96, generator=g), labels, top_k=2)  # a transformed batch
+    senses = {r.label: {r.synset, *[clf.names[n] for n in r.senses]} for r in clf.resolve_labels(labels)}
+    assert {p["label"] for p in preds[0]} == set(labels)
+    assert all(p["synset"] in senses[p["label"]] for p in preds[0] + preds[1]), preds
+    too_many = [w for w in clf.wnids if w not in clf.backbone.wnids][:40 // MIN_IMAGES_PER_CANDIDATE + 1]
+    assert not isinstance(clf.candidate_head(too_many), AdaptedHead)  # fewer than 5 images per candidate
+    clf.adapt_to_images = False
+    assert not isinstance(clf.candidate_head(labels), AdaptedHead)
+    # stored with the run: a later load adapts the same way
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    assert isinstance(again.candidate_head(labels), AdaptedHead)
+    assert (run / CALIBRATION_FILE).is_file()
+    torch.testing.assert_close(again.logits(x, labels), x @ expected[:, :-1].T + expected[:, -1], atol=1e-4, rtol=1e-4)
