@@ -22,7 +22,9 @@ rows. How the two kinds meet depends on whether the user has calibrated the run:
   ``trace(Sigma)/D · I`` with weight ``D / (D + M)`` for ``M`` images), and ``m`` and ``s`` the
   median over the backbone's classes of the mean and standard deviation of their real logits on
   the same features; the backbone's own rows keep their weights and get the bias that puts their
-  mean logit at ``m`` (:func:`centred_rows`). Both are still rows of a linear head.
+  mean logit at ``m`` (:func:`centred_rows`). Both are still rows of a linear head. The
+  calibration also keeps a sample of the features, to which a short label list's candidates are
+  then fitted (:mod:`kgzsl.inference.adaptation`).
 
 Why no centring by default: a generic reference (the photos bundled with scikit-image and
 scikit-learn, under flips and crops) was measured as the default and lost on real colour photos

@@ -3,8 +3,9 @@
 Without it, every candidate is scored on the backbone's own scale (:mod:`kgzsl.inference.scoring`).
 Images from the user's own domain (no labels needed) give the mean and spread that matter to them:
 every class is then centred on them, the hubness correction, and each predicted row is
-standardised per class. The result is stored in the run as ``score_calibration.safetensors`` and
-used by every later ``predict``, ``evaluate`` and ``search`` of that run.
+standardised per class. The result is stored in the run as ``score_calibration.safetensors``, with
+a sample of the images' features, and used by every later ``predict``, ``evaluate`` and ``search``
+of that run: a short label list is also fitted to those features (:mod:`kgzsl.inference.adaptation`).
 
 Example:
     >>> calibrate_scores(clf, "my_photos/")
