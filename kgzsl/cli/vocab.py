@@ -109,12 +109,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     clf = ZeroShotClassifier.load(args.run, device=args.device)
     calib = calibrate_scores(clf, args.images, progress=not args.quiet)
-    from kgzsl.inference.adaptation import MIN_IMAGES_PER_CANDIDATE
+    from kgzsl.inference.adaptation import MAX_CANDIDATES, MIN_IMAGES_PER_CANDIDATE
 
     kept = 0 if calib.features is None else calib.features.size(0)
+    most = min(kept // MIN_IMAGES_PER_CANDIDATE, MAX_CANDIDATES)
+    fitted = f"label lists of 2 to {most} candidates are fitted to them" if most >= 2 else \
+        f"too few to fit label lists to them (that needs {2 * MIN_IMAGES_PER_CANDIDATE} images or more)"
     print(f"score calibration on {calib.source} (real logits: mean {calib.target_mean:.3f}, spread "
           f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'} with {kept} "
-          f"feature vectors: label lists of 2 to {kept // MIN_IMAGES_PER_CANDIDATE} candidates are fitted to them")
+          f"feature vectors: {fitted}")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     folders = [p for p in Path(args.images).iterdir() if p.is_dir() and WNID_RE.match(p.name)]
     if labels is None and not folders:

@@ -421,6 +421,8 @@ class ZeroShotClassifier:
             return head
         with torch.inference_mode():
             rows = adapter.rows(head.logits(adapter.features.to(self.rows.device)))
+        logger.info("%d candidates fitted to the %d images of the run's calibration (adapt_to_images=False keeps "
+                    "the centred rows)", len(resolved), adapter.features.size(0))
         senses = head.senses if isinstance(head, GroupHead) else [[r.index] for r in resolved]
         return AdaptedHead(head, LinearHead(rows.to(self.rows.device), int8=False), senses)
 

@@ -95,7 +95,10 @@ def test_add_concept_is_saved_with_the_run_and_calibrate(tiny_run, tmp_path, cap
     assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5",
                  "--device", "cpu"]) == 0
     stored = json.loads((run / "abstain.json").read_text())
-    assert stored["inputs"] == 6 and stored["kept"] >= 0.5 and "keeps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert stored["inputs"] == 6 and stored["kept"] >= 0.5 and "keeps" in out
+    assert "with 6 feature vectors: label lists of 2 to 1 candidates" not in out  # too few to adapt: said so
+    assert "with 6 feature vectors" in out and "too few" in out, out
 
 
 def test_benchmark_json_is_a_flag_and_json_out_writes_the_file(tmp_path, capsys, monkeypatch):
