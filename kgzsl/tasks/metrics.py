@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from kgzsl.graph import KnowledgeGraph
 
 __all__ = ["true_class_ranks", "hit_at_k", "hit_from_ranks", "calibrated_stacking", "seen_unseen_accuracy",
-           "gzsl_thresholds", "choose_gamma", "mean_per_class_accuracy", "lca_heights",
+           "gzsl_thresholds", "choose_gamma", "calibration_error", "mean_per_class_accuracy", "lca_heights",
            "mistake_severity", "harmonic_mean", "DEFAULT_KS"]
 
 logger = logging.getLogger(__name__)
@@ -212,6 +212,28 @@ def choose_gamma(scores: torch.Tensor, targets: torch.Tensor, seen_mask: torch.T
         ValueError: If the images do not cover both seen and unseen classes.
     """
     return _best_gamma(*gzsl_thresholds(scores, targets, seen_mask), grid=grid)
+
+
+def calibration_error(logits: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> dict[str, float]:
+    """How far the softmax's top probability is from the accuracy (expected calibration error).
+
+    The images are put in ``bins`` equal-width bins of their top probability; the error is the
+    image-weighted mean over bins of ``|accuracy - mean top probability|`` (Guo et al. 2017).
+
+    Returns:
+        ``{"mean_confidence", "ece"}``.
+    """
+    _check(logits, targets)
+    if targets.numel() == 0:
+        raise ValueError("no images to evaluate")
+    probs = logits.double().softmax(dim=1)
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == targets.to(predicted.device)).double()
+    which = (confidence * bins).ceil().clamp(1, bins).long() - 1  # bin i holds (i/bins, (i+1)/bins]
+    count = torch.bincount(which, minlength=bins).double()
+    gap = torch.bincount(which, weights=correct, minlength=bins) - torch.bincount(which, weights=confidence,
+                                                                                   minlength=bins)
+    return {"mean_confidence": float(confidence.mean()), "ece": float(gap.abs().sum() / count.sum())}
 
 
 def mean_per_class_accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:

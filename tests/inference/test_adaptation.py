@@ -35,7 +35,7 @@ def test_em_moves_weak_rows_onto_the_clusters_of_the_images():
 
 def test_the_adapted_rows_are_a_fixed_point_of_the_em_step():
     x, _, centres = _clusters(seed=1)
-    rows = ClassAdapter(x).rows(x @ centres.T)
+    rows = ClassAdapter(x).fit(x @ centres.T).float()
     # one more round by hand, densely: responsibilities, means, priors, the within-class covariance
     # (shrunk as documented), then the discriminant rows
     x = x.double()
@@ -51,6 +51,18 @@ def test_the_adapted_rows_are_a_fixed_point_of_the_em_step():
     weight = torch.linalg.solve(within, offset.T).T
     bias = -0.5 * (weight * offset).sum(1) - weight @ mu + torch.log(count / count.sum())
     torch.testing.assert_close(rows, torch.cat([weight, bias[:, None]], 1).float(), atol=1e-3, rtol=1e-3)
+
+
+def test_the_adapted_rows_keep_the_heads_spread_and_the_mixtures_ranking():
+    x, labels, centres = _clusters(seed=3)
+    adapter = ClassAdapter(x)
+    start = x @ centres.T * 0.1
+    mixture, rows = adapter.fit(start), adapter.rows(start)
+    scaled = x @ rows[:, :-1].T + rows[:, -1]
+    assert float(scaled.std(0).median()) == pytest.approx(float(start.std(0).median()), rel=1e-4)
+    ratio = rows.double() / mixture
+    torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio[0, 0])), rtol=1e-4, atol=1e-6)  # one factor
+    assert float(ratio[0, 0]) < 1 and bool((scaled.argmax(1) == labels).float().mean() > 0.95)
 
 
 def test_adaptation_applies_only_with_enough_images_per_candidate_and_checks_its_input():

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kgzsl.tasks.metrics import (calibrated_stacking, choose_gamma, gzsl_thresholds, hit_at_k, lca_heights,
+from kgzsl.tasks.metrics import (calibrated_stacking, calibration_error, choose_gamma, gzsl_thresholds, hit_at_k,
+                                 lca_heights,
                             mean_per_class_accuracy, mistake_severity, seen_unseen_accuracy, true_class_ranks)
 from kgzsl.vision.extract import default_cache_dir, extract_features, iter_features
 from kgzsl.vision.folders import image_folder
@@ -98,6 +99,17 @@ def test_mean_per_class_accuracy_weighs_classes_equally():
     scores = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     targets = torch.tensor([0, 0, 0, 1])
     assert mean_per_class_accuracy(scores, targets) == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_calibration_error_by_hand():
+    # top probabilities 0.9 and 0.9 share a bin; 0.6 and 0.5 each have one of their own
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.5, 0.5]])
+    targets = torch.tensor([0, 1, 1, 0])  # right, wrong, right, right (ties: the first column)
+    out = calibration_error(probs.log(), targets)
+    assert out["mean_confidence"] == pytest.approx((0.9 + 0.9 + 0.6 + 0.5) / 4)
+    assert out["ece"] == pytest.approx((2 * abs(0.5 - 0.9) + abs(1 - 0.6) + abs(1 - 0.5)) / 4)
+    with pytest.raises(ValueError, match="no images"):
+        calibration_error(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
 
 
 def test_lca_heights_on_toy_taxonomy():

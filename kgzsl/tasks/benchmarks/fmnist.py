@@ -14,7 +14,8 @@ Methods: ``predict`` (what a user gets: :meth:`ZeroShotClassifier.logits
 no user data) and ``predict+images`` (the same after ``kgzsl calibrate`` on unlabelled images of
 the train split, :func:`kgzsl.tasks.calibrate.calibrate_scores`: centring, then the candidates
 fitted to those images, :mod:`kgzsl.inference.adaptation`; ``predict+images-centred`` stops after
-the centring, ``adapt_to_images=False``); every trained propagation model
+the centring, ``adapt_to_images=False``; these rows also give ``mean_confidence`` and ``ece``, how
+far predict's probabilities are from its accuracy); every trained propagation model
 with the papers' protocol (``scoring="predicted"``: every candidate scored with its predicted row),
 raw and ``+centred`` (hubness correction: each
 candidate's scores minus their mean over unlabelled images of the train split — predictions of
@@ -38,7 +39,8 @@ from kgzsl.errors import InputError
 from kgzsl.inference.head import LinearHead
 from kgzsl.tasks.benchmarks.fmnist_data import FMNIST_CLASSES, fmnist_features, load_fmnist, stratified_subset
 from kgzsl.training.config import DEMO_CONFIG
-from kgzsl.tasks.metrics import calibrated_stacking, choose_gamma, mean_per_class_accuracy, seen_unseen_accuracy
+from kgzsl.tasks.metrics import calibrated_stacking, calibration_error, choose_gamma, mean_per_class_accuracy, \
+    seen_unseen_accuracy
 
 __all__ = ["run_fmnist", "Scorer"]
 
@@ -214,6 +216,8 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
                 rows.append({"method": method, "kind": kind, "setting": setting, "top1": _accuracy(s, targets),
                              "mean_per_class": mean_per_class_accuracy(s, targets),
                              "largest_class_share": float(s.argmax(1).bincount().max() / s.size(0))})
+                if kind == "predict":  # what predict's probabilities are worth: its logits' softmax
+                    rows[-1].update(calibration_error(s, targets))
                 if setting == "all-10":
                     confusion[method] = s.argmax(1)
 

@@ -48,6 +48,7 @@ def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dic
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of flat benchmark rows."""
     metrics = [k for k in ("top1", "mean_per_class", "seen", "unseen", "harmonic", "gamma", "largest_class_share",
+                           "mean_confidence", "ece",
                            "mean_cosine", "hit1", "hit5", "val_cosine") if any(k in r for r in rows)]
     width = max([15] + [len(str(r["method"])) for r in rows])
     header = f"{'method':<{width}} {'kind':<9} {'setting':<9} " + " ".join(f"{m:>14}" for m in metrics)
