@@ -107,8 +107,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = train_run(config, out_dir=args.out, progress=not (args.no_progress or args.quiet), resume=args.resume)
     summary = json.loads((out / "run.json").read_text())
     for fitted in summary.get("members", [summary]):  # an ensemble: each member, then the ensemble
-        best = (f"best validation cosine {fitted['best_val_cosine']:.4f}" if fitted.get("best_val_cosine") is not None
-                else "no validation rows: lowest training loss")
+        score = fitted.get("best_val_cosine")
+        if not fitted["epochs_run"]:  # nothing to train (ConSE): it remembered the training rows
+            print(f"run {out}: {fitted['model']} remembers the training rows (nothing to train): "
+                  + (f"validation cosine {score:.4f}" if score is not None else "no validation rows"))
+            continue
+        best = f"best validation cosine {score:.4f}" if score is not None else "no validation rows: lowest training loss"
         print(f"run {out}: {fitted['model']} {best} at epoch {fitted['best_epoch']} ({fitted['epochs_run']} epochs, "
               f"{fitted['seconds_per_epoch']:.3f}s/epoch, {fitted['seconds_to_best']:.1f}s to best)")
     if "members" in summary and summary.get("best_val_cosine") is not None:
@@ -212,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_build_graph)
 
     p = sub.add_parser("train", help="train a propagation model on the backbone's seen rows")
-    p.add_argument("--config", help="run config: a YAML file, or a shipped config name (dgp-sgcn, dgp, sgcn, gcnz, dgp-reference)")
+    p.add_argument("--config", help="run config: a YAML file, or a shipped config name (dgp-sgcn-conse, dgp-sgcn, dgp, sgcn, gcnz, conse, dgp-reference)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.name=sgcn")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--holdout", help="hide seen classes from training: a fraction (0.2), wnids (a,b,c) or a file")
@@ -278,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("demo", help="build, train (or reuse) and classify bundled photos with non-ImageNet-1k labels")
-    p.add_argument("--config", default=None, help="run config: a YAML file or a shipped name (default dgp-sgcn)")
+    p.add_argument("--config", default=None, help="run config: a YAML file or a shipped name (default dgp-sgcn-conse)")
     p.add_argument("--out", default=None, help="run folder (default runs/demo in the current directory)")
     p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     p.set_defaults(func=_cmd_demo)

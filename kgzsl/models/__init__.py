@@ -1,4 +1,5 @@
-"""Propagation models: GCNZ, SGCN, DGP and R-GCN, selected by name; names joined by ``+`` make an ensemble."""
+"""Propagation models: GCNZ, SGCN, DGP, R-GCN and ConSE (nearest seen rows), selected by name; names joined
+by ``+`` make an ensemble."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from typing import Any
 
 from kgzsl.errors import InputError
 from kgzsl.models.base import PropagationModel
+from kgzsl.models.conse import ConSE
 from kgzsl.models.dgp import DGP
 from kgzsl.models.ensemble import Ensemble
 from kgzsl.models.gcn import GCNZ, SGCN
 from kgzsl.models.operators import Operator, restrict
 from kgzsl.models.rgcn import RGCN
 
-__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "RGCN", "Ensemble", "MODELS", "build_model", "rebuild_model",
-           "Operator", "restrict"]
+__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "RGCN", "ConSE", "Ensemble", "MODELS", "build_model",
+           "rebuild_model", "Operator", "restrict"]
 
-MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": DGP, "rgcn": RGCN}
+MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": DGP, "rgcn": RGCN, "conse": ConSE}
 
 
 def _unknown(name: str) -> InputError:
@@ -28,7 +30,7 @@ def build_model(name: str, in_channels: int, out_channels: int, **params: Any) -
     """Build a propagation model by name.
 
     Args:
-        name: ``gcnz``, ``sgcn``, ``dgp``, ``rgcn``, or several joined by ``+`` (an
+        name: ``gcnz``, ``sgcn``, ``dgp``, ``rgcn``, ``conse``, or several joined by ``+`` (an
             :class:`~kgzsl.models.ensemble.Ensemble`, e.g. ``dgp+sgcn``: each member takes the
             hyper-parameters it has, e.g. ``num_groups`` goes to DGP only).
         in_channels: Node feature size.

@@ -47,7 +47,7 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     """Run the demo and return its report (a text table).
 
     Args:
-        config_path: Run config file or shipped config name; the shipped ``dgp-sgcn`` (:data:`~kgzsl.training.config.DEMO_CONFIG`) by default.
+        config_path: Run config file or shipped config name; the shipped ``dgp-sgcn-conse`` (:data:`~kgzsl.training.config.DEMO_CONFIG`) by default.
         out_dir: Run folder, reused when it holds a finished run of the same config; ``runs/demo``
             under the current directory by default.
         retrain: Train even if a matching run exists.
@@ -74,7 +74,7 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
         raise MissingPackageError("no demo photos found: install the demo extra (pip install 'kgzsl[demo]')")
     records = clf.predict_detailed(photos, labels, top_k=3)
     summary = json.loads(previous.read_text(encoding="utf-8"))
-    fits = summary.get("members") or [summary]  # an ensemble lists its members' trainings
+    fits = [m for m in summary.get("members") or [summary] if m["epochs_run"]]  # the members that were trained
     epochs = ", ".join(f"{m['model'].upper() + ' ' if 'members' in summary else ''}{m['best_epoch']}" for m in fits)
     lines = [
         f"kgzsl demo — {summary['model'].upper()} on {summary['num_nodes']} WordNet nodes, backbone "

@@ -187,6 +187,23 @@ def _restore(path: Path, fingerprint: dict[str, Any], model: PropagationModel, o
     return best_state, result, best, int(state["epoch"])
 
 
+def _remember(model: PropagationModel, x: torch.Tensor, train_rows: torch.Tensor, train_targets: torch.Tensor,
+              val_rows: torch.Tensor, val_targets: torch.Tensor, device: torch.device | str) -> FitResult:
+    """"Training" of a model with nothing to learn (:class:`~kgzsl.models.conse.ConSE`): it keeps the
+    training rows' features and targets; the result has no epochs and its validation cosine."""
+    start = time.perf_counter()
+    model.to(device).remember(x[train_rows].to(device), train_targets.to(device))  # type: ignore[operator]
+    model.eval()
+    result = FitResult()
+    if val_rows.numel():
+        with torch.no_grad():
+            score = float((model.predict_rows(x.to(device), [], val_rows) * val_targets.to(device)).sum(1).mean())
+        result.val_cosine, result.best_val_cosine = [score], score
+        logger.info("%s: remembered %d rows; validation cosine %.4f", model.name, train_rows.numel(), score)
+    result.seconds = result.seconds_to_best = time.perf_counter() - start
+    return result
+
+
 def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], train_rows: torch.Tensor,
         train_targets: torch.Tensor, val_rows: torch.Tensor, val_targets: torch.Tensor, config: TrainConfig,
         device: torch.device | str = "cpu", progress: bool = True,
@@ -214,6 +231,8 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
             The checkpoint is left in place (:func:`kgzsl.training.run.train_run` removes it once its run
             folder is complete).
 
+    A model with nothing to train (``model.trainable`` False) only remembers the training rows.
+
     Returns:
         The loss / validation history and the best epoch.
 
@@ -223,6 +242,8 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     """
     if config.keep not in ("best", "last"):
         raise InputError(f"train.keep must be 'best' or 'last', got {config.keep!r}")
+    if not model.trainable:
+        return _remember(model, x, train_rows, train_targets, val_rows, val_targets, device)
     device = torch.device(device)
     every = config.checkpoint_every if checkpoint_every is None else checkpoint_every
     if every < 0:

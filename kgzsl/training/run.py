@@ -114,6 +114,11 @@ def plot_history(results: FitResult | list[tuple[str, FitResult]], path: Path, t
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 4 * len(panels)), squeeze=False)
     for ax, (label, result) in zip(axes[:, 0], panels):
         head = f"{title}{': ' + label if label else ''}"
+        if not result.epochs_run:  # a model with nothing to train (ConSE): no curves
+            ax.axis("off")
+            score = f"validation cosine {result.best_val_cosine:.4f}" if result.val_cosine else "no validation rows"
+            ax.set_title(f"{head} — not trained (remembers the training rows); {score}")
+            continue
         epochs = range(1, len(result.train_loss) + 1)
         ax.plot(epochs, result.train_loss, label="training loss", color="tab:blue")
         ax.set_xlabel("epoch")

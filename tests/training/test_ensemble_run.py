@@ -29,16 +29,21 @@ def _config(tiny_run: Path, tmp_path: Path, *overrides: str) -> Any:
                               *overrides])
 
 
-def test_an_ensemble_run_holds_both_members_and_their_mean_rows(tiny_run, tmp_path):
+@pytest.mark.parametrize("name", ["dgp+sgcn", "dgp+sgcn+conse"])
+def test_an_ensemble_run_holds_its_members_and_their_mean_rows(tiny_run, tmp_path, name):
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.inference.concepts import load_propagation_model
     from kgzsl.training.run import train_run
     from kgzsl.utils.io import load_tensors
 
-    out = train_run(_config(tiny_run, tmp_path), out_dir=tmp_path / "run", progress=False)
+    out = train_run(_config(tiny_run, tmp_path, f"model.name={name}"), out_dir=tmp_path / "run", progress=False)
     summary = json.loads((out / "run.json").read_text())
-    assert summary["model"] == "dgp+sgcn" and [m["model"] for m in summary["members"]] == ["dgp", "sgcn"]
-    assert all(1 <= m["best_epoch"] <= 40 for m in summary["members"])
+    assert summary["model"] == name and [m["model"] for m in summary["members"]] == name.split("+")
+    trained = [m for m in summary["members"] if m["model"] != "conse"]
+    assert all(1 <= m["best_epoch"] <= 40 for m in trained)
+    assert all(m["epochs_run"] == 0 and m["best_val_cosine"] is not None for m in summary["members"]
+               if m["model"] == "conse")  # nothing trained: it remembers the training rows
+    assert (out / "loss.png").is_file()
     assert not list(out.glob("checkpoint*"))  # complete: nothing left to resume
     history = json.loads((out / "history.json").read_text())
     assert [len(m["train_loss"]) for m in history["members"]] == [m["epochs_run"] for m in summary["members"]]
@@ -50,7 +55,7 @@ def test_an_ensemble_run_holds_both_members_and_their_mean_rows(tiny_run, tmp_pa
 
     layers = model.operators(KnowledgeGraph.load(out))
     members = [m.predict_rows(x, ops) for m, ops in zip(model.members, layers)]
-    torch.testing.assert_close(stored["rows"], F.normalize(members[0] + members[1], dim=1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(stored["rows"], F.normalize(sum(members), dim=1), atol=1e-5, rtol=1e-4)
     clf = ZeroShotClassifier.load(out, device="cpu")
     real = F.normalize(clf.backbone.classifier_rows(), dim=1)
     val = stored["val_rows"]
@@ -59,7 +64,7 @@ def test_an_ensemble_run_holds_both_members_and_their_mean_rows(tiny_run, tmp_pa
     assert summary["best_val_cosine"] == pytest.approx(
         float(F.cosine_similarity(stored["rows"][val], targets, dim=1).mean()), abs=1e-5)
 
-    clf.add_concept("fluffcat", parents=["tabby"], description="a very fluffy house cat")  # through both members
+    clf.add_concept("fluffcat", parents=["tabby"], description="a very fluffy house cat")  # through every member
     assert clf.added_wnids and torch.isfinite(clf.rows[-1]).all()
     assert float(clf.rows[-1].norm()) == pytest.approx(1.0, abs=1e-4)
 

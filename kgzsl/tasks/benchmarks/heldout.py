@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from kgzsl.errors import InputError
 from kgzsl.training.config import RunConfig, config_to_dict
 from kgzsl.models import Ensemble, build_model
+from kgzsl.models.conse import neighbour_rows
 from kgzsl.training.fit import fit, split_seen
 
 __all__ = ["SUBTREES", "heldout_splits", "weight_space_metrics", "conse_rows", "run_heldout"]
@@ -60,11 +61,9 @@ def weight_space_metrics(pred: torch.Tensor, true: torch.Tensor) -> dict[str, fl
 
 def conse_rows(text: torch.Tensor, train_nodes: list[int], train_rows: torch.Tensor, hidden_nodes: list[int],
                top: int = 10) -> torch.Tensor:
-    """ConSE in weight space: similarity-weighted mean of the ``top`` textually closest training rows."""
-    sim = F.normalize(text[hidden_nodes], dim=1) @ F.normalize(text[train_nodes], dim=1).T
-    w, idx = sim.topk(min(top, len(train_nodes)), dim=1)
-    w = w.clamp(min=0) + 1e-8
-    return (w.unsqueeze(-1) * train_rows[idx]).sum(1) / w.sum(1, keepdim=True)
+    """ConSE in weight space (:func:`kgzsl.models.conse.neighbour_rows`): the similarity-weighted mean of
+    the ``top`` textually closest training rows."""
+    return neighbour_rows(text[hidden_nodes], text[train_nodes], train_rows, top)
 
 
 def heldout_inputs(config: RunConfig) -> tuple[Any, torch.Tensor, list[int]]:
@@ -117,9 +116,10 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
         kept = [i for i in range(len(seen_nodes)) if i not in hidden_set]
         hidden_nodes = [seen_nodes[i] for i in hidden]
         train_nodes = [seen_nodes[i] for i in kept]
-        base = conse_rows(x, train_nodes, targets[kept], hidden_nodes)
-        rows.append({"method": "conse", "kind": "baseline", "split": split, "n_hidden": len(hidden),
-                     **weight_space_metrics(base, targets[hidden])})
+        if "conse" not in configs:  # else its model row stands for it (the same rows, its training split only)
+            base = conse_rows(x, train_nodes, targets[kept], hidden_nodes)
+            rows.append({"method": "conse", "kind": "baseline", "split": split, "n_hidden": len(hidden),
+                         **weight_space_metrics(base, targets[hidden])})
         hidden_rows: dict[str, torch.Tensor] = {}
         val_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model → (validation positions, rows)
         for name, config in configs.items():
