@@ -2,7 +2,7 @@
 
 :class:`Int8Rows` is 8x smaller than the float32 rows where they are close to low rank, as the
 rows a graph network predicts are (DGP's 21,843 ImageNet rows keep 99.9% of their centred energy
-in 512 of 1,280 directions), 4x smaller otherwise.
+in 512 of 1,280 directions), 4x smaller otherwise (:func:`choose_rank`).
 
 The rows are centred on their mean ``μ`` and written on ``V`` (``[r, D]`` float32, orthonormal up
 to ``η >= ||V Vᵀ - I||``): the leading directions of the centred rows, or ``V = I`` at full width.
@@ -50,16 +50,24 @@ _CHUNK = 2048  # rows transformed at a time (bounded float64 temporaries)
 _REL = 1e-9  # relative margin for float64 rounding
 
 
-def choose_rank(eigenvalues: torch.Tensor, d: int, tol: float = ENERGY_TOL) -> int | None:
+def choose_rank(eigenvalues: torch.Tensor, d: int, tol: float = ENERGY_TOL, rows: int | None = None) -> int | None:
     """Smallest multiple of 64 whose leading directions leave at most ``tol`` of the energy (given the
-    centred rows' Gram ``eigenvalues``, descending), or None when that is more than ``d / 2`` (the
-    full-width copy then reads as little)."""
+    centred rows' Gram ``eigenvalues``, descending), or None when the low-rank copy would read as
+    many bytes as the full-width one: ``rows · r`` int8 coefficients and the ``r x d`` float32 basis
+    against ``rows · d`` (with ``rows`` unknown, ``r`` at most ``d / 2``).
+
+    For 20,844 rows of 1,280 that allows up to rank 1,024. Rows a graph network predicts need 576
+    (DGP+SGCN); with ConSE's rows in the mean (weighted means of real rows, which are not low rank)
+    768, whose copy is still read faster than the full-width one (B3 head overhead at batch 1,
+    dgp-sgcn-conse run: 0.189 against 0.255).
+    """
     ev = eigenvalues.double().clamp_min(0)
     total = float(ev.sum())
     if total <= 0.0:
         return None
+    most = d // 2 if rows is None else (rows * d - 1) // (rows + 4 * d)  # rows·r + 4·r·d < rows·d
     tail = ev.flip(0).cumsum(0).flip(0) / total  # tail[r]: energy beyond the first r directions
-    return next((r for r in range(_STEP, d // 2 + 1, _STEP) if float(tail[r]) <= tol), None)
+    return next((r for r in range(_STEP, min(most, d - 1) + 1, _STEP) if float(tail[r]) <= tol), None)
 
 
 def _basis(weight: torch.Tensor, centre: torch.Tensor, tol: float) -> torch.Tensor | None:
@@ -70,7 +78,7 @@ def _basis(weight: torch.Tensor, centre: torch.Tensor, tol: float) -> torch.Tens
         part = weight[s:s + _CHUNK].double() - centre
         gram += part.T @ part
     eigenvalues, vectors = torch.linalg.eigh(gram)  # ascending; only picks the basis, the bound uses V as stored
-    r = choose_rank(eigenvalues.flip(0), d, tol)
+    r = choose_rank(eigenvalues.flip(0), d, tol, rows=weight.size(0))
     return None if r is None else vectors.flip(1)[:, :r].T.float().contiguous()
 
 

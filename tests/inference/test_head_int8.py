@@ -14,6 +14,10 @@ def test_rank_is_the_smallest_multiple_of_64_that_keeps_the_energy():
     assert choose_rank(ev, 256, tol=0.5) == 64
     assert choose_rank(torch.ones(256), 256, tol=1e-3) is None  # full rank: more than half of D
     assert choose_rank(torch.zeros(256), 256) is None
+    # with the row count known, a rank pays while rows·r + 4·r·d < rows·d: up to 1,024 for 20,844 x 1,280
+    slow = torch.cat([torch.ones(760), torch.zeros(520)])  # 760 directions hold it all
+    assert choose_rank(slow, 1280) is None and choose_rank(slow, 1280, rows=20844) == 768
+    assert choose_rank(slow, 1280, rows=4096) is None  # few rows: the basis would cost more than it saves
 
 
 def test_full_rank_rows_keep_full_width():
