@@ -112,7 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"run {out}: {fitted['model']} remembers the training rows (nothing to train): "
                   + (f"validation cosine {score:.4f}" if score is not None else "no validation rows"))
             continue
-        best = f"best validation cosine {score:.4f}" if score is not None else "no validation rows: lowest training loss"
+        best = f"best validation cosine {score:.4f}" if score is not None else \
+            "no validation rows: lowest training loss"
         print(f"run {out}: {fitted['model']} {best} at epoch {fitted['best_epoch']} ({fitted['epochs_run']} epochs, "
               f"{fitted['seconds_per_epoch']:.3f}s/epoch, {fitted['seconds_to_best']:.1f}s to best)")
     if "members" in summary and summary.get("best_val_cosine") is not None:
@@ -216,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_build_graph)
 
     p = sub.add_parser("train", help="train a propagation model on the backbone's seen rows")
-    p.add_argument("--config", help="run config: a YAML file, or a shipped config name (dgp-sgcn-conse, dgp-sgcn, dgp, sgcn, gcnz, conse, dgp-reference)")
+    p.add_argument("--config", help="run config: a YAML file, or a shipped config name (dgp-sgcn-conse, "
+                   "dgp-sgcn, dgp, sgcn, gcnz, conse, dgp-reference)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.name=sgcn")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--holdout", help="hide seen classes from training: a fraction (0.2), wnids (a,b,c) or a file")

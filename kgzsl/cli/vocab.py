@@ -102,6 +102,7 @@ def _cmd_add_concept(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from kgzsl.inference.adaptation import MAX_CANDIDATES, MIN_IMAGES_PER_CANDIDATE
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.tasks.abstain import calibrate_abstain
     from kgzsl.tasks.calibrate import calibrate_scores
@@ -109,8 +110,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     clf = ZeroShotClassifier.load(args.run, device=args.device)
     calib = calibrate_scores(clf, args.images, progress=not args.quiet)
-    from kgzsl.inference.adaptation import MAX_CANDIDATES, MIN_IMAGES_PER_CANDIDATE
-
     kept = 0 if calib.features is None else calib.features.size(0)
     most = min(kept // MIN_IMAGES_PER_CANDIDATE, MAX_CANDIDATES)
     fitted = f"label lists of 2 to {most} candidates are fitted to them" if most >= 2 else \

@@ -77,7 +77,8 @@ class ClassAdapter:
                              f"{tuple(features.shape)}")
         x = features.detach().double().cpu()
         if not bool(torch.isfinite(x).all()):
-            raise InputError("the stored calibration features are not all finite; redo `kgzsl calibrate RUN --images DIR`")
+            raise InputError("the stored calibration features are not all finite; redo "
+                             "`kgzsl calibrate RUN --images DIR`")
         m, d = x.shape
         self.features = features.detach().float().cpu()
         self.mean = x.mean(0)

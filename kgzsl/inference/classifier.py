@@ -601,7 +601,7 @@ class ZeroShotClassifier:
                 continue
             with torch.inference_mode():  # exact top k; see kgzsl.inference.head for the int8 shortlist
                 features = self.backbone(batch.to(self.backbone.device))
-                if isinstance(linear, (GroupHead, AdaptedHead)):  # labels with several senses: report the one used
+                if isinstance(linear, (GroupHead, AdaptedHead)):  # several senses per label: report the one used
                     logits, choice = linear.choose(features)
                     best, top = logits.topk(k, dim=1)
                     scores = logits.softmax(dim=1).gather(1, top)

@@ -51,8 +51,8 @@ from kgzsl.errors import InputError
 from kgzsl.inference.head import LinearHead
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["CALIBRATION_FILE", "STORED_FEATURES", "GroupHead", "ScoreCalibration", "centred_rows", "claimed_seen", "fit_calibration",
-           "group_logits", "predicted_rows", "scoring_rows", "seen_ancestors", "standardised_rows"]
+__all__ = ["CALIBRATION_FILE", "STORED_FEATURES", "GroupHead", "ScoreCalibration", "centred_rows", "claimed_seen",
+           "fit_calibration", "group_logits", "predicted_rows", "scoring_rows", "seen_ancestors", "standardised_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ class ScoreCalibration:
         tensors = {"mean": self.mean.float().contiguous(), "spread": self.spread.float().contiguous()}
         if self.features is not None:
             tensors["features"] = self.features.float().contiguous()
-        save_tensors(Path(path), tensors, metadata={"target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
+        save_tensors(Path(path), tensors,
+                     metadata={"target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
                                "source": self.source, "images": str(self.images)})
         return Path(path)
 

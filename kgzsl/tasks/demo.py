@@ -47,7 +47,8 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     """Run the demo and return its report (a text table).
 
     Args:
-        config_path: Run config file or shipped config name; the shipped ``dgp-sgcn-conse`` (:data:`~kgzsl.training.config.DEMO_CONFIG`) by default.
+        config_path: Run config file or shipped config name; the shipped ``dgp-sgcn-conse``
+            (:data:`~kgzsl.training.config.DEMO_CONFIG`) by default.
         out_dir: Run folder, reused when it holds a finished run of the same config; ``runs/demo``
             under the current directory by default.
         retrain: Train even if a matching run exists.

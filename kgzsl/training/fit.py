@@ -189,8 +189,8 @@ def _restore(path: Path, fingerprint: dict[str, Any], model: PropagationModel, o
 
 def _remember(model: PropagationModel, x: torch.Tensor, train_rows: torch.Tensor, train_targets: torch.Tensor,
               val_rows: torch.Tensor, val_targets: torch.Tensor, device: torch.device | str) -> FitResult:
-    """"Training" of a model with nothing to learn (:class:`~kgzsl.models.conse.ConSE`): it keeps the
-    training rows' features and targets; the result has no epochs and its validation cosine."""
+    """Training for a model with nothing to learn (:class:`~kgzsl.models.conse.ConSE`): it keeps the
+    training rows' features and targets; the result has no epochs, and the validation cosine."""
     start = time.perf_counter()
     model.to(device).remember(x[train_rows].to(device), train_targets.to(device))  # type: ignore[operator]
     model.eval()
