@@ -132,6 +132,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     clf = ZeroShotClassifier.load(args.run, device=args.device)
     clf.max_pixels = args.max_pixels
+    clf.adapt_to_images = not args.no_adapt
     if args.concept_file:
         from kgzsl.inference.concepts import load_concepts
 
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=positive_int, default=100_000_000,
                    help="refuse images whose header claims more pixels (checked before decoding)")
     p.add_argument("--concept-file", help="YAML list of concepts to add first ({name, parents, description, sense})")
+    p.add_argument("--no-adapt", action="store_true", help="on a calibrated run, keep the centred rows: do not fit "
+                   "the label list to the calibration's images")
     p.add_argument("--abstain", action="store_true", help="answer 'none of these' below the run's calibrated "
                    "threshold (set by `kgzsl calibrate RUN --images DIR`)")
     p.set_defaults(func=_cmd_predict)

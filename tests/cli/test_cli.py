@@ -70,6 +70,29 @@ def test_predict_command_json_and_table(tiny_run, tmp_path):
     assert table.returncode == 0 and "tabby.n.01" in table.stdout and "%" in table.stdout
 
 
+def test_predict_fits_a_label_list_to_the_calibration_images_unless_told_not_to(tiny_run, tmp_path, capsys):
+    import shutil
+
+    import skimage
+    from PIL import Image
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = Path(os.path.dirname(skimage.__file__)) / "data"
+    (tmp_path / "mine").mkdir()
+    for i, name in enumerate(["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"] * 3):
+        Image.open(data / name).convert("RGB").rotate(7 * i).resize((96, 80)).save(tmp_path / "mine" / f"{i}.png")
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "mine"), "--device", "cpu"]) == 0
+    assert "with 12 feature vectors: label lists of 2 to 2 candidates are fitted to them" in capsys.readouterr().out
+    cat = str(data / "chelsea.png")
+    scores = {}
+    for flag in ([], ["--no-adapt"]):
+        assert main(["-q", "predict", str(run), cat, "--labels", "tabby,tench", "--json", "--device", "cpu", *flag]) == 0
+        scores[bool(flag)] = {p["label"]: p["score"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
+    assert set(scores[True]) == set(scores[False]) == {"tabby", "tench"}
+    assert scores[True] != scores[False]  # the fitted rows and the centred ones score differently
+
+
 def test_add_concept_is_saved_with_the_run_and_calibrate(tiny_run, tmp_path, capsys):
     import shutil
 
