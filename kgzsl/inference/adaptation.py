@@ -85,12 +85,18 @@ class ClassAdapter:
         centred = x - self.mean
         total = centred.T @ centred / m
         self.keep = 1 - d / (d + m)  # the covariance's share beside the isotropic part
-        shrunk = self.keep * total + (1 - self.keep) * total.trace() / d * torch.eye(d, dtype=total.dtype)
-        self.precision = torch.cholesky_inverse(torch.linalg.cholesky(shrunk))
+        spread = float(total.trace()) / d
+        #: None when the images do not vary (copies of one image): nothing can be fitted to them
+        self.precision: torch.Tensor | None = None
+        if spread > 1e-12:
+            shrunk = self.keep * total + (1 - self.keep) * spread * torch.eye(d, dtype=total.dtype)
+            self.precision = torch.cholesky_inverse(torch.linalg.cholesky(shrunk))
+        else:
+            logger.warning("the %d calibration images do not vary: label lists are not fitted to them", m)
 
     def applies(self, num_candidates: int) -> bool:
         """Whether a list of this many candidates is adapted (see :data:`MIN_IMAGES_PER_CANDIDATE`)."""
-        return 2 <= num_candidates <= MAX_CANDIDATES and \
+        return self.precision is not None and 2 <= num_candidates <= MAX_CANDIDATES and \
             self.features.size(0) >= MIN_IMAGES_PER_CANDIDATE * num_candidates
 
     def rows(self, logits: torch.Tensor) -> torch.Tensor:
@@ -108,6 +114,8 @@ class ClassAdapter:
         if logits.ndim != 2 or logits.size(0) != self.features.size(0):
             raise ValueError(f"expected logits of the {self.features.size(0)} stored features, got shape "
                              f"{tuple(logits.shape)}")
+        if self.precision is None:
+            raise ValueError("the calibration images do not vary: nothing to fit (see applies())")
         x = self.features.double()
         resp = logits.detach().double().cpu().softmax(dim=1)
         for step in range(1, MAX_ITERATIONS + 1):
@@ -131,7 +139,7 @@ class ClassAdapter:
         The Woodbury identity gives them from the total's precision ``P`` with a ``C x C`` solve:
         ``A + G K^-1 A``, where ``A = offset P``, ``G = A offset^T`` and ``K = diag(1 / (keep pi)) - G``.
         """
-        a = offset @ self.precision
+        a = offset @ self.precision  # type: ignore[operator]
         g = a @ offset.T
         k = torch.diag(1.0 / (self.keep * prior.clamp(min=1e-12))) - g
         return a + g @ torch.linalg.solve(k, a)

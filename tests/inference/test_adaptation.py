@@ -74,6 +74,10 @@ def test_adaptation_applies_only_with_enough_images_per_candidate_and_checks_its
         adapter.rows(torch.zeros(29, 3))
     with pytest.raises(InputError, match="at least 2"):
         ClassAdapter(x[:1])
+    copies = ClassAdapter(x[:1].repeat(30, 1))  # one image, 30 times: nothing to fit, and no error
+    assert copies.precision is None and not copies.applies(2)
+    with pytest.raises(ValueError, match="do not vary"):
+        copies.rows(torch.zeros(30, 2))
     bad = x.clone()
     bad[3, 2] = float("nan")
     with pytest.raises(InputError, match="not all finite"):
