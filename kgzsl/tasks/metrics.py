@@ -230,10 +230,8 @@ def calibration_error(logits: torch.Tensor, targets: torch.Tensor, bins: int = 1
     confidence, predicted = probs.max(dim=1)
     correct = (predicted == targets.to(predicted.device)).double()
     which = (confidence * bins).ceil().clamp(1, bins).long() - 1  # bin i holds (i/bins, (i+1)/bins]
-    count = torch.bincount(which, minlength=bins).double()
-    gap = torch.bincount(which, weights=correct, minlength=bins) - torch.bincount(which, weights=confidence,
-                                                                                   minlength=bins)
-    return {"mean_confidence": float(confidence.mean()), "ece": float(gap.abs().sum() / count.sum())}
+    gap = torch.bincount(which, weights=correct - confidence, minlength=bins)  # per bin: hits - confidence
+    return {"mean_confidence": float(confidence.mean()), "ece": float(gap.abs().sum() / targets.numel())}
 
 
 def mean_per_class_accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
