@@ -132,3 +132,27 @@ def test_a_calibrated_run_adapts_a_short_label_list_and_reports_the_senses(tiny_
     assert isinstance(again.candidate_head(labels), AdaptedHead)
     assert (run / CALIBRATION_FILE).is_file()
     torch.testing.assert_close(again.logits(x, labels), x @ expected[:, :-1].T + expected[:, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_threads_fitting_label_lists_at_once_get_the_sequential_answers(tiny_run, tmp_path):
+    """A server fits each label list on first use, from many threads at once: same answers as one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kgzsl.tasks.calibrate import calibrate_scores
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    g = torch.Generator().manual_seed(7)
+    calibrate_scores(clf, torch.rand(60, clf.backbone.feature_dim, generator=g) * 2)
+    lists = [["cat", "dog"], ["cat", "dog", "bear"], ["car", "bear"], ["tabby", "goldfish", "car"]]
+    images = torch.rand(2, 3, 96, 96, generator=g)
+    sequential = [clf.predict(images, labels, top_k=2) for labels in lists]
+    assert all(isinstance(clf.candidate_head(labels), AdaptedHead) for labels in lists)
+    fresh = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)  # nothing fitted yet
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(lambda labels: fresh.predict(images, labels, top_k=2), lists * 3))
+    for got, want in zip(concurrent, sequential * 3):
+        assert [[p["label"] for p in image] for image in got] == [[p["label"] for p in image] for image in want]
+        for a, b in zip(got, want):
+            assert [p["score"] for p in a] == pytest.approx([p["score"] for p in b], abs=1e-5)
