@@ -9,11 +9,15 @@ among its noun senses present in the graph, the one that best names something a 
    animal, an ancestor of the sea lion, not the wax);
 2. then senses that are physical things (WordNet's animal, artifact, food, plant and object
    lexicographer files) before people, body parts, substances and places, and those before
-   abstract senses (``"TV"`` is the receiver, not the medium; ``"pitcher"`` the jug, not the player);
-3. then the backbone's own classes, then the graph's requested classes (e.g. ImageNet-21K's,
-   which have images), before the ancestors added only to connect them (``"scooter"`` is the
-   motor scooter, not the water scooter);
-4. then the lemma's frequency in WordNet's sense-tagged corpus (``cntlist``), then sense order.
+   abstract senses (``"TV"`` is the receiver, not the medium; ``"palm"`` the tree, not the hand).
+   A person counts as a thing where it is the word's usual meaning, more than half of the word's
+   uses in WordNet's sense-tagged corpus (``"man"`` is the adult male, not the genus *Homo*;
+   ``"soldier"`` not the ant);
+3. then the word's frequency in that sense in the tagged corpus (``cntlist``: ``"fork"`` is the
+   cutlery, not the pitchfork; ``"book"`` the bound pages, not a book of tickets);
+4. then the backbone's own classes, then the graph's requested classes (e.g. ImageNet-21K's,
+   which have images), before the ancestors added only to connect them (``"red fox"`` is
+   ImageNet's, not the New World fox), then sense order.
 
 Other senses that the backbone has also seen and of the same kind (``"crane"``: the machine and
 the bird, both ImageNet-1k classes) stay candidates too (:attr:`ResolvedLabel.senses`): the
@@ -250,12 +254,18 @@ class LabelResolver:
 
                 grounded = self._grounded_nodes() if len(in_graph) > 1 else frozenset()
 
+                def frequency(s: Any) -> int:  # the word's uses in this sense in WordNet's tagged corpus
+                    return sum(lem.count() for lem in s.lemmas() if label_key(lem.name()) in (key, base))
+
+                uses = sum(frequency(s) for s in synsets)
+
                 def rank(s: Any) -> tuple[int, int, int, int]:
                     node = self.index[f"n{s.offset():08d}"]
                     kind = 0 if s.lexname() in _THINGS else 1 if s.lexname() in _VISIBLE else 2
+                    if s.lexname() == "noun.person" and 2 * frequency(s) > uses:  # "man": the usual meaning is a person
+                        kind = 0
                     standing = 0 if node in self.seen else 1 if node in self.requested else 2
-                    frequency = sum(lem.count() for lem in s.lemmas() if label_key(lem.name()) in (key, base))
-                    return int(node not in grounded), kind, standing, -frequency
+                    return int(node not in grounded), kind, -frequency(s), standing
 
                 ranked = sorted(in_graph, key=rank)  # stable: sense order breaks ties
                 best = ranked[0]

@@ -11,11 +11,13 @@ from conftest import wordnet_available
 pytestmark = pytest.mark.skipif(not wordnet_available(), reason="WordNet 3.0 is not installed")
 
 WORDS = ["scooter", "TV", "monitor", "seal", "pitcher", "palm", "red fox", "boxer", "kite", "cell", "crane",
-         "mouse", "bat", "dog"]
+         "mouse", "bat", "dog", "man", "boy", "baby", "soldier", "pilot", "fork", "book"]
 EXPECTED = {"scooter": "motor_scooter.n.01", "TV": "television_receiver.n.01", "monitor": "monitor.n.05",
             "seal": "seal.n.09", "pitcher": "pitcher.n.02", "palm": "palm.n.03", "red fox": "red_fox.n.03",
             "boxer": "boxer.n.04", "kite": "kite.n.04", "cell": "cellular_telephone.n.01", "crane": "crane.n.04",
-            "mouse": "mouse.n.04", "bat": "bat.n.01", "dog": "dog.n.01"}
+            "mouse": "mouse.n.04", "bat": "bat.n.01", "dog": "dog.n.01", "man": "man.n.01", "boy": "male_child.n.01",
+            "baby": "baby.n.01", "soldier": "soldier.n.01", "pilot": "pilot.n.01", "fork": "fork.n.01",
+            "book": "book.n.02"}
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +54,22 @@ def test_equally_plausible_senses_stay_for_the_image_to_choose(resolver):
     assert "sealing_wax.n.01" in resolver.resolve("seal").alternatives
 
 
-def test_without_preferences_the_most_frequent_sense_wins():
+def test_without_backbone_classes_a_person_wins_only_as_the_usual_meaning():
     from kgzsl.graph.wordnet import load_wordnet
 
     wn = load_wordnet()
-    senses = wn.synsets("pitcher", pos="n")
-    plain = LabelResolver([f"n{s.offset():08d}" for s in senses], [s.name() for s in senses],
-                          [s.lemma_names() for s in senses], wordnet=lambda: wn)
-    assert plain.resolve("pitcher").synset == "pitcher.n.02"  # a physical thing before a person, even so
-    people = [s for s in senses if s.lexname() == "noun.person"]
-    only_people = LabelResolver([f"n{s.offset():08d}" for s in people], [s.name() for s in people],
-                                [s.lemma_names() for s in people], wordnet=lambda: wn)
-    assert only_people.resolve("pitcher").synset == "pitcher.n.01"
+
+    def resolver(word: str, seen: tuple[str, ...] = ()) -> LabelResolver:
+        senses = wn.synsets(word, pos="n")
+        return LabelResolver([f"n{s.offset():08d}" for s in senses], [s.name() for s in senses],
+                             [s.lemma_names() for s in senses], wordnet=lambda: wn,
+                             seen=[i for i, s in enumerate(senses) if s.name() in seen])
+
+    # the ball player is 15 of the word's 18 tagged uses: with no backbone class to say otherwise, he wins
+    assert resolver("pitcher").resolve("pitcher").synset == "pitcher.n.01"
+    # once the jug is one of the backbone's classes, the jug
+    assert resolver("pitcher", seen=("pitcher.n.02",)).resolve("pitcher").synset == "pitcher.n.02"
+    # a person who is not the usual meaning (the bass singer, no tagged use) comes after things
+    assert resolver("bass").resolve("bass").synset == "sea_bass.n.01"
+    # among people, the usual meaning
+    assert resolver("boy").resolve("boy").synset == "male_child.n.01"
