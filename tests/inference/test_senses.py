@@ -11,13 +11,14 @@ from conftest import wordnet_available
 pytestmark = pytest.mark.skipif(not wordnet_available(), reason="WordNet 3.0 is not installed")
 
 WORDS = ["scooter", "TV", "monitor", "seal", "pitcher", "palm", "red fox", "boxer", "kite", "cell", "crane",
-         "mouse", "bat", "dog", "man", "boy", "baby", "soldier", "pilot", "fork", "book"]
+         "mouse", "bat", "dog", "man", "boy", "baby", "soldier", "pilot", "fork", "book", "plane",
+         "light", "stairs"]
 EXPECTED = {"scooter": "motor_scooter.n.01", "TV": "television_receiver.n.01", "monitor": "monitor.n.05",
             "seal": "seal.n.09", "pitcher": "pitcher.n.02", "palm": "palm.n.03", "red fox": "red_fox.n.03",
             "boxer": "boxer.n.04", "kite": "kite.n.04", "cell": "cellular_telephone.n.01", "crane": "crane.n.04",
             "mouse": "mouse.n.04", "bat": "bat.n.01", "dog": "dog.n.01", "man": "man.n.01", "boy": "male_child.n.01",
             "baby": "baby.n.01", "soldier": "soldier.n.01", "pilot": "pilot.n.01", "fork": "fork.n.01",
-            "book": "book.n.02"}
+            "book": "book.n.02", "plane": "airplane.n.01", "light": "light.n.02", "stairs": "stairs.n.01"}
 
 
 @pytest.fixture(scope="module")
