@@ -129,7 +129,9 @@ class ZeroShotClassifier:
             ``score_calibration.safetensors`` (:meth:`load`) if it has one, else no centring.
 
     A label that is a WordNet noun but not a node is added as a concept on first use (stored with
-    the run; set :attr:`add_missing_labels` to False to get the error instead).
+    the run; set :attr:`add_missing_labels` to False to get the error instead), and so is a word's
+    usual sense where the graph has only senses the word is never used for (``"sink"``: the
+    plumbing fixture, not a sinkhole; :class:`~kgzsl.inference.labels.LabelResolver`).
 
     Calling the classifier is :meth:`predict`: ``clf(images, candidate_labels=[...], top_k=5)``, like
     Hugging Face's ``zero-shot-image-classification`` pipeline.
@@ -174,7 +176,7 @@ class ZeroShotClassifier:
         self._adapt = True
         self._seen_ancestors: dict[int, dict[int, int]] | None = None
         self._concept_lock = threading.Lock()
-        self.add_missing_labels = True  # a WordNet noun that is not a node is added as a concept on first use
+        self._add_missing_labels = True
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
@@ -352,7 +354,8 @@ class ZeroShotClassifier:
             return {a for ups in self.seen_ancestors().values() for a in ups}
 
         return LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet, seen=seen,
-                             requested=self.requested_nodes(), grounded=grounded if seen else None)
+                             requested=self.requested_nodes(), grounded=grounded if seen else None,
+                             can_add=lambda: self.add_missing_labels and self.run_dir is not None)
 
     def _read_requested(self) -> frozenset[str] | None:
         """The wnids of the lists the run's graph was built from (its ``manifest.json``), None when unknown."""
@@ -391,6 +394,17 @@ class ZeroShotClassifier:
             self._score_calibration, self._score_rows, self._adapter = calib, None, None
         self._clear_heads()
         return calib
+
+    @property
+    def add_missing_labels(self) -> bool:
+        """Whether a WordNet noun that is not a node, or a word's usual sense missing from the graph, is
+        added as a concept on first use (default True; needs a run folder, where it is stored)."""
+        return self._add_missing_labels
+
+    @add_missing_labels.setter
+    def add_missing_labels(self, value: bool) -> None:
+        self._add_missing_labels = bool(value)
+        self._clear_heads()  # label lists resolved under the other setting
 
     @property
     def adapt_to_images(self) -> bool:

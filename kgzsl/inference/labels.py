@@ -22,6 +22,12 @@ among its noun senses present in the graph, the one that best names something a 
 Other senses that the backbone has also seen and of the same kind (``"crane"``: the machine and
 the bird, both ImageNet-1k classes) stay candidates too (:attr:`ResolvedLabel.senses`): the
 classifier scores the label by the sense that matches the image best and reports it.
+
+Where the best of those senses is one the word is never used for in the tagged corpus, the
+backbone has not seen it, and the word's usual sense (more than half of its uses) is a physical
+thing or a person missing from the graph, a classifier that can grow its graph adds the usual
+sense instead (``"sink"``: the plumbing fixture, not a sinkhole; ``"king"``: the sovereign, not a
+checker; see ``can_add``).
 """
 
 from __future__ import annotations
@@ -95,12 +101,17 @@ class LabelResolver:
         requested: Node indices of the graph's requested classes (None: every node).
         grounded: Zero-argument callable giving the node indices that are backbone classes or their
             ancestors (called once, when a word is ambiguous); None: the ``seen`` nodes only.
+        can_add: Zero-argument callable saying whether a missing sense can be added as a node now
+            (a classifier that adds WordNet nouns on first use); then a word whose usual meaning is
+            missing while the graph has only senses it is never used for raises
+            :class:`NotInGraphError` naming that sense (see :meth:`_usual_missing`). None: never.
     """
 
     def __init__(self, wnids: Sequence[str], names: Sequence[str], lemmas: Sequence[Sequence[str]],
                  wordnet: Callable[[], Any] | None = None, seen: Collection[int] = (),
                  requested: Collection[int] | None = None,
-                 grounded: Callable[[], Collection[int]] | None = None) -> None:
+                 grounded: Callable[[], Collection[int]] | None = None,
+                 can_add: Callable[[], bool] | None = None) -> None:
         self.wnids = list(wnids)
         self.names = list(names)
         self.index = {w: i for i, w in enumerate(self.wnids)}
@@ -121,6 +132,7 @@ class LabelResolver:
         self.requested = frozenset(range(len(self.wnids))) if requested is None else frozenset(requested)
         self._grounded_of = grounded
         self._grounded: frozenset[int] | None = None
+        self._can_add = can_add
 
     def resolve(self, label: str) -> ResolvedLabel:
         """Resolve one label.
@@ -168,7 +180,7 @@ class LabelResolver:
                 res = self.resolve(label)
             except NotInGraphError as exc:
                 errors.append(str(exc))
-                missing.append(label)
+                missing.extend(exc.labels)
                 continue
             except LabelError as exc:
                 errors.append(str(exc))
@@ -239,6 +251,27 @@ class LabelResolver:
                               f"`kgzsl add-concept RUN {wnid}`, or rebuild the graph with its wnid "
                               "(kgzsl build-graph --wnids ...)", [name])
 
+    def _usual_missing(self, text: str, synsets: list[Any], frequency: Callable[[Any], int], uses: int,
+                       best: Any) -> None:
+        """Raise :class:`NotInGraphError` naming the word's usual sense when it should be added instead of ``best``.
+
+        That is when the graph can grow (``can_add``), ``best`` is not a sense the backbone has seen,
+        the word is never used in ``best``'s sense in WordNet's tagged corpus, and its usual sense
+        (more than half of its uses) is a physical thing or a person that is not a node: ``"sink"``
+        is the plumbing fixture, not a sinkhole; ``"king"`` the sovereign, not a checker.
+        """
+        if frequency(best) > 0 or self._can_add is None or not self._can_add():
+            return
+        usual = max(synsets, key=frequency)
+        if 2 * frequency(usual) <= uses or f"n{usual.offset():08d}" in self.index or \
+                usual.lexname() not in _THINGS | {"noun.person"} or \
+                self.index[f"n{best.offset():08d}"] in self._grounded_nodes():
+            return
+        logger.info("label %r usually means %s (%s), not a node of the graph, rather than %s (%s)", text,
+                    usual.name(), usual.definition(), best.name(), best.definition())
+        raise NotInGraphError(f"{text!r} usually means {usual.name()} ({usual.definition()}), which is not a node "
+                              f"of this graph; add it with `kgzsl add-concept RUN {usual.name()}`", [usual.name()])
+
     def _result(self, label: str, index: int, alternatives: tuple[str, ...] = ()) -> ResolvedLabel:
         return ResolvedLabel(label=label, index=index, wnid=self.wnids[index], synset=self.names[index],
                              alternatives=alternatives)
@@ -269,6 +302,7 @@ class LabelResolver:
 
                 ranked = sorted(in_graph, key=rank)  # stable: sense order breaks ties
                 best = ranked[0]
+                self._usual_missing(text, synsets, frequency, uses, best)
                 others = tuple(s.name() for s in ranked[1:])
                 also = tuple(self.index[f"n{s.offset():08d}"] for s in ranked[1:]
                              if rank(s)[:2] == rank(best)[:2] == (0, 0))[:MAX_SENSES - 1]

@@ -145,6 +145,19 @@ def test_a_wordnet_noun_that_is_not_a_node_is_added_on_first_use_and_stored(tiny
     assert clf.added_wnids == ["n03790512"]
 
 
+def test_a_words_usual_sense_is_added_where_the_graph_has_only_senses_it_is_never_used_for(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    clf.add_concept("sinkhole.n.01")  # now the graph knows "sink" only as a sinkhole, never tagged with that word
+    clf.add_missing_labels = False
+    assert clf.resolve_labels(["sink", "cat"])[0].synset == "sinkhole.n.01"
+    clf.add_missing_labels = True
+    assert [r.synset for r in clf.resolve_labels(["sink", "cat"])] == ["sink.n.01", "cat.n.01"]
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)  # stored with the run
+    assert again.resolve_labels(["sink"])[0].synset == "sink.n.01"
+
+
 def test_an_uncalibrated_run_scores_claimed_classes_with_the_backbones_logits(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

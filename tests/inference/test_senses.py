@@ -74,3 +74,28 @@ def test_without_backbone_classes_a_person_wins_only_as_the_usual_meaning():
     assert resolver("bass").resolve("bass").synset == "sea_bass.n.01"
     # among people, the usual meaning
     assert resolver("boy").resolve("boy").synset == "male_child.n.01"
+
+
+def test_a_usual_sense_missing_from_the_graph_is_named_for_adding_when_the_graph_can_grow():
+    from kgzsl.graph.wordnet import load_wordnet
+    from kgzsl.inference.labels import NotInGraphError
+
+    wn = load_wordnet()
+    # the graph has "sink"'s sinkhole and cesspool and "chicken"'s fowl and wimp, but not the plumbing
+    # fixture nor the meat (the usual meanings: 4 of 4 and 16 of 26 tagged uses)
+    nodes = [wn.synset(n) for n in ("sinkhole.n.01", "cesspool.n.01", "chicken.n.02", "wimp.n.01")]
+
+    def resolver(can_add: bool, seen: tuple[str, ...] = ()) -> LabelResolver:
+        return LabelResolver([f"n{s.offset():08d}" for s in nodes], [s.name() for s in nodes],
+                             [s.lemma_names() for s in nodes], wordnet=lambda: wn, can_add=lambda: can_add,
+                             seen=[i for i, s in enumerate(nodes) if s.name() in seen])
+
+    with pytest.raises(NotInGraphError, match="usually means sink.n.01") as caught:
+        resolver(True).resolve("sink")
+    assert caught.value.labels == ["sink.n.01"]
+    with pytest.raises(NotInGraphError) as caught:
+        resolver(True).resolve_all(["chicken", "sink"])
+    assert caught.value.labels == ["sink.n.01"]  # what to add, not the word
+    assert resolver(False).resolve("sink").synset == "sinkhole.n.01"  # the graph cannot grow: its best sense
+    assert resolver(True, seen=("sinkhole.n.01",)).resolve("sink").synset == "sinkhole.n.01"  # a backbone class
+    assert resolver(True).resolve("chicken").synset == "chicken.n.02"  # the fowl has tagged uses of its own
