@@ -545,21 +545,20 @@ class ZeroShotClassifier:
             return self._heads.get(key, build)
 
     def _add_missing(self, exc: NotInGraphError) -> None:
-        """Add the WordNet nouns of ``exc`` as concepts (once; stored with the run when it is writable)."""
+        """Add the WordNet nouns of ``exc`` as concepts, all or none (once; stored with the run when it is writable)."""
         with self._concept_lock:
-            added = []
+            pending = []
             for label in exc.labels:
                 try:
                     self.resolver.resolve(label)  # another thread may have added it meanwhile
-                    continue
                 except NotInGraphError:
-                    pass
-                try:
-                    added.append(self.add_concept(label))
-                except InputError:
-                    raise exc from None  # ambiguous or not addable: the label error says what to do
-            if not added:
+                    pending.append(label)
+            if not pending:
                 return
+            try:
+                added = self.add_concepts(list(dict.fromkeys(pending))).added  # all in one propagation, or none
+            except InputError:
+                raise exc from None  # ambiguous or not addable: the label error says what to do
             logger.info("added %s as concept(s) of run %s (WordNet nouns that were not graph nodes)",
                         ", ".join(f"{r.label}={r.synset}" for r in added), self.run_dir)
             try:
