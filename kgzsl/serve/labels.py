@@ -3,7 +3,8 @@
 The suggestions come from the classifier's own node list (added concepts included), never from
 WordNet, so a keystroke costs a binary search and no lock. Each suggestion carries the text to put
 in a candidate list: the word itself when it names one node of the graph, else the synset name,
-which picks that node exactly (a word naming several nodes resolves to one of them, by the rules of :mod:`kgzsl.inference.labels`).
+which picks that node exactly (a word naming several nodes resolves to one of them, by the rules
+of :mod:`kgzsl.inference.labels`).
 
 Example:
     >>> index = LabelIndex(clf.wnids, clf.names, clf.lemmas)
