@@ -353,9 +353,12 @@ class ZeroShotClassifier:
         def grounded() -> set[int]:
             return {a for ups in self.seen_ancestors().values() for a in ups}
 
+        def can_add() -> bool:  # a word's usual sense is added only where concepts can be (the run's model)
+            run = self.run_dir
+            return self.add_missing_labels and run is not None and (run / "model.safetensors").is_file()
+
         return LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet, seen=seen,
-                             requested=self.requested_nodes(), grounded=grounded if seen else None,
-                             can_add=lambda: self.add_missing_labels and self.run_dir is not None)
+                             requested=self.requested_nodes(), grounded=grounded if seen else None, can_add=can_add)
 
     def _read_requested(self) -> frozenset[str] | None:
         """The wnids of the lists the run's graph was built from (its ``manifest.json``), None when unknown."""

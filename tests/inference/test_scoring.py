@@ -150,6 +150,11 @@ def test_a_words_usual_sense_is_added_where_the_graph_has_only_senses_it_is_neve
     shutil.copytree(tiny_run, run)
     clf = ZeroShotClassifier.load(run, device="cpu")
     clf.add_concept("sinkhole.n.01")  # now the graph knows "sink" only as a sinkhole, never tagged with that word
+    # the same rows in a folder without the run's model: nothing can be added, the graph's best sense answers
+    (tmp_path / "rows_only").mkdir()
+    rows_only = ZeroShotClassifier(clf.backbone, clf.rows, clf.wnids, clf.names, clf.lemmas, clf.row_scale,
+                                   run_dir=tmp_path / "rows_only")
+    assert rows_only.resolve_labels(["sink", "cat"])[0].synset == "sinkhole.n.01"
     clf.add_missing_labels = False
     assert clf.resolve_labels(["sink", "cat"])[0].synset == "sinkhole.n.01"
     clf.add_missing_labels = True
