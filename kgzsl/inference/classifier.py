@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -24,14 +23,13 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from kgzsl.errors import InputError, KgzslError, NotFoundError
-from kgzsl.utils.device import resolve_device
+from kgzsl.errors import InputError, KgzslError
 from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
 from kgzsl.inference.adaptation import AdaptedHead, ClassAdapter
 from kgzsl.inference.head import INT8_MIN_ROWS, HeadCache, LinearHead, SplitHead
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
-from kgzsl.utils.io import load_tensors, read_tensor_metadata
 from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
+from kgzsl.inference.run_folder import RunFormatError, RunNotFoundError, read_run, run_backbone
 from kgzsl.inference.scoring import CALIBRATION_FILE, GroupHead, ScoreCalibration, claimed_seen, \
     centred_rows, fit_calibration, predicted_rows, scoring_rows, seen_ancestors
 
@@ -45,59 +43,6 @@ CONCEPTS_FILE = "concepts.yaml"
 CONCEPT_ROWS_FILE = "concepts.safetensors"
 #: label lists whose candidate heads the classifier keeps (least recently used dropped first)
 HEAD_CACHE_SIZE = 8
-
-
-class RunNotFoundError(NotFoundError):
-    """A run folder is missing or incomplete."""
-
-
-class RunFormatError(InputError):
-    """A run folder is corrupt or inconsistent, or does not fit the backbone it is used with."""
-
-
-_RETRAIN = "retrain the run, or copy the complete run folder again"
-
-
-def _read_summary(path: Path) -> dict[str, Any]:
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunFormatError(f"{path} is not valid JSON ({exc}); {_RETRAIN}") from None
-    if not isinstance(summary, dict):
-        raise RunFormatError(f"{path} must hold a JSON object, got {type(summary).__name__}; {_RETRAIN}")
-    return summary
-
-
-def _read_nodes(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
-    from kgzsl.graph.knowledge_graph import GraphFormatError, read_nodes
-
-    try:
-        wnids, names, lemmas, _ = read_nodes(path, fix=_RETRAIN)
-    except GraphFormatError as exc:  # the graph's own reader; a damaged copy is the run's problem
-        raise RunFormatError(str(exc)) from None
-    return wnids, names, lemmas
-
-
-def _check_rows(run_dir: Path, summary: dict[str, Any], tensors: dict[str, torch.Tensor], meta: dict[str, str],
-                num_nodes: int) -> torch.Tensor:
-    """The run's ``[N, D + 1]`` rows, after checking they agree with nodes.tsv and run.json."""
-    rows = tensors.get("rows")
-    where = run_dir / "rows.safetensors"
-    if rows is None or rows.ndim != 2 or not rows.is_floating_point():
-        raise RunFormatError(f"{where} holds no [nodes, features + 1] float 'rows' tensor; {_RETRAIN}")
-    if rows.size(0) != num_nodes:
-        raise RunFormatError(f"{where} has {rows.size(0)} rows but {run_dir / 'nodes.tsv'} lists {num_nodes} nodes: "
-                             f"the files come from different runs or graphs; {_RETRAIN}")
-    expected = summary.get("num_nodes")
-    if isinstance(expected, int) and expected != num_nodes:
-        raise RunFormatError(f"{run_dir / 'run.json'} records {expected} nodes but {run_dir / 'nodes.tsv'} lists "
-                             f"{num_nodes}: the files come from different runs or graphs; {_RETRAIN}")
-    if meta.get("backbone") and summary.get("backbone") and meta["backbone"] != summary["backbone"]:
-        raise RunFormatError(f"{where} was written for backbone {meta['backbone']!r} but {run_dir / 'run.json'} "
-                             f"names {summary['backbone']!r}; {_RETRAIN}")
-    if not torch.isfinite(rows).all():
-        raise RunFormatError(f"{where} holds NaN or infinite rows (training diverged); retrain with a lower train.lr")
-    return rows
 
 
 class ZeroShotClassifier:
@@ -198,57 +143,13 @@ class ZeroShotClassifier:
                 nodes.tsv, backbone), or ``backbone`` is not the one the run was trained for.
             kgzsl.utils.io.TensorFileError: If rows.safetensors is not a safetensors file (never unpickled).
         """
-        run_dir = Path(run_dir)
-        if not (run_dir / "run.json").is_file():
-            raise RunNotFoundError(f"{run_dir} is not a finished kgzsl run (no run.json); train one with "
-                                   "`kgzsl train --config configs/dgp.yaml`")
-        for name in ("rows.safetensors", "nodes.tsv"):
-            if not (run_dir / name).is_file():
-                raise RunNotFoundError(f"run {run_dir} is incomplete: {name} is missing; {_RETRAIN}")
-        summary = _read_summary(run_dir / "run.json")
-        tensors = load_tensors(run_dir / "rows.safetensors")
-        meta = read_tensor_metadata(run_dir / "rows.safetensors")
-        wnids, names, lemmas = _read_nodes(run_dir / "nodes.tsv")
-        rows = _check_rows(run_dir, summary, tensors, meta, len(wnids))
-        try:
-            row_scale = float(meta.get("row_scale", 1.0))
-        except ValueError:
-            raise RunFormatError(f"{run_dir / 'rows.safetensors'}: row_scale {meta['row_scale']!r} is not a number; "
-                                 f"{_RETRAIN}") from None
-        trained_for = summary.get("backbone") or meta.get("backbone")
-        tuned = None
-        if backbone is None:
-            from kgzsl.vision.backbones import load_backbone
-            from kgzsl.training.checkpoint import finetuned_weights
-
-            cfg = (summary.get("config") or {}).get("backbone") or {}
-            if not (cfg.get("name") or trained_for):
-                raise RunFormatError(f"{run_dir / 'run.json'} does not say which backbone the run was trained for; "
-                                     f"{_RETRAIN}")
-            tuned = finetuned_weights(run_dir) if finetuned else None
-            weights = str(tuned[0]) if tuned else cfg.get("weights", "DEFAULT")
-            backbone = load_backbone(cfg.get("name") or trained_for, weights=weights,
-                                     device=str(resolve_device(device)))
-            if tuned:
-                digest = hashlib.sha256(tuned[0].read_bytes()).hexdigest()[:16]
-                # the weights' content is part of the name: feature caches and search indexes key on it
-                backbone.weights = f"{tuned[0]} (fine-tuned from {tuned[1].get('base_weights')}; sha256 {digest})"
-                logger.info("run %s: using the fine-tuned backbone weights %s (finetuned=False for the original)",
-                            run_dir, tuned[0])
-        elif trained_for and backbone.name != trained_for:
-            raise RunFormatError(f"run {run_dir} was trained for backbone {trained_for!r}, not {backbone.name!r}; "
-                                 "load it without `backbone=` to use its own, or train a run for "
-                                 f"{backbone.name!r} (backbone.name={backbone.name})")
-        recorded = summary.get("backbone_weights")
-        base = tuned[1].get("base_weights") if tuned else getattr(backbone, "weights", None)
-        if recorded and base and recorded != base:
-            logger.warning("run %s was trained on backbone weights %r but the backbone has %r; predictions are "
-                           "only meaningful with the weights the rows were fitted to", run_dir, recorded,
-                           backbone.weights)
+        run = read_run(Path(run_dir))
+        run_dir = run.path
+        backbone = run_backbone(run, device, backbone, finetuned)
         try:
             calib = run_dir / CALIBRATION_FILE
-            clf = cls(backbone, rows, wnids, names, lemmas, row_scale, run_dir=run_dir, summary=summary,
-                      abstain_calibration=read_calibration(run_dir), scoring=scoring,
+            clf = cls(backbone, run.rows, run.wnids, run.names, run.lemmas, run.row_scale, run_dir=run_dir,
+                      summary=run.summary, abstain_calibration=read_calibration(run_dir), scoring=scoring,
                       score_calibration=ScoreCalibration.load(calib) if calib.is_file() else None)
         except ValueError as exc:  # the feature size differs: another backbone or other weights
             raise RunFormatError(f"run {run_dir} does not fit this backbone: {exc}") from None

@@ -45,7 +45,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
         log_level: uvicorn's log level (``"warning"`` leaves only problems).
 
     Raises:
-        kgzsl.inference.classifier.RunNotFoundError: If ``run`` is not a finished run.
+        kgzsl.inference.run_folder.RunNotFoundError: If ``run`` is not a finished run.
     """
     from kgzsl.inference.classifier import ZeroShotClassifier
 

@@ -157,7 +157,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     Raises:
         ValueError: For bad settings, or a data folder with fewer than two usable classes.
         CheckpointError: If ``resume`` meets a checkpoint of other settings or data, or an unreadable one.
-        kgzsl.inference.classifier.RunNotFoundError: If ``run_dir`` is not a finished run.
+        kgzsl.inference.run_folder.RunNotFoundError: If ``run_dir`` is not a finished run.
     """
     from kgzsl.inference.classifier import ZeroShotClassifier
 

@@ -41,8 +41,8 @@ def test_every_error_class_of_the_package_is_a_kgzsl_error():
 
 @pytest.mark.parametrize("name, builtin", [
     ("kgzsl.inference.labels.LabelError", ValueError),
-    ("kgzsl.inference.classifier.RunNotFoundError", FileNotFoundError),
-    ("kgzsl.inference.classifier.RunFormatError", ValueError),
+    ("kgzsl.inference.run_folder.RunNotFoundError", FileNotFoundError),
+    ("kgzsl.inference.run_folder.RunFormatError", ValueError),
     ("kgzsl.inference.concept_nodes.AmbiguousConceptError", ValueError),
     ("kgzsl.graph.knowledge_graph.GraphFormatError", ValueError),
     ("kgzsl.graph.wordnet.WordNetNotFoundError", RuntimeError),
