@@ -11,7 +11,6 @@ live in :mod:`kgzsl.text.glove`. All of them work offline;
 
 from __future__ import annotations
 
-import abc
 import functools
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from kgzsl.errors import InputError
+from kgzsl.text.base import TextEncoder
 from kgzsl.utils.device import resolve_device
 
 __all__ = ["TextEncoder", "MiniLMEncoder", "WordLlamaEncoder", "get_encoder", "ENCODERS"]
@@ -29,25 +29,6 @@ logger = logging.getLogger(__name__)
 
 ENCODERS = ("minilm", "wordllama", "glove-6b-50d", "glove:PATH")
 _PROGRESS_MIN = 1000  # show a progress bar above this many texts
-
-
-class TextEncoder(abc.ABC):
-    """Maps texts to vectors of a fixed size.
-
-    Attributes:
-        name: Key that identifies the encoder *and its weights*; used in cache file names.
-        dim: Size of each vector.
-    """
-
-    name: str
-    dim: int
-
-    @abc.abstractmethod
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        """Return a ``[len(texts), dim]`` float32 CPU tensor, not normalised (zero row: unknown)."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,7 +117,7 @@ def get_encoder(spec: str = "minilm", device: str | torch.device = "cpu") -> Tex
         FileNotFoundError: If a GloVe path does not exist.
         MissingPackageError: If ``"glove-6b-50d"`` is asked for without its package installed.
     """
-    from kgzsl.text.glove import GLOVE6B_SPEC, Glove6BEncoder, GloveEncoder  # they build on TextEncoder, here
+    from kgzsl.text.glove import GLOVE6B_SPEC, Glove6BEncoder, GloveEncoder  # loaded on first use
 
     key = spec.strip()
     if key.lower() == "minilm":

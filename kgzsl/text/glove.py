@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kgzsl.errors import InputError, MissingPackageError, NotFoundError
-from kgzsl.text.encoders import TextEncoder
+from kgzsl.text.base import TextEncoder
 
 __all__ = ["GloveEncoder", "Glove6BEncoder", "GLOVE6B_SPEC"]
 
