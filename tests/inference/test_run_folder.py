@@ -1,0 +1,40 @@
+"""Reading a run folder for prediction: its files agree, and the backbone fits the rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kgzsl.inference.run_folder import RunFormatError, RunNotFoundError, read_run, run_backbone
+
+from robust_helpers import FakeBackbone, fake_run
+
+
+def test_a_run_folder_reads_as_its_rows_nodes_and_backbone(tmp_path):
+    rows = torch.nn.functional.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(1)), dim=1)
+    run = read_run(fake_run(tmp_path / "run", rows=rows))
+    assert run.wnids == ["x0", "x1", "x2"] and run.names == ["cat.n.01", "dog.n.01", "car.n.01"]
+    assert run.lemmas == [["cat"], ["dog"], ["car"]] and run.row_scale == 1.0 and run.backbone == "fakenet"
+    torch.testing.assert_close(run.rows, rows)
+    mine = FakeBackbone()
+    assert run_backbone(run, backbone=mine) is mine  # the given one, when it is the run's
+    with pytest.raises(RunFormatError, match="trained for backbone 'fakenet', not 'othernet'"):
+        run_backbone(run, backbone=FakeBackbone("othernet"))
+
+
+def test_a_run_that_does_not_say_its_backbone_cannot_load_one(tmp_path):
+    folder = fake_run(tmp_path / "run", backbone="")
+    (folder / "run.json").write_text(json.dumps({"num_nodes": 3}))
+    with pytest.raises(RunFormatError, match="does not say which backbone"):
+        run_backbone(read_run(folder))
+
+
+def test_missing_and_disagreeing_files_are_named(tmp_path):
+    with pytest.raises(RunNotFoundError, match="no run.json"):
+        read_run(tmp_path / "nothing")
+    folder = fake_run(tmp_path / "run")
+    (folder / "run.json").write_text(json.dumps({"backbone": "fakenet", "num_nodes": 4}))
+    with pytest.raises(RunFormatError, match="records 4 nodes but .*nodes.tsv lists 3"):
+        read_run(folder)
