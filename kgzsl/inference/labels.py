@@ -1,9 +1,12 @@
 """Resolve candidate labels (wnids, synset names or free text) to graph nodes.
 
 Names of your own classes (nodes whose id is not a wnid: taxonomy entries, added concepts) come
-first: ``"coffee maker"`` is your node when you added one by that name. Other free text goes through WordNet: ``"golden retriever"`` → ``golden_retriever.n.01``; plurals and
-inflections are handled by WordNet's morphology (``"cats"`` → ``cat``). An ambiguous word takes,
-among its noun senses present in the graph, the one that best names something a photo can show:
+first: ``"coffee maker"`` is your node when you added one by that name. Other free text goes
+through WordNet: ``"golden retriever"`` → ``golden_retriever.n.01``; plurals and inflections are
+handled by WordNet's morphology (``"cats"`` → ``cat``), and an open compound that WordNet writes
+closed is found closed (``"wine glass"`` → ``wineglass.n.01``, ``"cell phone"`` → the
+cellphone). An ambiguous word takes, among its noun senses present in the graph, the one that
+best names something a photo can show:
 
 1. senses the backbone has seen: one of its classes or an ancestor of one (``"seal"`` is the
    animal, an ancestor of the sea lion, not the wax);
@@ -281,6 +284,9 @@ class LabelResolver:
         wn = self._wn()
         if wn is not None:
             synsets = wn.synsets(key, pos="n")
+            if not synsets and "_" in key and wn.synsets(key.replace("_", ""), pos="n"):
+                key = key.replace("_", "")  # an open compound that WordNet writes closed: "wine glass", "cell phone"
+                synsets = wn.synsets(key, pos="n")
             in_graph = [s for s in synsets if f"n{s.offset():08d}" in self.index]
             if in_graph:
                 base = label_key(wn.morphy(key, "n") or key)

@@ -99,3 +99,17 @@ def test_a_usual_sense_missing_from_the_graph_is_named_for_adding_when_the_graph
     assert resolver(False).resolve("sink").synset == "sinkhole.n.01"  # the graph cannot grow: its best sense
     assert resolver(True, seen=("sinkhole.n.01",)).resolve("sink").synset == "sinkhole.n.01"  # a backbone class
     assert resolver(True).resolve("chicken").synset == "chicken.n.02"  # the fowl has tagged uses of its own
+
+
+def test_an_open_compound_that_wordnet_writes_closed_is_found():
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    nodes = [wn.synset(n) for n in ("wineglass.n.01", "cellular_telephone.n.01", "laptop.n.01", "backpack.n.01")]
+    resolver = LabelResolver([f"n{s.offset():08d}" for s in nodes], [s.name() for s in nodes],
+                             [s.lemma_names() for s in nodes], wordnet=lambda: wn)
+    assert [r.synset for r in resolver.resolve_all(["wine glass", "cell phone", "lap top", "back pack"])] == \
+        ["wineglass.n.01", "cellular_telephone.n.01", "laptop.n.01", "backpack.n.01"]
+    assert resolver.resolve("wine glass").label == "wine glass"  # the user's label is kept
+    with pytest.raises(Exception, match="unknown label 'stop sign'"):
+        resolver.resolve("stop sign")  # neither way a WordNet noun
