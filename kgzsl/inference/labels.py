@@ -321,9 +321,10 @@ class LabelResolver:
                 return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives, also)
             if synsets:
                 senses = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
+                word = text if key == label_key(text) else key  # the closed compound is what WordNet knows
                 raise NotInGraphError(f"{text!r} is a WordNet noun but none of its senses is a node of this graph: "
-                                      f"{senses}. Add it with `kgzsl add-concept RUN {text}`, or rebuild the graph "
-                                      f"with its wnid, e.g. n{synsets[0].offset():08d}", [text])
+                                      f"{senses}. Add it with `kgzsl add-concept RUN {word}`, or rebuild the graph "
+                                      f"with its wnid, e.g. n{synsets[0].offset():08d}", [word])
         if key in self.by_lemma:
             nodes = self.by_lemma[key]
             return self._result(text, nodes[0], tuple(self.names[i] for i in nodes[1:]))
