@@ -3,9 +3,10 @@
 Names of your own classes (nodes whose id is not a wnid: taxonomy entries, added concepts) come
 first: ``"coffee maker"`` is your node when you added one by that name. Other free text goes
 through WordNet: ``"golden retriever"`` → ``golden_retriever.n.01``; plurals and inflections are
-handled by WordNet's morphology (``"cats"`` → ``cat``), and an open compound that WordNet writes
+handled by WordNet's morphology (``"cats"`` → ``cat``), an open compound that WordNet writes
 closed is found closed (``"wine glass"`` → ``wineglass.n.01``, ``"cell phone"`` → the
-cellphone). An ambiguous word takes, among its noun senses present in the graph, the one that
+cellphone), and a leading article is dropped (``"a cat"``; a prompt such as ``"a photo of a
+cat"`` gets an error that names the class to give). An ambiguous word takes, among its noun senses present in the graph, the one that
 best names something a photo can show:
 
 1. senses the backbone has seen: one of its classes or an ancestor of one (``"seal"`` is the
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 _OTHER_POS_ID = re.compile(r"^[vasr]\d{8}$")
 _OTHER_POS_NAME = re.compile(r"^.+\.[vasr]\.\d+$")
 _POS = {"v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"}
+_ARTICLE = re.compile(r"^(?:a|an|the)_(?=.)")
+#: a CLIP-style prompt given as a label: "a photo of a cat"
+_PROMPT = re.compile(r"^(?:(?:a|an|the)_)?(?:photo|picture|image|drawing|painting|sketch)_of_(?:(?:a|an|the)_)?(.+)$")
 #: lexicographer files of things a photo shows, then of what it may show; other senses come last
 _THINGS = frozenset({"noun.animal", "noun.artifact", "noun.food", "noun.plant", "noun.object"})
 _VISIBLE = frozenset({"noun.person", "noun.body", "noun.substance", "noun.location", "noun.Tops"})
@@ -283,10 +287,7 @@ class LabelResolver:
         key = label_key(text)
         wn = self._wn()
         if wn is not None:
-            synsets = wn.synsets(key, pos="n")
-            if not synsets and "_" in key and wn.synsets(key.replace("_", ""), pos="n"):
-                key = key.replace("_", "")  # an open compound that WordNet writes closed: "wine glass", "cell phone"
-                synsets = wn.synsets(key, pos="n")
+            key, synsets = _wordnet_form(wn, key)
             in_graph = [s for s in synsets if f"n{s.offset():08d}" in self.index]
             if in_graph:
                 base = label_key(wn.morphy(key, "n") or key)
@@ -331,4 +332,19 @@ class LabelResolver:
         close = difflib.get_close_matches(key, list(self.by_lemma), n=5, cutoff=0.75)
         hint = f"; did you mean {', '.join(c.replace('_', ' ') for c in close)}?" if close else \
             "; check the spelling, or give a synset name ('dog.n.01') or a wnid ('n02084071') of a graph node"
+        prompt = _PROMPT.match(key)
+        if prompt:
+            hint = f"; a label names the class alone, not a prompt: try {prompt.group(1).replace('_', ' ')!r}"
         raise LabelError(f"unknown label {text!r}: not a WordNet noun nor a lemma of this graph's nodes{hint}")
+
+
+def _wordnet_form(wn: Any, key: str) -> tuple[str, list[Any]]:
+    """The spelling of a label key that WordNet knows as a noun, with its noun synsets: as given, as a
+    closed compound (``"wine glass"`` → ``wineglass``), or without a leading article (``"a cat"``);
+    ``(key, [])`` when none is a noun."""
+    bare = _ARTICLE.sub("", key)
+    for form in dict.fromkeys((key, key.replace("_", ""), bare, bare.replace("_", ""))):
+        synsets = wn.synsets(form, pos="n") if form else []
+        if synsets:
+            return form, synsets
+    return key, []

@@ -113,3 +113,17 @@ def test_an_open_compound_that_wordnet_writes_closed_is_found():
     assert resolver.resolve("wine glass").label == "wine glass"  # the user's label is kept
     with pytest.raises(Exception, match="unknown label 'stop sign'"):
         resolver.resolve("stop sign")  # neither way a WordNet noun
+
+
+def test_a_leading_article_is_not_part_of_the_name_and_a_prompt_gets_a_hint():
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    nodes = [wn.synset(n) for n in ("cat.n.01", "apple.n.01", "wineglass.n.01", "the_hague.n.01")]
+    resolver = LabelResolver([f"n{s.offset():08d}" for s in nodes], [s.name() for s in nodes],
+                             [s.lemma_names() for s in nodes], wordnet=lambda: wn)
+    assert [r.synset for r in resolver.resolve_all(["a cat", "an apple", "a wine glass"])] == \
+        ["cat.n.01", "apple.n.01", "wineglass.n.01"]
+    assert resolver.resolve("The Hague").synset == "the_hague.n.01"  # the article belongs to this name
+    with pytest.raises(Exception, match="not a prompt: try 'cat'"):
+        resolver.resolve("a photo of a cat")
