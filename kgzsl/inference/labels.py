@@ -322,7 +322,7 @@ class LabelResolver:
                 return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives, also)
             if synsets:
                 senses = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
-                word = text if key == label_key(text) else key  # the closed compound is what WordNet knows
+                word = text if key == label_key(text) else key  # the form WordNet knows: closed, no article
                 raise NotInGraphError(f"{text!r} is a WordNet noun but none of its senses is a node of this graph: "
                                       f"{senses}. Add it with `kgzsl add-concept RUN {word}`, or rebuild the graph "
                                       f"with its wnid, e.g. n{synsets[0].offset():08d}", [word])
