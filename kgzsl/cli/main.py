@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from kgzsl._version import __version__
 from kgzsl.cli._common import add_extraction_args, extraction_job, format_table, positive_int, printable, \
@@ -170,6 +171,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.run_option is not None:  # `--run RUN` is the positional RUN spelt as an option
+        if args.run is not None and args.run != args.run_option:
+            raise InputError(f"the run is given twice, {args.run!r} and --run {args.run_option!r}; give it once")
+        args.run = args.run_option
     if args.name == "serve":  # starts a server: it lives above the tasks layer
         print(run_serve_benchmark(args))
         return 0
@@ -190,9 +195,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviated options, for the command and every subcommand: an option given
+    in part must not silently mean another (``--run`` is not ``--runs-dir``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kgzsl`` command."""
-    parser = argparse.ArgumentParser(prog="kgzsl", description="Knowledge-graph zero-shot image recognition: "
+    parser = _Parser(prog="kgzsl", description="Knowledge-graph zero-shot image recognition: "
                                      "propagate a frozen CNN's classifier rows over WordNet to unseen classes.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--version", action="version", version=f"kgzsl {__version__}")
@@ -269,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "by wnid), each among its group's classes")
     p.add_argument("run", nargs="?", help="serve: the run folder to serve (default RUNS_DIR/dgp); photos: the run to "
                    "score (default: the demo's, runs/demo, trained when missing)")
+    p.add_argument("--run", dest="run_option", metavar="RUN", help="the same as the positional RUN")
     p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
     p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")

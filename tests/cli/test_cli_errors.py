@@ -129,3 +129,17 @@ def test_cli_messages_name_options_and_python_messages_name_arguments(tiny_run, 
         clf.add_concept("zorblax")
     with pytest.raises(ValueError, match="abstain=True needs a calibrated threshold"):
         clf.predict(cat, ["tabby", "tench"], abstain=True)
+
+
+def test_an_option_given_in_part_is_refused_not_taken_for_another(tmp_path, capsys):
+    from kgzsl.cli.main import build_parser
+
+    with pytest.raises(SystemExit) as caught:  # `--runs` must not silently mean `--runs-dir`
+        build_parser().parse_args(["benchmark", "photos", "--runs", str(tmp_path)])
+    assert caught.value.code == 2 and "unrecognized arguments: --runs" in capsys.readouterr().err
+    args = build_parser().parse_args(["benchmark", "photos", "--run", "r1", "--data", "d"])
+    assert args.run_option == "r1" and args.runs_dir == "runs"  # --run is the run, as the positional RUN
+    assert main(["-q", "benchmark", "photos", "r1", "--run", "r2", "--data", str(tmp_path)]) == 1
+    assert "the run is given twice, 'r1' and --run 'r2'" in capsys.readouterr().err
+    assert main(["-q", "benchmark", "photos", "--run", str(tmp_path / "none"), "--data", str(tmp_path)]) == 1
+    assert "none is not a finished kgzsl run" in capsys.readouterr().err  # that run, not runs/demo
