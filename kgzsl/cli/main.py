@@ -175,6 +175,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         if args.run is not None and args.run != args.run_option:
             raise InputError(f"the run is given twice, {args.run!r} and --run {args.run_option!r}; give it once")
         args.run = args.run_option
+    if isinstance(args.json, str):  # --json PATH
+        if args.json_out is not None and args.json_out != args.json:
+            raise InputError(f"two JSON files, --json {args.json!r} and --json-out {args.json_out!r}; give one")
+        args.json, args.json_out = False, args.json
     if args.name == "serve":  # starts a server: it lives above the tasks layer
         print(run_serve_benchmark(args))
         return 0
@@ -287,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
     p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")
-    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("--json", nargs="?", const=True, default=False, metavar="PATH",
+                   help="print the result as JSON instead of a table; --json PATH: the table here, the JSON in PATH "
+                   "(as --json-out PATH)")
     p.add_argument("--json-out", metavar="PATH", help="also write the result as JSON to this file")
     p.add_argument("--limit-per-class", type=positive_int,
                    help="fmnist: quick run on a stratified subset of the test images")

@@ -143,3 +143,13 @@ def test_an_option_given_in_part_is_refused_not_taken_for_another(tmp_path, caps
     assert "the run is given twice, 'r1' and --run 'r2'" in capsys.readouterr().err
     assert main(["-q", "benchmark", "photos", "--run", str(tmp_path / "none"), "--data", str(tmp_path)]) == 1
     assert "none is not a finished kgzsl run" in capsys.readouterr().err  # that run, not runs/demo
+
+
+def test_benchmark_json_takes_an_optional_path(tmp_path, capsys):
+    from kgzsl.cli.main import build_parser
+
+    assert build_parser().parse_args(["benchmark", "photos", "--json"]).json is True  # print JSON
+    assert build_parser().parse_args(["benchmark", "photos", "--json", "b5.json"]).json == "b5.json"
+    # --json PATH is not taken for the run, and names one file with --json-out
+    assert main(["-q", "benchmark", "photos", "--data", str(tmp_path), "--json", "a.json", "--json-out", "b.json"]) == 1
+    assert "two JSON files, --json 'a.json' and --json-out 'b.json'" in capsys.readouterr().err
