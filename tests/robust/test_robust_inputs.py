@@ -299,7 +299,8 @@ def test_cli_reports_bad_inputs_with_exit_code_1(tmp_path, capsys, monkeypatch, 
     (["search", "RUN", "x.index", "cat", "--top-k", "many"], "argument --top-k: expected an integer, got 'many'"),
     (["index", "RUN", "DIR", "--out", "x.index", "--batch-size", "0"], "argument --batch-size: must be >= 1"),
     (["evaluate", "RUN", "--data", "D", "--split", "2-hops", "--workers", "-1"], "argument --workers: must be >= 0"),
-    (["benchmark", "fmnist", "--json", "out.json"], "unrecognized arguments: out.json"),
+    (["benchmark", "fmnist", "--limit-per-class", "0"], "argument --limit-per-class: must be >= 1, got 0"),
+    (["benchmark", "fmnist", "--json", "out.json", "extra"], "unrecognized arguments: extra"),
 ])
 def test_cli_usage_errors_exit_with_code_2_before_any_work(capsys, argv, match):
     with pytest.raises(SystemExit) as exc:
