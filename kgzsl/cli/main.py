@@ -211,7 +211,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kgzsl`` command."""
     parser = _Parser(prog="kgzsl", description="Knowledge-graph zero-shot image recognition: "
-                                     "propagate a frozen CNN's classifier rows over WordNet to unseen classes.")
+                     "propagate a frozen CNN's classifier rows over WordNet to unseen classes.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--version", action="version", version=f"kgzsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
