@@ -21,6 +21,16 @@ EXPECTED = {"scooter": "motor_scooter.n.01", "TV": "television_receiver.n.01", "
             "book": "book.n.02", "plane": "airplane.n.01", "light": "light.n.02", "stairs": "stairs.n.01"}
 
 
+def _over(synsets: list, seen: tuple[str, ...] = (), **kwargs) -> LabelResolver:
+    """A resolver whose graph is exactly ``synsets`` (those named in ``seen`` are backbone classes)."""
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    return LabelResolver([f"n{s.offset():08d}" for s in synsets], [s.name() for s in synsets],
+                         [s.lemma_names() for s in synsets], wordnet=lambda: wn,
+                         seen=[i for i, s in enumerate(synsets) if s.name() in seen], **kwargs)
+
+
 @pytest.fixture(scope="module")
 def resolver() -> LabelResolver:
     """Every noun sense of the words, the ImageNet-1k classes and all their ancestors, as one graph."""
@@ -61,10 +71,7 @@ def test_without_backbone_classes_a_person_wins_only_as_the_usual_meaning():
     wn = load_wordnet()
 
     def resolver(word: str, seen: tuple[str, ...] = ()) -> LabelResolver:
-        senses = wn.synsets(word, pos="n")
-        return LabelResolver([f"n{s.offset():08d}" for s in senses], [s.name() for s in senses],
-                             [s.lemma_names() for s in senses], wordnet=lambda: wn,
-                             seen=[i for i, s in enumerate(senses) if s.name() in seen])
+        return _over(wn.synsets(word, pos="n"), seen)
 
     # the ball player is 15 of the word's 18 tagged uses: with no backbone class to say otherwise, he wins
     assert resolver("pitcher").resolve("pitcher").synset == "pitcher.n.01"
@@ -86,9 +93,7 @@ def test_a_usual_sense_missing_from_the_graph_is_named_for_adding_when_the_graph
     nodes = [wn.synset(n) for n in ("sinkhole.n.01", "cesspool.n.01", "chicken.n.02", "wimp.n.01")]
 
     def resolver(can_add: bool, seen: tuple[str, ...] = ()) -> LabelResolver:
-        return LabelResolver([f"n{s.offset():08d}" for s in nodes], [s.name() for s in nodes],
-                             [s.lemma_names() for s in nodes], wordnet=lambda: wn, can_add=lambda: can_add,
-                             seen=[i for i, s in enumerate(nodes) if s.name() in seen])
+        return _over(nodes, seen, can_add=lambda: can_add)
 
     with pytest.raises(NotInGraphError, match="usually means sink.n.01") as caught:
         resolver(True).resolve("sink")
@@ -105,9 +110,8 @@ def test_an_open_compound_that_wordnet_writes_closed_is_found():
     from kgzsl.graph.wordnet import load_wordnet
 
     wn = load_wordnet()
-    nodes = [wn.synset(n) for n in ("wineglass.n.01", "cellular_telephone.n.01", "laptop.n.01", "backpack.n.01")]
-    resolver = LabelResolver([f"n{s.offset():08d}" for s in nodes], [s.name() for s in nodes],
-                             [s.lemma_names() for s in nodes], wordnet=lambda: wn)
+    resolver = _over([wn.synset(n) for n in ("wineglass.n.01", "cellular_telephone.n.01", "laptop.n.01",
+                                             "backpack.n.01")])
     assert [r.synset for r in resolver.resolve_all(["wine glass", "cell phone", "lap top", "back pack"])] == \
         ["wineglass.n.01", "cellular_telephone.n.01", "laptop.n.01", "backpack.n.01"]
     assert resolver.resolve("wine glass").label == "wine glass"  # the user's label is kept
@@ -119,9 +123,7 @@ def test_a_leading_article_is_not_part_of_the_name_and_a_prompt_gets_a_hint():
     from kgzsl.graph.wordnet import load_wordnet
 
     wn = load_wordnet()
-    nodes = [wn.synset(n) for n in ("cat.n.01", "apple.n.01", "wineglass.n.01", "the_hague.n.01")]
-    resolver = LabelResolver([f"n{s.offset():08d}" for s in nodes], [s.name() for s in nodes],
-                             [s.lemma_names() for s in nodes], wordnet=lambda: wn)
+    resolver = _over([wn.synset(n) for n in ("cat.n.01", "apple.n.01", "wineglass.n.01", "the_hague.n.01")])
     assert [r.synset for r in resolver.resolve_all(["a cat", "an apple", "a wine glass"])] == \
         ["cat.n.01", "apple.n.01", "wineglass.n.01"]
     assert resolver.resolve("The Hague").synset == "the_hague.n.01"  # the article belongs to this name
