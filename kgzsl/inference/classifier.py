@@ -24,14 +24,15 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from kgzsl.errors import InputError, KgzslError
-from kgzsl.inference.abstain_rule import abstain_fields, check_calibration, missing_calibration, read_calibration
-from kgzsl.inference.adaptation import AdaptedHead, ClassAdapter
-from kgzsl.inference.head import INT8_MIN_ROWS, HeadCache, LinearHead, SplitHead
-from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch, load_image
+from kgzsl.inference.abstain_rule import check_calibration, missing_calibration, read_calibration
+from kgzsl.inference.adaptation import ClassAdapter
+from kgzsl.inference.batches import classify_images
+from kgzsl.inference.candidates import CandidateScoring
+from kgzsl.inference.head import HeadCache
 from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
 from kgzsl.inference.run_folder import RunFormatError, RunNotFoundError, read_run, run_backbone
-from kgzsl.inference.scoring import CALIBRATION_FILE, GroupHead, ScoreCalibration, claimed_seen, \
-    centred_rows, fit_calibration, predicted_rows, scoring_rows, seen_ancestors
+from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration
+from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_image
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
 
@@ -92,21 +93,18 @@ class ZeroShotClassifier:
         if rows.size(1) != backbone.feature_dim + 1:
             raise ValueError(f"rows have {rows.size(1)} columns but backbone {backbone.name} gives "
                              f"{backbone.feature_dim}-d features (+1 bias); the run was trained for another backbone")
-        if scoring not in ("auto", "calibrated", "predicted"):
-            raise InputError(f"scoring must be 'auto', 'calibrated' or 'predicted', got {scoring!r}")
-        if scoring == "auto":  # a backbone built by hand may have no rows of its own
-            scoring = "calibrated" if hasattr(backbone, "classifier_rows") and hasattr(backbone, "wnids") else "predicted"
         self.backbone = backbone
         self.rows = rows.to(backbone.device)
-        self.scoring = scoring
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        # how nodes are scored (mode, the user's calibration, score rows, adapter), built on first use
+        self._scoring = CandidateScoring(backbone, scoring, row_scale, run_dir=self.run_dir,
+                                         calibration=score_calibration)
         self.wnids = list(wnids)
         self.names = list(names)
         self.lemmas = [list(x) for x in lemmas]
-        self.row_scale = float(row_scale)
         self.max_pixels = int(max_pixels)
         # (rows, resolved labels, LinearHead) of the last few label lists; `search` makes one per query
         self._heads = HeadCache(HEAD_CACHE_SIZE)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.summary: dict[str, Any] = dict(summary or {})
         self._num_given = len(self.wnids)  # nodes given at construction; later ones came through extend()
         self._requested = self._read_requested()
@@ -114,12 +112,6 @@ class ZeroShotClassifier:
         self._concepts: Any = None
         self._abstain: dict[str, Any] | None = None
         self.set_abstain(abstain_calibration)
-        self._score_calibration = score_calibration
-        self._score_rows: torch.Tensor | None = None  # built on first use (see score_rows)
-        self._score_lock = threading.Lock()
-        self._adapter: ClassAdapter | None = None  # built from the calibration's features on first use
-        self._adapt = True
-        self._seen_ancestors: dict[int, dict[int, int]] | None = None
         self._concept_lock = threading.Lock()
         self._add_missing_labels = True
 
@@ -189,10 +181,7 @@ class ZeroShotClassifier:
         self.wnids += list(wnids)
         self.names += list(names)
         self.lemmas += [list(ls) for ls in lemmas]
-        with self._score_lock:
-            if self._score_rows is not None:  # new nodes are never backbone classes: predicted rows
-                extra = predicted_rows(rows, self._score_calibration, self.row_scale)
-                self._score_rows = torch.cat([self._score_rows, extra.to(self._score_rows.device)])
+        self._scoring.replace_from(len(self.wnids) - len(wnids), rows)  # new nodes are never backbone classes
         self.resolver = self._make_resolver()
         self._clear_heads()
 
@@ -206,10 +195,7 @@ class ZeroShotClassifier:
             raise ValueError(f"expected [{len(self.added_wnids)}, {self.rows.size(1)}] rows, got {tuple(rows.shape)}")
         # new tensors, not in-place writes: the rows may have been made under torch.inference_mode()
         self.rows = torch.cat([self.rows[:self._num_given], rows.to(self.rows.device, self.rows.dtype)])
-        with self._score_lock:
-            if self._score_rows is not None:  # added nodes are never backbone classes: predicted rows
-                self._score_rows = torch.cat([self._score_rows[:self._num_given], predicted_rows(
-                    rows, self._score_calibration, self.row_scale).to(self._score_rows.device)])
+        self._scoring.replace_from(self._num_given, rows)
         self._clear_heads()
 
     def _clear_heads(self) -> None:
@@ -283,9 +269,19 @@ class ZeroShotClassifier:
         return [i for i, w in enumerate(self.wnids) if w in self._requested or i >= self._num_given]
 
     @property
+    def row_scale(self) -> float:
+        """Mean norm of the backbone's own rows, which predicted rows are multiplied by."""
+        return self._scoring.row_scale
+
+    @property
+    def scoring(self) -> str:
+        """``"calibrated"`` or ``"predicted"``: how candidates are scored (see the class)."""
+        return self._scoring.mode
+
+    @property
     def score_calibration(self) -> ScoreCalibration | None:
         """The statistics of the user's images ``"calibrated"`` scoring centres on (None: not calibrated)."""
-        return self._score_calibration
+        return self._scoring.calibration
 
     def calibrate_scores(self, features: torch.Tensor, source: str) -> ScoreCalibration:
         """Fit the score calibration on pooled features of unlabelled images and use it from now on.
@@ -293,9 +289,7 @@ class ZeroShotClassifier:
         Nothing is written; ``kgzsl calibrate`` (:func:`kgzsl.tasks.abstain.calibrate_scores`) also
         stores it in the run.
         """
-        calib = fit_calibration(features, self.backbone.classifier_rows(), source)
-        with self._score_lock:
-            self._score_calibration, self._score_rows, self._adapter = calib, None, None
+        calib = self._scoring.calibrate(features, source)
         self._clear_heads()
         return calib
 
@@ -314,78 +308,31 @@ class ZeroShotClassifier:
     def adapt_to_images(self) -> bool:
         """Whether a calibrated run fits a label list's candidates to the user's images
         (:mod:`kgzsl.inference.adaptation`; default True). False keeps the calibrated rows as they are."""
-        return self._adapt
+        return self._scoring.adapt
 
     @adapt_to_images.setter
     def adapt_to_images(self, value: bool) -> None:
-        self._adapt = bool(value)
+        self._scoring.adapt = bool(value)
         self._clear_heads()
 
     def adapter(self) -> ClassAdapter | None:
         """The :class:`~kgzsl.inference.adaptation.ClassAdapter` of the calibration's stored features
         (None: not calibrated, ``"predicted"`` scoring, or a calibration without stored features)."""
-        calib = self._score_calibration
-        if self.scoring != "calibrated" or calib is None or calib.features is None:
-            return None
-        with self._score_lock:
-            if self._adapter is None:
-                self._adapter = ClassAdapter(calib.features)
-            return self._adapter
-
-    def _adapted(self, head: Any, resolved: list[ResolvedLabel]) -> Any:
-        """``head`` with its candidates fitted to the user's images when :meth:`adapter` applies to them."""
-        adapter = self.adapter() if self.adapt_to_images else None
-        if adapter is None or not adapter.applies(len(resolved)):
-            return head
-        with torch.inference_mode():
-            rows = adapter.rows(head.logits(adapter.features.to(self.rows.device)))
-        logger.info("%d candidates fitted to the %d images of the run's calibration (adapt_to_images=False keeps "
-                    "the centred rows)", len(resolved), adapter.features.size(0))
-        senses = head.senses if isinstance(head, GroupHead) else [[r.index] for r in resolved]
-        return AdaptedHead(head, LinearHead(rows.to(self.rows.device), int8=False), senses)
+        return self._scoring.adapter()
 
     def seen_nodes(self) -> torch.Tensor:
-        """``[1000]`` node index of each of the backbone's classes, -1 where the class is not a node."""
+        """``[1000]`` node index of each of the backbone's classes, -1 where the class is not a node (empty
+        for a backbone without classes of its own)."""
         index = {w: i for i, w in enumerate(self.wnids)}
-        return torch.tensor([index.get(w, -1) for w in self.backbone.wnids], dtype=torch.long)
+        return torch.tensor([index.get(w, -1) for w in getattr(self.backbone, "wnids", ())], dtype=torch.long)
 
     def score_rows(self) -> torch.Tensor:
         """``[N, D + 1]`` rows every node is scored with (see ``scoring``); logits are ``rows @ [x, 1]``."""
-        if self.scoring == "predicted":
-            return self.rows * self.row_scale
-        with self._score_lock:
-            if self._score_rows is None:
-                self._score_rows = scoring_rows(self.rows, self.seen_nodes(), self.backbone.classifier_rows(),
-                                                self._score_calibration, self.row_scale)
-            return self._score_rows
-
-    def _linear(self, every: torch.Tensor, nodes: list[int]) -> LinearHead | SplitHead:
-        """A head over the rows ``every[nodes]`` (read in place when ``nodes`` is every node). Many
-        candidates mixing the backbone's rows and predicted ones get two heads, so that the predicted
-        part keeps its low-rank int8 copy (:class:`SplitHead`)."""
-        index = torch.tensor(nodes, dtype=torch.long)
-        if self.scoring != "calibrated" or len(nodes) < INT8_MIN_ROWS:
-            whole = len(nodes) == every.size(0) and bool((index == torch.arange(every.size(0))).all())
-            return LinearHead(every if whole else every[index.to(every.device)])
-        own = torch.isin(index, self.seen_nodes())
-        parts = [(LinearHead(every[index[mask].to(every.device)]), torch.nonzero(mask).squeeze(1))
-                 for mask in (~own, own) if mask.any()]
-        return parts[0][0] if len(parts) == 1 else SplitHead(parts, len(nodes))
-
-    def _claim_rows(self, nodes: list[int]) -> torch.Tensor:
-        """``[len(nodes), D + 1]`` rows the seen ``nodes`` enter a claiming candidate's score with: the
-        backbone's own rows, centred on the user's images when the run is calibrated."""
-        position = {n: i for i, n in enumerate(self.seen_nodes().tolist()) if n >= 0}
-        own = self.backbone.classifier_rows()[torch.tensor([position[n] for n in nodes], dtype=torch.long)].float()
-        calib = self._score_calibration
-        return own if calib is None else centred_rows(own, calib)
+        return self._scoring.score_rows(self.rows, self.seen_nodes())
 
     def seen_ancestors(self) -> dict[int, dict[int, int]]:
         """Each seen node's ancestors (read once from the run's graph, or WordNet)."""
-        with self._score_lock:
-            if self._seen_ancestors is None:
-                self._seen_ancestors = seen_ancestors(self.run_dir, self.wnids, self.seen_nodes())
-            return self._seen_ancestors
+        return self._scoring.seen_ancestors(self.wnids, self.seen_nodes())
 
     def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
         """The ``[C, D + 1]`` candidate rows (logits are their product with ``[x, 1]``) and the resolved labels.
@@ -428,17 +375,10 @@ class ZeroShotClassifier:
                 nodes = range(len(self.wnids)) if chosen is None else chosen
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
                                           i, self.wnids[i], self.names[i]) for i in nodes]
-                return None, resolved, self._linear(every, list(nodes))
+                return None, resolved, self._scoring.linear(every, list(nodes), self.seen_nodes())
             labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
             resolved = self.resolver.resolve_all([label.strip() for label in labels])
-            head = None
-            if self.scoring == "calibrated":
-                senses = [[r.index, *r.senses] for r in resolved]
-                claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors())
-                if any(claims) or any(len(ns) > 1 for ns in senses):
-                    extra = list(dict.fromkeys(j for c in claims for j in c))
-                    head = GroupHead(every, extra, self._claim_rows(extra), senses, claims)
-            return None, resolved, self._adapted(head or self._linear(every, [r.index for r in resolved]), resolved)
+            return None, resolved, self._scoring.label_head(every, resolved, self.seen_nodes(), self.wnids)
 
         try:
             return self._heads.get(key, build)
@@ -498,41 +438,8 @@ class ZeroShotClassifier:
         if top_k is not None and top_k < 1:
             raise InputError(f"top_k must be >= 1 (or None for every candidate), got {top_k}")
         k = len(resolved) if top_k is None else min(top_k, len(resolved))
-        if is_tensor_batch(images):
-            sources: list[Any] = [f"tensor[{i}]" for i in range(images.size(0))]
-            chunks = [(list(range(s, min(s + batch_size, len(sources)))), images[s:s + batch_size], {})
-                      for s in range(0, len(sources), batch_size)]
-        else:
-            sources = list(images) if isinstance(images, (list, tuple)) else [images]
-            chunks = ((None, sources[s:s + batch_size], s) for s in range(0, len(sources), batch_size))
-        records: list[dict[str, Any]] = [{"image": describe_image(s)} for s in sources]
-        for idx, chunk, offset in chunks:
-            if idx is None:
-                batch, ok, errors = load_batch(chunk, self.backbone.transform, max_pixels=self.max_pixels)
-                for j, msg in errors.items():
-                    records[offset + j]["error"] = msg
-                idx = [offset + j for j in ok]
-            else:
-                batch = chunk
-            if batch is None or not idx:
-                continue
-            with torch.inference_mode():  # exact top k; see kgzsl.inference.head for the int8 shortlist
-                features = self.backbone(batch.to(self.backbone.device))
-                if isinstance(linear, (GroupHead, AdaptedHead)):  # several senses per label: report the one used
-                    logits, choice = linear.choose(features)
-                    best, top = logits.topk(k, dim=1)
-                    scores = logits.softmax(dim=1).gather(1, top)
-                    node = [[linear.senses[c][int(choice[row, c])] for c in top[row].tolist()] for row in range(len(idx))]
-                else:
-                    scores, top, best = linear.topk(features, k)
-                    node = [[resolved[c].index for c in top[row].tolist()] for row in range(len(idx))]
-            for row, i in enumerate(idx):
-                records[i]["predictions"] = [
-                    {"label": resolved[c].label, "wnid": self.wnids[n], "synset": self.names[n],
-                     "score": round(float(s), 6)} for s, c, n in zip(scores[row].tolist(), top[row].tolist(), node[row])]
-                if calibration is not None:
-                    records[i].update(abstain_fields(calibration, float(best[row, 0])))
-        return records
+        return classify_images(self.backbone, linear, resolved, images, k=k, wnids=self.wnids, names=self.names,
+                               batch_size=batch_size, max_pixels=self.max_pixels, abstain=calibration)
 
     def predict(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
                 candidate_labels: Sequence[str] | str | None = None, top_k: int | None = 5,
