@@ -204,12 +204,12 @@ class ZeroShotClassifier:
 
     @property
     def concepts(self) -> Any:
-        """The :class:`~kgzsl.inference.concepts.ConceptState` that added concepts extend (the run's graph,
+        """The :class:`~kgzsl.inference.concept_state.ConceptState` that added concepts extend (the run's graph,
         node features, model and the concepts added); None until the first concept is added."""
         return self._concepts
 
     def attach_concepts(self, state: Any) -> None:
-        """Keep the concept state :mod:`kgzsl.inference.concepts` loads on first use.
+        """Keep the concept state :func:`kgzsl.inference.concept_state.concept_graph` loads on first use.
 
         Raises:
             ValueError: If another state is attached already.

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from kgzsl.errors import InputError
-from kgzsl.inference.concepts import (ConceptState, StoredConcepts, add_concepts, concept_graph, run_text_spec,
-                                      save_concepts)
+from kgzsl.inference.concept_state import ConceptState, StoredConcepts, concept_graph, run_text_spec
+from kgzsl.inference.concepts import add_concepts, save_concepts
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
 __all__ = ["store_concepts", "restore_concepts", "STORE_FORMAT"]

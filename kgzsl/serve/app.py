@@ -104,7 +104,7 @@ class ZeroShotService:
         Raises:
             kgzsl.errors.InputError: For a bad image, a missing or unknown label.
         """
-        from kgzsl.inference.concepts import concept_graph
+        from kgzsl.inference.concept_state import concept_graph
         from kgzsl.tasks.explain import explain
         from kgzsl.vision.images import load_image
 

@@ -30,7 +30,7 @@ __all__ = ["explain", "explain_png", "explanation_png", "format_explanation"]
 
 
 def _graph(clf: Any) -> Any:
-    from kgzsl.inference.concepts import concept_graph
+    from kgzsl.inference.concept_state import concept_graph
 
     return concept_graph(clf).graph
 

@@ -32,7 +32,7 @@ def _config(tiny_run: Path, tmp_path: Path, *overrides: str) -> Any:
 @pytest.mark.parametrize("name", ["dgp+sgcn", "dgp+sgcn+conse"])
 def test_an_ensemble_run_holds_its_members_and_their_mean_rows(tiny_run, tmp_path, name):
     from kgzsl.inference.classifier import ZeroShotClassifier
-    from kgzsl.inference.concepts import load_propagation_model
+    from kgzsl.inference.concept_state import load_propagation_model
     from kgzsl.training.run import train_run
     from kgzsl.utils.io import load_tensors
 
