@@ -31,8 +31,8 @@ from kgzsl.errors import InputError
 from kgzsl.inference.adaptation import AdaptedHead, ClassAdapter
 from kgzsl.inference.head import INT8_MIN_ROWS, LinearHead, SplitHead
 from kgzsl.inference.labels import ResolvedLabel
-from kgzsl.inference.scoring import GroupHead, ScoreCalibration, centred_rows, claimed_seen, fit_calibration, \
-    predicted_rows, scoring_rows, seen_ancestors
+from kgzsl.inference.claims import GroupHead, claimed_seen, seen_ancestors
+from kgzsl.inference.scoring import ScoreCalibration, centred_rows, fit_calibration, predicted_rows, scoring_rows
 
 __all__ = ["CandidateScoring", "SCORING_MODES"]
 
@@ -143,7 +143,7 @@ class CandidateScoring:
 
     def label_head(self, every: torch.Tensor, resolved: list[ResolvedLabel], seen: torch.Tensor,
                    wnids: list[str]) -> Any:
-        """The head of a resolved label list: a :class:`~kgzsl.inference.scoring.GroupHead` when a
+        """The head of a resolved label list: a :class:`~kgzsl.inference.claims.GroupHead` when a
         label has several senses or stands for seen classes below it (``"calibrated"`` scoring), else
         :meth:`linear`; fitted to the user's images where :meth:`adapter` applies."""
         head = None

@@ -48,11 +48,10 @@ from pathlib import Path
 import torch
 
 from kgzsl.errors import InputError
-from kgzsl.inference.head import LinearHead
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["CALIBRATION_FILE", "STORED_FEATURES", "GroupHead", "ScoreCalibration", "centred_rows", "claimed_seen",
-           "fit_calibration", "group_logits", "predicted_rows", "scoring_rows", "seen_ancestors", "standardised_rows"]
+__all__ = ["CALIBRATION_FILE", "STORED_FEATURES", "ScoreCalibration", "centred_rows", "fit_calibration",
+           "predicted_rows", "scoring_rows", "standardised_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,115 +203,3 @@ def standardised_rows(rows: torch.Tensor, calib: ScoreCalibration) -> torch.Tens
     out[:, :-1] = w * gain[:, None]
     out[:, -1] = calib.target_mean - gain * (w @ mean)
     return out
-
-
-def seen_ancestors(run_dir: Path | None, wnids: list[str], seen: torch.Tensor) -> dict[int, dict[int, int]]:
-    """For each seen node, its ancestors with their hop distance (itself at 0).
-
-    Over the hierarchical edges of the run's own graph copy when it has one
-    (:meth:`kgzsl.graph.KnowledgeGraph.ancestors`), else over WordNet's hypernyms.
-    """
-    from kgzsl.graph.ancestors import ancestor_distances
-
-    index = {w: i for i, w in enumerate(wnids)}
-    parents: list[list[int]] = [[] for _ in wnids]
-    if run_dir is not None and (run_dir / "edges.tsv").is_file() and (run_dir / "manifest.json").is_file():
-        from kgzsl.graph import KnowledgeGraph
-
-        graph = KnowledgeGraph.load(run_dir)
-        for w, ups in zip(graph.wnids, graph.parents):
-            if w in index:
-                parents[index[w]] = [index[graph.wnids[u]] for u in ups if graph.wnids[u] in index]
-    else:
-        from kgzsl.graph.wordnet import load_wordnet, synset_from_wnid
-
-        wn = load_wordnet()
-        for w, i in index.items():
-            try:
-                synset = synset_from_wnid(wn, w)
-            except ValueError:
-                continue
-            parents[i] = [index[p] for s in synset.hypernyms() + synset.instance_hypernyms()
-                          if (p := f"n{s.offset():08d}") in index]
-    return {int(j): ancestor_distances(parents, int(j)) for j in seen.tolist() if j >= 0}
-
-
-def claimed_seen(candidates: list[int], ancestors: dict[int, dict[int, int]]) -> list[list[int]]:
-    """Per candidate, the seen nodes it stands for besides itself.
-
-    A seen node belongs to the nearest candidate that is it or one of its ancestors; a candidate
-    that is a seen node itself claims nothing more; a candidate scores as the best of itself and
-    the classes it claims (:func:`group_logits`). So with ``["cat", "lynx"]`` the photo of a
-    tabby counts for "cat" (tabby is a cat and not a lynx), and "lynx" keeps only the lynx.
-    A claimed class enters its candidate's score with its real row, centred on the user's images
-    after ``kgzsl calibrate`` (:func:`centred_rows`), so that a class the backbone over-predicts
-    there does not carry its bias into the candidate.
-    """
-    position = {node: c for c, node in enumerate(candidates)}
-    claims: list[list[int]] = [[] for _ in candidates]
-    for node, ups in ancestors.items():
-        owners = [(d, position[a]) for a, d in ups.items() if a in position]
-        if owners:
-            d, c = min(owners)
-            if d > 0:
-                claims[c].append(node)
-    return claims
-
-
-def group_logits(logits: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-    """``[B, G]``: per group, the largest of its columns of ``logits`` ``[B, M]``.
-
-    The best member, not a log-sum-exp: a sum would let a candidate with many members (``"dog"``
-    claims 118 breeds) win on their number alone.
-    """
-    width = max(len(g) for g in groups)
-    index = torch.tensor([g + [logits.size(1)] * (width - len(g)) for g in groups], device=logits.device)
-    padded = torch.cat([logits, logits.new_full((logits.size(0), 1), float("-inf"))], dim=1)
-    return padded[:, index].amax(dim=2)
-
-
-class GroupHead:
-    """Labels scored over several rows: each label's logit is the best of its senses', and each
-    sense's the best of its own logit and those of the seen classes below it that no other
-    candidate claims (:func:`claimed_seen`).
-
-    Args:
-        every: ``[N, D + 1]`` score rows of every node.
-        extra: The seen nodes some sense claims, in the order of ``claimed``.
-        claimed: ``[len(extra), D + 1]`` rows a claimed seen node enters its candidate's score with.
-        senses: Per label, its sense nodes (the default sense first).
-        claims: Per sense (in the order of ``senses`` flattened), the seen nodes it stands for.
-    """
-
-    def __init__(self, every: torch.Tensor, extra: list[int], claimed: torch.Tensor, senses: list[list[int]],
-                 claims: list[list[int]]) -> None:
-        flat = [n for ns in senses for n in ns]
-        own = list(dict.fromkeys(flat))
-        column = {n: i for i, n in enumerate(own)}
-        below = {j: len(own) + i for i, j in enumerate(extra)}
-        rows = [every[torch.tensor(own, dtype=torch.long, device=every.device)]]
-        if extra:
-            rows.append(claimed.to(every.device))
-        self.linear = LinearHead(torch.cat(rows), int8=False)
-        self.groups = [[column[n]] + [below[j] for j in claim] for n, claim in zip(flat, claims)]
-        width, start, self.members = max(len(ns) for ns in senses), 0, []
-        for ns in senses:  # per label, its senses' positions in `groups`, padded with a -inf column
-            self.members.append(list(range(start, start + len(ns))) + [len(flat)] * (width - len(ns)))
-            start += len(ns)
-        self.senses = senses
-
-    def choose(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([B, C] label logits, [B, C] position of the sense that gave each one)``."""
-        sense = group_logits(self.linear.logits(features), self.groups)
-        sense = torch.cat([sense, sense.new_full((sense.size(0), 1), float("-inf"))], dim=1)
-        return sense[:, torch.tensor(self.members, device=sense.device)].max(dim=2)
-
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, C]`` label logits."""
-        return self.choose(features)[0]
-
-    def topk(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(probabilities, indices, logits)`` of the k best labels, as :meth:`LinearHead.topk`."""
-        logits = self.logits(features)
-        top, idx = logits.topk(k, dim=1)
-        return logits.softmax(dim=1).gather(1, idx), idx, top

@@ -9,7 +9,7 @@ from kgzsl.errors import InputError
 from kgzsl.inference.candidates import CandidateScoring
 from kgzsl.inference.head import INT8_MIN_ROWS, SplitHead
 from kgzsl.inference.labels import ResolvedLabel
-from kgzsl.inference.scoring import GroupHead
+from kgzsl.inference.claims import GroupHead
 
 
 class _Backbone:
