@@ -6,32 +6,12 @@ through WordNet: ``"golden retriever"`` → ``golden_retriever.n.01``; plurals a
 handled by WordNet's morphology (``"cats"`` → ``cat``), an open compound that WordNet writes
 closed is found closed (``"wine glass"`` → ``wineglass.n.01``, ``"cell phone"`` → the
 cellphone), and a leading article is dropped (``"a cat"``; a prompt such as ``"a photo of a
-cat"`` gets an error that names the class to give). An ambiguous word takes, among its noun senses present in the graph, the one that
-best names something a photo can show:
-
-1. senses the backbone has seen: one of its classes or an ancestor of one (``"seal"`` is the
-   animal, an ancestor of the sea lion, not the wax);
-2. then senses that are physical things (WordNet's animal, artifact, food, plant and object
-   lexicographer files) before people, body parts, substances and places, and those before
-   abstract senses (``"TV"`` is the receiver, not the medium; ``"palm"`` the tree, not the hand).
-   A person counts as a thing where it is the word's usual meaning, more than half of the word's
-   uses in WordNet's sense-tagged corpus (``"man"`` is the adult male, not the genus *Homo*;
-   ``"soldier"`` not the ant);
-3. then the word's frequency in that sense in the tagged corpus (``cntlist``: ``"fork"`` is the
-   cutlery, not the pitchfork; ``"book"`` the bound pages, not a book of tickets);
-4. then the backbone's own classes, then the graph's requested classes (e.g. ImageNet-21K's,
-   which have images), before the ancestors added only to connect them (``"red fox"`` is
-   ImageNet's, not the New World fox), then sense order.
-
-Other senses that the backbone has also seen and of the same kind (``"crane"``: the machine and
-the bird, both ImageNet-1k classes) stay candidates too (:attr:`ResolvedLabel.senses`): the
-classifier scores the label by the sense that matches the image best and reports it.
-
-Where the best of those senses is one the word is never used for in the tagged corpus, the
-backbone has not seen it, and the word's usual sense (more than half of its uses) is a physical
-thing or a person missing from the graph, a classifier that can grow its graph adds the usual
-sense instead (``"sink"``: the plumbing fixture, not a sinkhole; ``"king"``: the sovereign, not a
-checker; see ``can_add``).
+cat"`` gets an error that names the class to give). An ambiguous word takes the noun sense that
+best names something a photo can show (:mod:`kgzsl.inference.senses`: ``"seal"`` is the animal,
+``"TV"`` the receiver, ``"man"`` the adult male); senses equally plausible stay candidates for the
+image to choose (:attr:`ResolvedLabel.senses`), and a classifier that can grow its graph adds a
+word's usual sense where the graph lacks it (``"sink"``: the plumbing fixture, not a sinkhole; see
+``can_add``).
 """
 
 from __future__ import annotations
@@ -45,6 +25,7 @@ from typing import Any, Callable, Collection, Sequence
 from kgzsl.errors import InputError
 from kgzsl.graph.taxonomy import label_key
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE
+from kgzsl.inference.senses import WordSenses, wnid as wnid_of
 
 __all__ = ["ResolvedLabel", "LabelError", "NotInGraphError", "LabelResolver"]
 
@@ -56,11 +37,6 @@ _POS = {"v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"
 _ARTICLE = re.compile(r"^(?:a|an|the)_(?=.)")
 #: a CLIP-style prompt given as a label: "a photo of a cat"
 _PROMPT = re.compile(r"^(?:(?:a|an|the)_)?(?:photo|picture|image|drawing|painting|sketch)_of_(?:(?:a|an|the)_)?(.+)$")
-#: lexicographer files of things a photo shows, then of what it may show; other senses come last
-_THINGS = frozenset({"noun.animal", "noun.artifact", "noun.food", "noun.plant", "noun.object"})
-_VISIBLE = frozenset({"noun.person", "noun.body", "noun.substance", "noun.location", "noun.Tops"})
-#: other senses a label keeps for the image to choose from
-MAX_SENSES = 4
 
 
 class LabelError(InputError):
@@ -258,26 +234,23 @@ class LabelResolver:
                               f"`kgzsl add-concept RUN {wnid}`, or rebuild the graph with its wnid "
                               "(kgzsl build-graph --wnids ...)", [name])
 
-    def _usual_missing(self, text: str, synsets: list[Any], frequency: Callable[[Any], int], uses: int,
-                       best: Any) -> None:
-        """Raise :class:`NotInGraphError` naming the word's usual sense when it should be added instead of ``best``.
-
-        That is when the graph can grow (``can_add``), ``best`` is not a sense the backbone has seen,
-        the word is never used in ``best``'s sense in WordNet's tagged corpus, and its usual sense
-        (more than half of its uses) is a physical thing or a person that is not a node: ``"sink"``
-        is the plumbing fixture, not a sinkhole; ``"king"`` the sovereign, not a checker.
-        """
-        if frequency(best) > 0 or self._can_add is None or not self._can_add():
+    def _add_instead(self, text: str, senses: WordSenses) -> None:
+        """Raise :class:`NotInGraphError` naming a sense to add instead of the best one present
+        (:meth:`~kgzsl.inference.senses.WordSenses.missing`), when the graph can grow (``can_add``)."""
+        if self._can_add is None or not self._can_add():
             return
-        usual = max(synsets, key=frequency)
-        if 2 * frequency(usual) <= uses or f"n{usual.offset():08d}" in self.index or \
-                usual.lexname() not in _THINGS | {"noun.person"} or \
-                self.index[f"n{best.offset():08d}"] in self._grounded_nodes():
+        found = senses.missing()
+        if found is None:
             return
-        logger.info("label %r usually means %s (%s), not a node of the graph, rather than %s (%s)", text,
-                    usual.name(), usual.definition(), best.name(), best.definition())
-        raise NotInGraphError(f"{text!r} usually means {usual.name()} ({usual.definition()}), which is not a node "
-                              f"of this graph; add it with `kgzsl add-concept RUN {usual.name()}`", [usual.name()])
+        missing, why = found
+        best = senses.best
+        logger.info("label %r means %s (%s), not a node of the graph, rather than %s (%s)", text,
+                    missing.name(), missing.definition(), best.name(), best.definition())
+        sense = f"{missing.name()} ({missing.definition()})"
+        said = f"{text!r} usually means {sense}" if why == "usual" else \
+            f"{text!r} names a physical thing as {sense}, where the graph has only {best.name()} ({best.definition()})"
+        raise NotInGraphError(f"{said}; {missing.name()} is not a node of this graph: add it with "
+                              f"`kgzsl add-concept RUN {missing.name()}`", [missing.name()])
 
     def _result(self, label: str, index: int, alternatives: tuple[str, ...] = ()) -> ResolvedLabel:
         return ResolvedLabel(label=label, index=index, wnid=self.wnids[index], synset=self.names[index],
@@ -288,38 +261,20 @@ class LabelResolver:
         wn = self._wn()
         if wn is not None:
             key, synsets = _wordnet_form(wn, key)
-            in_graph = [s for s in synsets if f"n{s.offset():08d}" in self.index]
-            if in_graph:
-                base = label_key(wn.morphy(key, "n") or key)
-
-                grounded = self._grounded_nodes() if len(in_graph) > 1 else frozenset()
-
-                def frequency(s: Any) -> int:  # the word's uses in this sense in WordNet's tagged corpus
-                    return sum(lem.count() for lem in s.lemmas() if label_key(lem.name()) in (key, base))
-
-                uses = sum(frequency(s) for s in synsets)
-
-                def rank(s: Any) -> tuple[int, int, int, int]:
-                    node = self.index[f"n{s.offset():08d}"]
-                    kind = 0 if s.lexname() in _THINGS else 1 if s.lexname() in _VISIBLE else 2
-                    if s.lexname() == "noun.person" and 2 * frequency(s) > uses:  # "man": the usual meaning is a person
-                        kind = 0
-                    standing = 0 if node in self.seen else 1 if node in self.requested else 2
-                    return int(node not in grounded), kind, -frequency(s), standing
-
-                ranked = sorted(in_graph, key=rank)  # stable: sense order breaks ties
-                best = ranked[0]
-                self._usual_missing(text, synsets, frequency, uses, best)
-                others = tuple(s.name() for s in ranked[1:])
-                also = tuple(self.index[f"n{s.offset():08d}"] for s in ranked[1:]
-                             if rank(s)[:2] == rank(best)[:2] == (0, 0))[:MAX_SENSES - 1]
+            senses = WordSenses(key, label_key(wn.morphy(key, "n") or key), synsets, self.index, self.seen,
+                                self.requested, self._grounded_nodes)
+            best = senses.best
+            if best is not None:
+                self._add_instead(text, senses)
+                others = tuple(s.name() for s in senses.present[1:])
                 if others:
                     logger.info("label %r is ambiguous: using %s (%s)%s over %s; pass a synset name such as %r "
                                 "to choose another sense", text, best.name(), best.definition(),
-                                f", or {len(also)} more sense(s) if the image fits them better" if also else "",
-                                ", ".join(others), others[0])
-                res = self._result(text, self.index[f"n{best.offset():08d}"], others)
-                return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives, also)
+                                f", or {len(senses.also)} more sense(s) if the image fits them better"
+                                if senses.also else "", ", ".join(others), others[0])
+                res = self._result(text, self.index[wnid_of(best)], others)
+                return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives,
+                                     tuple(self.index[wnid_of(s)] for s in senses.also))
             if synsets:
                 senses = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
                 word = text if key == label_key(text) else key  # the form WordNet knows: closed, no article

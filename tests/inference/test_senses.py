@@ -77,8 +77,9 @@ def test_without_backbone_classes_a_person_wins_only_as_the_usual_meaning():
     assert resolver("pitcher").resolve("pitcher").synset == "pitcher.n.01"
     # once the jug is one of the backbone's classes, the jug
     assert resolver("pitcher", seen=("pitcher.n.02",)).resolve("pitcher").synset == "pitcher.n.02"
-    # a person who is not the usual meaning (the bass singer, no tagged use) comes after things
-    assert resolver("bass").resolve("bass").synset == "sea_bass.n.01"
+    # a person who is not the usual meaning (the bass singer, no tagged use) comes after things, and
+    # among things (none tagged) those named "bass" (the instrument, the fish) before sea_bass.n.01
+    assert resolver("bass").resolve("bass").synset == "bass.n.07"
     # among people, the usual meaning
     assert resolver("boy").resolve("boy").synset == "male_child.n.01"
 
@@ -129,3 +130,47 @@ def test_a_leading_article_is_not_part_of_the_name_and_a_prompt_gets_a_hint():
     assert resolver.resolve("The Hague").synset == "the_hague.n.01"  # the article belongs to this name
     with pytest.raises(Exception, match="not a prompt: try 'cat'"):
         resolver.resolve("a photo of a cat")
+
+
+def test_among_untagged_senses_the_one_named_after_the_word_wins_and_two_uses_make_no_usual_sense():
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    nodes = [wn.synset("patty.n.01"), wn.synset("cake.n.03")]  # the patty "cake" is an ImageNet-21K class
+    resolver = _over(nodes, requested=[0], can_add=lambda: True)
+    assert resolver.resolve("cake").synset == "cake.n.03"  # the baked cake, named "cake"
+    # "cake" is tagged twice in the cake-of-soap sense (not a node): too few uses to add it as the usual one
+    assert resolver.resolve("cakes").synset == "cake.n.03"
+
+
+def test_a_seen_sense_where_the_word_is_only_a_synonym_of_a_person_does_not_come_first():
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    nodes = [wn.synset("peer.n.01"), wn.synset("match.n.01")]  # a "match" is a peer, an ancestor of a seen class
+    assert _over(nodes, grounded=lambda: {0}).resolve("match").synset == "match.n.01"
+    assert _over([wn.synset("magazine.n.01"), wn.synset("cartridge_holder.n.01")],
+                 grounded=lambda: {0}).resolve("magazine").synset == "magazine.n.01"  # named after the word
+
+
+def test_the_usual_sense_stays_for_the_image_to_choose_beside_a_seen_sense():
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    nodes = [wn.synset("mouse.n.01"), wn.synset("mouse.n.04")]  # the rodent: 14 of the word's 14 tagged uses
+    mouse = _over(nodes, seen=("mouse.n.04",)).resolve("mouse")
+    assert mouse.synset == "mouse.n.04" and mouse.senses == (0,)  # the computer mouse first, the rodent kept
+    rare = _over([wn.synset("kite.n.03"), wn.synset("kite.n.04")], seen=("kite.n.04",)).resolve("kite")
+    assert rare.senses == ()  # the toy kite is never tagged: not the usual sense, the bird alone
+
+
+def test_a_physical_thing_named_after_the_word_is_added_where_the_graph_has_none():
+    from kgzsl.graph.wordnet import load_wordnet
+    from kgzsl.inference.labels import NotInGraphError
+
+    wn = load_wordnet()
+    nodes = [wn.synset("prostitute.n.01")]  # "tart" is a synonym there; the pastries are not nodes
+    with pytest.raises(NotInGraphError, match="names a physical thing as tart.n.02") as caught:
+        _over(nodes, can_add=lambda: True).resolve("tart")
+    assert caught.value.labels == ["tart.n.02"]
+    assert _over(nodes, can_add=lambda: False).resolve("tart").synset == "prostitute.n.01"
