@@ -32,7 +32,7 @@ from pathlib import Path
 
 
 def _taxonomy(run: Path, count: int, seed: int = 0) -> list[dict]:
-    from kgzsl.graph.knowledge_graph import read_nodes
+    from kgzsl.graph.graph_folder import read_nodes
 
     wnids, names, _, _ = read_nodes(run / "nodes.tsv")
     rng = random.Random(seed)

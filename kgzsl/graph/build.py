@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kgzsl.errors import InputError, NotFoundError
-from kgzsl.graph.knowledge_graph import RELATIONS, KnowledgeGraph
+from kgzsl.graph.graph_folder import RELATIONS
+from kgzsl.graph.knowledge_graph import KnowledgeGraph
 from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, check_parents, custom_id, label_key,
                                   noun_senses, topological_order, wordnet_collisions)
 from kgzsl.graph.wordnet import hypernym_closure, load_wordnet, synset_from_wnid, wnid_of

@@ -149,7 +149,7 @@ def _read_summary(path: Path) -> dict[str, Any]:
 
 
 def _read_nodes(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
-    from kgzsl.graph.knowledge_graph import GraphFormatError, read_nodes
+    from kgzsl.graph.graph_folder import GraphFormatError, read_nodes
 
     try:
         wnids, names, lemmas, _ = read_nodes(path, fix=_RETRAIN)

@@ -44,7 +44,7 @@ def test_every_error_class_of_the_package_is_a_kgzsl_error():
     ("kgzsl.inference.run_folder.RunNotFoundError", FileNotFoundError),
     ("kgzsl.inference.run_folder.RunFormatError", ValueError),
     ("kgzsl.inference.concept_nodes.AmbiguousConceptError", ValueError),
-    ("kgzsl.graph.knowledge_graph.GraphFormatError", ValueError),
+    ("kgzsl.graph.graph_folder.GraphFormatError", ValueError),
     ("kgzsl.graph.wordnet.WordNetNotFoundError", RuntimeError),
     ("kgzsl.training.config.ConfigError", ValueError),
     ("kgzsl.vision.images.ImageLoadError", ValueError),

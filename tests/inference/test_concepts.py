@@ -10,7 +10,9 @@ import torch
 
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.inference.concepts import AmbiguousConceptError, ConceptError, load_concepts
-from kgzsl.graph.knowledge_graph import GraphFormatError, KnowledgeGraph, ancestor_pairs
+from kgzsl.graph.ancestors import ancestor_pairs
+from kgzsl.graph.graph_folder import GraphFormatError
+from kgzsl.graph.knowledge_graph import KnowledgeGraph
 
 from conftest import toy_graph
 

@@ -203,7 +203,7 @@ def test_training_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_pa
 
 
 def test_interrupted_graph_save_never_loads_as_a_mix(tmp_path, monkeypatch, toy):
-    import kgzsl.graph.knowledge_graph as kg
+    import kgzsl.graph.graph_folder as kg
 
     toy.save(tmp_path / "g")
     changed = KnowledgeGraph(wnids=toy.wnids, names=toy.names, lemmas=[[*ls, "extra"] for ls in toy.lemmas],

@@ -1,10 +1,11 @@
-"""The one ``nodes.tsv`` reader, shared by graph folders and run folders."""
+"""Graph folders: the one ``nodes.tsv`` reader (graph and run folders share it), and the whole folder."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from kgzsl.graph.knowledge_graph import GraphFormatError, read_nodes
+from kgzsl.graph.graph_folder import GraphFormatError, read_nodes
 
 
 def test_reads_ids_names_lemmas_and_glosses(tmp_path, toy):
@@ -28,3 +29,17 @@ def test_bad_files_name_the_file_the_line_and_the_fix(tmp_path, text, match):
     path.write_bytes(b"h\nx0\tcaf\xe9\ta\ta\n")
     with pytest.raises(GraphFormatError, match="is not UTF-8 text .*; rebuild the graph with `kgzsl build-graph`"):
         read_nodes(path)
+
+
+def test_a_folder_round_trips_every_field_and_a_partial_one_is_refused(tmp_path, toy):
+    from kgzsl.graph.graph_folder import read_graph_folder, write_graph_folder
+
+    write_graph_folder(toy, tmp_path / "g")
+    fields = read_graph_folder(tmp_path / "g")
+    assert (fields["wnids"], fields["edges"], fields["relations"]) == (toy.wnids, toy.edges, toy.relations)
+    index, dist = toy.ancestor_index()
+    assert torch.equal(fields["known_ancestors"][0], index) and torch.equal(fields["known_ancestors"][1], dist)
+    assert fields["manifest"]["format_version"] == 1 and fields["weights"] is None
+    (tmp_path / "g" / "manifest.json").unlink()  # what a save cut short leaves
+    with pytest.raises(GraphFormatError, match="no manifest.json"):
+        read_graph_folder(tmp_path / "g")
