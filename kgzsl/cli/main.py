@@ -72,7 +72,7 @@ def _build_taxonomy_graph(args: argparse.Namespace, target: Path, start: float) 
 
     from kgzsl.graph import resolve_wnids
     from kgzsl.graph.build import build_taxonomy_graph
-    from kgzsl.graph.taxonomy import read_taxonomy
+    from kgzsl.graph.taxonomy_files import read_taxonomy
 
     if args.source != "wordnet":
         raise InputError("--taxonomy builds on WordNet: leave --source at wordnet")

@@ -177,7 +177,7 @@ def build_taxonomy_graph(entries: list[TaxonomyEntry], wnids: Iterable[str] = ()
     lemma names and their description as gloss; they come after the WordNet nodes.
 
     Args:
-        entries: Checked entries (:func:`kgzsl.graph.taxonomy.read_taxonomy`).
+        entries: Checked entries (:func:`kgzsl.graph.taxonomy_files.read_taxonomy`).
         wnids: More classes (e.g. ImageNet-1k, the seen classes training needs).
         sources: Source records of ``wnids`` for the manifest.
         wordnet_dir: Optional WordNet folder.

@@ -21,26 +21,25 @@ alias. An entry with parents is *your* node (id ``x:<name>``), even when WordNet
 name and aliases then mean your node as labels (a warning says so when the file is checked). An
 entry without parents must be a WordNet noun (``sense`` picks one of an ambiguous word's senses).
 
-:func:`read_taxonomy` checks a file completely before anything is built: bad fields, duplicate
+:func:`~kgzsl.graph.taxonomy_files.read_taxonomy` reads a file and :func:`parse_taxonomy` checks it
+completely before anything is built: bad fields, duplicate
 names or aliases and cycles among the entries are reported together, one line per problem, each
 naming the entry and its line. Parents are checked by the callers, which know what a parent may be
-(:func:`build_taxonomy_graph` here; :func:`kgzsl.inference.concepts.add_concepts` for a trained run).
+(:func:`kgzsl.graph.build.build_taxonomy_graph`; :func:`kgzsl.inference.concepts.add_concepts` for a
+trained run).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from kgzsl.errors import InputError, NotFoundError
+from kgzsl.errors import InputError
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, synset_from_wnid
 
-__all__ = ["TaxonomyEntry", "TaxonomyError", "read_taxonomy", "parse_taxonomy", "topological_order",
+__all__ = ["TaxonomyEntry", "TaxonomyError", "parse_taxonomy", "topological_order",
            "check_parents", "by_label", "noun_senses", "custom_id", "label_key", "wordnet_collisions", "FIELDS"]
 
 logger = logging.getLogger(__name__)
@@ -243,68 +242,6 @@ def topological_order(entries: Sequence[TaxonomyEntry]) -> list[TaxonomyEntry]:
         if e.name not in done:
             place(e)
     return list(done.values())
-
-
-def read_taxonomy(path: str | Path) -> list[TaxonomyEntry]:
-    """Read and check a taxonomy file: ``.yaml`` / ``.yml`` (a list) or ``.csv`` (a header line first).
-
-    Raises:
-        NotFoundError: If the file does not exist.
-        TaxonomyError: If it cannot be parsed, or listing every bad entry (see :func:`parse_taxonomy`).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"taxonomy file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise TaxonomyError(f"{path} is not UTF-8 text ({exc})") from None
-    if path.suffix.lower() == ".csv":
-        return _read_csv(path, text)
-    return _read_yaml(path, text)
-
-
-def _read_yaml(path: Path, text: str) -> list[TaxonomyEntry]:
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        node = yaml.compose(text, Loader=loader)
-        items = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TaxonomyError(f"{path} is not valid YAML ({exc}); a taxonomy is a list of entries "
-                            f"({', '.join(FIELDS)})") from None
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise TaxonomyError(f"{path} must hold a YAML list of entries ({', '.join(FIELDS)}), one '- name: ...' "
-                            "per class; it holds a " + type(items).__name__)
-    return parse_taxonomy(items, str(path), [item.start_mark.line + 1 for item in node.value])
-
-
-def _read_csv(path: Path, text: str) -> list[TaxonomyEntry]:
-    reader = csv.reader(io.StringIO(text))
-    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    if not rows:
-        return []
-    header = [h.strip().lower() for h in rows[0][1]]
-    if "name" not in header or len(set(header)) != len(header):
-        raise TaxonomyError(f"{path}:{rows[0][0]}: the first line must name the columns, 'name' among them "
-                            f"(name,parents,description,aliases,sense), got {','.join(header)}")
-    items, lines = [], []
-    for line, row in rows[1:]:
-        if len(row) > len(header):
-            raise TaxonomyError(f"{path}:{line}: {len(row)} fields but the header names {len(header)}; quote "
-                                "fields that contain commas")
-        item: dict[str, Any] = {}
-        for key, cell in zip(header, row):
-            cell = cell.strip()
-            if not cell:
-                continue
-            item[key] = [p.strip() for p in cell.split(";") if p.strip()] if key in ("parents", "aliases") else cell
-        items.append(item)
-        lines.append(line)
-    return parse_taxonomy(items, str(path), lines)
 
 
 def noun_senses(wn: Any, text: str) -> list[Any]:

@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.errors import SetupError
-from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, label_key, parse_taxonomy, read_taxonomy,
+from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, label_key, parse_taxonomy,
                                   topological_order, wordnet_collisions)
+from kgzsl.graph.taxonomy_files import read_taxonomy
 from kgzsl.inference.concept_nodes import (SYNSET_RE, WNID_RE, AmbiguousConceptError, ConceptError, NodeExtension,
                                            custom_id, pick_synset, resolve_parent)
 from kgzsl.inference.concept_state import ConceptState, concept_graph

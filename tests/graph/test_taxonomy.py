@@ -1,41 +1,18 @@
-"""Taxonomy files: the format, each error case (named by entry and line), ordering, and build-graph --taxonomy."""
+"""Taxonomy entries: each error case (named by entry and line), ordering, and build-graph --taxonomy."""
 
 from __future__ import annotations
 
 import pytest
 
-from kgzsl.errors import NotFoundError
-from kgzsl.graph.taxonomy import TaxonomyError, parse_taxonomy, read_taxonomy, topological_order
+from kgzsl.graph.taxonomy import TaxonomyError, parse_taxonomy, topological_order
+from kgzsl.graph.taxonomy_files import read_taxonomy
 
 from conftest import requires_wordnet
-
-GOOD = """\
-- name: e-scooter
-  parents: [scooter.n.02, motor vehicle]
-  description: a standing scooter with an electric motor
-  aliases: electric scooter
-- name: folding e-scooter
-  parents: e-scooter
-- okapi
-"""
-
 
 def _write(tmp_path, text, name="t.yaml"):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def test_yaml_and_csv_spell_the_same_taxonomy(tmp_path):
-    yaml_entries = read_taxonomy(_write(tmp_path, GOOD))
-    csv_entries = read_taxonomy(_write(tmp_path, "name,parents,description,aliases\n"
-                                       "e-scooter,scooter.n.02;motor vehicle,a standing scooter with an electric "
-                                       "motor,electric scooter\nfolding e-scooter,e-scooter,,\nokapi,,,\n", "t.csv"))
-    assert [e.spec() for e in yaml_entries] == [e.spec() for e in csv_entries]
-    assert yaml_entries[0].parents == ("scooter.n.02", "motor vehicle") and yaml_entries[0].aliases == ("electric scooter",)
-    assert yaml_entries[1].parents == ("e-scooter",) and yaml_entries[2].spec() == {"name": "okapi"}
-    assert [e.where.rsplit(":", 1)[1] for e in yaml_entries] == ["1", "5", "7"]
-    assert [e.where.rsplit(":", 1)[1] for e in csv_entries] == ["2", "3", "4"]
 
 
 def test_children_come_after_their_parents():
@@ -73,16 +50,6 @@ def test_all_problems_are_reported_together(tmp_path):
     lines = str(info.value).splitlines()
     assert lines[0].startswith("the taxonomy has problems") and len(lines) == 4
     assert [line.split(":")[1] for line in lines[1:]] == ["3", "5", "1"]  # fields, duplicates, then cycles
-
-
-def test_csv_problems_and_a_missing_file(tmp_path):
-    with pytest.raises(TaxonomyError, match=r"t\.csv:1: the first line must name the columns"):
-        read_taxonomy(_write(tmp_path, "title,parents\na,lamp\n", "t.csv"))
-    with pytest.raises(TaxonomyError, match=r"t\.csv:3: 4 fields but the header names 2"):
-        read_taxonomy(_write(tmp_path, "name,parents\na,lamp\nb,lamp,x,y\n", "t.csv"))
-    with pytest.raises(NotFoundError, match="taxonomy file not found"):
-        read_taxonomy(tmp_path / "missing.yaml")
-    assert read_taxonomy(_write(tmp_path, "")) == []
 
 
 @requires_wordnet
