@@ -8,7 +8,7 @@ best validation cosine are kept.
 With a ``checkpoint_path``, :func:`fit` saves a resumable checkpoint every ``checkpoint_every``
 epochs: model, optimizer and best weights, the history, the epoch and the torch random state, in
 one safetensors file (tensors, plus the rest as JSON in its header; no pickle), written atomically
-(see :mod:`kgzsl.training.checkpoint`).
+(see :mod:`kgzsl.training.fit_state`).
 ``resume=True`` restores all of it, so an interrupted run continues to exactly the result of an
 uninterrupted one (bit-identical on the CPU).
 """
@@ -16,48 +16,25 @@ uninterrupted one (bit-identical on the CPU).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kgzsl.errors import InputError
-from kgzsl.training.checkpoint import (CheckpointError, digest, load_checkpoint, restore_checkpoint,
-                                       save_checkpoint)
 from kgzsl.training.config import TrainConfig
+from kgzsl.training.fit_state import FitResult, fit_fingerprint, restore_fit, save_fit
 from kgzsl.models import PropagationModel
 from kgzsl.models.operators import Operator, restrict
 
 __all__ = ["FitResult", "fit", "split_seen", "regression_loss", "LOSSES", "MIN_SEEN_FOR_VALIDATION"]
 
 logger = logging.getLogger(__name__)
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns: the history and where the best validation score was."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_cosine: list[float] = field(default_factory=list)  # empty when there were no validation rows
-    best_epoch: int = 0
-    best_val_cosine: float = float("nan")
-    epochs_run: int = 0
-    seconds: float = 0.0
-    seconds_to_best: float = 0.0
-    resumed_from: int = 0
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        """Mean wall time of one epoch (training step + validation)."""
-        return self.seconds / max(self.epochs_run, 1)
-
 
 LOSSES = ("sse", "mse", "cosine", "rank")
 """The training losses :func:`regression_loss` knows."""
@@ -125,66 +102,6 @@ def split_seen(seen: torch.Tensor, val_fraction: float, seed: int) -> tuple[torc
 
 def _to_torch(layers: list[list[Operator]], device: torch.device) -> list[list[torch.Tensor]]:
     return [[op.to_torch(device) for op in ops] for ops in layers]
-
-
-def _fingerprint(model: PropagationModel, x: torch.Tensor, train_rows: torch.Tensor, train_targets: torch.Tensor,
-                 val_rows: torch.Tensor, val_targets: torch.Tensor, config: TrainConfig) -> dict[str, Any]:
-    """What must not change between an interrupted run and its resumption."""
-    return {
-        "model": model.name,
-        "hparams": json.loads(json.dumps(model.hparams, default=str)),
-        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
-        "nodes": int(x.size(0)),
-        "node_features": digest(x),
-        "train_rows": int(train_rows.numel()),
-        "train_targets": digest(train_rows, train_targets),
-        "val_targets": digest(val_rows, val_targets),
-        "optimizer": {"lr": config.lr, "weight_decay": config.weight_decay, "loss": config.loss},
-    }
-
-
-_FINGERPRINT_MEANING = {
-    "model": "another propagation model", "hparams": "other model hyper-parameters",
-    "parameters": "other layer sizes", "nodes": "a graph with another node count",
-    "node_features": "other node features (graph, text encoder or gloss setting)",
-    "train_rows": "another number of training rows", "train_targets": "other target rows (backbone or holdout)",
-    "val_targets": "another validation split", "optimizer": "other optimiser settings (lr, weight_decay, loss)",
-}
-
-
-def _save_checkpoint(path: Path, model: PropagationModel, optimizer: torch.optim.Optimizer,
-                     best_state: dict[str, torch.Tensor], result: FitResult, best: float, epoch: int,
-                     fingerprint: dict[str, Any], device: torch.device) -> None:
-    rng = {"rng/cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        rng.update({f"rng/cuda/{j}": state for j, state in enumerate(torch.cuda.get_rng_state_all())})
-    state = {
-        "epoch": epoch, "best": best, "best_epoch": result.best_epoch,
-        "train_loss": result.train_loss, "val_cosine": result.val_cosine, "seconds": result.seconds,
-        "seconds_to_best": result.seconds_to_best, "resumed_from": result.resumed_from, "fingerprint": fingerprint,
-    }
-    save_checkpoint(path, "training", model, best_state, optimizer, state, extra=rng)
-
-
-def _restore(path: Path, fingerprint: dict[str, Any], model: PropagationModel, optimizer: torch.optim.Optimizer,
-             device: torch.device) -> tuple[dict[str, torch.Tensor], FitResult, float, int]:
-    """Resume from the checkpoint at ``path``: weights, optimizer, random state and history."""
-    state, tensors = load_checkpoint(path, "training", fingerprint, _FINGERPRINT_MEANING)
-    best_state = restore_checkpoint(path, "training", state, tensors, model, optimizer, device)
-    try:
-        torch.set_rng_state(tensors["rng/cpu"])
-        cuda = {k[len("rng/cuda/"):]: v for k, v in tensors.items() if k.startswith("rng/cuda/")}
-        if device.type == "cuda" and cuda:
-            torch.cuda.set_rng_state_all([cuda[k] for k in sorted(cuda, key=int)])
-        result = FitResult(train_loss=[float(v) for v in state["train_loss"]],
-                           val_cosine=[float(v) for v in state["val_cosine"]], best_epoch=int(state["best_epoch"]),
-                           epochs_run=int(state["epoch"]), seconds=float(state["seconds"]),
-                           seconds_to_best=float(state["seconds_to_best"]), resumed_from=int(state["epoch"]))
-        best = float(state["best"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be restored ({exc}); delete it to train from the start") \
-            from None
-    return best_state, result, best, int(state["epoch"])
 
 
 def _remember(model: PropagationModel, x: torch.Tensor, train_rows: torch.Tensor, train_targets: torch.Tensor,
@@ -260,7 +177,7 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
         x_val, adj_val = x[val_inputs].to(device), _to_torch(val_layers, device)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    fingerprint = _fingerprint(model, x, train_rows, train_targets, val_rows, val_targets, config) \
+    fingerprint = fit_fingerprint(model, x, train_rows, train_targets, val_rows, val_targets, config) \
         if ckpt is not None else {}
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
@@ -269,7 +186,7 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     if resume and ckpt is None:
         raise ValueError("resume=True needs a checkpoint_path")
     if resume and ckpt.exists():
-        best_state, result, best, done = _restore(ckpt, fingerprint, model, optimizer, device)
+        best_state, result, best, done = restore_fit(ckpt, fingerprint, model, optimizer, device)
         first = done + 1
         logger.info("resuming %s from %s at epoch %d (best %.4f at epoch %d)", model.name, ckpt, done, best,
                     result.best_epoch)
@@ -318,7 +235,7 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
             break
         if ckpt is not None and every and epoch % every == 0 and epoch < config.epochs:
             result.seconds = time.perf_counter() - start
-            _save_checkpoint(ckpt, model, optimizer, best_state, result, best, epoch, fingerprint, device)
+            save_fit(ckpt, model, optimizer, best_state, result, best, epoch, fingerprint, device)
     bar.close()
     result.seconds = time.perf_counter() - start
     result.best_val_cosine = best if val_rows.numel() else float("nan")
