@@ -1,6 +1,6 @@
-"""The ``kgzsl`` command: build-graph, train, predict, evaluate, benchmark, demo, the open-vocabulary
-subcommands of :mod:`kgzsl.cli.vocab` (explain, index, search, add-concept, calibrate) and ``serve``
-(:mod:`kgzsl.cli.serve`).
+"""The ``kgzsl`` command: train, predict, evaluate, benchmark, demo, and the subcommands of
+:mod:`kgzsl.cli.graph` (build-graph), :mod:`kgzsl.cli.vocab` (explain, index, search, add-concept,
+calibrate), :mod:`kgzsl.cli.finetune` and :mod:`kgzsl.cli.serve`.
 
 Each subcommand is a small function over the library; heavy imports happen inside them so that
 ``kgzsl --help`` starts fast.
@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from kgzsl._version import __version__
 from kgzsl.cli._common import add_extraction_args, extraction_job, format_table, positive_int, printable, \
     quiet_third_party, setup_logging
 from kgzsl.cli.finetune import add_finetune_parser
+from kgzsl.cli.graph import add_graph_parser
 from kgzsl.cli.serve import add_serve_parser, run_serve_benchmark
 from kgzsl.cli.vocab import add_vocabulary_parsers
 from kgzsl.errors import InputError, KgzslError
@@ -27,67 +27,6 @@ from kgzsl.errors import InputError, KgzslError
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("kgzsl.cli")
-
-
-def _cmd_build_graph(args: argparse.Namespace) -> int:
-    from kgzsl.graph import build_wordnet_graph, resolve_graph_dir, resolve_wnids
-
-    start = time.perf_counter()
-    target = resolve_graph_dir(args.out or "custom")  # the same rule as graph.path in a run config
-    if args.taxonomy:
-        return _build_taxonomy_graph(args, target, start)
-    if not args.wnids:
-        raise InputError("give --wnids (shipped sets or wnid files) and/or --taxonomy (a taxonomy file)")
-    wnids, sources = resolve_wnids(args.wnids)
-    if args.source != "wordnet":
-        from kgzsl.graph.conceptnet import build_source_graph
-
-        parts = args.conceptnet_topk.split(",")
-        if len(parts) != 2 or not all(k.strip().isdigit() and int(k) > 0 for k in parts):
-            raise InputError(f"--conceptnet-topk must be two positive integers K1,K2, got {args.conceptnet_topk!r}")
-        topk = (int(parts[0]), int(parts[1]))
-        graph = build_source_graph(args.source, wnids, args.conceptnet, sources=sources, topk=topk,
-                                   wordnet_dir=args.wordnet, progress=not args.quiet)
-        out = graph.save(target)
-        cn = graph.manifest if args.source == "conceptnet" else graph.manifest["conceptnet"]
-        read, c = cn["conceptnet"], cn["counts"]
-        print(f"graph {out} ({args.source}): {graph.num_nodes} nodes, {len(graph.edges)} edges, "
-              f"{len(graph.relations)} relations; ConceptNet: {read['lines']} lines read, {read['kept']} English "
-              f"assertions, {read['non_english']} non-English, {read['malformed']} malformed lines skipped "
-              f"{read['malformed_by_reason']}; {c['classes_matched']} of {c['classes']} classes matched; "
-              f"{time.perf_counter() - start:.2f}s")
-        return 0
-    graph = build_wordnet_graph(wnids, sources, wordnet_dir=args.wordnet)
-    out = graph.save(target)
-    c = graph.manifest["counts"]
-    print(f"graph {out}: {c['nodes']} nodes ({c['requested']} requested + ancestors), {c['edges']} edges "
-          f"({c['instance_edges']} instance-hypernym), {c['ancestor_pairs']} ancestor pairs, {c['roots']} root(s); "
-          f"built in {graph.manifest['build_seconds']:.2f}s, {time.perf_counter() - start:.2f}s with WordNet "
-          "loading and writing")
-    return 0
-
-
-def _build_taxonomy_graph(args: argparse.Namespace, target: Path, start: float) -> int:
-    import hashlib
-
-    from kgzsl.graph import resolve_wnids
-    from kgzsl.graph.build import build_taxonomy_graph
-    from kgzsl.graph.taxonomy_files import read_taxonomy
-
-    if args.source != "wordnet":
-        raise InputError("--taxonomy builds on WordNet: leave --source at wordnet")
-    entries = read_taxonomy(args.taxonomy)
-    wnids, sources = resolve_wnids(args.wnids or "imagenet1k")
-    record = {"path": str(Path(args.taxonomy).absolute()),
-              "sha256": hashlib.sha256(Path(args.taxonomy).read_bytes()).hexdigest()}
-    graph = build_taxonomy_graph(entries, wnids, sources, wordnet_dir=args.wordnet, taxonomy_source=record)
-    out = graph.save(target)
-    c = graph.manifest["counts"]
-    print(f"graph {out}: {c['nodes']} nodes ({c['taxonomy_classes']} classes of your own from {args.taxonomy}, "
-          f"{c['nodes'] - c['taxonomy_classes']} WordNet nodes from {args.wnids or 'imagenet1k'} and the taxonomy's "
-          f"WordNet parents with their ancestors), {c['edges']} edges; {time.perf_counter() - start:.2f}s. Train on it "
-          f"with `kgzsl train --config dgp graph.path={args.out or 'custom'}`")
-    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -216,24 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kgzsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("build-graph", help="build a class graph (WordNet and/or ConceptNet) from wnid lists")
-    p.add_argument("--wnids", help="NAME_OR_FILE[,NAME_OR_FILE...]: shipped sets (imagenet1k, "
-                   "imagenet21k, 2-hops, 3-hops, all) or text files with one wnid per line (with --taxonomy: "
-                   "default imagenet1k, the seen classes training needs)")
-    p.add_argument("--taxonomy", metavar="FILE", help="a taxonomy file (YAML or CSV; see docs/taxonomy.md): your "
-                   "classes as nodes under their WordNet parents (with --wnids' synsets and all ancestors)")
-    p.add_argument("--out", metavar="NAME_OR_PATH", help="where the graph goes, read back by graph.path=NAME_OR_PATH: "
-                   "a bare name is a folder of the graph data folder ($KGZSL_GRAPH_DATA, else ./graph_data if the "
-                   "current directory has one, else $KGZSL_HOME/graph_data, default ~/.local/share/kgzsl/graph_data); "
-                   "a path (with a /) is relative to the current directory (default: custom)")
-    p.add_argument("--wordnet", help="folder with the WordNet 3.0 dict files (default: /usr/share/wordnet)")
-    p.add_argument("--source", choices=["wordnet", "conceptnet", "wordnet+conceptnet"], default="wordnet",
-                   help="graph source: WordNet hypernyms, the ConceptNet 2-hop neighbourhood, or both merged")
-    p.add_argument("--conceptnet", metavar="PATH",
-                   help="conceptnet-assertions-5.7.0.csv.gz (needed by the conceptnet sources)")
-    p.add_argument("--conceptnet-topk", default="100,50", metavar="K1,K2",
-                   help="ConceptNet neighbours kept per node at hop 1 and hop 2 (default 100,50 as ZSL-KG)")
-    p.set_defaults(func=_cmd_build_graph)
+    add_graph_parser(sub)
 
     p = sub.add_parser("train", help="train a propagation model on the backbone's seen rows")
     p.add_argument("--config", help="run config: a YAML file, or a shipped config name (dgp-sgcn-conse, "
