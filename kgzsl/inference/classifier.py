@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -23,14 +22,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from kgzsl.errors import InputError, KgzslError
+from kgzsl.errors import InputError
 from kgzsl.inference.abstain_rule import check_calibration, missing_calibration, read_calibration
 from kgzsl.inference.adaptation import ClassAdapter
 from kgzsl.inference.batches import classify_images
 from kgzsl.inference.candidates import CandidateScoring
 from kgzsl.inference.head import HeadCache
 from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
-from kgzsl.inference.run_folder import RunFormatError, RunNotFoundError, read_run, run_backbone
+from kgzsl.inference.run_folder import RunFormatError, RunNotFoundError, read_run, requested_wnids, run_backbone
 from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_image
 
@@ -107,7 +106,7 @@ class ZeroShotClassifier:
         self._heads = HeadCache(HEAD_CACHE_SIZE)
         self.summary: dict[str, Any] = dict(summary or {})
         self._num_given = len(self.wnids)  # nodes given at construction; later ones came through extend()
-        self._requested = self._read_requested()
+        self._requested = requested_wnids(self.run_dir) if self.run_dir is not None else None
         self.resolver = self._make_resolver()
         self._concepts: Any = None
         self._abstain: dict[str, Any] | None = None
@@ -246,20 +245,6 @@ class ZeroShotClassifier:
 
         return LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet, seen=seen,
                              requested=self.requested_nodes(), grounded=grounded if seen else None, can_add=can_add)
-
-    def _read_requested(self) -> frozenset[str] | None:
-        """The wnids of the lists the run's graph was built from (its ``manifest.json``), None when unknown."""
-        manifest = self.run_dir / "manifest.json" if self.run_dir is not None else None
-        if manifest is None or not manifest.is_file():
-            return None
-        try:
-            from kgzsl.graph.build import resolve_wnids
-
-            sources = json.loads(manifest.read_text(encoding="utf-8")).get("sources") or []
-            return frozenset(resolve_wnids([src.get("name") or src["path"] for src in sources])[0]) if sources else None
-        except (KgzslError, OSError, KeyError, ValueError, TypeError) as exc:
-            logger.info("the classes the graph of %s was built from are unknown (%s): every node counts", self.run_dir, exc)
-            return None
 
     def requested_nodes(self) -> list[int] | None:
         """Nodes that name a class someone asked for: the wnid lists the run's graph was built from, and

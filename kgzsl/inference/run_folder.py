@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError, NotFoundError
+from kgzsl.errors import InputError, KgzslError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 
-__all__ = ["RunContents", "RunFormatError", "RunNotFoundError", "read_run", "run_backbone"]
+__all__ = ["RunContents", "RunFormatError", "RunNotFoundError", "read_run", "requested_wnids", "run_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,22 @@ def run_backbone(run: RunContents, device: str = "auto", backbone: Any = None, f
                        "only meaningful with the weights the rows were fitted to", run.path, recorded,
                        backbone.weights)
     return backbone
+
+
+def requested_wnids(run_dir: Path) -> frozenset[str] | None:
+    """The wnids of the lists the run's graph was built from (the ``sources`` of its ``manifest.json``),
+    without the ancestors added to connect them; None when the run does not say (then every node counts)."""
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        from kgzsl.graph.build import resolve_wnids
+
+        sources = json.loads(manifest.read_text(encoding="utf-8")).get("sources") or []
+        return frozenset(resolve_wnids([src.get("name") or src["path"] for src in sources])[0]) if sources else None
+    except (KgzslError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        logger.info("the classes the graph of %s was built from are unknown (%s): every node counts", run_dir, exc)
+        return None
 
 
 def _read_summary(path: Path) -> dict[str, Any]:

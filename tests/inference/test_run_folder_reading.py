@@ -38,3 +38,19 @@ def test_missing_and_disagreeing_files_are_named(tmp_path):
     (folder / "run.json").write_text(json.dumps({"backbone": "fakenet", "num_nodes": 4}))
     with pytest.raises(RunFormatError, match="records 4 nodes but .*nodes.tsv lists 3"):
         read_run(folder)
+
+
+def test_the_requested_classes_are_the_wnid_lists_the_graph_was_built_from(tmp_path):
+    from kgzsl.inference.run_folder import requested_wnids
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert requested_wnids(run) is None  # no manifest: every node counts
+    mine = tmp_path / "mine.txt"
+    mine.write_text("n02121620\nn02084071\n")
+    (run / "manifest.json").write_text(json.dumps({"sources": [{"name": str(mine), "path": str(mine)}]}))
+    assert requested_wnids(run) == frozenset({"n02121620", "n02084071"})
+    (run / "manifest.json").write_text(json.dumps({"sources": [{"name": str(tmp_path / "gone")}]}))
+    assert requested_wnids(run) is None  # the list cannot be read back: unknown, not an error
+    (run / "manifest.json").write_text(json.dumps({"sources": ["imagenet1k"]}))
+    assert requested_wnids(run) is None  # malformed
