@@ -73,6 +73,8 @@ class ModelConfig:
     bias: Union[bool, None] = None
     num_groups: Union[int, None] = None
     num_bases: Union[int, None] = None
+    neighbours: Union[int, None] = None
+    temperature: Union[float, None] = None
 
 
 @dataclass

@@ -41,6 +41,25 @@ def test_a_row_is_the_similarity_weighted_mean_of_the_nearest_seen_rows():
         ConSE(4, 3).predict_rows(x, [])
 
 
+def test_with_a_temperature_the_nearest_rows_weigh_the_most():
+    x, rows, seen = _memory()
+    q = torch.tensor([[1.0, 0.5, 0, 0]])  # cosine 0.894 to node 0, 0.447 to node 1
+    sims = torch.tensor([0.894427, 0.447214])
+    for t in (0.5, 0.1):
+        w = torch.softmax(sims / t, 0)
+        torch.testing.assert_close(neighbour_rows(q, x[seen], rows, top=2, temperature=t)[0],
+                                   w[0] * rows[0] + w[1] * rows[1], atol=1e-5, rtol=0)
+    nearest = neighbour_rows(q, x[seen], rows, top=2, temperature=0.01)[0]
+    torch.testing.assert_close(nearest, rows[0], atol=1e-6, rtol=0)  # all but the nearest vanish
+    model = ConSE(4, 3, neighbours=2, temperature=0.1)
+    model.remember(x[seen], rows)
+    assert model.hparams["temperature"] == 0.1
+    old = rebuild_model("conse", {"in_channels": 4, "out_channels": 3, "neighbours": 2})  # saved before it
+    assert old.temperature is None
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        ConSE(4, 3, temperature=0.0)
+
+
 def test_fit_makes_it_remember_the_training_rows_only_and_reports_the_validation_cosine():
     x, rows, _ = _memory()
     model = ConSE(4, 3, neighbours=1)

@@ -116,6 +116,13 @@ def test_heldout_benchmark_on_a_toy_graph():
     assert all(-1 <= r["mean_cosine"] <= 1 for r in result["rows"])
     assert result["hidden_wnids"]["random-s0"] == [graph.wnids[seen[i]] for i in splits["random-s0"]]
     assert all(-1 <= r["val_cosine"] <= 1 for r in result["rows"] if r["method"] == "sgcn")
+    conse = load_config(None, ["model.name=conse", "model.neighbours=5", "model.temperature=0.1"])
+    both = run_heldout(graph, x, targets, seen, {"conse": conse}, progress=False, splits=splits)
+    kinds = {(r["method"], r["kind"]) for r in both["rows"]}
+    assert kinds == {("conse", "model"), ("conse-baseline", "baseline")}  # the published baseline stays
+    model, base = ([r["mean_cosine"] for r in both["rows"] if r["method"] == m and r["split"] == "random-s0"]
+                   for m in ("conse", "conse-baseline"))
+    assert model != base  # softmax weights over 5 neighbours of its training rows: other rows
 
 
 def test_heldout_ensemble_scores_the_normalised_mean_of_the_models_rows(monkeypatch):
