@@ -85,9 +85,10 @@ class LabelResolver:
         grounded: Zero-argument callable giving the node indices that are backbone classes or their
             ancestors (called once, when a word is ambiguous); None: the ``seen`` nodes only.
         can_add: Zero-argument callable saying whether a missing sense can be added as a node now
-            (a classifier that adds WordNet nouns on first use); then a word whose usual meaning is
-            missing while the graph has only senses it is never used for raises
-            :class:`NotInGraphError` naming that sense (see :meth:`_usual_missing`). None: never.
+            (a classifier that adds WordNet nouns on first use); then a word whose meaning as a
+            photo label is missing from the graph (its usual sense, or a physical thing where the
+            graph has none) raises :class:`NotInGraphError` naming that sense
+            (:meth:`kgzsl.inference.senses.WordSenses.missing`). None: never.
     """
 
     def __init__(self, wnids: Sequence[str], names: Sequence[str], lemmas: Sequence[Sequence[str]],
