@@ -102,6 +102,42 @@ def _stop_reason(history: list[dict[str, Any]], best_epoch: int, epochs: int, pa
     return None
 
 
+def _train_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer, scaler: Any, autocast: Any,
+                 device: torch.device, crop: Any, distributed: bool, skipped: set, steps: int,
+                 max_steps: int | None) -> tuple[torch.Tensor, int, int]:
+    """One pass of SGD steps over ``batches``; returns ``(sum of the batch losses times their sizes, images, steps)``.
+
+    A batch whose images were all unreadable is skipped alone; under torchrun the process steps on
+    one blank image of weight 0 instead, so that every process takes part in every step.
+    """
+    loss_sum, seen = torch.zeros((), device=device), 0
+    for _, images, labels, errors in batches:
+        warn_unreadable(errors, skipped)
+        weight = 1.0
+        if images is None:  # every image of this shard's batch was unreadable
+            if not distributed:
+                continue
+            images, labels, weight = torch.zeros(1, 3, *crop), torch.zeros(1, dtype=torch.long), 0.0
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast():
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss * weight).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            (loss * weight).backward()
+            optimizer.step()
+        steps += 1
+        loss_sum += loss.detach() * labels.numel() * weight
+        seen += int(labels.numel() * weight)
+        if max_steps is not None and steps >= max_steps:
+            break
+    return loss_sum, seen, steps
+
+
 def _evaluate(net: nn.Module, loader: DataLoader, device: torch.device, autocast: Any,
               skipped: set[str]) -> tuple[int, int, float]:
     correct, total, loss = 0, 0, 0.0
@@ -252,32 +288,10 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         torch.manual_seed(item_seed(seed, epoch, -1 - ctx.rank))  # dropout and drop-connect of this epoch
         train_ds.epoch = epoch
         sampler.set_epoch(epoch)
-        loss_sum, seen = torch.zeros((), device=dev), 0
-        for _, images, labels, errors in tqdm(train_loader, desc=f"fine-tune epoch {epoch}", leave=False,
-                                              disable=None if progress and main else True):
-            warn_unreadable(errors, skipped)
-            weight = 1.0
-            if images is None:  # every image of this shard's batch was unreadable
-                if not ctx.distributed:
-                    continue
-                images, labels, weight = torch.zeros(1, 3, *crop), torch.zeros(1, dtype=torch.long), 0.0
-            images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-            with autocast():
-                logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss * weight).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                (loss * weight).backward()
-                optimizer.step()
-            steps += 1
-            loss_sum += loss.detach() * labels.numel() * weight
-            seen += int(labels.numel() * weight)
-            if max_steps is not None and steps >= max_steps:
-                break
+        batches = tqdm(train_loader, desc=f"fine-tune epoch {epoch}", leave=False,
+                       disable=None if progress and main else True)
+        loss_sum, seen, steps = _train_epoch(model, batches, optimizer, scaler, autocast, dev, crop, ctx.distributed,
+                                             skipped, steps, max_steps)
         train_seconds = time.perf_counter() - tick
         correct, total, val_loss = _evaluate(net, val_loader, dev, autocast, skipped)
         parts = gather_objects((float(loss_sum), seen, correct, total, val_loss), ctx)
