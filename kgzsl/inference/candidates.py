@@ -14,7 +14,7 @@ All of it is built on first use under one lock, so that threads serving ``predic
 
 Example:
     >>> scoring = CandidateScoring(backbone, "calibrated", row_scale=40.0, run_dir=Path("runs/demo"))
-    >>> every = scoring.score_rows(clf.rows, clf.seen_nodes())
+    >>> every = scoring.score_rows(clf.rows, clf.seen_nodes)
     >>> head = scoring.label_head(every, resolved, clf.seen_nodes(), clf.wnids)
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -85,18 +85,19 @@ class CandidateScoring:
             self._calibration, self._rows, self._adapter = calib, None, None
         return calib
 
-    def score_rows(self, rows: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    def score_rows(self, rows: torch.Tensor, seen: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``[N, D + 1]`` rows every node is scored with; logits are ``rows @ [x, 1]``.
 
         Args:
             rows: ``[N, D + 1]`` predicted unit rows of every node.
-            seen: ``[1000]`` node index of each backbone class (-1: not a node).
+            seen: Gives the ``[1000]`` node index of each backbone class (-1: not a node); called
+                only when the rows are built.
         """
         if self.mode == "predicted":
             return rows * self.row_scale
         with self._lock:
             if self._rows is None:
-                self._rows = scoring_rows(rows, seen, self.backbone.classifier_rows(), self._calibration,
+                self._rows = scoring_rows(rows, seen(), self.backbone.classifier_rows(), self._calibration,
                                           self.row_scale)
             return self._rows
 
@@ -108,11 +109,12 @@ class CandidateScoring:
                 extra = predicted_rows(rows, self._calibration, self.row_scale).to(self._rows.device)
                 self._rows = torch.cat([self._rows[:start], extra])
 
-    def seen_ancestors(self, wnids: list[str], seen: torch.Tensor) -> dict[int, dict[int, int]]:
-        """Each seen node's ancestors with their hop distance (read once from the run's graph, or WordNet)."""
+    def seen_ancestors(self, wnids: list[str], seen: Callable[[], torch.Tensor]) -> dict[int, dict[int, int]]:
+        """Each seen node's ancestors with their hop distance (read once from the run's graph, or WordNet;
+        ``seen`` gives the backbone classes' nodes, as for :meth:`score_rows`)."""
         with self._lock:
             if self._ancestors is None:
-                self._ancestors = seen_ancestors(self.run_dir, wnids, seen)
+                self._ancestors = seen_ancestors(self.run_dir, wnids, seen())
             return self._ancestors
 
     def adapter(self) -> ClassAdapter | None:
@@ -149,7 +151,7 @@ class CandidateScoring:
         head = None
         if self.mode == "calibrated":
             senses = [[r.index, *r.senses] for r in resolved]
-            claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors(wnids, seen))
+            claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors(wnids, lambda: seen))
             if any(claims) or any(len(ns) > 1 for ns in senses):
                 extra = list(dict.fromkeys(j for c in claims for j in c))
                 head = GroupHead(every, extra, self._claim_rows(extra, seen), senses, claims)

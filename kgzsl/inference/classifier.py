@@ -313,11 +313,11 @@ class ZeroShotClassifier:
 
     def score_rows(self) -> torch.Tensor:
         """``[N, D + 1]`` rows every node is scored with (see ``scoring``); logits are ``rows @ [x, 1]``."""
-        return self._scoring.score_rows(self.rows, self.seen_nodes())
+        return self._scoring.score_rows(self.rows, self.seen_nodes)
 
     def seen_ancestors(self) -> dict[int, dict[int, int]]:
         """Each seen node's ancestors (read once from the run's graph, or WordNet)."""
-        return self._scoring.seen_ancestors(self.wnids, self.seen_nodes())
+        return self._scoring.seen_ancestors(self.wnids, self.seen_nodes)
 
     def head(self, candidate_labels: Sequence[str] | str | None = None) -> tuple[torch.Tensor, list[ResolvedLabel]]:
         """The ``[C, D + 1]`` candidate rows (logits are their product with ``[x, 1]``) and the resolved labels.

@@ -39,26 +39,26 @@ def test_seen_nodes_keep_the_backbones_rows_and_added_nodes_get_predicted_rows()
     bb, rows = _Backbone(), _predicted()
     seen = torch.tensor([4, 0, -1])  # class a is node 4, b is node 0, c is not a node
     scoring = CandidateScoring(bb, "calibrated", row_scale=3.0)
-    every = scoring.score_rows(rows, seen)
+    every = scoring.score_rows(rows, lambda: seen)
     torch.testing.assert_close(every[4], bb.rows[0])
     torch.testing.assert_close(every[0], bb.rows[1])
     torch.testing.assert_close(every[2], 3.0 * rows[2])
-    assert scoring.score_rows(rows, seen) is every  # built once
+    assert scoring.score_rows(rows, lambda: seen) is every  # built once
     new = _predicted(2)
     scoring.replace_from(6, new)  # two concepts appended
-    torch.testing.assert_close(scoring.score_rows(rows, seen)[6:], 3.0 * new)
-    papers = CandidateScoring(bb, "predicted", row_scale=3.0).score_rows(rows, seen)
+    torch.testing.assert_close(scoring.score_rows(rows, lambda: seen)[6:], 3.0 * new)
+    papers = CandidateScoring(bb, "predicted", row_scale=3.0).score_rows(rows, lambda: seen)
     torch.testing.assert_close(papers, 3.0 * rows)
 
 
 def test_calibrating_rebuilds_the_rows_centred_on_the_images():
     bb, rows, seen = _Backbone(), _predicted(), torch.tensor([4, 0, -1])
     scoring = CandidateScoring(bb, "calibrated", row_scale=3.0)
-    before = scoring.score_rows(rows, seen)
+    before = scoring.score_rows(rows, lambda: seen)
     feats = torch.rand(30, 4, generator=torch.Generator().manual_seed(2)) * 2
     calib = scoring.calibrate(feats, "toy images")
     assert scoring.calibration is calib and calib.source == "toy images"
-    after = scoring.score_rows(rows, seen)
+    after = scoring.score_rows(rows, lambda: seen)
     assert not torch.allclose(after, before)
     logits = feats @ after[:, :-1].T + after[:, -1]
     assert float(logits[:, 2].mean()) == pytest.approx(calib.target_mean, abs=1e-4)
