@@ -48,9 +48,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = json.loads((out / "run.json").read_text())
     for fitted in summary.get("members", [summary]):  # an ensemble: each member, then the ensemble
         score = fitted.get("best_val_cosine")
-        if not fitted["epochs_run"]:  # nothing to train (ConSE): it remembered the training rows
-            print(f"run {out}: {fitted['model']} remembers the training rows (nothing to train): "
-                  + (f"validation cosine {score:.4f}" if score is not None else "no validation rows"))
+        if not fitted["epochs_run"]:  # nothing to train (ConSE): validated on the training rows, then keeps all
+            print(f"run {out}: {fitted['model']} has nothing to train: "
+                  + (f"validation cosine {score:.4f} from the training rows, " if score is not None else "")
+                  + f"then remembers all {fitted['remembers']} seen rows")
             continue
         best = f"best validation cosine {score:.4f}" if score is not None else \
             "no validation rows: lowest training loss"

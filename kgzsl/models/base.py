@@ -26,7 +26,8 @@ class PropagationModel(nn.Module):
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
-    """False for a model with no weights to learn: training makes it remember the training rows instead."""
+    """False for a model with no weights to learn: training makes it remember the training rows instead
+    (and every seen row once validation is done: :func:`kgzsl.training.fit.keep_every_row`)."""
     LEGACY_HPARAMS: ClassVar[dict[str, Any]] = {}
     """Values of hyper-parameters added after a model was first saved, for saved models that lack them."""
 

@@ -9,8 +9,9 @@ The shipped configs use 50 neighbours at temperature 0.1: on B2's validation row
 alone reach cosine 0.273 against 0.242 for 10 similarity-weighted ones (``docs/ablation.md``).
 
 It learns nothing, so it is not trained: :func:`kgzsl.training.fit.fit` makes it
-:meth:`~ConSE.remember` the training rows and their node features (kept in the model's state, so a
-saved run rebuilds it). It makes other errors than a graph network: as a member of an ensemble
+:meth:`~ConSE.remember` the training rows and their node features, so that its validation cosine
+is honest, and :func:`kgzsl.training.fit.keep_every_row` then gives it the validation rows too
+(all kept in the model's state, so a saved run rebuilds it). It makes other errors than a graph network: as a member of an ensemble
 (``model.name: dgp+sgcn+conse``) it brings B2's validation rows closer to the real ones (cosine
 0.286 against 0.267 for ``dgp+sgcn``, 3 splits; ``docs/ablation.md``).
 

@@ -32,7 +32,7 @@ from kgzsl.training.fit_state import FitResult, fit_fingerprint, restore_fit, sa
 from kgzsl.models import PropagationModel
 from kgzsl.models.operators import Operator, restrict
 
-__all__ = ["FitResult", "fit", "split_seen", "regression_loss", "LOSSES", "MIN_SEEN_FOR_VALIDATION"]
+__all__ = ["FitResult", "fit", "keep_every_row", "split_seen", "regression_loss", "LOSSES", "MIN_SEEN_FOR_VALIDATION"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,30 @@ def _remember(model: PropagationModel, x: torch.Tensor, train_rows: torch.Tensor
     return result
 
 
+def keep_every_row(model: PropagationModel, x: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> bool:
+    """Once validation is done, let a model with nothing to train remember every seen row.
+
+    :func:`fit` makes such a model (:class:`~kgzsl.models.conse.ConSE`) remember the training rows
+    only, so that its validation cosine is honest. After that is measured, the validation rows are
+    more neighbours for the nodes near them, and nothing is left to choose on them. A trained model
+    is left as it is (retraining it on every row would cost its training time again).
+
+    Args:
+        model: A model :func:`fit` has fitted.
+        x: ``[N, F]`` node features of the whole graph.
+        rows: Node indices of every seen row used (training and validation).
+        targets: ``[len(rows), D]`` their unit target rows.
+
+    Returns:
+        Whether the model now remembers ``rows`` (False: a trained model, unchanged).
+    """
+    if model.trainable:
+        return False
+    model.remember(x[rows], targets)  # type: ignore[operator]  # it moves them to its own device
+    logger.info("%s: validation done; remembers all %d seen rows", model.name, rows.numel())
+    return True
+
+
 def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], train_rows: torch.Tensor,
         train_targets: torch.Tensor, val_rows: torch.Tensor, val_targets: torch.Tensor, config: TrainConfig,
         device: torch.device | str = "cpu", progress: bool = True,
@@ -148,7 +172,8 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
             The checkpoint is left in place (:func:`kgzsl.training.run.train_run` removes it once its run
             folder is complete).
 
-    A model with nothing to train (``model.trainable`` False) only remembers the training rows.
+    A model with nothing to train (``model.trainable`` False) only remembers the training rows;
+    :func:`keep_every_row` gives it the validation rows too, once they have served.
 
     Returns:
         The loss / validation history and the best epoch.

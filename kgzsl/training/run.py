@@ -51,7 +51,7 @@ from kgzsl.utils.device import resolve_device
 from kgzsl.graph import load_graph, load_or_build_graph, resolve_graph_dir
 from kgzsl.utils.io import atomic_path, save_tensors, write_json
 from kgzsl.models import Ensemble, build_model
-from kgzsl.training.fit import FitResult, fit, split_seen
+from kgzsl.training.fit import FitResult, fit, keep_every_row, split_seen
 
 __all__ = ["graph_path", "select_holdout", "train_run", "plot_history", "CHECKPOINT_FILE", "GRAPH_FILES",
            "NODE_FEATURES_FILE"]
@@ -117,7 +117,7 @@ def plot_history(results: FitResult | list[tuple[str, FitResult]], path: Path, t
         if not result.epochs_run:  # a model with nothing to train (ConSE): no curves
             ax.axis("off")
             score = f"validation cosine {result.best_val_cosine:.4f}" if result.val_cosine else "no validation rows"
-            ax.set_title(f"{head} — not trained (remembers the training rows); {score}")
+            ax.set_title(f"{head} — not trained (remembers the seen rows); {score}")
             continue
         epochs = range(1, len(result.train_loss) + 1)
         ax.plot(epochs, result.train_loss, label="training loss", color="tab:blue")
@@ -153,12 +153,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _fit_summary(result: FitResult) -> dict[str, Any]:
-    """The run.json fields of one model's training."""
-    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-            "best_val_cosine": result.best_val_cosine if result.val_cosine else None,
-            "train_seconds": round(result.seconds, 2), "seconds_per_epoch": round(result.seconds_per_epoch, 4),
-            "seconds_to_best": round(result.seconds_to_best, 2), "resumed_from_epoch": result.resumed_from or None}
+def _fit_summary(result: FitResult, remembers: int | None = None) -> dict[str, Any]:
+    """The run.json fields of one model's training (``remembers``: the seen rows a model with nothing
+    to train keeps in the end, :func:`~kgzsl.training.fit.keep_every_row`)."""
+    summary = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+               "best_val_cosine": result.best_val_cosine if result.val_cosine else None,
+               "train_seconds": round(result.seconds, 2), "seconds_per_epoch": round(result.seconds_per_epoch, 4),
+               "seconds_to_best": round(result.seconds_to_best, 2), "resumed_from_epoch": result.resumed_from or None}
+    return summary if remembers is None else {"remembers": remembers, **summary}
 
 
 def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True,
@@ -220,9 +222,13 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         results.append(fit(member, x, member.operators(graph), node_of[tr], targets[tr], node_of[va], targets[va],
                            config.train, device=device, progress=progress, checkpoint_path=checkpoint,
                            resume=resume))
+    model.to(device).eval()
+    layers = model.operators(graph)
+    with torch.no_grad():  # the ensemble's validation rows, before a member remembers them (keep_every_row)
+        val_pred = model.predict_rows(x.to(device), layers, node_of[va]).cpu() if va.numel() else None
+    remembered = [len(kept) if keep_every_row(m, x, node_of, targets) else None for m in members]
     with torch.no_grad():
-        rows = model.to(device).eval().predict_rows(x.to(device), model.operators(graph),
-                                                    chunk_size=ROW_CHUNK).cpu()  # bounded memory
+        rows = model.predict_rows(x.to(device), layers, chunk_size=ROW_CHUNK).cpu()  # bounded memory
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").unlink(missing_ok=True)  # its absence marks an incomplete run until the end
@@ -243,16 +249,16 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         result = results[0]
         write_json(out / "history.json", {"train_loss": result.train_loss, "val_cosine": result.val_cosine})
         plot_history(result, out / "loss.png", title)
-        fitted: dict[str, Any] = _fit_summary(result)
+        fitted: dict[str, Any] = _fit_summary(result, remembered[0])
     else:  # the ensemble's validation cosine is that of its own rows; each member's is listed too
         write_json(out / "history.json", {"members": [{"model": m.name, "train_loss": r.train_loss,
                                                        "val_cosine": r.val_cosine} for m, r in zip(members, results)]})
         plot_history([(m.name, r) for m, r in zip(members, results)], out / "loss.png", title)
-        val = F.cosine_similarity(rows[node_of[va]], targets[va], dim=1).mean().item() if va.numel() else None
+        val = F.cosine_similarity(val_pred, targets[va], dim=1).mean().item() if val_pred is not None else None
         fitted = {"best_epoch": None, "epochs_run": sum(r.epochs_run for r in results), "best_val_cosine": val,
                   "train_seconds": round(sum(r.seconds for r in results), 2), "seconds_per_epoch": None,
                   "seconds_to_best": None, "resumed_from_epoch": None,
-                  "members": [{"model": m.name, **_fit_summary(r)} for m, r in zip(members, results)]}
+                  "members": [{"model": m.name, **_fit_summary(r, k)} for m, r, k in zip(members, results, remembered)]}
     summary: dict[str, Any] = {
         "name": config.name, "model": model.name, "backbone": backbone.name, "graph": str(Path(graph.path).absolute()),
         "graph_counts": graph.manifest.get("counts", {}), "num_nodes": graph.num_nodes,

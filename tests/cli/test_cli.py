@@ -50,6 +50,12 @@ def test_train_command_with_overrides_and_holdout(tmp_path, capsys):
     assert "best validation cosine" in capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["holdout"] == ["n01440764", "n02690373"] and summary["train"] + summary["val"] == 22
+    code = main(["-q", "train", f"graph.path={tmp_path / 'g'}", f"graph.wnids={wnids}", "model.name=conse",
+                 "features.encoder=wordllama", "--holdout", "n01440764,n02690373", "--out", str(tmp_path / "conse")])
+    assert code == 0  # nothing to train: validated on the training rows, then it keeps every kept seen row
+    assert "has nothing to train: validation cosine" in (said := capsys.readouterr().out)
+    assert "then remembers all 22 seen rows" in said
+    assert json.loads((tmp_path / "conse" / "run.json").read_text())["remembers"] == 22
     assert main(["-q", "train", "--config", str(tmp_path / "missing.yaml")]) == 1
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from kgzsl.models import ConSE, Ensemble, build_model, rebuild_model
 from kgzsl.models.conse import neighbour_rows
 from kgzsl.training.config import TrainConfig
-from kgzsl.training.fit import fit
+from kgzsl.training.fit import fit, keep_every_row
 
 
 def _memory() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,6 +68,21 @@ def test_fit_makes_it_remember_the_training_rows_only_and_reports_the_validation
     assert model.keys.size(0) == 3 and result.epochs_run == 0 and result.train_loss == []
     expected = float(F.cosine_similarity(model.predict_rows(x, [], torch.tensor([3])), rows[3:]))
     assert result.val_cosine == [pytest.approx(expected)] and result.best_val_cosine == pytest.approx(expected)
+
+
+def test_after_validation_it_remembers_every_seen_row_and_a_trained_model_is_left_alone():
+    x, rows, _ = _memory()
+    model = ConSE(4, 3, neighbours=1)
+    fit(model, x, [], torch.tensor([0, 1, 2]), rows[:3], torch.tensor([3]), rows[3:], TrainConfig(epochs=5))
+    before = model.predict_rows(x, [], torch.tensor([3]))
+    assert keep_every_row(model, x, torch.arange(4), rows)
+    assert model.keys.size(0) == 4
+    torch.testing.assert_close(model.predict_rows(x, [], torch.tensor([3])), rows[3:])  # its own row now
+    assert float(F.cosine_similarity(before, rows[3:])) < 0.99
+    trained = build_model("sgcn", 4, 3, hidden_channels=[8])
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    assert not keep_every_row(trained, x, torch.arange(4), rows)
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in state.items())
 
 
 def test_a_saved_conse_member_rebuilds_with_its_memory(toy):

@@ -33,6 +33,7 @@ def _config(tiny_run: Path, tmp_path: Path, *overrides: str) -> Any:
 def test_an_ensemble_run_holds_its_members_and_their_mean_rows(tiny_run, tmp_path, name):
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.inference.concept_state import load_propagation_model
+    from kgzsl.models.conse import neighbour_rows
     from kgzsl.training.run import train_run
     from kgzsl.utils.io import load_tensors
 
@@ -58,11 +59,25 @@ def test_an_ensemble_run_holds_its_members_and_their_mean_rows(tiny_run, tmp_pat
     torch.testing.assert_close(stored["rows"], F.normalize(sum(members), dim=1), atol=1e-5, rtol=1e-4)
     clf = ZeroShotClassifier.load(out, device="cpu")
     real = F.normalize(clf.backbone.classifier_rows(), dim=1)
-    val = stored["val_rows"]
+    val, train = stored["val_rows"], stored["train_rows"]
     seen = {w: i for i, w in enumerate(clf.backbone.wnids)}
     targets = real[[seen[clf.wnids[int(n)]] for n in val]]
+    # the validation cosine is that of rows made without the validation rows: ConSE, which remembers
+    # every seen row in the end (keep_every_row), scored them from the training rows alone
+    at_val = [m.predict_rows(x, ops, val).detach() if m.trainable else
+              F.normalize(neighbour_rows(x[val], x[train], real[[seen[clf.wnids[int(n)]] for n in train]],
+                                         m.neighbours, m.temperature), dim=1)
+              for m, ops in zip(model.members, layers)]
     assert summary["best_val_cosine"] == pytest.approx(
-        float(F.cosine_similarity(stored["rows"][val], targets, dim=1).mean()), abs=1e-5)
+        float(F.cosine_similarity(F.normalize(sum(at_val), dim=1), targets, dim=1).mean()), abs=1e-5)
+    for m, fitted in zip(model.members, summary["members"]):
+        if not m.trainable:
+            assert m.keys.size(0) == fitted["remembers"] == train.numel() + val.numel()
+        else:
+            assert "remembers" not in fitted
+    if name == "dgp+sgcn":  # nothing remembered: the stored rows are the validated ones
+        assert summary["best_val_cosine"] == pytest.approx(
+            float(F.cosine_similarity(stored["rows"][val], targets, dim=1).mean()), abs=1e-5)
 
     clf.add_concept("fluffcat", parents=["tabby"], description="a very fluffy house cat")  # through every member
     assert clf.added_wnids and torch.isfinite(clf.rows[-1]).all()

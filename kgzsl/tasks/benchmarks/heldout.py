@@ -24,7 +24,7 @@ from kgzsl.errors import InputError
 from kgzsl.training.config import RunConfig, config_to_dict
 from kgzsl.models import Ensemble, build_model
 from kgzsl.models.conse import neighbour_rows
-from kgzsl.training.fit import fit, split_seen
+from kgzsl.training.fit import fit, keep_every_row, split_seen
 
 __all__ = ["SUBTREES", "heldout_splits", "weight_space_metrics", "conse_rows", "run_heldout"]
 
@@ -117,7 +117,7 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
         hidden_nodes = [seen_nodes[i] for i in hidden]
         train_nodes = [seen_nodes[i] for i in kept]
         # the baseline as published (similarity weights, 10 neighbours, every kept row); beside a ConSE
-        # model of its own config (e.g. softmax weights, its training rows only) it is "conse-baseline"
+        # model of its own config (e.g. softmax weights) it is "conse-baseline"
         base = conse_rows(x, train_nodes, targets[kept], hidden_nodes)
         rows.append({"method": "conse-baseline" if "conse" in configs else "conse", "kind": "baseline",
                      "split": split, "n_hidden": len(hidden), **weight_space_metrics(base, targets[hidden])})
@@ -133,9 +133,10 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
             nodes = torch.tensor(seen_nodes)
             result = fit(model, x, layers, nodes[kept_t[tr]], targets[kept_t[tr]], nodes[kept_t[va]],
                          targets[kept_t[va]], config.train, device=device, progress=progress)
-            with torch.no_grad():
+            with torch.no_grad():  # validation first: then a model with nothing to train keeps every kept row,
+                val_pred = model.predict_rows(x.to(device), layers, nodes[kept_t[va]]).cpu()  # as a run does
+                keep_every_row(model, x, nodes[kept_t], targets[kept_t])
                 pred = model.predict_rows(x.to(device), layers, torch.tensor(hidden_nodes)).cpu()
-                val_pred = model.predict_rows(x.to(device), layers, nodes[kept_t[va]]).cpu()
             hidden_rows[name], val_rows[name] = pred, (kept_t[va], val_pred)
             rows.append({"method": name, "kind": "model", "split": split, "n_hidden": len(hidden),
                          **weight_space_metrics(pred, targets[hidden]),
