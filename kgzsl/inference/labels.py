@@ -277,11 +277,14 @@ class LabelResolver:
                 return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives,
                                      tuple(self.index[wnid_of(s)] for s in senses.also))
             if synsets:
-                senses = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
+                listed = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
                 word = text if key == label_key(text) else key  # the form WordNet knows: closed, no article
+                # an ambiguous word is added as the sense a photo label most likely means (WordSenses.to_add)
+                chosen = senses.to_add()
+                add = word if len(synsets) == 1 else chosen.name()
                 raise NotInGraphError(f"{text!r} is a WordNet noun but none of its senses is a node of this graph: "
-                                      f"{senses}. Add it with `kgzsl add-concept RUN {word}`, or rebuild the graph "
-                                      f"with its wnid, e.g. n{synsets[0].offset():08d}", [word])
+                                      f"{listed}. Add it with `kgzsl add-concept RUN {add}`, or rebuild the graph "
+                                      f"with its wnid, e.g. {wnid_of(chosen)}", [add])
         if key in self.by_lemma:
             nodes = self.by_lemma[key]
             return self._result(text, nodes[0], tuple(self.names[i] for i in nodes[1:]))

@@ -27,6 +27,9 @@ backbone has not seen (``"mouse"``: the computer mouse, an ImageNet-1k class, an
 ``"jacket"``: a book jacket's ancestor, and the coat): the classifier scores the label by the sense
 that fits the image best.
 
+:meth:`WordSenses.to_add` names the sense to add where none is a node (``"moon"``: the Earth's
+satellite, not the lunar month), by the same preferences: a physical thing, then the most used
+sense, then one named after the word, then WordNet's order.
 :meth:`WordSenses.missing` names a sense to add to the graph instead of the best one present,
 where the graph can grow: the word's usual sense when the word is never used in the best present
 sense and the backbone has not seen it (``"sink"``: the plumbing fixture, not a sinkhole), or a
@@ -119,6 +122,17 @@ class WordSenses:
         kind = self.kind(synset)
         seen = node in self._grounded() and (kind == 0 or self.named(synset))
         return int(not seen), kind, -self.frequency(synset), int(not self.named(synset)), standing
+
+    def to_add(self) -> Any | None:
+        """The sense to add to the graph when none is a node, or None when the word has no noun sense.
+
+        The first in WordNet's order among the physical things (or the usual person), then the most
+        used in the tagged corpus, then those named after the word: ``"moon"`` is the Earth's
+        satellite (noun.object, 30 uses), not the lunar month or the religious leader.
+        """
+        if not self.synsets:
+            return None
+        return min(self.synsets, key=lambda s: (self.kind(s), -self.frequency(s), int(not self.named(s))))
 
     def missing(self) -> tuple[Any, str] | None:
         """A sense that is not a node and should be added instead of :attr:`best`, and why; or None.

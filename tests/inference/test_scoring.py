@@ -114,6 +114,8 @@ def test_a_wordnet_noun_that_is_not_a_node_is_added_on_first_use_and_stored(tiny
     assert clf.added_wnids == ["n03790512"]
     # an open compound that WordNet writes closed ("doorknob") is added under that name
     assert [r.synset for r in clf.resolve_labels(["door knob", "car"])] == ["doorknob.n.01", "car.n.01"]
+    # an ambiguous word with no sense in the graph is added as the sense a photo shows: the Earth's satellite
+    assert [r.synset for r in clf.resolve_labels(["moon", "car"])] == ["moon.n.01", "car.n.01"]
 
 
 def test_a_words_usual_sense_is_added_where_the_graph_has_only_senses_it_is_never_used_for(tiny_run, tmp_path):

@@ -174,3 +174,20 @@ def test_a_physical_thing_named_after_the_word_is_added_where_the_graph_has_none
         _over(nodes, can_add=lambda: True).resolve("tart")
     assert caught.value.labels == ["tart.n.02"]
     assert _over(nodes, can_add=lambda: False).resolve("tart").synset == "prostitute.n.01"
+
+
+def test_a_word_with_no_sense_in_the_graph_names_the_sense_a_photo_shows_for_adding():
+    from kgzsl.graph.wordnet import load_wordnet
+    from kgzsl.inference.labels import NotInGraphError
+
+    wn = load_wordnet()
+    resolver = _over([wn.synset("cat.n.01")])
+    # "moon": the satellite (a natural object, 30 tagged uses), not the lunar month nor the religious leader
+    expected = {"moon": "moon.n.01", "sun": "sun.n.01", "earth": "earth.n.01", "pen": "pen.n.01", "pagoda": "pagoda"}
+    for word, sense in expected.items():
+        with pytest.raises(NotInGraphError, match=f"add-concept RUN {sense}`") as caught:
+            resolver.resolve(word)
+        assert caught.value.labels == [sense]  # a word with one sense is added as the word itself
+    with pytest.raises(NotInGraphError) as caught:
+        resolver.resolve_all(["cat", "moon", "Eiffel Tower"])
+    assert caught.value.labels == ["moon.n.01", "Eiffel Tower"]
