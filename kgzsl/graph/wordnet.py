@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import re
+import threading
 import time
 import warnings
 from collections import deque
@@ -44,15 +45,36 @@ class WordNetNotFoundError(SetupError):
 
 @functools.lru_cache(maxsize=1)
 def _reader_class() -> type:
-    """nltk's reader over a plain WordNet dict folder, with kgzsl's ``lexnames`` table.
+    """nltk's reader over a plain WordNet dict folder, with kgzsl's ``lexnames`` table, safe to share
+    between threads.
+
+    nltk reads synsets and sense counts lazily through file handles the reader shares: two threads
+    seeking one at once read each other's lines (``ValueError: read length must be non-negative``,
+    or a wrong count). The one reader of a process (:func:`load_wordnet`) is used by every thread
+    that serves ``predict``, so those reads hold a lock. The rest of the reader (the lemma index,
+    the morphology) is read into memory when it is built.
 
     Built on first use so that importing kgzsl does not import nltk.
     """
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     class OfflineWordNetReader(WordNetCorpusReader):
+        _file_lock = threading.RLock()  # lemma_from_key reads a synset while it holds the lock
+
         def map_wn(self, version: str = "oewn") -> None:  # no OMW mapping offline
             return None
+
+        def synset_from_pos_and_offset(self, pos: str, offset: int) -> Any:
+            with self._file_lock:
+                return super().synset_from_pos_and_offset(pos, offset)
+
+        def lemma_count(self, lemma: Any) -> int:
+            with self._file_lock:
+                return super().lemma_count(lemma)
+
+        def lemma_from_key(self, key: str) -> Any:
+            with self._file_lock:
+                return super().lemma_from_key(key)
 
         def open(self, fileid: str) -> Any:
             if fileid == "lexnames" and not (Path(str(self.root)) / "lexnames").exists():

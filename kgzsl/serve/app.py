@@ -110,8 +110,8 @@ class ZeroShotService:
 
         label = one_label(parameters.get("label"), self.limits)
         k = top_k(parameters.get("top_k"))
-        # the label resolves through the classifier's head cache, as predict's labels do (WordNet's
-        # reader is not thread-safe); explain then gets the node id, which needs no WordNet
+        # the label resolves (and a missing WordNet noun is added) as predict's labels are; explain
+        # then gets the node id, which needs no WordNet
         (resolved,) = self.clf.resolve_labels([label])
         picture = load_image(image, max_pixels=self.limits.max_pixels)
         with self._concepts_lock:

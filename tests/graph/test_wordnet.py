@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import pytest
 
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, synset_from_wnid, wnid_of
+
+from conftest import requires_wordnet
 
 
 @dataclass(eq=False)
@@ -66,3 +69,27 @@ def test_two_parents_are_visited_in_wnid_order():
     pet = FakeSynset(9, {t["dog"], t["cat"]})  # a set: the order of iteration is not the order of ids
     new, edges = hypernym_closure([pet], {"n00000009": 0})
     assert new[:2] == [t["cat"], t["dog"]] and edges[:2] == [(0, 1, "hypernym"), (0, 2, "hypernym")]
+
+
+@requires_wordnet
+def test_one_reader_shared_by_threads_reads_the_same_synsets_and_counts_as_one_thread():
+    """nltk reads synsets and sense counts through file handles the reader shares; threads serving
+    ``predict`` share the process's one reader, so their reads must not interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kgzsl.graph.wordnet import _reader_class, load_wordnet
+
+    reference = load_wordnet()
+    words = ["moon", "pagoda", "coin", "sun", "seal", "crane", "mouse", "pitcher", "palm", "bass", "bat", "kite",
+             "ring", "star", "earth", "plane", "trunk", "tank", "pen", "nut", "chip", "bow", "match", "cake"] * 4
+
+    def read(wn, word):
+        return [(s.name(), [lem.count() for lem in s.lemmas()], sorted(h.name() for h in s.hypernyms()))
+                for s in wn.synsets(word, pos="n")]
+
+    expected = [read(reference, w) for w in words]
+    with warnings.catch_warnings():  # nltk warns that this WordNet has no multilingual data
+        warnings.simplefilter("ignore")
+        fresh = _reader_class()(reference.root, None)  # nothing cached: every synset is read from the file
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda w: read(fresh, w), words)) == expected

@@ -118,6 +118,28 @@ def test_a_wordnet_noun_that_is_not_a_node_is_added_on_first_use_and_stored(tiny
     assert [r.synset for r in clf.resolve_labels(["moon", "car"])] == ["moon.n.01", "car.n.01"]
 
 
+def test_threads_adding_missing_labels_at_once_get_the_sequential_answers(tiny_run, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    lists = [["moon", "car"], ["pagoda", "car"], ["coin", "car"], ["door knob", "car"], ["moon", "cat"]]
+    runs = {}
+    for name in ("threads", "one"):
+        runs[name] = tmp_path / name
+        shutil.copytree(tiny_run, runs[name])
+    clf = ZeroShotClassifier.load(runs["threads"], device="cpu")
+    feats = torch.rand(2, clf.backbone.feature_dim, generator=torch.Generator().manual_seed(0))
+    with ThreadPoolExecutor(5) as pool:  # resolving reads WordNet's shared files; adding writes the run
+        got = list(pool.map(lambda labels: clf.logits(feats, labels), lists))
+    one = ZeroShotClassifier.load(runs["one"], device="cpu", backbone=clf.backbone)
+    for labels, logits in zip(lists, got):
+        torch.testing.assert_close(logits, one.logits(feats, labels), atol=1e-4, rtol=1e-4)
+    assert sorted(clf.added_wnids) == sorted(one.added_wnids)
+    stored = ZeroShotClassifier.load(runs["threads"], device="cpu", backbone=clf.backbone)
+    assert sorted(stored.added_wnids) == sorted(one.added_wnids)
+    assert {r.synset for r in stored.resolve_labels(["moon", "pagoda", "coin"])} == {"moon.n.01", "pagoda.n.01",
+                                                                                      "coin.n.01"}
+
+
 def test_a_words_usual_sense_is_added_where_the_graph_has_only_senses_it_is_never_used_for(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
