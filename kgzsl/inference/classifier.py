@@ -73,6 +73,10 @@ class ZeroShotClassifier:
             (:func:`kgzsl.tasks.calibrate.calibrate_scores`); None: the run's
             ``score_calibration.safetensors`` (:meth:`load`) if it has one, else no centring.
 
+    Attributes:
+        concept_lock: Held while the concept state loads (:func:`~kgzsl.inference.concept_state.concept_graph`)
+            or concepts are added, so that threads adding labels or explaining at once share one state.
+
     A label that is a WordNet noun but not a node is added as a concept on first use (stored with
     the run; set :attr:`add_missing_labels` to False to get the error instead), and so is a word's
     usual sense where the graph has only senses the word is never used for (``"sink"``: the
@@ -111,7 +115,8 @@ class ZeroShotClassifier:
         self._concepts: Any = None
         self._abstain: dict[str, Any] | None = None
         self.set_abstain(abstain_calibration)
-        self._concept_lock = threading.Lock()
+        #: held while the concept state loads or concepts are added (re-entrant: adding loads it)
+        self.concept_lock = threading.RLock()
         self._add_missing_labels = True
 
     @classmethod
@@ -354,6 +359,7 @@ class ZeroShotClassifier:
         key = _key(candidate_labels)
 
         def build() -> tuple[None, list[ResolvedLabel], Any]:
+            resolver = self.resolver  # before the rows: extend() replaces the rows first, then the resolver
             every = self.score_rows()
             if key is None:  # every class: the requested nodes, not the ancestors added to connect them
                 chosen = self.requested_nodes()
@@ -362,7 +368,7 @@ class ZeroShotClassifier:
                                           i, self.wnids[i], self.names[i]) for i in nodes]
                 return None, resolved, self._scoring.linear(every, list(nodes), self.seen_nodes())
             labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
-            resolved = self.resolver.resolve_all([label.strip() for label in labels])
+            resolved = resolver.resolve_all([label.strip() for label in labels])
             return None, resolved, self._scoring.label_head(every, resolved, self.seen_nodes(), self.wnids)
 
         try:
@@ -375,7 +381,7 @@ class ZeroShotClassifier:
 
     def _add_missing(self, exc: NotInGraphError) -> None:
         """Add the WordNet nouns of ``exc`` as concepts, all or none (once; stored with the run when it is writable)."""
-        with self._concept_lock:
+        with self.concept_lock:
             pending = []
             for label in exc.labels:
                 try:

@@ -130,10 +130,18 @@ def concept_graph(clf: Any) -> ConceptState:
     runs written before runs carried their graph fall back to the graph folder ``run.json`` records.
     Stored concepts (:mod:`kgzsl.inference.concept_store`) are joined to the graph here.
 
+    Threads share the first load: it holds the classifier's ``concept_lock``.
+
     Raises:
         ConceptError: If the run carries no graph and the recorded graph folder is gone, or the
             graph no longer matches the run's nodes.
     """
+    with clf.concept_lock:
+        return _load_state(clf)
+
+
+def _load_state(clf: Any) -> ConceptState:
+    """:func:`concept_graph`'s work, under the classifier's ``concept_lock``."""
     state = clf.concepts
     if state is not None and state.model is not None:
         return state

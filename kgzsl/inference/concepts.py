@@ -163,6 +163,12 @@ def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptRepor
         ConceptError: For a single entry given in Python, its problem as such (e.g. an
             :class:`AmbiguousConceptError` listing the senses).
     """
+    with clf.concept_lock:  # threads adding at once extend one state, one after the other
+        return _add_concepts(clf, taxonomy)
+
+
+def _add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptReport:
+    """:func:`add_concepts`' work, under the classifier's ``concept_lock``."""
     from kgzsl.graph.wordnet import load_wordnet
     from kgzsl.text.features import get_encoder, node_texts
 

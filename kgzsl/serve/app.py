@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,7 +67,6 @@ class ZeroShotService:
         self.clf = clf
         self.limits = limits
         self.labels = LabelIndex(clf.wnids, clf.names, clf.lemmas)
-        self._concepts_lock = threading.Lock()  # the run's graph for explanations loads once, on first use
 
     def health(self) -> dict[str, Any]:
         """The run this server answers for."""
@@ -114,8 +112,7 @@ class ZeroShotService:
         # then gets the node id, which needs no WordNet
         (resolved,) = self.clf.resolve_labels([label])
         picture = load_image(image, max_pixels=self.limits.max_pixels)
-        with self._concepts_lock:
-            concept_graph(self.clf)
+        concept_graph(self.clf)  # loaded once, under the classifier's concept_lock
         result = explain(self.clf, picture, resolved.wnid, top_k=k)
         result.pop("image", None)
         result["label"] = label

@@ -43,3 +43,23 @@ def test_a_model_file_without_its_recipe_and_a_classifier_without_a_run_are_refu
     loose = ZeroShotClassifier(clf.backbone, clf.rows, clf.wnids, clf.names, clf.lemmas, clf.row_scale)
     with pytest.raises(ConceptError, match="loaded from a run folder"):
         concept_graph(loose)
+
+
+def test_threads_loading_the_state_and_adding_labels_at_once_share_one_state(tiny_run, tmp_path):
+    """``/explain`` loads the concept state on first use while ``/predict`` may add a missing label:
+    both must end up with one state, whose graph holds every node the classifier has."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for trial in range(3):
+        run = tmp_path / f"run{trial}"
+        shutil.copytree(tiny_run, run)
+        clf = ZeroShotClassifier.load(run, device="cpu")
+        feats = torch.zeros(1, clf.backbone.feature_dim)
+        jobs = [lambda: concept_graph(clf), lambda: clf.logits(feats, ["moon", "cat"]),
+                lambda: concept_graph(clf), lambda: clf.logits(feats, ["pagoda", "cat"])]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            done = [pool.submit(job) for job in jobs]
+            states = [f.result() for f in done[0::2]]
+        assert states[0] is states[1] is clf.concepts
+        assert clf.concepts.graph.wnids == clf.wnids and clf.concepts.x.size(0) == len(clf.wnids)
+        assert {"n09358358", "n03874965"} <= set(clf.added_wnids)  # moon.n.01, pagoda.n.01
