@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,7 +67,20 @@ class ZeroShotService:
     def __init__(self, clf: Any, limits: ServeLimits) -> None:
         self.clf = clf
         self.limits = limits
-        self.labels = LabelIndex(clf.wnids, clf.names, clf.lemmas)
+        self._labels = (len(clf.wnids), LabelIndex(clf.wnids, clf.names, clf.lemmas))
+        self._labels_lock = threading.Lock()
+
+    @property
+    def labels(self) -> LabelIndex:
+        """The suggestion index over the classifier's nodes, rebuilt once concepts were added (a
+        ``/predict`` label that was a WordNet noun but not a node, ``"pagoda"``, is suggested next)."""
+        with self._labels_lock:
+            count, index = self._labels
+            nodes = len(self.clf.wnids)  # nodes are only ever appended (ZeroShotClassifier.extend)
+            if nodes != count:
+                wnids, names, lemmas = self.clf.wnids[:nodes], self.clf.names[:nodes], self.clf.lemmas[:nodes]
+                self._labels = nodes, index = nodes, LabelIndex(wnids, names, lemmas)
+            return index
 
     def health(self) -> dict[str, Any]:
         """The run this server answers for."""

@@ -124,6 +124,17 @@ def test_label_suggestions(client):
     _refused(client.get("/labels", params={"q": "cat", "limit": 0}), 422, "limit")
 
 
+def test_a_label_added_by_a_prediction_is_suggested_next(tiny_run, tmp_path, cat):
+    import shutil
+
+    shutil.copytree(tiny_run, tmp_path / "run")
+    own = TestClient(create_app(ZeroShotClassifier.load(tmp_path / "run", device="cpu")))
+    assert not any(h["synset"] == "pagoda.n.01" for h in own.get("/labels", params={"q": "pagoda"}).json())
+    answer = own.post("/predict", files={"image": cat}, data={"candidate_labels": "pagoda,cat"})
+    assert answer.status_code == 200 and {p["synset"] for p in answer.json()} == {"pagoda.n.01", "cat.n.01"}
+    assert own.get("/labels", params={"q": "pagoda"}).json()[0]["synset"] == "pagoda.n.01"
+
+
 def test_page_assets_and_openapi_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text and "https://" not in page.text
