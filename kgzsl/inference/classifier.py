@@ -115,8 +115,7 @@ class ZeroShotClassifier:
         self._concepts: Any = None
         self._abstain: dict[str, Any] | None = None
         self.set_abstain(abstain_calibration)
-        #: held while the concept state loads or concepts are added (re-entrant: adding loads it)
-        self.concept_lock = threading.RLock()
+        self.concept_lock = threading.RLock()  # re-entrant: adding concepts loads the concept state
         self._add_missing_labels = True
 
     @classmethod

@@ -11,9 +11,10 @@ alone reach cosine 0.273 against 0.242 for 10 similarity-weighted ones (``docs/a
 It learns nothing, so it is not trained: :func:`kgzsl.training.fit.fit` makes it
 :meth:`~ConSE.remember` the training rows and their node features, so that its validation cosine
 is honest, and :func:`kgzsl.training.fit.keep_every_row` then gives it the validation rows too
-(all kept in the model's state, so a saved run rebuilds it). It makes other errors than a graph network: as a member of an ensemble
-(``model.name: dgp+sgcn+conse``) it brings B2's validation rows closer to the real ones (cosine
-0.286 against 0.267 for ``dgp+sgcn``, 3 splits; ``docs/ablation.md``).
+(all kept in the model's state, so a saved run rebuilds it). It makes other errors than a graph
+network: as a member of an ensemble (``model.name: dgp+sgcn+conse``) it brings B2's validation
+rows closer to the real ones (cosine 0.286 against 0.267 for ``dgp+sgcn``, 3 splits;
+``docs/ablation.md``).
 
 Example:
     >>> model = ConSE(384, 1281, neighbours=50, temperature=0.1)

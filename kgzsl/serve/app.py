@@ -78,8 +78,8 @@ class ZeroShotService:
             count, index = self._labels
             nodes = len(self.clf.wnids)  # nodes are only ever appended (ZeroShotClassifier.extend)
             if nodes != count:
-                wnids, names, lemmas = self.clf.wnids[:nodes], self.clf.names[:nodes], self.clf.lemmas[:nodes]
-                self._labels = nodes, index = nodes, LabelIndex(wnids, names, lemmas)
+                index = LabelIndex(self.clf.wnids[:nodes], self.clf.names[:nodes], self.clf.lemmas[:nodes])
+                self._labels = (nodes, index)
             return index
 
     def health(self) -> dict[str, Any]:

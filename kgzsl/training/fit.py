@@ -32,7 +32,8 @@ from kgzsl.training.fit_state import FitResult, fit_fingerprint, restore_fit, sa
 from kgzsl.models import PropagationModel
 from kgzsl.models.operators import Operator, restrict
 
-__all__ = ["FitResult", "fit", "keep_every_row", "split_seen", "regression_loss", "LOSSES", "MIN_SEEN_FOR_VALIDATION"]
+__all__ = ["FitResult", "fit", "keep_every_row", "split_seen", "regression_loss", "LOSSES",
+           "MIN_SEEN_FOR_VALIDATION"]
 
 logger = logging.getLogger(__name__)
 

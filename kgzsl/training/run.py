@@ -258,7 +258,8 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         fitted = {"best_epoch": None, "epochs_run": sum(r.epochs_run for r in results), "best_val_cosine": val,
                   "train_seconds": round(sum(r.seconds for r in results), 2), "seconds_per_epoch": None,
                   "seconds_to_best": None, "resumed_from_epoch": None,
-                  "members": [{"model": m.name, **_fit_summary(r, k)} for m, r, k in zip(members, results, remembered)]}
+                  "members": [{"model": m.name, **_fit_summary(r, kept_rows)}
+                              for m, r, kept_rows in zip(members, results, remembered)]}
     summary: dict[str, Any] = {
         "name": config.name, "model": model.name, "backbone": backbone.name, "graph": str(Path(graph.path).absolute()),
         "graph_counts": graph.manifest.get("counts", {}), "num_nodes": graph.num_nodes,

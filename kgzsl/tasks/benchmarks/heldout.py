@@ -133,8 +133,9 @@ def run_heldout(graph: Any, x: torch.Tensor, targets: torch.Tensor, seen_nodes: 
             nodes = torch.tensor(seen_nodes)
             result = fit(model, x, layers, nodes[kept_t[tr]], targets[kept_t[tr]], nodes[kept_t[va]],
                          targets[kept_t[va]], config.train, device=device, progress=progress)
-            with torch.no_grad():  # validation first: then a model with nothing to train keeps every kept row,
-                val_pred = model.predict_rows(x.to(device), layers, nodes[kept_t[va]]).cpu()  # as a run does
+            # the validation rows first; then a model with nothing to train keeps every kept row, as a run's does
+            with torch.no_grad():
+                val_pred = model.predict_rows(x.to(device), layers, nodes[kept_t[va]]).cpu()
                 keep_every_row(model, x, nodes[kept_t], targets[kept_t])
                 pred = model.predict_rows(x.to(device), layers, torch.tensor(hidden_nodes)).cpu()
             hidden_rows[name], val_rows[name] = pred, (kept_t[va], val_pred)
