@@ -76,7 +76,8 @@ class ZeroShotService:
         ``/predict`` label that was a WordNet noun but not a node, ``"pagoda"``, is suggested next)."""
         with self._labels_lock:
             count, index = self._labels
-            nodes = len(self.clf.wnids)  # nodes are only ever appended (ZeroShotClassifier.extend)
+            # nodes are only ever appended, and extend() appends the lemmas last: the first `nodes` are whole
+            nodes = len(self.clf.lemmas)
             if nodes != count:
                 index = LabelIndex(self.clf.wnids[:nodes], self.clf.names[:nodes], self.clf.lemmas[:nodes])
                 self._labels = (nodes, index)
