@@ -79,7 +79,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         load_concepts(clf, args.concept_file)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels is not None else None
-    records = clf.predict_detailed(args.images, labels, top_k=args.top_k, abstain=args.abstain)
+    records = clf.predict_detailed(_image_paths(args.images), labels, top_k=args.top_k, abstain=args.abstain)
     if args.json:
         print(json.dumps(records, indent=2))
     else:
@@ -90,8 +90,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _image_paths(given: list[str]) -> list[str]:
+    """The images ``predict`` classifies: files as given, a folder replaced by the image files in it.
 
+    Raises:
+        InputError: If a folder holds no image file.
+    """
+    from kgzsl.vision.folders import IMAGE_EXTENSIONS, list_images
 
+    paths: list[str] = []
+    for item in given:
+        if not Path(item).is_dir():
+            paths.append(item)  # a file, or a path that does not exist: its record says so
+            continue
+        inside = list_images(item)  # recursively, sorted; hidden files left out
+        if not inside:
+            raise InputError(f"folder {item} holds no image file ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                             "give image files or a folder of them")
+        paths += [str(p) for p in inside]
+    return paths
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -172,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="zero-shot classify images with a trained run")
     p.add_argument("run", help="run folder written by `kgzsl train`")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, or folders (every image file inside, recursively)")
     p.add_argument("--labels", help="comma-separated candidates: words, synset names or wnids (default: every node)")
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,10 +75,20 @@ def test_predict_command_json_and_table(tiny_run, tmp_path):
     assert records[1]["image"] == str(bad) and "error" in records[1]
     table = _kgzsl("predict", str(tiny_run), cat, "--labels", "tabby,tench")
     assert table.returncode == 0 and "tabby.n.01" in table.stdout and "%" in table.stdout
+    folder = tmp_path / "photos"  # a folder stands for the image files in it, recursively, in path order
+    (folder / "more").mkdir(parents=True)
+    shutil.copy(cat, folder / "more" / "b.png")
+    shutil.copy(cat, folder / "a.PNG")
+    (folder / "notes.txt").write_text("not an image")
+    out = _kgzsl("predict", str(tiny_run), str(folder), "--labels", "tabby,tench", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [r["image"] for r in json.loads(out.stdout)] == [str(folder / "a.PNG"), str(folder / "more" / "b.png")]
+    (tmp_path / "empty").mkdir()
+    out = _kgzsl("predict", str(tiny_run), str(tmp_path / "empty"), "--labels", "tabby,tench")
+    assert out.returncode == 1 and "holds no image file" in out.stderr
 
 
 def test_predict_fits_a_label_list_to_the_calibration_images_unless_told_not_to(tiny_run, tmp_path, capsys):
-    import shutil
 
     import skimage
     from PIL import Image
@@ -100,7 +111,6 @@ def test_predict_fits_a_label_list_to_the_calibration_images_unless_told_not_to(
 
 
 def test_add_concept_is_saved_with_the_run_and_calibrate(tiny_run, tmp_path, capsys):
-    import shutil
 
     from PIL import Image
 
