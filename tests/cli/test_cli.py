@@ -89,7 +89,6 @@ def test_predict_command_json_and_table(tiny_run, tmp_path):
 
 
 def test_predict_fits_a_label_list_to_the_calibration_images_unless_told_not_to(tiny_run, tmp_path, capsys):
-
     import skimage
     from PIL import Image
 
@@ -111,7 +110,6 @@ def test_predict_fits_a_label_list_to_the_calibration_images_unless_told_not_to(
 
 
 def test_add_concept_is_saved_with_the_run_and_calibrate(tiny_run, tmp_path, capsys):
-
     from PIL import Image
 
     from kgzsl.inference.classifier import ZeroShotClassifier
