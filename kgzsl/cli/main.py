@@ -91,23 +91,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _image_paths(given: list[str]) -> list[str]:
-    """The images ``predict`` classifies: files as given, a folder replaced by the image files in it.
-
-    Raises:
-        InputError: If a folder holds no image file.
-    """
-    from kgzsl.vision.folders import IMAGE_EXTENSIONS, list_images
+    """The images ``predict`` classifies: files as given, a folder replaced by the image files in it
+    (recursively, in path order). A folder without any stays, so that its record reports it and the
+    other images are still classified, as for a missing or unreadable file."""
+    from kgzsl.vision.folders import list_images
 
     paths: list[str] = []
     for item in given:
-        if not Path(item).is_dir():
-            paths.append(item)  # a file, or a path that does not exist: its record says so
-            continue
-        inside = list_images(item)  # recursively, sorted; hidden files left out
-        if not inside:
-            raise InputError(f"folder {item} holds no image file ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
-                             "give image files or a folder of them")
-        paths += [str(p) for p in inside]
+        inside = list_images(item) if Path(item).is_dir() else []
+        paths += [str(p) for p in inside] or [item]
     return paths
 
 

@@ -394,7 +394,8 @@ class ZeroShotClassifier:
             except InputError:
                 raise exc from None  # ambiguous or not addable: the label error says what to do
             logger.info("added %s as concept(s) of run %s (WordNet nouns that were not graph nodes)",
-                        ", ".join(f"{r.label}={r.synset}" for r in added), self.run_dir)
+                        ", ".join(r.synset if r.label == r.synset else f"{r.label}={r.synset}" for r in added),
+                        self.run_dir)
             try:
                 from kgzsl.inference.concept_store import store_concepts
 
