@@ -180,13 +180,13 @@ class ZeroShotClassifier:
         known = set(self.wnids)
         if len(set(wnids)) != len(wnids) or known.intersection(wnids):
             raise ValueError(f"node ids must be new and unique: {sorted(known.intersection(wnids)) or list(wnids)}")
-        self.rows = torch.cat([self.rows, rows.to(self.rows.device, self.rows.dtype)])
-        self.wnids += list(wnids)
-        self.names += list(names)
-        self.lemmas += [list(ls) for ls in lemmas]
-        self._scoring.replace_from(len(self.wnids) - len(wnids), rows)  # new nodes are never backbone classes
-        self.resolver = self._make_resolver()
-        self._clear_heads()
+        with self._heads.changing():  # a head built meanwhile (another thread) waits for all of it
+            self.rows = torch.cat([self.rows, rows.to(self.rows.device, self.rows.dtype)])
+            self.wnids += list(wnids)
+            self.names += list(names)
+            self.lemmas += [list(ls) for ls in lemmas]
+            self._scoring.replace_from(len(self.wnids) - len(wnids), rows)  # new nodes are never backbone classes
+            self.resolver = self._make_resolver()
 
     def replace_added_rows(self, rows: torch.Tensor) -> None:
         """Replace the rows of the nodes appended with :meth:`extend` (concepts re-propagated); heads are dropped.
@@ -197,9 +197,9 @@ class ZeroShotClassifier:
         if tuple(rows.shape) != (len(self.added_wnids), self.rows.size(1)):
             raise ValueError(f"expected [{len(self.added_wnids)}, {self.rows.size(1)}] rows, got {tuple(rows.shape)}")
         # new tensors, not in-place writes: the rows may have been made under torch.inference_mode()
-        self.rows = torch.cat([self.rows[:self._num_given], rows.to(self.rows.device, self.rows.dtype)])
-        self._scoring.replace_from(self._num_given, rows)
-        self._clear_heads()
+        with self._heads.changing():
+            self.rows = torch.cat([self.rows[:self._num_given], rows.to(self.rows.device, self.rows.dtype)])
+            self._scoring.replace_from(self._num_given, rows)
 
     def _clear_heads(self) -> None:
         """Forget every cached candidate head (the nodes changed)."""
@@ -278,9 +278,8 @@ class ZeroShotClassifier:
         Nothing is written; ``kgzsl calibrate`` (:func:`kgzsl.tasks.abstain.calibrate_scores`) also
         stores it in the run.
         """
-        calib = self._scoring.calibrate(features, source)
-        self._clear_heads()
-        return calib
+        with self._heads.changing():
+            return self._scoring.calibrate(features, source)
 
     @property
     def add_missing_labels(self) -> bool:
@@ -358,8 +357,7 @@ class ZeroShotClassifier:
         key = _key(candidate_labels)
 
         def build() -> tuple[None, list[ResolvedLabel], Any]:
-            resolver = self.resolver  # before the rows: extend() replaces the rows first, then the resolver
-            every = self.score_rows()
+            resolver, every = self.resolver, self.score_rows()  # nodes change only under the cache's lock
             if key is None:  # every class: the requested nodes, not the ancestors added to connect them
                 chosen = self.requested_nodes()
                 nodes = range(len(self.wnids)) if chosen is None else chosen

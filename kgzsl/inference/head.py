@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -221,3 +222,13 @@ class HeadCache:
         """Forget every entry (the rows changed)."""
         with self._lock:
             self._entries.clear()
+
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Hold the cache while what its entries are built from changes, then forget every entry: an
+        entry is never built from a half-made change (:meth:`get` builds under the same lock)."""
+        with self._lock:
+            try:
+                yield
+            finally:
+                self._entries.clear()

@@ -90,3 +90,30 @@ def test_label_errors(clf):
 def test_missing_run(tmp_path):
     with pytest.raises(RunNotFoundError, match="kgzsl train"):
         ZeroShotClassifier.load(tmp_path)
+
+
+def test_a_head_built_while_nodes_are_added_sees_all_of_the_change_or_none(tiny_run, monkeypatch):
+    """``extend`` changes rows, ids, score rows and resolver one after the other; a thread building a
+    head meanwhile (a server's ``predict`` with no labels) must not see half of it."""
+    import threading
+
+    clf = ZeroShotClassifier.load(tiny_run, device="cpu")
+    feats = torch.zeros(1, clf.backbone.feature_dim)
+    before = clf.logits(feats, None).shape[1]
+    clf.logits(feats, ["tabby", "tench"])  # score rows built: extend now replaces them part by part
+    inside, real = threading.Event(), clf._scoring.replace_from
+
+    def slow_replace(start, rows):  # widen the moment between the new ids and the new score rows
+        inside.set()
+        threading.Event().wait(0.3)
+        real(start, rows)
+
+    monkeypatch.setattr(clf._scoring, "replace_from", slow_replace)
+    adding = threading.Thread(target=clf.extend, args=(torch.ones(1, clf.rows.size(1)), ["c:new"], ["new.n.01"],
+                                                        [["new thing"]]))
+    adding.start()
+    assert inside.wait(10)
+    logits = clf.logits(feats, None)  # waits for the change instead of indexing rows that are not there yet
+    adding.join()
+    assert logits.shape == (1, before + 1)
+    assert clf.resolve_labels(["new thing"])[0].wnid == "c:new"
