@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_extraction_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("benchmark", help="run a benchmark (fmnist) and print its table")
+    p = sub.add_parser("benchmark", help="run a benchmark (fmnist, imagenet-heldout, photos, speed, serve) and print its table")
     p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed", "serve", "photos"],
                    help="fmnist: zero-shot on Fashion-MNIST (Debian dataset-fashion-mnist); imagenet-heldout: "
                    "predict hidden ImageNet-1k rows (random 200 x 3 seeds, and whole WordNet subtrees); speed: "
