@@ -22,10 +22,12 @@ graph and keeps the first, preferring the senses a photo can show:
    ImageNet's, not the New World fox), then sense order.
 
 Other senses of the first rank and kind (``"crane"``: the machine and the bird, both ImageNet-1k
-classes) stay candidates too, and so does the word's usual sense where it is a physical thing the
-backbone has not seen (``"mouse"``: the computer mouse, an ImageNet-1k class, and the animal;
-``"jacket"``: a book jacket's ancestor, and the coat): the classifier scores the label by the sense
-that fits the image best.
+classes) stay candidates too, unless the best one is the word's usual sense (``"cat"`` is the
+feline of 18 of the word's 18 tagged uses, not also the big cat; ``"car"`` the automobile, not the
+railway car). The word's usual sense stays a candidate where it is a physical thing the backbone
+has not seen (``"mouse"``: the computer mouse, an ImageNet-1k class, and the animal; ``"jacket"``:
+a book jacket's ancestor, and the coat). The classifier scores the label by the sense that fits
+the image best.
 
 :meth:`WordSenses.to_add` names the sense to add where none is a node (``"moon"``: the Earth's
 satellite, not the lunar month), by the same preferences: a physical thing, then the most used
@@ -92,7 +94,8 @@ class WordSenses:
         self.present = sorted(present, key=self.rank) if len(present) > 1 else present  # stable: sense order
         self.best = self.present[0] if self.present else None
         top = self.rank(self.best)[:2] if len(present) > 1 else None
-        self.also = tuple(s for s in self.present[1:] if self.rank(s)[:2] == top == (0, 0)
+        settled = self.best is not None and self.usual(self.best)  # the corpus says what the word means
+        self.also = tuple(s for s in self.present[1:] if (self.rank(s)[:2] == top == (0, 0) and not settled)
                           or (top == (0, 0) and s.lexname() in _THINGS and self.usual(s)))[:MAX_SENSES - 1]
 
     def frequency(self, synset: Any) -> int:
