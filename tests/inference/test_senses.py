@@ -199,3 +199,18 @@ def test_a_word_with_no_sense_in_the_graph_names_the_sense_a_photo_shows_for_add
     with pytest.raises(NotInGraphError) as caught:
         resolver.resolve_all(["cat", "moon", "Eiffel Tower"])
     assert caught.value.labels == ["moon.n.01", "Eiffel Tower"]
+
+
+def test_a_sense_choice_is_logged_once_per_label_and_quietly_when_the_usual_sense_won(caplog):
+    import logging
+
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    resolver = _over(wn.synsets("dog", pos="n") + wn.synsets("crane", pos="n"), seen=("crane.n.04", "crane.n.05"))
+    with caplog.at_level(logging.DEBUG, logger="kgzsl.inference.labels"):
+        for _ in range(3):
+            resolver.resolve_all(["dog", "crane"])
+    told = [(r.levelno, r.getMessage().split(":")[0]) for r in caplog.records if "is ambiguous" in r.getMessage()]
+    # "dog" is dog.n.01 in 42 of its 42 tagged uses: nothing a user needs to hear; "crane" is a judgement
+    assert told == [(logging.DEBUG, "label 'dog' is ambiguous"), (logging.INFO, "label 'crane' is ambiguous")]

@@ -134,3 +134,14 @@ def test_receptive_field_equals_full_graph_on_real_wordnet(name):
     seen = torch.arange(1000)
     with torch.no_grad():
         assert torch.allclose(model.predict_rows(x, layers)[seen], model.predict_rows(x, layers, seen), atol=1e-5)
+
+
+def test_importing_the_models_shows_no_deprecation_warning_from_torch_geometric_internals():
+    import subprocess
+    import sys
+
+    # a fresh interpreter: torch_geometric is imported for the first time by kgzsl.models
+    done = subprocess.run([sys.executable, "-W", "default", "-c", "import kgzsl.models, torch_geometric.nn"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "torch.jit.script" not in done.stderr
