@@ -79,7 +79,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         load_concepts(clf, args.concept_file)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels is not None else None
-    records = clf.predict_detailed(_image_paths(args.images), labels, top_k=args.top_k, abstain=args.abstain)
+    paths, empty = _image_paths(args.images)
+    records = clf.predict_detailed([p for p in paths if p not in empty], labels, top_k=args.top_k,
+                                   abstain=args.abstain) if len(empty) < len(paths) else []
+    if empty:  # in the order given, each folder without images one failed record
+        found = iter(records)
+        records = [{"image": p, "error": empty[p]} if p in empty else next(found) for p in paths]
     if args.json:
         print(json.dumps(records, indent=2))
     else:
@@ -90,17 +95,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _image_paths(given: list[str]) -> list[str]:
+def _image_paths(given: list[str]) -> tuple[list[str], dict[str, str]]:
     """The images ``predict`` classifies: files as given, a folder replaced by the image files in it
-    (recursively, in path order). A folder without any stays, so that its record reports it and the
-    other images are still classified, as for a missing or unreadable file."""
-    from kgzsl.vision.folders import list_images
+    (recursively, in path order). A folder without any stays, with the error its record reports (the
+    second value), so that the other images are still classified, as for a missing or unreadable file."""
+    from kgzsl.vision.folders import IMAGE_EXTENSIONS, list_images
 
     paths: list[str] = []
+    empty: dict[str, str] = {}
     for item in given:
         inside = list_images(item) if Path(item).is_dir() else []
+        if Path(item).is_dir() and not inside:
+            empty[item] = (f"cannot load image {item}: it is a folder without image files (looked for "
+                           f"{', '.join(sorted(IMAGE_EXTENSIONS))} in any case, in sub-folders too); pass image files, or a "
+                           "folder holding some")
         paths += [str(p) for p in inside] or [item]
-    return paths
+    return paths, empty
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -183,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder written by `kgzsl train`")
     p.add_argument("images", nargs="+", help="image files, or folders (every image file inside, recursively)")
     p.add_argument("--labels", help="comma-separated candidates: words, synset names or wnids (default: every node)")
-    p.add_argument("--top-k", type=positive_int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5, help="predictions listed per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--max-pixels", type=positive_int, default=100_000_000,
                    help="refuse images whose header claims more pixels (checked before decoding)")
     p.add_argument("--concept-file", help="YAML list of concepts to add first ({name, parents, description, sense})")
@@ -244,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default runs/demo in the current directory)")
     p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     p.set_defaults(func=_cmd_demo)
+    for command in sub.choices.values():  # `kgzsl predict -q ...` too; SUPPRESS keeps a `kgzsl -q predict` as it is
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="only warnings and errors")
     return parser
 
 

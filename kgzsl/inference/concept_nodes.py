@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from kgzsl.errors import InputError
-from kgzsl.graph.taxonomy import custom_id, noun_senses
+from kgzsl.graph.taxonomy import custom_id, label_key, noun_senses
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, wnid_of
 from kgzsl.inference.labels import LabelError
+from kgzsl.inference.senses import WordSenses
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
            "WNID_RE", "SYNSET_RE"]
@@ -27,14 +28,15 @@ class ConceptError(InputError):
 class AmbiguousConceptError(ConceptError):
     """A word has several WordNet noun senses; ``senses`` lists ``(synset name, wnid, gloss)``."""
 
-    def __init__(self, word: str, senses: list[tuple[str, str, str]]) -> None:
+    def __init__(self, word: str, senses: list[tuple[str, str, str]], example: str | None = None) -> None:
         self.word = word
         self.senses = senses
+        example = example or senses[0][0]  # the sense a photo label most likely means, where the caller knows it
         listed = "; ".join(f"{name} ({wnid}): {gloss}" for name, wnid, gloss in senses)
         problem = f"{word!r} is ambiguous: it has {len(senses)} WordNet noun senses: {listed}. "
-        super().__init__(problem + f"Pick one with sense=, e.g. add_concept({word!r}, sense={senses[0][0]!r})",
+        super().__init__(problem + f"Pick one with sense=, e.g. add_concept({word!r}, sense={example!r})",
                          cli_message=problem + f"Pick one with --sense (in a --concept-file: 'sense:'), "
-                         f"e.g. --sense {senses[0][0]}")
+                         f"e.g. --sense {example}")
 
 
 def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any | None:
@@ -57,7 +59,10 @@ def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any |
     in_graph = [s for s in synsets if wnid_of(s) in known]
     if len(in_graph) == 1:
         return in_graph[0]
-    raise AmbiguousConceptError(word, [(s.name(), wnid_of(s), s.definition()) for s in synsets])
+    key = label_key(choice)
+    likely = WordSenses(key, label_key(wn.morphy(key, "n") or key), synsets, {}, (), (), frozenset).to_add()
+    raise AmbiguousConceptError(word, [(s.name(), wnid_of(s), s.definition()) for s in synsets],
+                                example=likely.name() if likely is not None else None)
 
 
 class NodeExtension:

@@ -108,7 +108,9 @@ def parse_image_request(content_type: str | None, body: bytes) -> tuple[bytes, d
         return _from_json(body)
     if kind == b"multipart/form-data":
         return _from_form(content_type or "", options, body)
-    raise RequestError(f"unsupported content type {content_type!r}: send application/json ({JSON_SHAPE}) or "
+    given = f"unsupported content type {content_type!r}" if content_type else \
+        ("a request without a body" if not body else "a body with no content type (Content-Type header)")
+    raise RequestError(f"{given}: send application/json ({JSON_SHAPE}) or "
                        "multipart/form-data (an image file and form fields)", 415)
 
 

@@ -151,26 +151,34 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
-def config_from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "config") -> Any:
+def config_from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "config", section: str = "") -> Any:
     """Build a config dataclass from a nested dict, checking keys and types.
+
+    Args:
+        data: The nested dict (a YAML file's content with the overrides applied).
+        cls: The config dataclass to build.
+        where: What the dict came from, for messages (a file path, or ``"config"``).
+        section: The dotted section ``data`` is (``"train"``), for messages; empty at the top.
 
     Raises:
         ConfigError: For unknown keys (the valid ones are listed) or wrongly typed values.
     """
+    at = f"{where}, section {section}" if section else where
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{at}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(names)}")
+        raise ConfigError(f"{at}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(names)}")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
+        dotted = f"{section}.{key}" if section else key
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = config_from_dict(value or {}, hint, f"{where}.{key}")
+            kwargs[key] = config_from_dict(value or {}, hint, where, dotted)
         else:
-            kwargs[key] = _check_type(value, hint, f"{where}.{key}")
+            kwargs[key] = _check_type(value, hint, f"{where}: {dotted}")
     return cls(**kwargs)
 
 

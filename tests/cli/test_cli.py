@@ -86,7 +86,9 @@ def test_predict_command_json_and_table(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()  # a folder without images is one failed record; the others are classified
     out = _kgzsl("predict", str(tiny_run), str(tmp_path / "empty"), cat, "--labels", "tabby,tench", "--json")
     records = json.loads(out.stdout)
-    assert out.returncode == 1 and "it is a directory" in records[0]["error"] and records[1]["predictions"]
+    assert out.returncode == 1 and "a folder without image files" in records[0]["error"] and records[1]["predictions"]
+    out = _kgzsl("predict", str(tiny_run), str(tmp_path / "empty"), "--labels", "tabby,tench", "--json")
+    assert out.returncode == 1 and [r["image"] for r in json.loads(out.stdout)] == [str(tmp_path / "empty")]
 
 
 def test_predict_fits_a_label_list_to_the_calibration_images_unless_told_not_to(tiny_run, tmp_path, capsys):

@@ -100,8 +100,10 @@ def test_custom_concept_and_concept_file(clf, tmp_path):
 
 
 def test_ambiguous_and_unknown_words_raise(clf):
-    with pytest.raises(AmbiguousConceptError, match=r"crane\.n\.04.*sense="):
+    with pytest.raises(AmbiguousConceptError, match=r"crane\.n\.04.*sense=") as caught:
         clf.add_concept("crane")
+    # the example sense is one a photo shows (the machine), not WordNet's first sense (the writer Hart Crane)
+    assert str(caught.value).endswith("e.g. add_concept('crane', sense='crane.n.04')")
     assert clf.add_concept("crane", sense="crane.n.04").synset == "crane.n.04"
     with pytest.raises(ConceptError, match="parents="):
         clf.add_concept("blorptastic gizmo")

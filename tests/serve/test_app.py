@@ -186,6 +186,7 @@ def test_pixel_and_size_limits_are_configurable(clf):
     ({"json": {"inputs": "aGk=", "parameters": [1]}}, 400, ["parameters"]),
     ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, ["application/json"]),
     ({"content": b"hello"}, 415, ["content type"]),
+    ({}, 415, ["a request without a body", "application/json"]),
     ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 400, ["boundary"]),
     ({"content": b"--b\r\nnonsense", "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400, []),
     ({"data": {"candidate_labels": "tabby"}, "files": {"other": b"x"}}, 400, ["\"image\""]),

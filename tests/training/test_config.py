@@ -61,3 +61,10 @@ def test_bad_yaml_files(tmp_path):
 
 def test_defaults():
     assert RunConfig().model.name == "dgp" and RunConfig().features.encoder == "minilm"
+
+
+def test_a_config_error_names_the_file_and_the_section_apart():
+    with pytest.raises(ConfigError, match=r"dgp\.yaml, section train: unknown key\(s\) lrr; valid keys: epochs"):
+        load_config("dgp", ["train.lrr=1"])
+    with pytest.raises(ConfigError, match=r"dgp\.yaml: train\.epochs: expected int"):
+        load_config("dgp", ["train.epochs=1.5"])
