@@ -292,13 +292,31 @@ class LabelResolver:
         if key in self.by_lemma:
             nodes = self.by_lemma[key]
             return self._result(text, nodes[0], tuple(self.names[i] for i in nodes[1:]))
-        close = difflib.get_close_matches(key, list(self.by_lemma), n=5, cutoff=0.75)
+        close = close_words(key, list(self.by_lemma))
         hint = f"; did you mean {', '.join(c.replace('_', ' ') for c in close)}?" if close else \
             "; check the spelling, or give a synset name ('dog.n.01') or a wnid ('n02084071') of a graph node"
         prompt = _PROMPT.match(key)
         if prompt:
             hint = f"; a label names the class alone, not a prompt: try {prompt.group(1).replace('_', ' ')!r}"
         raise LabelError(f"unknown label {text!r}: not a WordNet noun nor a lemma of this graph's nodes{hint}")
+
+
+def close_words(word: str, words: list[str], limit: int = 5) -> list[str]:
+    """The ``words`` a misspelt ``word`` most likely meant, closest first (at most ``limit``).
+
+    A typo is a few edits: a letter left out, added, changed, or two neighbours swapped ("cta" →
+    "cat", "elephnat" → "elephant"). So the words within 1 such edit (words up to 4 letters), 2 (up
+    to 8) or 3 come first: fewest edits first, then the closest in length (a letter changed or
+    swapped before one left out: "dgo" → "dog" before "do"), then the most alike in letters kept in
+    order (``fuzz.ratio``); where none is that close, ``difflib``'s similar-looking words.
+    """
+    from rapidfuzz import fuzz, process
+    from rapidfuzz.distance import OSA  # optimal string alignment: edits, and a swap counts as one
+
+    allowed = 1 if len(word) <= 4 else 2 if len(word) <= 8 else 3
+    found = process.extract(word, words, scorer=OSA.distance, score_cutoff=allowed, limit=None)
+    found.sort(key=lambda m: (m[1], abs(len(m[0]) - len(word)), -fuzz.ratio(word, m[0]), m[0]))
+    return [m[0] for m in found[:limit]] or difflib.get_close_matches(word, words, n=limit, cutoff=0.75)
 
 
 def _wordnet_form(wn: Any, key: str) -> tuple[str, list[Any]]:

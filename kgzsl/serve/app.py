@@ -67,7 +67,7 @@ class ZeroShotService:
     def __init__(self, clf: Any, limits: ServeLimits) -> None:
         self.clf = clf
         self.limits = limits
-        self._labels = (len(clf.wnids), LabelIndex(clf.wnids, clf.names, clf.lemmas))
+        self._labels = (len(clf.wnids), self._index(len(clf.wnids)))
         self._labels_lock = threading.Lock()
 
     @property
@@ -79,9 +79,14 @@ class ZeroShotService:
             # nodes are only ever appended, and extend() appends the lemmas last: the first `nodes` are whole
             nodes = len(self.clf.lemmas)
             if nodes != count:
-                index = LabelIndex(self.clf.wnids[:nodes], self.clf.names[:nodes], self.clf.lemmas[:nodes])
+                index = self._index(nodes)
                 self._labels = (nodes, index)
             return index
+
+    def _index(self, nodes: int) -> LabelIndex:
+        """The suggestion index over the first ``nodes`` nodes, the backbone's own classes suggested first."""
+        seen = [int(i) for i in self.clf.seen_nodes() if 0 <= i < nodes]
+        return LabelIndex(self.clf.wnids[:nodes], self.clf.names[:nodes], self.clf.lemmas[:nodes], preferred=seen)
 
     def health(self) -> dict[str, Any]:
         """The run this server answers for."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from typing import Sequence
+from typing import Collection, Sequence
 
 __all__ = ["LabelIndex"]
 
@@ -32,11 +32,16 @@ class LabelIndex:
         wnids: Node ids in row order.
         names: Synset names in row order.
         lemmas: Lemma names per node (``golden_retriever``).
+        preferred: Nodes suggested before the others after the exact matches: the backbone's own
+            classes, which ``predict`` scores with their real rows (``"golden"`` → golden retriever
+            before goldeneye and goldenrod).
     """
 
-    def __init__(self, wnids: Sequence[str], names: Sequence[str], lemmas: Sequence[Sequence[str]]) -> None:
+    def __init__(self, wnids: Sequence[str], names: Sequence[str], lemmas: Sequence[Sequence[str]],
+                 preferred: Collection[int] = ()) -> None:
         self._wnids = list(wnids)
         self._names = list(names)
+        self._preferred = frozenset(preferred)
         keys: set[tuple[str, int, str]] = set()  # (search key, node, lemma shown)
         for i, node_lemmas in enumerate(lemmas):
             for lemma in node_lemmas:
@@ -53,8 +58,9 @@ class LabelIndex:
     def suggest(self, query: str, limit: int = 10) -> list[dict[str, str]]:
         """Nodes whose lemma, synset name or wnid starts with ``query`` (case and ``_`` ignored).
 
-        Exact matches come first (nodes named after the word before the others), then shorter
-        names among the first matches in alphabetical order; one suggestion per node.
+        Exact matches come first (nodes named after the word before the others), then the
+        ``preferred`` nodes, then shorter names among the first matches in alphabetical order; one
+        suggestion per node.
 
         Args:
             query: What has been typed so far.
@@ -74,7 +80,8 @@ class LabelIndex:
                 break
             # exact matches first; among them the nodes named after the word (coffee.n.01 before chocolate.n.03)
             named = _words(_lemma_of(self._names[node])) == key
-            matches.append((key != prefix, not named, len(key), key, self._names[node], node, lemma))
+            matches.append((key != prefix, not named, node not in self._preferred, len(key), key,
+                            self._names[node], node, lemma))
             if len(matches) >= 50 * limit:  # enough to rank: a one-letter prefix matches thousands
                 break
         out, seen = [], set()

@@ -18,6 +18,21 @@ def test_lemma_matching_without_wordnet():
         r.resolve("animl")
 
 
+def test_a_typo_suggests_the_words_a_few_edits_away_short_words_too():
+    from kgzsl.inference.labels import close_words
+
+    words = ["cat", "cattle", "dog", "dingo", "tea", "tench", "elephant", "element", "do"]
+    # a swapped pair is one edit ("cta"), which difflib's similarity alone missed for short words
+    assert close_words("cta", words) == ["cat"]
+    assert close_words("dgo", words) == ["dog", "do"]  # a swap before a letter left out; not "dingo"
+    assert close_words("teh", words) == ["tea"]
+    assert close_words("elephnat", words)[0] == "elephant"
+    assert close_words("xqzv", words) == []
+    r = LabelResolver(["n1", "n2"], ["cat.n.01", "dog.n.01"], [["cat"], ["dog"]], wordnet=None)
+    with pytest.raises(LabelError, match=r"unknown label 'cta'.*did you mean cat\?"):
+        r.resolve("cta")
+
+
 def test_list_errors():
     r = _toy_resolver()
     with pytest.raises(LabelError, match="empty"):

@@ -37,3 +37,14 @@ def test_limits_and_misses():
     assert len(index.suggest("c", limit=2)) == 2
     assert len({h["wnid"] for h in index.suggest("c", limit=10)}) == len(index.suggest("c", limit=10))  # one per node
     assert index.suggest("zzz") == [] and index.suggest("  ") == [] and index.suggest("cat", limit=0) == []
+
+
+def test_the_backbone_s_own_classes_come_right_after_the_exact_matches():
+    wnids, names = WNIDS + ["n6", "n7"], NAMES + ["goldeneye.n.02", "goldenrod.n.01"]
+    lemmas = LEMMAS + [["goldeneye"], ["goldenrod"]]
+    plain = LabelIndex(wnids, names, lemmas).suggest("golden")
+    assert [h["label"] for h in plain] == ["goldeneye", "goldenrod", "golden retriever"]  # shorter names first
+    # golden retriever is one of the backbone's classes (node 3): what a user typing "golden" most likely wants
+    preferred = LabelIndex(wnids, names, lemmas, preferred=[3]).suggest("golden")
+    assert [h["label"] for h in preferred] == ["golden retriever", "goldeneye", "goldenrod"]
+    assert LabelIndex(wnids, names, lemmas, preferred=[3]).suggest("cat")[0]["synset"] == "cat.n.01"  # exact first
