@@ -34,7 +34,7 @@ __all__ = ["store_concepts", "restore_concepts", "STORE_FORMAT"]
 logger = logging.getLogger(__name__)
 
 STORE_FORMAT = "1"
-_LIST_FILE, _ROWS_FILE = "concepts.yaml", "concepts.safetensors"
+_LIST_FILE, _ROWS_FILE, _LOCK_FILE = "concepts.yaml", "concepts.safetensors", ".concepts.lock"
 _SOURCES = {"model": "model.safetensors", "node_features": "node_features.safetensors", "list": _LIST_FILE}
 
 
@@ -52,12 +52,46 @@ def _digest(path: Path) -> str:
 def store_concepts(clf: Any) -> Path:
     """Write the classifier's added concepts into its run folder (``concepts.yaml`` + ``concepts.safetensors``).
 
+    Several processes may add concepts to one run (a server, and ``kgzsl predict`` with a new word):
+    the writes take turns under a lock file, and concepts that ``concepts.yaml`` lists but this
+    classifier lacks (another process stored them since it loaded the run) are added to it first, so
+    that every writer keeps what the others stored.
+
     Returns:
         The path of ``concepts.safetensors``.
 
     Raises:
         kgzsl.inference.concepts.ConceptError: If the classifier was not loaded from a run folder.
     """
+    from filelock import FileLock
+
+    run = Path(clf.run_dir) if clf.run_dir is not None else None
+    if run is None:
+        return _store(clf)  # concept_graph raises the error that says why
+    with FileLock(str(run / _LOCK_FILE)):
+        on_disk = _listed(run / _LIST_FILE)
+        mine = clf.concepts.added if clf.concepts is not None else []
+        theirs = [entry for entry in on_disk if entry not in mine]
+        if theirs:
+            logger.info("%d concept(s) stored in %s by another process since it was loaded: added here too",
+                        len(theirs), run)
+            clf.add_concepts(theirs)
+        return _store(clf)
+
+
+def _listed(path: Path) -> list[Any]:
+    """The entries of a stored ``concepts.yaml`` (none when it is missing or unreadable: it is rewritten)."""
+    import yaml
+
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        logger.warning("%s cannot be read (%s); it is rewritten with this process's concepts", path, exc)
+        return []
+    return entries if isinstance(entries, list) else []
+
+
+def _store(clf: Any) -> Path:
     state = concept_graph(clf)
     run = Path(clf.run_dir)
     graph = state.graph

@@ -90,6 +90,22 @@ def test_stale_stored_rows_are_propagated_again(run, caplog):
                                                     backbone=clf.backbone)) == 0
 
 
+def test_two_classifiers_storing_concepts_in_one_run_keep_each_other_s(run, caplog):
+    # two processes (a server, a `kgzsl predict` with a new word) loaded the run before either stored
+    caplog.set_level("INFO", logger="kgzsl")
+    first = ZeroShotClassifier.load(run, device="cpu")
+    second = ZeroShotClassifier.load(run, device="cpu", backbone=first.backbone)
+    first.add_concepts([{"name": "fluffcat", "parents": "tabby"}])
+    store_concepts(first)
+    second.add_concepts([{"name": "spotcat", "parents": "tabby"}])
+    store_concepts(second)  # finds fluffcat on disk and adds it before writing, instead of dropping it
+    assert second.added_wnids == ["x:spotcat", "x:fluffcat"] and "by another process" in caplog.text
+    caplog.clear()
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=first.backbone)
+    assert again.added_wnids == ["x:spotcat", "x:fluffcat"] and torch.equal(again.rows, second.rows)
+    assert "re-propagating" not in caplog.text  # the stored rows match the stored list
+
+
 def _without_concepts(run):
     bare = run.parent / "bare"
     shutil.copytree(run, bare, ignore=shutil.ignore_patterns("concepts.*"))
