@@ -106,9 +106,9 @@ def _image_paths(given: list[str]) -> tuple[list[str], dict[str, str]]:
     for item in given:
         inside = list_images(item) if Path(item).is_dir() else []
         if Path(item).is_dir() and not inside:
-            empty[item] = (f"cannot load image {item}: it is a folder without image files (looked for "
-                           f"{', '.join(sorted(IMAGE_EXTENSIONS))} in any case, in sub-folders too); pass image files, or a "
-                           "folder holding some")
+            kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+            empty[item] = (f"cannot load image {item}: it is a folder without image files (looked for {kinds} "
+                           "in any case, in sub-folders too); pass image files, or a folder holding some")
         paths += [str(p) for p in inside] or [item]
     return paths, empty
 
@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_extraction_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("benchmark", help="run a benchmark (fmnist, imagenet-heldout, photos, speed, serve) and print its table")
+    p = sub.add_parser("benchmark", help="run a benchmark (fmnist, imagenet-heldout, photos, speed, serve) "
+                       "and print its table")
     p.add_argument("name", choices=["fmnist", "imagenet-heldout", "speed", "serve", "photos"],
                    help="fmnist: zero-shot on Fashion-MNIST (Debian dataset-fashion-mnist); imagenet-heldout: "
                    "predict hidden ImageNet-1k rows (random 200 x 3 seeds, and whole WordNet subtrees); speed: "

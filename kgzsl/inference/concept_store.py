@@ -75,7 +75,11 @@ def store_concepts(clf: Any) -> Path:
         if theirs:
             logger.info("%d concept(s) stored in %s by another process since it was loaded: added here too",
                         len(theirs), run)
-            clf.add_concepts(theirs)
+            try:
+                clf.add_concepts(theirs)
+            except InputError as exc:  # never expected from a list a run stored; this process's concepts still go in
+                logger.warning("the concepts another process stored in %s could not be added here (%s); "
+                               "they are left out of the stored list", run, exc)
         return _store(clf)
 
 
