@@ -59,8 +59,9 @@ def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any |
     in_graph = [s for s in synsets if wnid_of(s) in known]
     if len(in_graph) == 1:
         return in_graph[0]
-    key = label_key(choice)
-    likely = WordSenses(key, label_key(wn.morphy(key, "n") or key), synsets, {}, (), (), frozenset).to_add()
+    key = label_key(choice)  # the example is the sense a photo label would get, were none of them a node
+    likely = WordSenses(key, label_key(wn.morphy(key, "n") or key), synsets, index={}, seen=(), requested=(),
+                        grounded=lambda: ()).to_add()
     raise AmbiguousConceptError(word, [(s.name(), wnid_of(s), s.definition()) for s in synsets],
                                 example=likely.name() if likely is not None else None)
 
