@@ -83,6 +83,8 @@ def read_graph_folder(path: Path) -> dict[str, Any]:
         weights = [float(w) for *_, w in edge_rows]
         anc = [(index[a], index[b], int(d)) for a, b, d in _read_tsv(path / "ancestors.tsv", 3)]
         t = torch.tensor(anc, dtype=torch.long) if anc else torch.zeros(0, 3, dtype=torch.long)
+    except GraphFormatError:  # a malformed line: its message already says what to do
+        raise
     except (KeyError, ValueError, OverflowError, RuntimeError) as exc:
         raise GraphFormatError(f"{path}: an edge names an unknown node or relation, or has a malformed "
                                f"weight or distance ({exc}); rebuild it") from None

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -22,6 +23,8 @@ from kgzsl.inference.labels import ResolvedLabel
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch
 
 __all__ = ["classify_images", "top_candidates"]
+
+logger = logging.getLogger(__name__)
 
 
 def top_candidates(head: Any, resolved: Sequence[ResolvedLabel], features: torch.Tensor,
@@ -47,6 +50,21 @@ def top_candidates(head: Any, resolved: Sequence[ResolvedLabel], features: torch
         scores, top, best = head.topk(features, k)
         nodes = [[resolved[c].index for c in top[row].tolist()] for row in range(top.size(0))]
     return scores, top, best, nodes
+
+
+def warn_untransformed(batch: torch.Tensor, transform: Any) -> None:
+    """Log a warning when a ``[B, 3, H, W]`` batch, taken as already transformed, does not have the
+    size the backbone's ``transform`` crops to (it is probably raw pixels: they are not resized or
+    normalised, and the scores are off without an error)."""
+    crop = getattr(transform, "crop_size", None)
+    if not crop:
+        return
+    side = (int(crop[0]), int(crop[-1]))
+    if tuple(batch.shape[-2:]) != side:
+        logger.warning("a %s tensor is taken as a batch already transformed, but the backbone's transform "
+                       "gives %dx%d crops: pass raw images as a list of [3, H, W] tensors (or apply "
+                       "clf.backbone.transform) to have them resized and normalised",
+                       "x".join(str(n) for n in batch.shape), *side)
 
 
 def _chunks(images: Any, batch_size: int) -> tuple[list[Any], Iterator[tuple[list[int] | None, Any, int]]]:
@@ -78,6 +96,8 @@ def classify_images(backbone: Any, head: Any, resolved: Sequence[ResolvedLabel],
         abstain: A calibrated max-logit threshold: each record then also gets ``"abstained"``,
             ``"max_logit"`` and ``"threshold"``.
     """
+    if is_tensor_batch(images):
+        warn_untransformed(images, backbone.transform)
     sources, chunks = _chunks(images, batch_size)
     records: list[dict[str, Any]] = [{"image": describe_image(s)} for s in sources]
     for idx, chunk, offset in chunks:

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,7 +29,7 @@ from kgzsl.inference.adaptation import ClassAdapter
 from kgzsl.inference.batches import classify_images
 from kgzsl.inference.candidates import CandidateScoring
 from kgzsl.inference.head import HeadCache
-from kgzsl.inference.labels import LabelResolver, NotInGraphError, ResolvedLabel
+from kgzsl.inference.labels import LabelError, LabelResolver, NotInGraphError, ResolvedLabel
 from kgzsl.inference.run_folder import RunFormatError, RunNotFoundError, read_run, requested_wnids, run_backbone
 from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_image
@@ -424,15 +425,16 @@ class ZeroShotClassifier:
         calibration = self._abstain if abstain else None
         if abstain and calibration is None:
             raise missing_calibration(self.run_dir)
-        if top_k is not None and top_k < 1:
-            raise InputError(f"top_k must be >= 1 (or None for every candidate), got {top_k}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
+            raise InputError(f"top_k must be an integer >= 1 (or None for every candidate), got {top_k!r}")
         k = len(resolved) if top_k is None else min(top_k, len(resolved))
         return classify_images(self.backbone, linear, resolved, images, k=k, wnids=self.wnids, names=self.names,
                                batch_size=batch_size, max_pixels=self.max_pixels, abstain=calibration)
 
-    def predict(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
+    def predict(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor | None = None,
                 candidate_labels: Sequence[str] | str | None = None, top_k: int | None = 5,
-                batch_size: int = 32, abstain: bool = False,
+                batch_size: int = 32, abstain: bool = False, *, image: ImageSource | None = None,
+                hypothesis_template: str | None = None,
                 ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | dict[str, Any]:
         """Zero-shot classify images, like Hugging Face's ``zero-shot-image-classification`` pipeline.
 
@@ -453,6 +455,10 @@ class ZeroShotClassifier:
                 then takes :meth:`predict_detailed`'s form: per image a record
                 ``{"image", "predictions", "abstained", "max_logit", "threshold"}`` (or
                 ``{"image", "error"}``), one record for one image, a list for several.
+            image: Hugging Face's older name for ``images``; give one or the other.
+            hypothesis_template: Accepted for code written for the Hugging Face pipeline, and
+                ignored with a warning: kgzsl scores labels through WordNet and the backbone's
+                rows, not through text prompts.
 
         Returns:
             For one image, a list of ``{"label", "wnid", "synset", "score"}`` sorted by score
@@ -465,6 +471,15 @@ class ZeroShotClassifier:
             kgzsl.vision.images.ImageLoadError: If a single image given alone cannot be loaded.
             ValueError: If ``abstain=True`` and the classifier has no calibration.
         """
+        if image is not None:
+            if images is not None:
+                raise InputError("give the images as `images` or as `image`, not both")
+            images = image
+        if images is None:
+            raise InputError("no images given: pass a path, a PIL image, a numpy array, a tensor or a list of them")
+        if hypothesis_template is not None:
+            logger.warning("hypothesis_template=%r is ignored: kgzsl scores labels through WordNet and the "
+                           "backbone's rows, not through text prompts", hypothesis_template)
         if isinstance(images, (list, tuple)) or is_tensor_batch(images):
             records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain)
             for r in records:
@@ -507,4 +522,13 @@ def _key(candidate_labels: Sequence[str] | str | None) -> tuple[str, ...] | None
     """Cache key of a candidate label list."""
     if candidate_labels is None:
         return None
-    return (candidate_labels,) if isinstance(candidate_labels, str) else tuple(candidate_labels)
+    try:
+        key = (candidate_labels,) if isinstance(candidate_labels, str) else tuple(candidate_labels)
+    except TypeError:  # not iterable
+        raise LabelError(f"candidate_labels must be a list of strings or one comma-separated string, got "
+                         f"{type(candidate_labels).__name__}; pass e.g. candidate_labels=['cat', 'dog']") from None
+    odd = [label for label in key if not isinstance(label, str)]
+    if odd:
+        raise LabelError(f"candidate labels must be strings (words, synset names or wnids), got {odd[0]!r} "
+                         f"({type(odd[0]).__name__}); pass e.g. candidate_labels=['cat', 'dog']")
+    return key

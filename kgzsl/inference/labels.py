@@ -128,7 +128,7 @@ class LabelResolver:
         """
         text = str(label).strip()
         if not text:
-            raise LabelError("empty label: give a word ('cat'), a synset name ('cat.n.01') or a wnid ('n02121808')")
+            raise LabelError("empty label: give a word ('cat'), a synset name ('cat.n.01') or a wnid ('n02121620')")
         if text in self.index:  # any node id, WordNet or custom
             return self._result(text, self.index[text])
         if text in self.by_name:
@@ -177,8 +177,8 @@ class LabelResolver:
             seen[res.index] = label
             out.append(res)
         if errors:
-            raise NotInGraphError("; ".join(errors), missing) if len(missing) == len(errors) else \
-                LabelError("; ".join(errors))
+            told = "; ".join(dict.fromkeys(errors))  # " , " has two empty labels: one message
+            raise NotInGraphError(told, missing) if len(missing) == len(errors) else LabelError(told)
         return out
 
     def _wn(self) -> Any:

@@ -73,9 +73,12 @@ def read_run(run_dir: Path) -> RunContents:
         RunFormatError: If its files are corrupt or disagree (row count vs nodes.tsv, backbone).
         kgzsl.utils.io.TensorFileError: If rows.safetensors is not a safetensors file (never unpickled).
     """
+    if not run_dir.exists():
+        raise RunNotFoundError(f"run folder {run_dir} not found; check the path, or train a run with "
+                               "`kgzsl train --config dgp --out RUN`")
     if not (run_dir / "run.json").is_file():
         raise RunNotFoundError(f"{run_dir} is not a finished kgzsl run (no run.json); train one with "
-                               "`kgzsl train --config configs/dgp.yaml`")
+                               "`kgzsl train --config dgp --out RUN`")
     for name in ("rows.safetensors", "nodes.tsv"):
         if not (run_dir / name).is_file():
             raise RunNotFoundError(f"run {run_dir} is incomplete: {name} is missing; {_RETRAIN}")
@@ -192,5 +195,6 @@ def _check_rows(run_dir: Path, summary: dict[str, Any], tensors: dict[str, torch
         raise RunFormatError(f"{where} was written for backbone {meta['backbone']!r} but {run_dir / 'run.json'} "
                              f"names {summary['backbone']!r}; {_RETRAIN}")
     if not torch.isfinite(rows).all():
-        raise RunFormatError(f"{where} holds NaN or infinite rows (training diverged); retrain with a lower train.lr")
+        raise RunFormatError(f"{where} holds NaN or infinite rows: the file is damaged, or the training diverged; "
+                             f"{_RETRAIN} (with a lower train.lr if it diverged)")
     return rows

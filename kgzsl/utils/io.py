@@ -219,4 +219,4 @@ def _unreadable(path: Path, exc: Exception) -> str:
     kind = " (it looks like a pickle / torch.save file, which kgzsl never unpickles)" \
         if head[:1] == b"\x80" or head == b"PK" else ""
     return (f"{path} is not a readable safetensors file{kind}: {exc}; it is truncated, corrupt or of another "
-            "format: delete it and re-create it with kgzsl")
+            "format: replace it with a good copy, or re-create it with the kgzsl command that wrote it")

@@ -176,6 +176,9 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
         if not source:
             raise ImageLoadError(name, "no data (0 bytes)", "send the image file's content")
         return _decode(io.BytesIO(source), name, max_pixels, max_aspect_ratio)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ImageLoadError(describe_image(source), f"unsupported input type {type(source).__name__}",
+                             "pass a path, image bytes, a PIL image, a numpy array or a tensor")
     path = Path(source)
     name = str(path)
     if not path.exists():

@@ -43,3 +43,14 @@ def test_a_folder_round_trips_every_field_and_a_partial_one_is_refused(tmp_path,
     (tmp_path / "g" / "manifest.json").unlink()  # what a save cut short leaves
     with pytest.raises(GraphFormatError, match="no manifest.json"):
         read_graph_folder(tmp_path / "g")
+
+
+def test_a_short_edge_line_is_named_once_with_its_fix(tmp_path, toy):
+    from kgzsl.graph.graph_folder import read_graph_folder, write_graph_folder
+
+    write_graph_folder(toy, tmp_path / "g")
+    edges = tmp_path / "g" / "edges.tsv"
+    edges.write_text(edges.read_text().splitlines()[0] + "\nn1\tn2\n")  # truncated mid-line
+    with pytest.raises(GraphFormatError) as err:
+        read_graph_folder(tmp_path / "g")
+    assert "edges.tsv:2: expected" in str(err.value) and not str(err.value).endswith("rebuild it")

@@ -3,12 +3,16 @@ abstaining as a field, nodes appended with ``extend`` (fast: no real model)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from kgzsl.errors import InputError
 from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.inference.labels import LabelError
 from kgzsl.vision.images import ImageLoadError
 
 COLOURS = ["c:red", "c:green", "c:blue"]  # node ids: no WordNet look-up
@@ -129,3 +133,45 @@ def test_extend_appends_nodes_and_refreshes_the_heads():
     with pytest.raises(ValueError, match="2 rows for 1 ids"):
         clf.extend(torch.zeros(2, 4), ["c:x"], ["x.n.01"], [["x"]])
     assert len(clf.wnids) == 4
+
+
+def test_bad_arguments_get_errors_that_say_what_to_pass():
+    clf, red = _classifier(), _solid((200, 30, 10))
+    for bad in (1.5, True, 0):
+        with pytest.raises(InputError, match=r"top_k must be an integer >= 1 \(or None"):
+            clf.predict(red, COLOURS, top_k=bad)
+    assert len(clf.predict(red, COLOURS, top_k=np.int64(2))) == 2  # numpy integers are integers
+    with pytest.raises(LabelError, match=r"labels must be strings .* got 1 \(int\)"):
+        clf.predict(red, [1, 2])
+    with pytest.raises(LabelError, match="must be a list of strings or one comma-separated string, got int"):
+        clf.predict(red, 5)
+    records = clf.predict_detailed([None, red], COLOURS)  # in a list: an error record, the batch goes on
+    assert records[0]["error"].startswith("cannot load image NoneType: unsupported input type NoneType; pass a path")
+    assert records[1]["predictions"][0]["label"] == "c:red"
+    with pytest.raises(InputError, match="no images given"):
+        clf.predict(candidate_labels=COLOURS)
+    with pytest.raises(ImageLoadError, match="unsupported input type object"):
+        clf.predict(object(), COLOURS)
+
+
+def test_hugging_face_keywords_are_understood(caplog):
+    clf, red = _classifier(), _solid((200, 30, 10))
+    expected = clf.predict(red, COLOURS)
+    assert clf(image=red, candidate_labels=COLOURS) == expected  # the pipeline's older argument name
+    with caplog.at_level(logging.WARNING, logger="kgzsl.inference.classifier"):
+        assert clf(red, candidate_labels=COLOURS, hypothesis_template="a photo of {}.") == expected
+    assert "hypothesis_template='a photo of {}.' is ignored" in caplog.text
+    with pytest.raises(InputError, match="not both"):
+        clf(red, image=red, candidate_labels=COLOURS)
+
+
+def test_a_tensor_batch_not_of_the_transforms_size_gets_a_warning(caplog):
+    clf = _classifier()
+    clf.backbone.transform.crop_size = [4]  # the size the colour backbone's transform gives
+    good = torch.stack([ColourBackbone.transform(Image.fromarray(_solid((200, 30, 10))))])
+    with caplog.at_level(logging.WARNING, logger="kgzsl.inference.batches"):
+        clf.predict(good, COLOURS)
+        assert caplog.text == ""
+        clf.predict(torch.rand(2, 3, 30, 45), COLOURS)
+    assert "a 2x3x30x45 tensor is taken as a batch already transformed, but the backbone's transform gives 4x4" \
+        in caplog.text

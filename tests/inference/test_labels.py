@@ -39,6 +39,9 @@ def test_list_errors():
         r.resolve_all([])
     with pytest.raises(LabelError, match="empty label"):
         r.resolve_all(["animal", " "])
+    with pytest.raises(LabelError) as err:  # two empty labels: the message once, with cat.n.01's own wnid
+        r.resolve_all(" , ")
+    assert str(err.value).count("empty label") == 1 and "('cat.n.01') or a wnid ('n02121620')" in str(err.value)
     with pytest.raises(LabelError, match="'animal' and 'beast' both resolve to animal.n.01"):
         r.resolve_all(["animal", "beast"])
     assert [x.index for x in r.resolve_all("entity, frank")] == [0, 2]

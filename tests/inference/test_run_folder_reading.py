@@ -32,8 +32,11 @@ def test_a_run_that_does_not_say_its_backbone_cannot_load_one(tmp_path):
 
 
 def test_missing_and_disagreeing_files_are_named(tmp_path):
-    with pytest.raises(RunNotFoundError, match="no run.json"):
+    with pytest.raises(RunNotFoundError, match="run folder .*nothing not found; check the path"):
         read_run(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunNotFoundError, match=r"no run.json\); train one with `kgzsl train --config dgp"):
+        read_run(tmp_path / "empty")
     folder = fake_run(tmp_path / "run")
     (folder / "run.json").write_text(json.dumps({"backbone": "fakenet", "num_nodes": 4}))
     with pytest.raises(RunFormatError, match="records 4 nodes but .*nodes.tsv lists 3"):

@@ -216,7 +216,7 @@ def test_run_whose_node_count_does_not_match(tmp_path):
     ("remove_nodes", RunNotFoundError, "incomplete: nodes.tsv is missing"),
     ("bad_json", RunFormatError, "run.json is not valid JSON"),
     ("short_node_line", RunFormatError, r"nodes.tsv:3: expected wnid, name, lemmas and gloss"),
-    ("nan_rows", RunFormatError, "NaN or infinite rows .* lower train.lr"),
+    ("nan_rows", RunFormatError, "NaN or infinite rows: the file is damaged, or the training diverged.* lower train.lr"),
     ("no_rows_tensor", RunFormatError, "holds no .* 'rows' tensor"),
     ("backbone_disagrees", RunFormatError, "written for backbone 'resnet50' but"),
 ])
@@ -271,7 +271,7 @@ def test_backbone_weights_of_another_architecture(tmp_path):
 # ---------------------------------------------------------------- the CLI reports, never crashes
 
 @pytest.mark.parametrize("argv, match", [
-    (["predict", "{tmp}/no-run", "x.jpg"], "is not a finished kgzsl run"),
+    (["predict", "{tmp}/no-run", "x.jpg"], "run folder .*no-run not found; check the path"),
     (["train", "--config", "{tmp}/missing.yaml"], "config file not found"),
     (["train", "train.epochs=lots"], "expected int"),
     (["train", "--config", "{tmp}/bad.yaml"], "not valid YAML"),
