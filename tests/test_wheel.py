@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.wheel]
 
 REPO = Path(__file__).resolve().parents[1]
 #: what the wheel is built from: the package and the top-level files setup.py maps into it
-SOURCES = ["pyproject.toml", "setup.py", "README.md", "kgzsl", "configs", "graph_data/wnids"]
+SOURCES = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "kgzsl", "configs", "graph_data/wnids"]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -87,6 +87,8 @@ def test_the_wheel_carries_the_shipped_files_and_ranges(wheel):
     page = {f"kgzsl/serve/static/{p.name}" for p in (REPO / "kgzsl" / "serve" / "static").iterdir()}
     assert {"kgzsl/serve/static/index.html", "kgzsl/serve/static/app.js"} <= page <= names  # kgzsl serve's page
     assert not any(n.startswith(("tests/", "configs/", "graph_data/")) for n in names)
+    assert any(n.startswith(f"kgzsl-{__version__}.dist-info/") and n.endswith("/LICENSE") for n in names), \
+        sorted(n for n in names if ".dist-info/" in n)  # the MIT licence the metadata declares
     requires = [line.split(":", 1)[1].split(";")[0].strip() for line in metadata.splitlines()
                 if line.startswith("Requires-Dist:")]
     assert not any(r.startswith("timm") for r in requires)

@@ -73,7 +73,7 @@ def _build_taxonomy_graph(args: argparse.Namespace, target: Path, start: float) 
 
 def add_graph_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``build-graph`` on the subcommand parsers ``sub``."""
-    p = sub.add_parser("build-graph", help="build a class graph (WordNet and/or ConceptNet) from wnid lists")
+    p = sub.add_parser("build-graph", help="build a class graph (WordNet and/or ConceptNet) from wnid lists or a taxonomy")
     p.add_argument("--wnids", help="NAME_OR_FILE[,NAME_OR_FILE...]: shipped sets (imagenet1k, "
                    "imagenet21k, 2-hops, 3-hops, all) or text files with one wnid per line (with --taxonomy: "
                    "default imagenet1k, the seen classes training needs)")
