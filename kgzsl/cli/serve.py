@@ -39,6 +39,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    """argparse type of ``--port``: a TCP port (0, "any free port", is refused: the log could not say which)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..65535, got {text}")
+    return value
+
+
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     """The ``serve`` subcommand."""
     p = sub.add_parser("serve", help="serve a run over HTTP: a JSON API (predict, explain, labels) and a page at /",
@@ -46,7 +57,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                        "POST /explain (?format=png for the drawing), GET /labels?q=..., GET /openapi.json.")
     p.add_argument("run", help="run folder written by `kgzsl train`")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=positive_int, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="TCP port, 1..65535 (default 8000)")
     p.add_argument("--device", default="auto")
     p.add_argument("--max-upload-mb", type=_positive_float, default=16.0,
                    help="largest request body in MiB, base64 included (default 16); larger ones get a 413")

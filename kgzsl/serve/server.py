@@ -9,7 +9,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -46,13 +48,42 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
 
     Raises:
         kgzsl.inference.run_folder.RunNotFoundError: If ``run`` is not a finished run.
+        kgzsl.errors.SetupError: If ``host:port`` cannot be listened on (the port is in use...).
     """
     from kgzsl.inference.classifier import ZeroShotClassifier
 
     uvicorn = _uvicorn()
+    _check_port(host, port)  # before the run loads, and before "serving on" is logged
     clf = ZeroShotClassifier.load(run, device=device)
     logger.info("serving %r (%d classes) on http://%s:%d", clf, len(clf.wnids), host, port)
     uvicorn.run(create_app(clf, limits), host=host, port=port, log_level=log_level)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` as uvicorn will (every address of the host, reusing TIME_WAIT ports), then let go.
+
+    Raises:
+        kgzsl.errors.SetupError: If the host is not this machine's or the port cannot be bound (in use, privileged).
+    """
+    def refused(what: str, option: str) -> SetupError:
+        return SetupError(f"{what}; pick another with {option}=", cli_message=f"{what}; pick another with --{option}")
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise refused(f"host {host} is unknown ({exc.strerror})", "host") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise refused(f"host {host} is not an address of this machine", "host") from None
+                problem = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be listened on ({exc.strerror})"
+                raise refused(f"port {port} on {host} {problem}", "port") from None
 
 
 @contextlib.contextmanager

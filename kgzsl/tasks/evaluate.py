@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError, SetupError
+from kgzsl.errors import InputError, KgzslError, SetupError
 from kgzsl.tasks.metrics import DEFAULT_KS, _accuracy_at, _best_gamma, gzsl_thresholds, harmonic_mean, \
     hit_from_ranks, mistake_severity, true_class_ranks
 from kgzsl.utils.distributed import DistContext, all_ranks_agree, gather_objects, shard_indices
-from kgzsl.vision.extract import iter_features
+from kgzsl.vision.extract import default_cache_dir, iter_features
 from kgzsl.vision.folders import image_folder
 
 __all__ = ["evaluate_run", "split_wnids", "format_result"]
@@ -118,6 +118,43 @@ def _none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _some(wnids: list[str], shown: int = 5) -> str:
+    """The first few wnids, then how many more: ``a, b, c, d, e and 5 more``."""
+    more = f" and {len(wnids) - shown} more" if len(wnids) > shown else ""
+    return ", ".join(wnids[:shown]) + more
+
+
+def _graph_nodes(clf: Any, candidates: list[str]) -> tuple[Any, torch.Tensor]:
+    """The run's own graph and each candidate's node in it, for the mistake severity.
+
+    The graph is the copy in the run folder (``nodes.tsv``, ``edges.tsv``, ``ancestors.tsv``), with the
+    concepts added to the run joined to it as the classifier joins them
+    (:func:`~kgzsl.inference.concept_state.concept_graph`); never a graph folder outside the run, so a run
+    copied anywhere evaluates the same.
+
+    Raises:
+        InputError: If the run carries no copy of its graph, or a candidate is not one of its nodes.
+    """
+    from kgzsl.graph import KnowledgeGraph
+
+    run_dir = Path(clf.run_dir)
+    missing = [name for name in ("manifest.json", "edges.tsv") if not (run_dir / name).is_file()]
+    if missing:
+        raise InputError(f"run {run_dir} carries no copy of its graph ({' and '.join(missing)} missing: trained by "
+                         "an older kgzsl); retrain the run to measure how far its mistakes are")
+    if clf.added_wnids:  # concepts added to the run: their nodes and edges come with the classifier's state
+        from kgzsl.inference.concept_state import concept_graph
+
+        graph = concept_graph(clf).graph
+    else:
+        graph = KnowledgeGraph.load(run_dir)
+    unplaced = [w for w in candidates if w not in graph.index]
+    if unplaced:
+        raise InputError(f"class {_some(unplaced)} has a row in run {run_dir} but is neither a node of its graph "
+                         "(nodes.tsv) nor a concept added to it (concepts.yaml); copy the complete run folder again")
+    return graph, torch.tensor([graph.index[w] for w in candidates])
+
+
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str | os.PathLike = "2-hops",
                  generalized: bool = False, gamma: float | None = None, val_dir: str | os.PathLike | None = None,
                  device: str | torch.device = "auto", cache_dir: str | os.PathLike | None = None,
@@ -160,8 +197,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     node = {w: i for i, w in enumerate(clf.wnids)}
     candidates = [w for w in wanted if w in node]
     if len(candidates) < len(wanted) and ctx.is_main:
-        logger.warning("%d of the %d classes of split %s are not nodes of the run's graph and are left out",
-                       len(wanted) - len(candidates), len(wanted), split)
+        logger.warning("%d of the %d classes of split %s are not nodes of the run's graph and are left out: %s",
+                       len(wanted) - len(candidates), len(wanted), split, _some([w for w in wanted if w not in node]))
     seen = set(clf.backbone.wnids)
     if generalized:
         chosen = set(candidates)
@@ -177,6 +214,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
 
     extract = {"batch_size": batch_size, "num_workers": num_workers, "amp": amp}
     progress = progress and ctx.is_main
+    if ctx.is_main:  # once, not once per class: the cache is what makes a second evaluation fast
+        logger.info("image features are cached under %s%s", Path(cache_dir or default_cache_dir()),
+                    "" if cache_dir else " (set KGZSL_CACHE to move the cache)")
     stats = _evaluate_folder(clf, data_dir, candidates, seen_mask, cache_dir, progress, ctx, extract)
     targets = stats["target"]
     result: dict[str, Any] = {
@@ -184,16 +224,12 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         "hit": {str(k): v for k, v in hit_from_ranks(stats["rank"], DEFAULT_KS).items()},
         "mistake_severity": None, "split": str(split), "generalized": bool(generalized)}
 
-    graph_dir = clf.summary.get("graph")
     try:
-        from kgzsl.graph import KnowledgeGraph
-
-        graph = KnowledgeGraph.load(graph_dir)
-        gnode = torch.tensor([graph.index[w] for w in candidates])
+        graph, gnode = _graph_nodes(clf, candidates)
         result["mistake_severity"] = _none_if_nan(mistake_severity(gnode[stats["pred"]], gnode[targets], graph))
-    except Exception as exc:  # the rows alone still give every other metric
+    except (KgzslError, OSError) as exc:  # the rows alone still give every other metric
         if ctx.is_main:
-            logger.warning("mistake severity skipped: cannot use the run's graph %s (%s)", graph_dir, exc)
+            logger.warning("mistake severity skipped: %s", exc)
 
     if generalized:
         note = None

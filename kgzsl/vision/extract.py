@@ -160,7 +160,7 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
     for g, paths in enumerate(groups):
         hit = _read_cache(files[g], len(paths)) if cache and paths and files[g].is_file() else None
         if hit is not None:
-            logger.info("features of %d images loaded from %s", len(paths), files[g])
+            logger.debug("features of %d images loaded from %s", len(paths), files[g])
             hits[g] = hit
     flat = [(g, j) for g, paths in enumerate(groups) if g not in hits for j in range(len(paths))]
     dim = int(getattr(backbone, "feature_dim", 0))
@@ -213,6 +213,6 @@ def _write_cache(file: Path, feats: torch.Tensor, ok: torch.Tensor, backbone: An
         save_tensors(file, {"features": feats, "ok": ok},
                      metadata={"backbone": backbone.name, "weights": str(getattr(backbone, "weights", "")),
                                "images": str(len(ok)), "precision": precision})
-        logger.info("features of %d images cached at %s", len(ok), file)
+        logger.debug("features of %d images cached at %s", len(ok), file)
     except OSError as exc:  # a read-only or full disk costs the cache, not the features
         logger.warning("cannot write feature cache %s (%s); set KGZSL_CACHE to a writable folder", file, exc)

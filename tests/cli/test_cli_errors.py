@@ -142,7 +142,7 @@ def test_an_option_given_in_part_is_refused_not_taken_for_another(tmp_path, caps
     assert main(["-q", "benchmark", "photos", "r1", "--run", "r2", "--data", str(tmp_path)]) == 1
     assert "the run is given twice, 'r1' and --run 'r2'" in capsys.readouterr().err
     assert main(["-q", "benchmark", "photos", "--run", str(tmp_path / "none"), "--data", str(tmp_path)]) == 1
-    assert "none is not a finished kgzsl run" in capsys.readouterr().err  # that run, not runs/demo
+    assert "run folder " + str(tmp_path / "none") + " not found" in capsys.readouterr().err  # that run, not runs/demo
 
 
 def test_benchmark_json_takes_an_optional_path(tmp_path, capsys):
