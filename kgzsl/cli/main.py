@@ -48,7 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = json.loads((out / "run.json").read_text())
     for fitted in summary.get("members", [summary]):  # an ensemble: each member, then the ensemble
         score = fitted.get("best_val_cosine")
-        if not fitted["epochs_run"]:  # nothing to train (ConSE): validated on the training rows, then keeps all
+        if "remembers" in fitted:  # nothing to train (ConSE): validated on the training rows, then keeps all
             print(f"run {out}: {fitted['model']} has nothing to train: "
                   + (f"validation cosine {score:.4f} from the training rows, " if score is not None else "")
                   + f"then remembers all {fitted['remembers']} seen rows")

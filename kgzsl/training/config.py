@@ -9,18 +9,20 @@ an existing file wins over a name.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from kgzsl.errors import InputError
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.utils.io import write_text
-from kgzsl.utils.paths import resolve_config
+from kgzsl.utils.paths import resolve_config, shipped_names
 
 __all__ = ["GraphConfig", "FeaturesConfig", "BackboneConfig", "ModelConfig", "TrainConfig", "RunConfig",
-           "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config", "DEMO_CONFIG"]
+           "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config", "check_config",
+           "DEMO_CONFIG"]
 
 DEMO_CONFIG = "dgp-sgcn-conse"
 """The shipped config ``kgzsl demo`` trains, and whose run the benchmarks score as what a user gets:
@@ -151,6 +153,48 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
+# values that type-check but mean nothing: dotted key -> (test a value given (not None) must pass, what it breaks)
+_LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "train.epochs": (lambda v: v >= 1, " must be >= 1"),
+    "train.patience": (lambda v: v >= 1, " must be >= 1"),
+    "train.lr": (lambda v: math.isfinite(v) and v > 0, " must be > 0"),
+    "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, " must be >= 0"),
+    "train.val_fraction": (lambda v: 0 <= v < 1, " must be in [0, 1)"),
+    "train.checkpoint_every": (lambda v: v >= 0, " must be >= 0 (0: no checkpoints)"),
+    "model.hidden_channels": (lambda v: all(n >= 1 for n in v), ": sizes must be >= 1"),
+    "model.dropout": (lambda v: 0 <= v < 1, " must be in [0, 1)"),
+    "model.num_groups": (lambda v: v >= 1, " must be >= 1"),
+    "model.num_bases": (lambda v: v >= 1, " must be >= 1"),
+    "model.neighbours": (lambda v: v >= 1, " must be >= 1"),
+    "model.temperature": (lambda v: math.isfinite(v) and v > 0, " must be > 0"),
+}
+
+
+def _out_of_range(dotted: str, value: Any) -> str | None:
+    """What is wrong with a well-typed ``value`` of the setting ``dotted`` (``train.epochs must be >= 1,
+    got 0``), or None."""
+    test, rule = _LIMITS.get(dotted, (None, ""))
+    if test is None or value is None or test(value):
+        return None
+    return f"{dotted}{rule}, got {value!r}"
+
+
+def check_config(config: RunConfig) -> None:
+    """Check the numbers of a config built in Python, as :func:`load_config` checks those of a file.
+
+    Args:
+        config: The run config (e.g. ``RunConfig(train=TrainConfig(epochs=0))``).
+
+    Raises:
+        ConfigError: For a number outside its range (``train.epochs must be >= 1, got 0``).
+    """
+    for dotted in _LIMITS:
+        section, key = dotted.split(".")
+        problem = _out_of_range(dotted, getattr(getattr(config, section), key))
+        if problem:
+            raise ConfigError(problem)
+
+
 def config_from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "config", section: str = "") -> Any:
     """Build a config dataclass from a nested dict, checking keys and types.
 
@@ -161,7 +205,8 @@ def config_from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "
         section: The dotted section ``data`` is (``"train"``), for messages; empty at the top.
 
     Raises:
-        ConfigError: For unknown keys (the valid ones are listed) or wrongly typed values.
+        ConfigError: For unknown keys (the valid ones are listed), wrongly typed values, or numbers
+            outside their range (``train.epochs must be >= 1``).
     """
     at = f"{where}, section {section}" if section else where
     if not isinstance(data, dict):
@@ -179,6 +224,9 @@ def config_from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "
             kwargs[key] = config_from_dict(value or {}, hint, where, dotted)
         else:
             kwargs[key] = _check_type(value, hint, f"{where}: {dotted}")
+            problem = _out_of_range(dotted, kwargs[key])
+            if problem:
+                raise ConfigError(f"{where}: {problem}")
     return cls(**kwargs)
 
 
@@ -187,7 +235,25 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _apply_override(data: dict[str, Any], override: str) -> None:
+def _check_override(parts: list[str], value: Any, where: str) -> None:
+    """Check one override's key and value against the config dataclasses, so that its error names it."""
+    cls, section = RunConfig, ""
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            inside = f" in section {section}" if section else ""
+            raise ConfigError(f"{where}: unknown key(s) {part}{inside}; valid keys: {', '.join(names)}")
+        hint = get_type_hints(cls)[part]
+        dotted = f"{section}.{part}" if section else part
+        if i == len(parts) - 1:  # the key set: check its value as config_from_dict checks a file's
+            config_from_dict({part: value}, cls, where, section)
+        elif not dataclasses.is_dataclass(hint):
+            raise ConfigError(f"{where}: {dotted} is not a section")
+        cls, section = hint, dotted
+
+
+def _apply_override(data: dict[str, Any], override: str, source: str) -> None:
+    """Set one ``section.key=value`` override in ``data``, the content of the config ``source``."""
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like section.key=value (e.g. train.lr=0.01)")
     key, raw = override.split("=", 1)
@@ -196,11 +262,19 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     except (yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
     parts = key.strip().split(".")
+    try:  # an error in an override names the override, not the config file it overrides
+        _check_override(parts, value, f"override {override!r}")
+    except ConfigError as exc:
+        raise ConfigError(str(exc), cli_message=str(exc).replace(f"override {override!r}",
+                                                                 f"command-line override {override}", 1)) from None
     node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
+    for i, part in enumerate(parts[:-1]):
+        if node.get(part) is None:  # absent, or an empty section of the file
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part} is not a section")
+            raise ConfigError(f"{source}: {'.'.join(parts[:i + 1])} is not a section (got {node!r}); make it a "
+                              "mapping of keys")
     node[parts[-1]] = value
 
 
@@ -215,11 +289,17 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
     Raises:
         FileNotFoundError: If ``path`` is neither a file nor a shipped config name.
-        ConfigError: For malformed YAML, unknown keys or wrong types.
+        ConfigError: For malformed YAML, unknown keys, wrong types or numbers out of range; an error
+            in an override names the override, one in the file the file.
     """
     data: dict[str, Any] = {}
     if path is not None:
-        path = resolve_config(path)
+        try:
+            path = resolve_config(path)
+        except NotFoundError as exc:  # the command-line wording: nothing about a checkout's configs/ folder
+            shipped = ", ".join(shipped_names("configs"))
+            raise NotFoundError(str(exc), cli_message=f"config file not found: {path}; pass --config NAME with "
+                                f"NAME a shipped config ({shipped}), or --config PATH to a YAML file") from None
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
@@ -230,9 +310,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
         data = loaded or {}
         data.setdefault("name", path.stem)
+    source = str(path) if path else "config"
     for override in overrides or []:
-        _apply_override(data, override)
-    return config_from_dict(data, RunConfig, str(path) if path else "config")
+        _apply_override(data, override, source)
+    return config_from_dict(data, RunConfig, source)
 
 
 def save_config(config: RunConfig, path: str | os.PathLike) -> None:

@@ -38,6 +38,7 @@ import json
 import logging
 import platform
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kgzsl.errors import InputError
-from kgzsl.training.config import RunConfig, config_to_dict, save_config
+from kgzsl.errors import InputError, OutputError
+from kgzsl.training.config import RunConfig, check_config, config_to_dict, save_config
 from kgzsl.utils.device import resolve_device
 from kgzsl.graph import load_graph, load_or_build_graph, resolve_graph_dir
 from kgzsl.utils.io import atomic_path, save_tensors, write_json
@@ -163,6 +164,25 @@ def _fit_summary(result: FitResult, remembers: int | None = None) -> dict[str, A
     return summary if remembers is None else {"remembers": remembers, **summary}
 
 
+def _cannot_write(out: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {out}: {exc.strerror or exc}; choose a folder you can write to")
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before training if the run folder ``out`` cannot be created or written; creates nothing.
+
+    Makes (and removes) a hidden folder in ``out`` or its nearest existing parent, which meets every
+    obstacle ``out.mkdir`` would: a file in the way, no permission, a read-only file system.
+    """
+    try:
+        probe = out.absolute()
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        tempfile.TemporaryDirectory(prefix=".kgzsl-write-check-", dir=probe).cleanup()
+    except OSError as exc:
+        raise _cannot_write(out, exc) from None
+
+
 def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True,
               resume: bool = False, build_graph: bool = False) -> Path:
     """Train the configured model and write its run folder.
@@ -181,13 +201,17 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         The run folder.
 
     Raises:
+        kgzsl.training.config.ConfigError: If a number of the config is out of its range (``train.epochs=0``).
+        kgzsl.errors.OutputError: If the run folder cannot be written (checked before training).
         kgzsl.graph.GraphNotFoundError: If the graph does not exist and ``build_graph`` is False.
         kgzsl.training.checkpoint.CheckpointError: If ``resume`` finds a checkpoint of another config or graph.
     """
     from kgzsl.vision.backbones import load_backbone
     from kgzsl.text.features import node_features
 
+    check_config(config)  # a config built in Python; load_config has checked a file's
     out = Path(out_dir) if out_dir else Path("runs") / config.name
+    _check_writable(out)
     device = resolve_device(config.train.device)
     start = time.perf_counter()
     load = load_or_build_graph if build_graph else load_graph
@@ -230,7 +254,10 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     with torch.no_grad():
         rows = model.predict_rows(x.to(device), layers, chunk_size=ROW_CHUNK).cpu()  # bounded memory
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # it changed while training
+        raise _cannot_write(out, exc) from None
     (out / "run.json").unlink(missing_ok=True)  # its absence marks an incomplete run until the end
     save_config(config, out / "config.yaml")
     save_tensors(out / "model.safetensors", model.state_dict(),
