@@ -27,8 +27,10 @@ def _load_with_concepts(run: str, device: str, concept_file: str | None):
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from kgzsl.tasks.explain import explain, explain_png, format_explanation
+    from kgzsl.tasks.explain import check_png_path, explain, explain_png, format_explanation
 
+    if args.png:
+        check_png_path(args.png)  # before anything is computed
     clf = _load_with_concepts(args.run, args.device, args.concept_file)
     result = explain(clf, args.image, args.label, top_k=args.top_k)
     if args.png:
@@ -75,41 +77,51 @@ def _cmd_add_concept(args: argparse.Namespace) -> int:
 
     if (args.word is None) == (args.file is None):
         raise InputError("give one word (kgzsl add-concept RUN WORD) or a taxonomy file (--file taxonomy.yaml)")
-    if args.file and (args.parents or args.description or args.sense or args.aliases):
+    if args.file and (args.parents is not None or args.description or args.sense or args.aliases):
         raise InputError("--parents, --description, --sense and --aliases are for one WORD; in a --file each "
                          "entry has its own 'parents:', 'description:', 'sense:' and 'aliases:'")
+    split = (lambda text: [p.strip() for p in text.split(",") if p.strip()] or None)
+    parents = split(args.parents) if args.parents is not None else None
+    if args.parents is not None and not parents:
+        raise InputError("--parents is empty: give one or more parent classes, e.g. --parents 'motor scooter'")
     clf = ZeroShotClassifier.load(args.run, device=args.device)
     if args.file:
         report = add_concepts(clf, args.file)
     else:
-        split = (lambda text: [p.strip() for p in text.split(",") if p.strip()] or None)
-        entry = {"name": args.word, "parents": split(args.parents) if args.parents else None,
-                 "description": args.description, "sense": args.sense,
+        entry = {"name": args.word, "parents": parents, "description": args.description, "sense": args.sense,
                  "aliases": split(args.aliases) if args.aliases else None}
         report = add_concepts(clf, [{k: v for k, v in entry.items() if v is not None}])
+    stored = None
+    if report.added or args.file:  # a file also refreshes stored rows that no longer match the run
+        stored = store_concepts(clf)  # before anything is said to be added
     for res in report.existing:
-        print(f"{res.label!r} is already a node of the run ({res.synset}, {res.wnid}): nothing changed for it")
+        another = "; to add another sense, pass --sense" if res.label in report.other_senses else " for it"
+        print(f"{res.label!r} is already a node of the run ({res.synset}): nothing changed{another}")
     if len(report.added) <= 5:
         for res in report.added:
-            print(f"added {res.label!r} as {res.synset} ({res.wnid})")
+            print(f"added {res.label!r} as {res.synset}" + (f" ({res.wnid})" if res.wnid != res.synset else ""))
     else:
         print(f"added {len(report.added)} concepts ({report.new_nodes} new nodes) in one propagation")
-    if report.added or args.file:  # a file also refreshes stored rows that no longer match the run
-        path = store_concepts(clf)
-        print(f"the run's {len(clf.added_wnids)} added nodes are stored in {path} (rows) and "
-              f"{path.with_suffix('.yaml')} (the list); loading the run reads them without re-propagating")
+    if stored is not None:
+        print(f"the run's {len(clf.added_wnids)} added nodes are stored in {stored} (rows) and "
+              f"{stored.with_suffix('.yaml')} (the list); loading the run reads them without re-propagating")
     return 0
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from kgzsl.inference.adaptation import MAX_CANDIDATES, MIN_IMAGES_PER_CANDIDATE
     from kgzsl.inference.classifier import ZeroShotClassifier
-    from kgzsl.tasks.abstain import calibrate_abstain
+    from kgzsl.tasks.abstain import calibrate_abstain, check_keep
     from kgzsl.tasks.calibrate import calibrate_scores
     from kgzsl.graph.wordnet import WNID_RE
 
+    check_keep(args.keep)  # before anything is written
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    images = Path(args.images)
+    folders = [p for p in images.iterdir() if p.is_dir() and WNID_RE.match(p.name)] if images.is_dir() else []
+    abstain = labels is not None or bool(folders)  # else unlabelled images: no in-set classes to set it on
     clf = ZeroShotClassifier.load(args.run, device=args.device)
-    calib = calibrate_scores(clf, args.images, progress=not args.quiet)
+    calib = calibrate_scores(clf, args.images, progress=not args.quiet, abstain_follows=abstain)
     kept = 0 if calib.features is None else calib.features.size(0)
     most = min(kept // MIN_IMAGES_PER_CANDIDATE, MAX_CANDIDATES)
     fitted = f"label lists of 2 to {most} candidates are fitted to them" if most >= 2 else \
@@ -117,10 +129,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"score calibration on {calib.source} (real logits: mean {calib.target_mean:.3f}, spread "
           f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'} with {kept} "
           f"feature vectors: {fitted}")
-    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    folders = [p for p in Path(args.images).iterdir() if p.is_dir() and WNID_RE.match(p.name)]
-    if labels is None and not folders:
-        return 0  # unlabelled images: no in-set classes to set the abstain threshold on
+    if not abstain:
+        return 0
     result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=not args.quiet)
     print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}): keeps "
           f"{result['kept']:.1%} of {result['inputs']} in-set inputs; stored in {Path(args.run) / 'abstain.json'}")

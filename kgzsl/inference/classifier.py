@@ -276,7 +276,7 @@ class ZeroShotClassifier:
     def calibrate_scores(self, features: torch.Tensor, source: str) -> ScoreCalibration:
         """Fit the score calibration on pooled features of unlabelled images and use it from now on.
 
-        Nothing is written; ``kgzsl calibrate`` (:func:`kgzsl.tasks.abstain.calibrate_scores`) also
+        Nothing is written; ``kgzsl calibrate`` (:func:`kgzsl.tasks.calibrate.calibrate_scores`) also
         stores it in the run.
         """
         with self._heads.changing():

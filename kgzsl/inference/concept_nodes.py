@@ -35,7 +35,7 @@ class AmbiguousConceptError(ConceptError):
         listed = "; ".join(f"{name} ({wnid}): {gloss}" for name, wnid, gloss in senses)
         problem = f"{word!r} is ambiguous: it has {len(senses)} WordNet noun senses: {listed}. "
         super().__init__(problem + f"Pick one with sense=, e.g. add_concept({word!r}, sense={example!r})",
-                         cli_message=problem + f"Pick one with --sense (in a --concept-file: 'sense:'), "
+                         cli_message=problem + f"Pick one with --sense (in a --file: 'sense:'), "
                          f"e.g. --sense {example}")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError
+from kgzsl.errors import InputError, OutputError
 from kgzsl.inference.concept_state import ConceptState, StoredConcepts, concept_graph, run_text_spec
 from kgzsl.inference.concepts import add_concepts, save_concepts
 from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
@@ -62,13 +62,20 @@ def store_concepts(clf: Any) -> Path:
 
     Raises:
         kgzsl.inference.concepts.ConceptError: If the classifier was not loaded from a run folder.
+        kgzsl.errors.OutputError: If the run folder cannot be written to (read-only, no permission).
     """
     from filelock import FileLock
 
     run = Path(clf.run_dir) if clf.run_dir is not None else None
     if run is None:
         return _store(clf)  # concept_graph raises the error that says why
-    with FileLock(str(run / _LOCK_FILE)):
+    lock = FileLock(str(run / _LOCK_FILE))
+    try:
+        lock.acquire()
+    except OSError as exc:  # the lock file is the first thing written: a read-only run folder fails here
+        raise OutputError(f"cannot write {run / _LOCK_FILE}: {exc.strerror or exc}; choose a folder you can "
+                          "write to") from exc
+    try:
         on_disk = _listed(run / _LIST_FILE)
         mine = clf.concepts.added if clf.concepts is not None else []
         theirs = [entry for entry in on_disk if entry not in mine]
@@ -81,6 +88,8 @@ def store_concepts(clf: Any) -> Path:
                 logger.warning("the concepts another process stored in %s could not be added here (%s); "
                                "they are left out of the stored list", run, exc)
         return _store(clf)
+    finally:
+        lock.release()
 
 
 def _listed(path: Path) -> list[Any]:

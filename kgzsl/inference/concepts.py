@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.errors import SetupError
-from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, label_key, parse_taxonomy,
+from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, label_key, noun_senses, parse_taxonomy,
                                   topological_order, wordnet_collisions)
 from kgzsl.graph.taxonomy_files import read_taxonomy
 from kgzsl.inference.concept_nodes import (SYNSET_RE, WNID_RE, AmbiguousConceptError, ConceptError, NodeExtension,
@@ -57,13 +57,17 @@ class ConceptReport:
         added: Each entry added, resolved to its node (in the given order).
         existing: Each entry that already was a node: nothing changed for it.
         new_nodes: Nodes appended (an entry may bring missing WordNet hypernyms along).
-        warnings: Names that are also WordNet nouns (your class now wins as a label).
+        warnings: Names that are also WordNet nouns (your class now wins as a label), and classes of
+            your own given again with other parents than those they have (theirs are kept).
+        other_senses: Names in ``existing`` given as a word that has other WordNet noun senses
+            than the node it resolved to (give ``sense`` to add one of them).
     """
 
     added: list[ResolvedLabel] = field(default_factory=list)
     existing: list[ResolvedLabel] = field(default_factory=list)
     new_nodes: int = 0
     warnings: list[str] = field(default_factory=list)
+    other_senses: list[str] = field(default_factory=list)
 
 
 def _entries(taxonomy: str | Path | Sequence[Any]) -> list[TaxonomyEntry]:
@@ -88,14 +92,16 @@ class _Planner:
         self.ext = NodeExtension(state.graph)
         self.batch = by_label(entries)
         self.placed: dict[str, tuple[int, bool]] = {}  # entry name -> (node, already a node)
+        self.other_senses: list[str] = []  # entries resolved to a node as words with more noun senses
+        self.warnings: list[str] = []  # entries of your own given again with other parents
         self.hypernym = state.graph.relations.index("hypernym") if "hypernym" in state.graph.relations else 0
 
     def place(self, e: TaxonomyEntry) -> None:
         resolver = self.clf.resolver
         if not e.parents:
-            own = resolver.own.get(label_key(e.name))
-            if not e.sense and (e.name in resolver.index or e.name in resolver.by_name or own):
-                self.placed[e.name] = (resolver.resolve(e.name).index, True)
+            node = None if e.sense else self._label_node(e.name)
+            if node is not None:
+                self.placed[e.name] = (node, True)
                 return
             synset = pick_synset(self.wn, e.name, e.sense, set(self.ext.index)) if self.wn is not None else None
             if synset is None:
@@ -113,6 +119,7 @@ class _Planner:
         wnid = custom_id(e.name)
         if wnid in self.ext.index:
             self.placed[e.name] = (self.ext.index[wnid], True)
+            self._check_parents(e, self.ext.index[wnid])
             return
         for text in (e.name, *e.aliases):
             if resolver.own.get(label_key(text)):
@@ -124,6 +131,44 @@ class _Planner:
                             e.description or "", text=_node_text(e))
         self.ext.edges += [(node, p, self.hypernym) for p in dict.fromkeys(ups)]
         self.placed[e.name] = (node, False)
+
+    def _label_node(self, name: str) -> int | None:
+        """The node ``name`` already resolves to as a label (as ``predict`` resolves it), or None."""
+        try:
+            node = self.clf.resolver.resolve(name).index
+        except LabelError:  # not a node (a WordNet noun to add, or unknown): pick_synset says which
+            return None
+        if self.wn is not None and not (WNID_RE.match(name) or SYNSET_RE.match(name)):
+            if len(noun_senses(self.wn, name)) > 1:
+                self.other_senses.append(name)
+        return node
+
+    def _check_parents(self, e: TaxonomyEntry, node: int) -> None:
+        """Note when a class of your own is given again under other parents than it has (it keeps its own)."""
+        graph = self.state.graph
+        have = {p for c, p, _ in graph.edges if c == node}
+        given = set()
+        for spec in e.parents:
+            entry = self.batch.get(label_key(spec))
+            try:
+                given.add(self.placed[entry.name][0] if entry is not None and entry.name in self.placed
+                          else self.clf.resolver.resolve(spec).index)
+            except LabelError:  # not a node: surely not one of its parents
+                given.add(-1)
+        if given == have:
+            return
+        stored = next((a for a in self.state.added if label_key(a.get("name", "")) == label_key(e.name)), None)
+        if stored is not None:
+            kept = stored.get("parents") or []
+            kept = [kept] if isinstance(kept, str) else kept
+            how = (f"to change them, remove its entry from {Path(self.clf.run_dir) / 'concepts.yaml'} and add it "
+                   "again")
+        else:  # a class of the graph the run was trained on
+            kept = [graph.names[p] for p in sorted(have)]
+            how = "they come from the graph the run was trained on: change them there and retrain"
+        line = (f"{e.name!r} is already a node of the run ({graph.wnids[node]}) under {', '.join(kept)}: the "
+                f"parents given ({', '.join(e.parents)}) differ and are not used; {how}")
+        self.warnings.append(line)  # logged once the whole batch is known to go in
 
     def _parent(self, spec: str) -> int:
         entry = self.batch.get(label_key(spec))
@@ -195,7 +240,10 @@ def _add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptRepo
         raise TaxonomyError("\n".join(["the taxonomy has problems; nothing was added:"] + [
             f"{e.where}: entry {e.name!r}: {exc.cli_text() if hasattr(exc, 'cli_text') else exc}"
             for e, exc in problems]))
-    report.warnings = wordnet_collisions(wn, entries)
+    for line in planner.warnings:
+        logger.warning("%s", line)
+    report.warnings = wordnet_collisions(wn, entries) + planner.warnings
+    report.other_senses = planner.other_senses
     ext = planner.ext
     base = len(clf.wnids) - len(clf.added_wnids)
     n, k = state.graph.num_nodes, len(ext.wnids)
@@ -217,6 +265,9 @@ def _add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptRepo
         (report.existing if existed else report.added).append(res)
         if not existed:
             state.added.append(e.spec())
+        elif e.name in report.other_senses:
+            logger.info("%r is already a node of the run (%s): nothing changed; to add another of its senses, "
+                        "give sense=", e.name, res.synset)
     report.new_nodes = k
     logger.info("added %d concept(s) (%d new node(s)) in one propagation; %d already node(s)", len(report.added), k,
                 len(report.existing))

@@ -36,7 +36,17 @@ from kgzsl.errors import InputError
 from kgzsl.inference.abstain_rule import ABSTAIN_FILE
 from kgzsl.utils.io import write_json
 
-__all__ = ["calibrate_abstain"]
+__all__ = ["calibrate_abstain", "check_keep"]
+
+
+def check_keep(keep: float) -> None:
+    """Refuse a keep share outside (0, 1] (NaN included).
+
+    Raises:
+        InputError: Naming ``keep`` (``--keep`` on the command line).
+    """
+    if not 0 < keep <= 1:
+        raise InputError(f"keep must be in (0, 1], got {keep}", cli_message=f"--keep must be in (0, 1], got {keep}")
 
 
 def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: bool) -> tuple[torch.Tensor, list | None]:
@@ -84,8 +94,7 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
     Raises:
         ValueError: For a keep share outside (0, 1], no calibration data, or no candidate labels.
     """
-    if not 0 < keep <= 1:
-        raise InputError(f"keep must be in (0, 1], got {keep}", cli_message=f"--keep must be in (0, 1], got {keep}")
+    check_keep(keep)
     if images is None:
         raise InputError("calibration needs in-set images (a folder of held-out seen classes) or their features; "
                          "a run holds no images")

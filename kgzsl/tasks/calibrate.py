@@ -14,21 +14,30 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError
+from kgzsl.errors import InputError, OutputError
+from kgzsl.inference.abstain_rule import ABSTAIN_FILE
 from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration
 
 __all__ = ["calibrate_scores"]
 
+logger = logging.getLogger(__name__)
+
 
 def calibrate_scores(clf: Any, images: str | os.PathLike | torch.Tensor, progress: bool = True,
-                     save: bool = True) -> ScoreCalibration:
+                     save: bool = True, abstain_follows: bool = False) -> ScoreCalibration:
     """Fit the classifier's score calibration on unlabelled images (and store it in its run).
+
+    The logits change with the calibration, so an abstain threshold set on the previous ones
+    (``abstain.json``, :func:`kgzsl.tasks.abstain.calibrate_abstain`) no longer holds: it is
+    dropped from the classifier and, when the new calibration is stored, removed from the run,
+    with a warning unless ``abstain_follows``.
 
     Args:
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier`.
@@ -36,9 +45,12 @@ def calibrate_scores(clf: Any, images: str | os.PathLike | torch.Tensor, progres
             features ``[M, D]``.
         progress: Show a progress bar while features are extracted.
         save: Write ``score_calibration.safetensors`` into the classifier's run folder.
+        abstain_follows: The caller sets a new abstain threshold next (as ``kgzsl calibrate`` does
+            given in-set classes): the stale one is removed without a warning.
 
     Raises:
         InputError: If fewer than 2 images could be read.
+        kgzsl.errors.OutputError: If the run folder cannot be written to.
     """
     if isinstance(images, torch.Tensor):
         feats, source = images, f"{images.size(0)} feature vectors"
@@ -52,6 +64,26 @@ def calibrate_scores(clf: Any, images: str | os.PathLike | torch.Tensor, progres
     if feats.size(0) < 2:
         raise InputError(f"score calibration needs at least 2 readable images, got {feats.size(0)} in {images}")
     calib = clf.calibrate_scores(feats, source)
+    stale = "dropped the classifier's abstain threshold" if clf.abstain_calibration is not None else None
+    clf.set_abstain(None)
     if save and clf.run_dir is not None:
         calib.save(Path(clf.run_dir) / CALIBRATION_FILE)
+        if _remove(Path(clf.run_dir) / ABSTAIN_FILE):
+            stale = f"removed {Path(clf.run_dir) / ABSTAIN_FILE}"
+    if stale and not abstain_follows:
+        logger.warning("%s (set on the logits of the previous score calibration); for a new one, run `kgzsl "
+                       "calibrate RUN --images DIR` on a folder with one sub-folder per in-set class named by wnid "
+                       "(or give --labels), or call kgzsl.tasks.abstain.calibrate_abstain", stale)
     return calib
+
+
+def _remove(path: Path) -> bool:
+    """Delete ``path`` (one atomic step); False if it did not exist."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"cannot remove {path}: {exc.strerror or exc}; delete it by hand, its threshold was "
+                          "set on the previous score calibration") from exc
+    return True

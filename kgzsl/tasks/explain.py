@@ -23,10 +23,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kgzsl.errors import InputError
 from kgzsl.vision.images import ImageSource, load_image
 from kgzsl.utils.io import figure_png, write_bytes
 
-__all__ = ["explain", "explain_png", "explanation_png", "format_explanation"]
+__all__ = ["explain", "explain_png", "explanation_png", "format_explanation", "check_png_path"]
 
 
 def _graph(clf: Any) -> Any:
@@ -123,8 +124,26 @@ def explanation_png(result: dict[str, Any]) -> bytes:
     return figure_png(fig, dpi=110)
 
 
-def explain_png(result: dict[str, Any], path: str | Path) -> Path:
-    """Write :func:`explanation_png`'s drawing to ``path`` (atomically)."""
+def check_png_path(path: str | Path) -> Path:
+    """``path`` as a Path, after checking that it names a ``.png`` file (the drawing is PNG data).
+
+    Raises:
+        InputError: If its suffix is not ``.png`` (in any case).
+    """
     path = Path(path)
+    if path.suffix.lower() != ".png":
+        fix = f"give a file name ending in .png, e.g. {path.with_suffix('.png') if path.name else 'why.png'}"
+        raise InputError(f"cannot draw to {path}: the drawing is PNG data; {fix}",
+                         cli_message=f"--png {path}: the drawing is PNG data; {fix}")
+    return path
+
+
+def explain_png(result: dict[str, Any], path: str | Path) -> Path:
+    """Write :func:`explanation_png`'s drawing to ``path`` (atomically).
+
+    Raises:
+        InputError: If ``path`` does not end in ``.png``.
+    """
+    path = check_png_path(path)
     write_bytes(path, explanation_png(result))
     return path

@@ -1,0 +1,133 @@
+"""What `kgzsl add-concept`, `calibrate` and `explain` say, and that they check their options before writing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kgzsl.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def run(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _chelsea() -> Path:
+    import skimage
+
+    return Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png"
+
+
+def test_add_concept_in_a_read_only_run_is_one_line_and_adds_nothing(run, capsys, monkeypatch):
+    import filelock
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(run / ".concepts.lock"))
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
+    assert main(["-q", "add-concept", str(run), "fluffcat", "--parents", "tabby", "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not "added" before the store failed
+    assert captured.err == (f"kgzsl add-concept: error: cannot write {run / '.concepts.lock'}: Read-only file "
+                            "system; choose a folder you can write to\n")
+    assert not (run / "concepts.yaml").exists()
+
+
+def test_add_concept_with_empty_parents_says_so(run, capsys):
+    assert main(["-q", "add-concept", str(run), "thing2", "--parents", "", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == ("kgzsl add-concept: error: --parents is empty: give one or more parent "
+                                       "classes, e.g. --parents 'motor scooter'\n")
+    assert main(["-q", "add-concept", str(run), "thing2", "--parents", " , ", "--device", "cpu"]) == 1
+    assert "--parents is empty" in capsys.readouterr().err
+
+
+def test_add_concept_names_the_id_once_and_says_other_parents_are_not_used(run, capsys, caplog):
+    assert main(["-q", "add-concept", str(run), "e-scooter", "--parents", "car", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("added 'e-scooter' as x:e-scooter\n")
+    assert main(["-q", "add-concept", str(run), "e-scooter", "--parents", "airliner", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out == "'e-scooter' is already a node of the run (x:e-scooter): nothing changed for it\n"
+    assert "under car: the parents given (airliner) differ and are not used; to change them, remove its entry " \
+           f"from {run / 'concepts.yaml'} and add it again" in caplog.text  # a warning, shown by the command
+
+
+def test_add_concept_reads_a_word_as_predict_does(run, capsys):
+    assert main(["-q", "add-concept", str(run), "dog", "--sense", "dog.n.03", "--device", "cpu"]) == 0
+    capsys.readouterr()  # two senses of "dog" are nodes now; `predict --labels dog` means dog.n.01
+    assert main(["-q", "add-concept", str(run), "dog", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == ("'dog' is already a node of the run (dog.n.01): nothing changed; to add "
+                                       "another sense, pass --sense\n")
+    assert main(["-q", "add-concept", str(run), "crane", "--device", "cpu"]) == 1  # no sense is a node
+    err = capsys.readouterr().err
+    assert "'crane' is ambiguous" in err and "Pick one with --sense (in a --file: 'sense:')" in err
+    assert "--concept-file" not in err
+
+
+def test_calibrate_checks_keep_before_writing(run, tmp_path, capsys):
+    from PIL import Image
+
+    photo = Image.open(_chelsea()).convert("RGB")
+    (tmp_path / "flat").mkdir()
+    for wnid in ("n02123045", "n01440764"):
+        (tmp_path / "cal" / wnid).mkdir(parents=True)
+        for i in range(2):
+            photo.rotate(10 * i).resize((96, 64)).save(tmp_path / "cal" / wnid / f"{i}.png")
+            photo.rotate(10 * i).resize((96, 64)).save(tmp_path / "flat" / f"{wnid}-{i}.png")
+    for images in ("cal", "flat"):
+        for keep in ("1.5", "0", "nan"):
+            assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / images), "--keep", keep,
+                         "--device", "cpu"]) == 1
+            assert capsys.readouterr().err == f"kgzsl calibrate: error: --keep must be in (0, 1], got {float(keep)}\n"
+    assert not (run / "score_calibration.safetensors").exists() and not (run / "abstain.json").exists()
+
+
+def test_calibrating_again_without_in_set_classes_removes_the_stale_abstain_threshold(run, tmp_path, capsys, caplog):
+    import json
+
+    from PIL import Image
+
+    photo = Image.open(_chelsea()).convert("RGB")
+    (tmp_path / "flat").mkdir()
+    for wnid in ("n02123045", "n01440764"):
+        (tmp_path / "cal" / wnid).mkdir(parents=True)
+        for i in range(3):
+            photo.rotate(10 * i).resize((96, 64)).save(tmp_path / "cal" / wnid / f"{i}.png")
+            photo.rotate(7 * i).resize((80, 64)).save(tmp_path / "flat" / f"{wnid}-{i}.png")
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5",
+                 "--device", "cpu"]) == 0
+    assert json.loads((run / "abstain.json").read_text())["inputs"] == 6
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--device", "cpu"]) == 0
+    assert "removed" not in caplog.text and (run / "abstain.json").is_file()  # a new one replaced it: no warning
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--device", "cpu"]) == 0
+    assert not (run / "abstain.json").exists() and f"removed {run / 'abstain.json'}" in caplog.text
+    assert "sub-folder per in-set class named by wnid" in caplog.text
+    cat = str(_chelsea())
+    assert main(["-q", "predict", str(run), cat, "--labels", "tabby,tench", "--abstain", "--device", "cpu"]) == 1
+    assert "--abstain needs a calibrated threshold" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["out.jpg", "out.png.txt", "out"])
+def test_explain_refuses_a_png_path_that_is_no_png_before_computing(run, tmp_path, capsys, monkeypatch, name):
+    import kgzsl.tasks.explain as explain_module
+
+    monkeypatch.setattr(explain_module, "explain", lambda *a, **k: pytest.fail("computed before the check"))
+    assert main(["-q", "explain", str(run), str(_chelsea()), "--label", "tabby", "--png", str(tmp_path / name),
+                 "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"kgzsl explain: error: --png {tmp_path / name}: the drawing is PNG data; give a file "
+                          "name ending in .png") and err.count("\n") == 1
+    assert not (tmp_path / name).exists()
+
+
+def test_explain_png_takes_any_case_of_png(run, tmp_path, capsys):
+    assert main(["-q", "explain", str(run), str(_chelsea()), "--label", "tabby", "--png", str(tmp_path / "w.PNG"),
+                 "--device", "cpu"]) == 0
+    assert (tmp_path / "w.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,56 @@
+"""A new score calibration drops the abstain threshold set on the previous one's logits."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from kgzsl.inference.abstain_rule import ABSTAIN_FILE
+from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.inference.scoring import CALIBRATION_FILE
+from kgzsl.tasks.abstain import calibrate_abstain
+from kgzsl.tasks.calibrate import calibrate_scores
+
+pytestmark = pytest.mark.slow
+
+LABELS = ["tabby", "tench", "airliner"]
+
+
+@pytest.fixture
+def clf(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run")
+    return ZeroShotClassifier.load(tmp_path / "run", device="cpu")
+
+
+def _features(seed: int) -> torch.Tensor:
+    return torch.rand(12, 1280, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def test_recalibrating_scores_removes_the_stale_threshold(clf, caplog):
+    calibrate_scores(clf, _features(0))
+    calibrate_abstain(clf, keep=0.9, images=_features(1), labels=LABELS)
+    assert (clf.run_dir / ABSTAIN_FILE).is_file() and clf.abstain_calibration is not None
+    caplog.clear()
+    calibrate_scores(clf, _features(2))
+    assert (clf.run_dir / CALIBRATION_FILE).is_file() and not (clf.run_dir / ABSTAIN_FILE).exists()
+    assert clf.abstain_calibration is None
+    assert f"removed {clf.run_dir / ABSTAIN_FILE} (set on the logits of the previous score calibration)" in caplog.text
+    assert ZeroShotClassifier.load(clf.run_dir, device="cpu", backbone=clf.backbone).abstain_calibration is None
+
+
+def test_a_threshold_that_follows_replaces_it_without_a_warning(clf, caplog):
+    calibrate_abstain(clf, keep=0.9, images=_features(1), labels=LABELS)
+    caplog.clear()
+    calibrate_scores(clf, _features(0), abstain_follows=True)
+    assert not (clf.run_dir / ABSTAIN_FILE).exists() and "removed" not in caplog.text
+    calibrate_abstain(clf, keep=0.9, images=_features(1), labels=LABELS)
+    assert (clf.run_dir / ABSTAIN_FILE).is_file()
+
+
+def test_not_saving_keeps_the_file_but_drops_the_classifier_s_threshold(clf, caplog):
+    calibrate_abstain(clf, keep=0.9, images=_features(1), labels=LABELS)
+    calibrate_scores(clf, _features(0), save=False)  # the stored calibration, which the file fits, is unchanged
+    assert (clf.run_dir / ABSTAIN_FILE).is_file() and clf.abstain_calibration is None
+    assert "dropped the classifier's abstain threshold" in caplog.text
