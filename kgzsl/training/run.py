@@ -258,6 +258,13 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # it changed while training
         raise _cannot_write(out, exc) from None
+    if (out / "run.json").is_file():
+        logger.warning("replacing the run in %s with this training", out)
+    stale = out / "abstain.json"  # a threshold on the old rows' logits (the score calibration depends on the backbone only)
+    if stale.is_file():
+        stale.unlink()
+        logger.warning("removed %s: its threshold was set on the replaced run's scores; calibrate again for a new one",
+                       stale)
     (out / "run.json").unlink(missing_ok=True)  # its absence marks an incomplete run until the end
     save_config(config, out / "config.yaml")
     save_tensors(out / "model.safetensors", model.state_dict(),

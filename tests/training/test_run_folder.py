@@ -121,3 +121,17 @@ def test_an_old_run_without_its_graph_copy(moved, tmp_path, monkeypatch):
     clf.add_concept("fluffcat", parents=["tabby"], description="a very fluffy house cat")  # as _use adds them
     assert torch.allclose(clf.rows[-2:], moved["in_place"]["rows"], atol=1e-6)
     assert (tmp_path / "rebuilt" / "features").is_dir()
+
+
+def test_training_again_into_a_run_folder_drops_its_stale_abstain_threshold(tiny_run, tmp_path, caplog):
+    shutil.copytree(tiny_run.parent / "graph", tmp_path / "graph", ignore=shutil.ignore_patterns("features"))
+    config = load_config(None, [f"graph.path={tmp_path / 'graph'}", f"graph.wnids={tiny_run.parent / 'tiny.txt'}",
+                                "name=again", "features.encoder=wordllama", "model.hidden_channels=[16]",
+                                "train.epochs=2", "train.val_fraction=0.1", "train.device=cpu"])
+    run = train_run(config, out_dir=tmp_path / "run", progress=False)
+    (run / "abstain.json").write_text(json.dumps({"threshold": 0.5}))  # set on this run's scores
+    with caplog.at_level("WARNING", logger="kgzsl.training.run"):
+        train_run(config, out_dir=run, progress=False)
+    assert not (run / "abstain.json").exists() and (run / "run.json").is_file()
+    assert f"replacing the run in {run}" in caplog.text and "abstain.json: its threshold was set on the replaced" \
+        in caplog.text
