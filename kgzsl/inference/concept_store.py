@@ -148,6 +148,21 @@ def _read(path: Path, base: int, width: int) -> tuple[StoredConcepts, torch.Tens
     return stored, rows, entries, meta
 
 
+def _check_readable(run: Path, name: str) -> None:
+    """Raise the error that says what is wrong with the run's tensor file ``name``, if anything is.
+
+    Raises:
+        kgzsl.inference.run_folder.RunNotFoundError: If the file is missing.
+        kgzsl.utils.io.TensorFileError: If it is not a readable safetensors file (truncated, corrupt).
+    """
+    from kgzsl.inference.run_folder import RunNotFoundError
+
+    if not (run / name).is_file():
+        raise RunNotFoundError(f"run {run} is incomplete: {name} is missing; retrain the run, or copy the complete "
+                               "run folder again")
+    load_tensors(run / name)
+
+
 def restore_concepts(clf: Any) -> int:
     """Append the concepts stored in the classifier's run folder (see the module text).
 
@@ -168,6 +183,9 @@ def restore_concepts(clf: Any) -> int:
             clf.attach_concepts(ConceptState(graph=None, x=None, model=None, text_spec=run_text_spec(clf.summary),
                                              added=list(entries), pending=stored))
             return len(entries)
+        for key in ("model", "node_features"):  # a damaged file is the problem to report, not a re-propagation
+            if _SOURCES[key] in changed:
+                _check_readable(run, _SOURCES[key])
         logger.warning("%s was computed for another %s: re-propagating the concepts of %s (the next `kgzsl "
                        "add-concept` stores them again)", path, " and ".join(changed), run / _LIST_FILE)
     if not (run / _LIST_FILE).is_file():

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from kgzsl.errors import KgzslError
 from kgzsl.graph.taxonomy import TaxonomyError
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.inference.concept_store import restore_concepts, store_concepts
@@ -154,3 +155,21 @@ def test_cli_add_concept_file_and_truthful_messages(run, tmp_path, capsys):
     assert clf.resolver.resolve("electric scooter").wnid == "x:e-scooter" and len(clf.concepts.added) == 5
     assert main(["-q", "add-concept", str(run), "--device", "cpu"]) == 1
     assert "give one word" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_damaged_model_file_is_reported_before_any_re_propagation(tiny_run, tmp_path, caplog, damage):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    clf.add_concept("fluffcat", parents=["tabby"], description="a very fluffy house cat")
+    store_concepts(clf)
+    model = run / "model.safetensors"
+    if damage == "truncate":
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    else:
+        model.unlink()
+    expected = "not a readable safetensors file" if damage == "truncate" else "incomplete: model.safetensors is missing"
+    with caplog.at_level("WARNING"), pytest.raises(KgzslError, match=expected):
+        ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    assert "re-propagating" not in caplog.text
