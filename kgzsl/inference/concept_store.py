@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError, OutputError
+from kgzsl.errors import InputError
 from kgzsl.inference.concept_state import ConceptState, StoredConcepts, concept_graph, run_text_spec
 from kgzsl.inference.concepts import add_concepts, save_concepts
-from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
+from kgzsl.inference.run_folder import require_run_file
+from kgzsl.utils.io import cannot_write, load_tensors, read_tensor_metadata, save_tensors
 
 __all__ = ["store_concepts", "restore_concepts", "STORE_FORMAT"]
 
@@ -73,8 +74,7 @@ def store_concepts(clf: Any) -> Path:
     try:
         lock.acquire()
     except OSError as exc:  # the lock file is the first thing written: a read-only run folder fails here
-        raise OutputError(f"cannot write {run / _LOCK_FILE}: {exc.strerror or exc}; choose a folder you can "
-                          "write to") from exc
+        raise cannot_write(run / _LOCK_FILE, exc) from exc
     try:
         on_disk = _listed(run / _LIST_FILE)
         mine = clf.concepts.added if clf.concepts is not None else []
@@ -155,12 +155,7 @@ def _check_readable(run: Path, name: str) -> None:
         kgzsl.inference.run_folder.RunNotFoundError: If the file is missing.
         kgzsl.utils.io.TensorFileError: If it is not a readable safetensors file (truncated, corrupt).
     """
-    from kgzsl.inference.run_folder import RunNotFoundError
-
-    if not (run / name).is_file():
-        raise RunNotFoundError(f"run {run} is incomplete: {name} is missing; retrain the run, or copy the complete "
-                               "run folder again")
-    load_tensors(run / name)
+    load_tensors(require_run_file(run, name))
 
 
 def restore_concepts(clf: Any) -> int:

@@ -25,7 +25,7 @@ from kgzsl.errors import InputError, KgzslError, NotFoundError
 from kgzsl.utils.device import resolve_device
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 
-__all__ = ["RunContents", "RunFormatError", "RunNotFoundError", "read_run", "requested_wnids", "run_backbone"]
+__all__ = ["RunContents", "RunFormatError", "RunNotFoundError", "read_run", "require_run_file", "requested_wnids", "run_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,18 @@ class RunContents:
     backbone: str
 
 
+def require_run_file(run_dir: Path, name: str) -> Path:
+    """``run_dir / name``, after checking that the run folder holds that file.
+
+    Raises:
+        RunNotFoundError: If it does not (the run is incomplete).
+    """
+    path = run_dir / name
+    if not path.is_file():
+        raise RunNotFoundError(f"run {run_dir} is incomplete: {name} is missing; {_RETRAIN}")
+    return path
+
+
 def read_run(run_dir: Path) -> RunContents:
     """Read a finished run folder and check that its files agree with each other.
 
@@ -80,8 +92,7 @@ def read_run(run_dir: Path) -> RunContents:
         raise RunNotFoundError(f"{run_dir} is not a finished kgzsl run (no run.json); train one with "
                                "`kgzsl train --config dgp --out RUN`")
     for name in ("rows.safetensors", "nodes.tsv"):
-        if not (run_dir / name).is_file():
-            raise RunNotFoundError(f"run {run_dir} is incomplete: {name} is missing; {_RETRAIN}")
+        require_run_file(run_dir, name)
     summary = _read_summary(run_dir / "run.json")
     tensors = load_tensors(run_dir / "rows.safetensors")
     meta = read_tensor_metadata(run_dir / "rows.safetensors")

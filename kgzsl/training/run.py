@@ -46,11 +46,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kgzsl.errors import InputError, OutputError
+from kgzsl.errors import InputError
 from kgzsl.training.config import RunConfig, check_config, config_to_dict, save_config
 from kgzsl.utils.device import resolve_device
 from kgzsl.graph import load_graph, load_or_build_graph, resolve_graph_dir
-from kgzsl.utils.io import atomic_path, save_tensors, write_json
+from kgzsl.utils.io import atomic_path, cannot_write, save_tensors, write_json
 from kgzsl.models import Ensemble, build_model
 from kgzsl.training.fit import FitResult, fit, keep_every_row, split_seen
 
@@ -164,10 +164,6 @@ def _fit_summary(result: FitResult, remembers: int | None = None) -> dict[str, A
     return summary if remembers is None else {"remembers": remembers, **summary}
 
 
-def _cannot_write(out: Path, exc: OSError) -> OutputError:
-    return OutputError(f"cannot write {out}: {exc.strerror or exc}; choose a folder you can write to")
-
-
 def _check_writable(out: Path) -> None:
     """Fail before training if the run folder ``out`` cannot be created or written; creates nothing.
 
@@ -180,7 +176,7 @@ def _check_writable(out: Path) -> None:
             probe = probe.parent
         tempfile.TemporaryDirectory(prefix=".kgzsl-write-check-", dir=probe).cleanup()
     except OSError as exc:
-        raise _cannot_write(out, exc) from None
+        raise cannot_write(out, exc) from None
 
 
 def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True,
@@ -257,7 +253,7 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # it changed while training
-        raise _cannot_write(out, exc) from None
+        raise cannot_write(out, exc) from None
     if (out / "run.json").is_file():
         logger.warning("replacing the run in %s with this training", out)
     stale = out / "abstain.json"  # a threshold on the old rows' logits (the score calibration depends on the backbone only)

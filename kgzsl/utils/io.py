@@ -22,13 +22,18 @@ from safetensors.torch import load_file, save_file
 
 from kgzsl.errors import InputError, NotFoundError, OutputError
 
-__all__ = ["TensorFileError", "atomic_path", "write_text", "write_bytes", "figure_png", "write_json", "save_tensors", "load_tensors",
+__all__ = ["TensorFileError", "cannot_write", "atomic_path", "write_text", "write_bytes", "figure_png", "write_json", "save_tensors", "load_tensors",
            "optimizer_to_tensors", "optimizer_from_tensors",
            "read_tensor_metadata"]
 
 
 class TensorFileError(InputError):
     """A tensor file exists but is not a readable safetensors file (truncated, corrupt, or a pickle)."""
+
+
+def cannot_write(path: str | os.PathLike, exc: OSError) -> OutputError:
+    """The error for a file or folder ``path`` that cannot be written (``exc`` says why)."""
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to")
 
 
 @contextlib.contextmanager
@@ -53,7 +58,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
+        raise cannot_write(path, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
