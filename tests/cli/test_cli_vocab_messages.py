@@ -26,6 +26,20 @@ def _chelsea() -> Path:
     return Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png"
 
 
+def _photo_folders(root: Path, per_class: int) -> None:
+    """``root/cal/<wnid>/i.png`` (two in-set classes) and the same photos flat in ``root/flat``."""
+    from PIL import Image
+
+    photo = Image.open(_chelsea()).convert("RGB")
+    (root / "flat").mkdir()
+    for wnid in ("n02123045", "n01440764"):
+        (root / "cal" / wnid).mkdir(parents=True)
+        for i in range(per_class):
+            image = photo.rotate(10 * i).resize((96, 64))
+            image.save(root / "cal" / wnid / f"{i}.png")
+            image.save(root / "flat" / f"{wnid}-{i}.png")
+
+
 def test_add_concept_in_a_read_only_run_is_one_line_and_adds_nothing(run, capsys, monkeypatch):
     import filelock
 
@@ -72,15 +86,7 @@ def test_add_concept_reads_a_word_as_predict_does(run, capsys):
 
 
 def test_calibrate_checks_keep_before_writing(run, tmp_path, capsys):
-    from PIL import Image
-
-    photo = Image.open(_chelsea()).convert("RGB")
-    (tmp_path / "flat").mkdir()
-    for wnid in ("n02123045", "n01440764"):
-        (tmp_path / "cal" / wnid).mkdir(parents=True)
-        for i in range(2):
-            photo.rotate(10 * i).resize((96, 64)).save(tmp_path / "cal" / wnid / f"{i}.png")
-            photo.rotate(10 * i).resize((96, 64)).save(tmp_path / "flat" / f"{wnid}-{i}.png")
+    _photo_folders(tmp_path, per_class=2)
     for images in ("cal", "flat"):
         for keep in ("1.5", "0", "nan"):
             assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / images), "--keep", keep,
@@ -92,15 +98,7 @@ def test_calibrate_checks_keep_before_writing(run, tmp_path, capsys):
 def test_calibrating_again_without_in_set_classes_removes_the_stale_abstain_threshold(run, tmp_path, capsys, caplog):
     import json
 
-    from PIL import Image
-
-    photo = Image.open(_chelsea()).convert("RGB")
-    (tmp_path / "flat").mkdir()
-    for wnid in ("n02123045", "n01440764"):
-        (tmp_path / "cal" / wnid).mkdir(parents=True)
-        for i in range(3):
-            photo.rotate(10 * i).resize((96, 64)).save(tmp_path / "cal" / wnid / f"{i}.png")
-            photo.rotate(7 * i).resize((80, 64)).save(tmp_path / "flat" / f"{wnid}-{i}.png")
+    _photo_folders(tmp_path, per_class=3)
     assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5",
                  "--device", "cpu"]) == 0
     assert json.loads((run / "abstain.json").read_text())["inputs"] == 6
