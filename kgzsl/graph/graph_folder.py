@@ -28,7 +28,7 @@ import torch
 from kgzsl.errors import InputError
 from kgzsl.utils.io import write_json, write_text
 
-__all__ = ["FORMAT_VERSION", "RELATIONS", "GraphFormatError", "read_graph_folder", "read_nodes", "write_graph_folder"]
+__all__ = ["FORMAT_VERSION", "RELATIONS", "GraphFormatError", "one_line", "read_graph_folder", "read_nodes", "write_graph_folder"]
 
 FORMAT_VERSION = 1
 RELATIONS = ("hypernym", "instance_hypernym")
@@ -46,7 +46,7 @@ def write_graph_folder(graph: Any, path: Path) -> Path:
     # Each file is replaced atomically; dropping the old manifest first means a process killed
     # half-way through re-saving leaves a folder that loads as "incomplete", never a mix of versions.
     (path / "manifest.json").unlink(missing_ok=True)
-    nodes = "".join(f"{w}\t{n}\t{'|'.join(ls)}\t{_clean(g)}\n"
+    nodes = "".join(f"{w}\t{n}\t{'|'.join(ls)}\t{one_line(g)}\n"
                     for w, n, ls, g in zip(graph.wnids, graph.names, graph.lemmas, graph.glosses))
     write_text(path / "nodes.tsv", "wnid\tname\tlemmas\tgloss\n" + nodes)
     weights = graph.weights if graph.weights is not None else [1.0] * len(graph.edges)
@@ -114,7 +114,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _clean(text: str) -> str:
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (tabs, newlines, double spaces) made one space: the form a
+    gloss takes in ``nodes.tsv``, and so in every graph (:class:`~kgzsl.graph.KnowledgeGraph` applies it),
+    so that a graph built in memory and the same graph read back embed the same text."""
     return " ".join(str(text).split())
 
 

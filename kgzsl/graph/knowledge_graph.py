@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from kgzsl.graph.ancestors import ancestor_distances, ancestor_pairs, common_ancestors, lca_path
-from kgzsl.graph.graph_folder import RELATIONS, GraphFormatError, read_graph_folder, write_graph_folder
+from kgzsl.graph.graph_folder import RELATIONS, GraphFormatError, one_line, read_graph_folder, write_graph_folder
 
 __all__ = ["KnowledgeGraph", "HIERARCHICAL"]
 
@@ -31,7 +31,7 @@ class KnowledgeGraph:
         wnids: Node ids (WordNet wnids, or any unique string for custom nodes).
         names: Synset names (``dog.n.01``), one per node.
         lemmas: Lemma names per node (``["dog", "domestic_dog", "Canis_familiaris"]``).
-        glosses: Definitions per node.
+        glosses: Definitions per node (whitespace runs become one space, as in ``nodes.tsv``).
         edges: ``(source, target, relation)`` index triples; ``relation`` indexes ``relations``. For
             hierarchical relations (:data:`HIERARCHICAL`) the source is the child, the target the parent.
         relations: Relation names (WordNet graphs: ``hypernym``, ``instance_hypernym``).
@@ -61,6 +61,7 @@ class KnowledgeGraph:
         n = len(self.wnids)
         if not (len(self.names) == len(self.lemmas) == len(self.glosses) == n):
             raise GraphFormatError("wnids, names, lemmas and glosses must have one entry per node")
+        self.glosses = [one_line(g) for g in self.glosses]  # the text a graph read back from disk has
         if len(set(self.wnids)) != n:
             raise GraphFormatError("node ids must be unique")
         for child, parent, rel in self.edges:

@@ -201,3 +201,25 @@ def test_minilm_semantics() -> None:
     assert x.shape == (3, 384) and enc.dim == 384 and x.dtype == torch.float32
     assert _cos(x, 0, 1) > _cos(x, 0, 2)
     assert text_encoders._load_minilm.cache_info().currsize >= 1
+
+
+def test_graph_read_back_hits_the_feature_cache_of_the_graph_built_in_memory(
+        tmp_path: Path, glove: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # WordNet has glosses with double spaces ("television ...; ;  - Ernie Kovacs"); nodes.tsv keeps one
+    from kgzsl.graph import KnowledgeGraph
+
+    built = KnowledgeGraph(wnids=["n02084071", "n02099601"], names=["dog.n.01", "golden_retriever.n.01"],
+                           lemmas=[["dog"], ["golden_retriever"]],
+                           glosses=["a member  of the\tgenus Canis;  - a quote", "an English\n breed"],
+                           edges=[(1, 0, 0)])
+    assert built.glosses == ["a member of the genus Canis; - a quote", "an English breed"]
+    built.save(tmp_path / "g")
+    feats = node_features(built, f"glove:{glove}", use_gloss=True)
+
+    def boom(self, texts):  # noqa: ANN001
+        raise AssertionError("encoder called although the graph is the same")
+
+    monkeypatch.setattr(GloveEncoder, "encode", boom)
+    back = KnowledgeGraph.load(tmp_path / "g")
+    assert back.glosses == built.glosses
+    assert torch.equal(node_features(back, f"glove:{glove}", use_gloss=True), feats)
