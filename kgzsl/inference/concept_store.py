@@ -10,8 +10,9 @@
 :func:`restore_concepts` (called by ``ZeroShotClassifier.load``) appends the stored rows as they
 are, after checking that the three digests still match. When one does not (the run was retrained
 in place, or concepts.yaml was edited by hand), the concepts of ``concepts.yaml`` are
-re-propagated in memory, with a warning; the next ``kgzsl add-concept`` stores them again. Runs
-from before this file existed (only ``concepts.yaml``) are handled the same way.
+re-propagated, with a warning, and stored again (where the run folder can be written), so the
+next load reads them as stored. Runs from before this file existed (only ``concepts.yaml``), and an
+``add-concept`` interrupted between its two writes, are handled the same way.
 """
 
 from __future__ import annotations
@@ -181,12 +182,18 @@ def restore_concepts(clf: Any) -> int:
         for key in ("model", "node_features"):  # a damaged file is the problem to report, not a re-propagation
             if _SOURCES[key] in changed:
                 _check_readable(run, _SOURCES[key])
-        logger.warning("%s was computed for another %s: re-propagating the concepts of %s (the next `kgzsl "
-                       "add-concept` stores them again)", path, " and ".join(changed), run / _LIST_FILE)
+        logger.warning("%s was computed for another %s: re-propagating the concepts of %s",
+                       path, " and ".join(changed), run / _LIST_FILE)
     if not (run / _LIST_FILE).is_file():
         return 0
     if not path.is_file():
-        logger.info("run %s lists concepts but stores no rows for them (an older kgzsl): propagating them",
-                    run)
+        logger.warning("%s lists concepts but %s is missing (an interrupted `kgzsl add-concept`, or a run from "
+                       "an older kgzsl): re-propagating them", run / _LIST_FILE, path.name)
     report = add_concepts(clf, run / _LIST_FILE)
+    try:  # stored again, so that the next load reads the rows instead of propagating them once more
+        store_concepts(clf)
+        logger.info("stored the re-propagated concepts in %s", path)
+    except OSError as exc:  # a read-only run folder (OutputError): they live in this process only
+        logger.warning("could not store the re-propagated concepts in %s (%s); every load of the run "
+                       "propagates them again", run, exc)
     return len(report.added)

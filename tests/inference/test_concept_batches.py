@@ -173,3 +173,18 @@ def test_a_damaged_model_file_is_reported_before_any_re_propagation(tiny_run, tm
     with caplog.at_level("WARNING"), pytest.raises(KgzslError, match=expected):
         ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
     assert "re-propagating" not in caplog.text
+
+
+def test_rows_missing_after_an_interrupted_add_concept_are_propagated_once_and_stored_again(run, caplog):
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    clf.add_concepts([{"name": "fluffcat", "parents": "tabby"}])
+    store_concepts(clf)
+    (run / "concepts.safetensors").unlink()  # interrupted between writing concepts.yaml and the rows
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    assert again.added_wnids == ["x:fluffcat"] and torch.allclose(again.rows, clf.rows, atol=1e-6)
+    assert "concepts.safetensors is missing (an interrupted `kgzsl add-concept`" in caplog.text
+    assert (run / "concepts.safetensors").is_file()  # repaired by the load
+    caplog.clear()
+    third = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    assert third.concepts.graph is None and "re-propagating" not in caplog.text  # read as stored
+    assert torch.equal(third.rows, again.rows)
