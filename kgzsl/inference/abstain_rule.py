@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 from kgzsl.errors import InputError
 
-__all__ = ["ABSTAIN_FILE", "check_calibration", "read_calibration", "missing_calibration", "abstain_fields"]
+__all__ = ["ABSTAIN_FILE", "check_calibration", "read_calibration", "missing_calibration", "abstain_fields",
+           "follows_score_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,23 @@ def read_calibration(run_dir: str | Path) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         logger.warning("ignoring %s (%s); calibrate the run again to use abstain", path, exc)
         return None
+
+
+def follows_score_calibration(calibration: Mapping[str, Any] | None, score_calibration: Any,
+                              run_dir: str | Path) -> Mapping[str, Any] | None:
+    """``calibration``, or None (with a warning) when it records a score calibration other than the
+    run's ``score_calibration`` (its threshold is on logits that the run no longer computes: two
+    ``kgzsl calibrate`` at once, or one interrupted between its two writes). Files that record none
+    (written before the record was kept) are taken as they are."""
+    if calibration is None or "score_calibration" not in calibration:
+        return calibration
+    current = score_calibration.fingerprint() if score_calibration is not None else None
+    if calibration["score_calibration"] == current:
+        return calibration
+    logger.warning("ignoring %s: its threshold was set under another score calibration than the run's "
+                   "score_calibration.safetensors (two `kgzsl calibrate` at once, or one interrupted); run "
+                   "`kgzsl calibrate RUN --images DIR` again to use abstain", Path(run_dir) / ABSTAIN_FILE)
+    return None
 
 
 def missing_calibration(run_dir: str | Path | None) -> InputError:

@@ -24,7 +24,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from kgzsl.errors import InputError
-from kgzsl.inference.abstain_rule import check_calibration, missing_calibration, read_calibration
+from kgzsl.inference.abstain_rule import (check_calibration, follows_score_calibration, missing_calibration,
+                                          read_calibration)
 from kgzsl.inference.adaptation import ClassAdapter
 from kgzsl.inference.batches import classify_images
 from kgzsl.inference.candidates import CandidateScoring
@@ -144,9 +145,10 @@ class ZeroShotClassifier:
         backbone = run_backbone(run, device, backbone, finetuned)
         try:
             calib = run_dir / CALIBRATION_FILE
+            scores = ScoreCalibration.load(calib) if calib.is_file() else None
+            abstain = follows_score_calibration(read_calibration(run_dir), scores, run_dir)
             clf = cls(backbone, run.rows, run.wnids, run.names, run.lemmas, run.row_scale, run_dir=run_dir,
-                      summary=run.summary, abstain_calibration=read_calibration(run_dir), scoring=scoring,
-                      score_calibration=ScoreCalibration.load(calib) if calib.is_file() else None)
+                      summary=run.summary, abstain_calibration=abstain, scoring=scoring, score_calibration=scores)
         except ValueError as exc:  # the feature size differs: another backbone or other weights
             raise RunFormatError(f"run {run_dir} does not fit this backbone: {exc}") from None
         if (run_dir / CONCEPTS_FILE).is_file() or (run_dir / CONCEPT_ROWS_FILE).is_file():

@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,13 @@ class ScoreCalibration:
     def isotropic_variance(self) -> float:
         """Mean variance per feature dimension of the reference (``trace(Sigma) / D``)."""
         return float(self.spread.pow(2).sum()) / self.mean.numel()
+
+    def fingerprint(self) -> str:
+        """A short digest of the statistics (the same after :meth:`save` and :meth:`load`): an abstain
+        threshold records the calibration its logits were computed under."""
+        digest = hashlib.sha256(self.mean.detach().float().cpu().contiguous().numpy().tobytes())
+        digest.update(f"{self.target_mean!r}|{self.target_std!r}|{self.images}".encode())
+        return digest.hexdigest()[:16]
 
     def save(self, path: str | Path) -> Path:
         """Write as safetensors (atomically)."""

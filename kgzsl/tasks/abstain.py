@@ -88,7 +88,8 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
         progress: Progress bar while extracting features.
 
     Returns:
-        ``{"threshold", "score", "method", "keep", "inputs", "kept", "candidates"}``; also set on the
+        ``{"threshold", "score", "method", "keep", "inputs", "kept", "candidates", "score_calibration"}``
+        (the last, a fingerprint of the run's score calibration, or None); also set on the
         classifier (``clf.abstain_calibration``) for ``predict(..., abstain=True)``.
 
     Raises:
@@ -115,6 +116,8 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
     result = {"threshold": threshold, "score": "max_logit", "keep": keep, "kept": round(kept, 6), "inputs": n,
               "method": "images" if not isinstance(images, torch.Tensor) else "features",
               "candidates": [str(c) for c in cands]}
+    # the score calibration the logits above were computed under (None: none); checked when the run loads
+    result["score_calibration"] = clf.score_calibration.fingerprint() if clf.score_calibration is not None else None
     if save and clf.run_dir is not None:
         write_json(Path(clf.run_dir) / ABSTAIN_FILE, result)
     clf.set_abstain(result)

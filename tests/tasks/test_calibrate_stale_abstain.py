@@ -54,3 +54,22 @@ def test_not_saving_keeps_the_file_but_drops_the_classifier_s_threshold(clf, cap
     calibrate_scores(clf, _features(0), save=False)  # the stored calibration, which the file fits, is unchanged
     assert (clf.run_dir / ABSTAIN_FILE).is_file() and clf.abstain_calibration is None
     assert "dropped the classifier's abstain threshold" in caplog.text
+
+
+def test_a_threshold_set_under_another_calibration_is_ignored_on_load(clf, tmp_path, caplog):
+    # two `kgzsl calibrate` at once: the run ends with one's score calibration and the other's threshold
+    other = ZeroShotClassifier.load(clf.run_dir, device="cpu", backbone=clf.backbone)
+    calibrate_scores(clf, _features(0), abstain_follows=True)
+    calibrate_abstain(clf, keep=0.9, images=_features(1), labels=LABELS)
+    kept = (clf.run_dir / ABSTAIN_FILE).read_bytes()
+    calibrate_scores(other, _features(2), abstain_follows=True)  # the other process's writes land in between
+    (clf.run_dir / ABSTAIN_FILE).write_bytes(kept)
+    caplog.clear()
+    again = ZeroShotClassifier.load(clf.run_dir, device="cpu", backbone=clf.backbone)
+    assert again.abstain_calibration is None
+    assert "its threshold was set under another score calibration" in caplog.text
+    # the threshold of the calibration in the run is taken, also after a save and load round trip
+    calibrate_abstain(other, keep=0.9, images=_features(1), labels=LABELS)
+    caplog.clear()
+    assert ZeroShotClassifier.load(clf.run_dir, device="cpu", backbone=clf.backbone).abstain_calibration is not None
+    assert "ignoring" not in caplog.text
