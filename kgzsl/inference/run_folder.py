@@ -89,6 +89,9 @@ def read_run(run_dir: Path) -> RunContents:
         raise RunNotFoundError(f"run folder {run_dir} not found; check the path, or train a run with "
                                "`kgzsl train --config dgp --out RUN`")
     if not (run_dir / "run.json").is_file():
+        if (run_dir / "checkpoint.safetensors").is_file():  # a training that was interrupted
+            raise RunNotFoundError(f"{run_dir} is not a finished kgzsl run: its training was interrupted (no "
+                                   "run.json, a checkpoint); finish it with the same `kgzsl train` command and --resume")
         raise RunNotFoundError(f"{run_dir} is not a finished kgzsl run (no run.json); train one with "
                                "`kgzsl train --config dgp --out RUN`")
     for name in ("rows.safetensors", "nodes.tsv"):

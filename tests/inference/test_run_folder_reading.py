@@ -57,3 +57,10 @@ def test_the_requested_classes_are_the_wnid_lists_the_graph_was_built_from(tmp_p
     assert requested_wnids(run) is None  # the list cannot be read back: unknown, not an error
     (run / "manifest.json").write_text(json.dumps({"sources": ["imagenet1k"]}))
     assert requested_wnids(run) is None  # malformed
+
+
+def test_an_interrupted_training_points_at_resume(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.safetensors").write_bytes(b"")  # what an interrupted `kgzsl train` leaves
+    with pytest.raises(RunNotFoundError, match=r"training was interrupted .* same `kgzsl train` command and --resume"):
+        read_run(tmp_path / "run")
