@@ -219,7 +219,8 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     elif resume:
         logger.warning("no checkpoint at %s: training %s from the start", ckpt, model.name)
     elif ckpt is not None and ckpt.exists():
-        logger.info("ignoring the earlier checkpoint %s (not resuming); it will be overwritten", ckpt)
+        logger.warning("starting %s over: the checkpoint %s of an interrupted training will be overwritten "
+                       "(stop now and add --resume to continue it instead)", model.name, ckpt)
     start = time.perf_counter() - result.seconds
     # the bar only draws on a terminal; elsewhere (CI, logs) a line is logged every 50 epochs
     bar = tqdm(range(first, config.epochs + 1), desc=f"train {model.name}", disable=None if progress else True,

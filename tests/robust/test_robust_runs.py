@@ -88,3 +88,26 @@ def test_kgzsl_train_resume_continues_to_the_same_rows(tiny_run, reference_run, 
     assert not (out / CHECKPOINT_FILE).exists()
     history = json.loads((out / "history.json").read_text())
     assert history == json.loads((reference_run / "history.json").read_text())
+
+
+def test_kgzsl_train_without_resume_on_an_interrupted_run_says_it_starts_over(tiny_run, tmp_path, monkeypatch,
+                                                                              caplog):
+    out = tmp_path / "interrupted"
+    argv = ["-q", "train", *_overrides(tiny_run), "--out", str(out), "--no-progress"]
+    real = kgzsl.training.fit.regression_loss
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with torch_threads(1):
+        monkeypatch.setattr(kgzsl.training.fit, "regression_loss", interrupted)
+        assert main(argv) == 130
+        monkeypatch.undo()
+        caplog.clear()
+        assert main(argv) == 0
+    warned = [r for r in caplog.records if "add --resume to continue it instead" in r.getMessage()]
+    assert warned and warned[0].levelname == "WARNING"  # shown under -q: the user may have meant --resume
