@@ -84,7 +84,7 @@ def store_concepts(clf: Any) -> Path:
             logger.info("%d concept(s) stored in %s by another process since it was loaded: added here too",
                         len(theirs), run)
             try:
-                clf.add_concepts(theirs)
+                add_concepts(clf, theirs, stored=True)
             except InputError as exc:  # never expected from a list a run stored; this process's concepts still go in
                 logger.warning("the concepts another process stored in %s could not be added here (%s); "
                                "they are left out of the stored list", run, exc)
@@ -189,7 +189,7 @@ def restore_concepts(clf: Any) -> int:
     if not path.is_file():
         logger.warning("%s lists concepts but %s is missing (an interrupted `kgzsl add-concept`, or a run from "
                        "an older kgzsl): re-propagating them", run / _LIST_FILE, path.name)
-    report = add_concepts(clf, run / _LIST_FILE)
+    report = add_concepts(clf, run / _LIST_FILE, stored=True)
     try:  # stored again, so that the next load reads the rows instead of propagating them once more
         store_concepts(clf)
         logger.info("stored the re-propagated concepts in %s", path)

@@ -186,7 +186,7 @@ class _Planner:
             raise ConceptError(f"parent {spec!r}: {exc}") from None
 
 
-def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptReport:
+def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any], stored: bool = False) -> ConceptReport:
     """Add every class of a taxonomy to a loaded classifier in one propagation (no weight changes).
 
     Every entry is checked before anything changes: fields, duplicates and cycles (see
@@ -199,6 +199,9 @@ def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptRepor
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier` loaded from a run folder.
         taxonomy: A taxonomy file (YAML or CSV), or a list of entries (mappings with ``name``,
             ``parents``, ``description``, ``aliases``, ``sense``; bare names; or :class:`TaxonomyEntry`).
+        stored: The entries are the run's own stored concepts, added again (on load, or because
+            another process stored them): the names they share with WordNet nouns were reported
+            when they were first added, and are not logged again.
 
     Returns:
         What was added and what already existed.
@@ -209,10 +212,10 @@ def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptRepor
             :class:`AmbiguousConceptError` listing the senses).
     """
     with clf.concept_lock:  # threads adding at once extend one state, one after the other
-        return _add_concepts(clf, taxonomy)
+        return _add_concepts(clf, taxonomy, stored)
 
 
-def _add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptReport:
+def _add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any], stored: bool) -> ConceptReport:
     """:func:`add_concepts`' work, under the classifier's ``concept_lock``."""
     from kgzsl.graph.wordnet import load_wordnet
     from kgzsl.text.features import get_encoder, node_texts
@@ -242,7 +245,7 @@ def _add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any]) -> ConceptRepo
             for e, exc in problems]))
     for line in planner.warnings:
         logger.warning("%s", line)
-    report.warnings = wordnet_collisions(wn, entries) + planner.warnings
+    report.warnings = ([] if stored else wordnet_collisions(wn, entries)) + planner.warnings
     report.other_senses = planner.other_senses
     ext = planner.ext
     base = len(clf.wnids) - len(clf.added_wnids)

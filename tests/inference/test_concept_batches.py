@@ -188,3 +188,15 @@ def test_rows_missing_after_an_interrupted_add_concept_are_propagated_once_and_s
     third = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
     assert third.concepts.graph is None and "re-propagating" not in caplog.text  # read as stored
     assert torch.equal(third.rows, again.rows)
+
+
+def test_another_process_s_concepts_are_added_without_repeating_their_warnings(run, caplog):
+    first = ZeroShotClassifier.load(run, device="cpu")
+    second = ZeroShotClassifier.load(run, device="cpu", backbone=first.backbone)
+    first.add_concepts([{"name": "drone", "parents": "airliner"}])  # also a WordNet noun: its adder is warned
+    assert "'drone' is also a WordNet noun" in caplog.text
+    store_concepts(first)
+    caplog.clear()
+    second.add_concepts([{"name": "spotcat", "parents": "tabby"}])
+    store_concepts(second)  # adds first's drone too, which this process's user never passed
+    assert second.added_wnids == ["x:spotcat", "x:drone"] and "also a WordNet noun" not in caplog.text
