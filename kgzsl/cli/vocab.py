@@ -43,8 +43,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_index(args: argparse.Namespace) -> int:
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.utils.distributed import close_distributed
-    from kgzsl.tasks.search import build_index
+    from kgzsl.tasks.search import build_index, check_index_path
 
+    check_index_path(args.out)  # before the run is loaded: a folder, or a file that is no index, is refused
     ctx, workers, amp = extraction_job(args)
     try:
         clf = ZeroShotClassifier.load(args.run, device=ctx.device)
@@ -154,7 +155,8 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
                        "(incremental: only new or changed files are processed)")
     p.add_argument("run", help="run folder written by `kgzsl train` (its backbone computes the features)")
     p.add_argument("dir", help="image folder (searched recursively)")
-    p.add_argument("--out", required=True, help="index file to write or update")
+    p.add_argument("--out", required=True, help="index file to write or update (an existing file that is not "
+                   "a kgzsl index is refused, never overwritten)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_extraction_args(p)
     p.set_defaults(func=_cmd_index)

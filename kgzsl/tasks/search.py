@@ -22,39 +22,107 @@ from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError, NotFoundError, SetupError
+from kgzsl.errors import InputError, NotFoundError, OutputError, SetupError
 from kgzsl.utils.distributed import DistContext, all_ranks_agree, broadcast_object, gather_tensors, shard_indices
-from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
+from kgzsl.utils.io import TensorFileError, check_output_file, load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["build_index", "search", "SearchIndexError"]
+__all__ = ["build_index", "search", "check_index_path", "SearchIndexError"]
 
 logger = logging.getLogger(__name__)
+
+_MAX_HEADER = 100_000_000  # safetensors refuses longer headers
 
 
 class SearchIndexError(InputError):
     """An index file is missing, corrupt, or was built with another backbone."""
 
 
+class _DamagedIndexError(SearchIndexError):
+    """A file that was written as a kgzsl image index but can no longer be read as one."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path} is a damaged kgzsl image index: {problem}; build it again with "
+                         f"`kgzsl index RUN DIR --out {path}`")
+        self.problem = problem
+
+
+def _is_index_file(path: Path) -> bool:
+    """Whether ``path`` holds a kgzsl image index, whole or damaged.
+
+    An index is a safetensors file whose header names a ``features`` tensor and a ``files`` list
+    (no other kgzsl file has both). Only the header is read, so an index whose data is truncated
+    or corrupt still counts; a header cut short counts if what is left of it starts as an index's.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = fh.read(8)
+            length = int.from_bytes(size, "little")
+            if len(size) < 8 or not 2 <= length <= _MAX_HEADER:
+                return False
+            head = fh.read(length)
+    except OSError:
+        return False
+    try:
+        header = json.loads(head)
+    except (ValueError, RecursionError):  # cut short (or bytes changed): the metadata comes first in the header
+        return head.startswith(b'{"__metadata__":{"') and (b'"files":' in head or b'"backbone":' in head)
+    return isinstance(header, dict) and "features" in header and isinstance(header.get("__metadata__"), dict) \
+        and "files" in header["__metadata__"]
+
+
+def check_index_path(index_path: str | os.PathLike) -> Path:
+    """``index_path`` as a Path, after checking that :func:`build_index` may write it: call it before any work.
+
+    The file may be missing, empty, or a kgzsl image index (damaged ones included: they are built
+    again); any other file is left alone.
+
+    Raises:
+        kgzsl.errors.OutputError: If ``index_path`` is a folder, cannot be written, or is a file
+            that is not a kgzsl image index (a photo, notes: never overwritten).
+    """
+    path = check_output_file(index_path, "--out", example="photos.index")
+    if path.is_file() and path.stat().st_size > 0 and not _is_index_file(path):
+        problem = f"{path} exists and is not a kgzsl image index, so it is not overwritten"
+        raise OutputError(f"{problem}; choose another index_path, or delete the file",
+                          cli_message=f"--out {problem}; choose another path, or delete the file")
+    return path
+
+
 def _read_index(path: Path) -> tuple[list[dict[str, Any]], torch.Tensor, dict[str, str]]:
+    """The files, features and metadata of the index ``path``.
+
+    Raises:
+        SearchIndexError: If ``path`` is not a kgzsl image index, or is a damaged one
+            (``_DamagedIndexError``, whose ``problem`` says what is wrong).
+    """
+    if not _is_index_file(path):
+        raise SearchIndexError(f"{path} is not a kgzsl image index (`kgzsl index` writes those); give an index "
+                               "file, or build one with `kgzsl index RUN DIR --out photos.index`")
     try:
         meta = read_tensor_metadata(path)
         files = json.loads(meta["files"])
         feats = load_tensors(path)["features"]
+    except TensorFileError:
+        raise _DamagedIndexError(path, "its data is truncated or corrupt") from None
     except (KeyError, ValueError) as exc:
-        raise SearchIndexError(f"{path} is not a kgzsl image index ({exc}); build it again with `kgzsl index`") from None
+        raise _DamagedIndexError(path, f"its list of files cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(files, list) or not all(isinstance(f, dict) and {"path", "size", "mtime_ns"} <= f.keys()
+                                              for f in files):
+        raise _DamagedIndexError(path, "its list of files is not a list of {path, size, mtime_ns}")
     if feats.ndim != 2 or feats.size(0) != len(files):
-        raise SearchIndexError(f"{path} lists {len(files)} files but holds {tuple(feats.shape)} features; rebuild it")
+        raise _DamagedIndexError(path, f"it lists {len(files)} files but holds {tuple(feats.shape)} features")
     return files, feats, meta
 
 
 def _reusable_rows(backbone: Any, index_path: Path) -> dict[tuple, torch.Tensor]:
     """Features of the files an existing index already holds, keyed by (path, size, mtime_ns)."""
-    if not index_path.is_file():
+    if not index_path.is_file() or index_path.stat().st_size == 0:
         return {}
     try:
         prev, feats, meta = _read_index(index_path)
-    except SearchIndexError as exc:
-        logger.warning("%s; rebuilding it", exc)
+    except _DamagedIndexError as exc:  # anything that is no index at all was refused before (check_index_path)
+        logger.warning("%s is a damaged kgzsl image index (%s): building it again from every image",
+                       index_path, exc.problem)
         return {}
     if meta.get("backbone") != backbone.name or meta.get("weights", "") != str(getattr(backbone, "weights", "")):
         logger.info("index %s was built with another backbone: rebuilding it", index_path)
@@ -84,20 +152,30 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
         dist_ctx: The torchrun job (:func:`kgzsl.utils.distributed.init_distributed`); None: one process.
 
     Returns:
-        Counts, the same on every rank: ``{"images", "new", "reused", "removed", "failed"}``.
+        Counts, the same on every rank: ``{"images", "new", "reused", "removed", "failed"}``;
+        ``failed`` counts the files that could not be read (a broken symbolic link, an image that
+        does not decode), each logged as a warning naming it.
 
     Raises:
         FileNotFoundError: If ``folder`` does not exist.
+        kgzsl.errors.OutputError: If ``index_path`` is a folder, cannot be written, or is a file that
+            is not a kgzsl image index (see :func:`check_index_path`); checked before any work.
     """
     from kgzsl.vision.extract import extract_features
     from kgzsl.vision.folders import list_images
 
     ctx = dist_ctx or DistContext()
-    index_path = Path(index_path)
-    files = list_images(folder)
-    keys = []
-    for p in files:
-        st = p.stat()
+    index_path = check_index_path(index_path)
+    files, keys, unlisted = [], [], 0
+    for p in list_images(folder):
+        try:
+            st = p.stat()
+        except OSError as exc:  # a broken symbolic link, or no permission: one file, not the whole index
+            unlisted += 1
+            if ctx.is_main:
+                logger.warning("skipping image: %s", _cannot_stat(p, exc))
+            continue
+        files.append(p)
         keys.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     if not all_ranks_agree(keys, ctx):
         raise SetupError(f"the processes listed different files under {folder} (did it change?); run again")
@@ -129,9 +207,17 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
                                "weights": str(getattr(backbone, "weights", ""))})
         now = {k["path"] for k in keys}
         stats = {"images": len(kept), "new": len(todo) - int((~ok).sum()), "reused": len(keys) - len(todo),
-                 "removed": len({p for p, _, _ in old} - now), "failed": int((~ok).sum())}
+                 "removed": len({p for p, _, _ in old} - now), "failed": int((~ok).sum()) + unlisted}
         logger.info("index %s: %s", index_path, stats)
     return broadcast_object(stats, ctx)
+
+
+def _cannot_stat(path: Path, exc: OSError) -> str:
+    """Why the listed file ``path`` cannot be read, for the warning that skips it."""
+    if isinstance(exc, FileNotFoundError) and path.is_symlink():
+        return (f"{path} is a broken symbolic link: its target {os.readlink(path)} does not exist; remove the "
+                "link or make it point to an image")
+    return f"cannot read {path}: {exc.strerror or exc}"
 
 
 def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) -> list[dict[str, Any]]:

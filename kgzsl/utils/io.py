@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from kgzsl.errors import InputError, NotFoundError, OutputError
 
-__all__ = ["TensorFileError", "cannot_write", "atomic_path", "write_text", "write_bytes", "figure_png", "write_json", "save_tensors", "load_tensors",
+__all__ = ["TensorFileError", "cannot_write", "check_output_file", "atomic_path", "write_text", "write_bytes", "figure_png", "write_json", "save_tensors", "load_tensors",
            "optimizer_to_tensors", "optimizer_from_tensors",
            "read_tensor_metadata"]
 
@@ -36,6 +36,41 @@ def cannot_write(path: str | os.PathLike, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to")
 
 
+def _folder_in_the_way(path: Path, option: str | None = None, example: str = "out.json") -> OutputError:
+    """The error for an output file ``path`` that is an existing folder."""
+    fix = f"give the path of a file, e.g. {path / example}"
+    return OutputError(f"cannot write {path}: it is a folder; {fix}",
+                       cli_message=f"{option} {path} is a folder; {fix}" if option else None)
+
+
+def check_output_file(path: str | os.PathLike, option: str | None = None, example: str = "out.json") -> Path:
+    """``path`` as a Path, after checking that a file can be written there: call it before any long work.
+
+    Creates nothing (a hidden folder is made and removed in the nearest existing folder, which meets
+    every obstacle the write would: a file in the way, no permission, a read-only file system).
+
+    Args:
+        path: The output file.
+        option: The command-line option that named it (``"--json-out"``), for the message the
+            ``kgzsl`` command prints; None: the message alone.
+        example: A file name the message suggests inside ``path`` when it is a folder.
+
+    Raises:
+        kgzsl.errors.OutputError: If ``path`` is a folder, or the file cannot be written there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise _folder_in_the_way(path, option, example)
+    try:
+        probe = path.absolute().parent
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        tempfile.TemporaryDirectory(prefix=".kgzsl-write-check-", dir=probe).cleanup()
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -44,7 +79,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path: Final location of the file. Its parent directory is created if missing.
 
     Raises:
-        kgzsl.errors.OutputError: If the folder cannot be created or written to.
+        kgzsl.errors.OutputError: If the folder cannot be created or written to, or ``path`` is a
+            folder (checked before the block runs; :func:`check_output_file` checks it before any work).
 
     Yields:
         A temporary path in the same directory to write to. Its name (``.<name>.XXXX.tmp``, hidden)
@@ -54,6 +90,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     new file (``mkstemp`` alone would make every artifact private to its owner).
     """
     path = Path(path)
+    if path.is_dir():  # os.replace cannot put a file there: say so before the content is computed
+        raise _folder_in_the_way(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -66,7 +104,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, _mode_for(path))
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except IsADirectoryError:  # a folder made there while the block ran
+            raise _folder_in_the_way(path) from None
         _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kgzsl.errors import InputError, NotFoundError
-from kgzsl.utils.io import write_json
+from kgzsl.utils.io import check_output_file, write_json
 from kgzsl.utils.paths import shipped_dir
 
 __all__ = ["ensure_runs", "format_rows", "run_benchmark", "BENCHMARKS"]
@@ -68,7 +68,12 @@ def run_benchmark(name: str, models: list[str], runs_dir: Path, out_dir: Path, j
     ``json_path``, if given, also receives the result as JSON. ``photos`` needs ``data_dir`` and
     scores ``run_dir`` (the demo's run, trained when missing, by default). ``ensemble``:
     ``imagenet-heldout`` also scores the models together (the normalised mean of their rows).
+
+    Raises:
+        kgzsl.errors.OutputError: If ``json_path`` is a folder or cannot be written (checked first).
     """
+    if json_path is not None:
+        check_output_file(json_path, example="result.json")  # before the work, not after it
     if name == "photos":
         report, result = _photos(data_dir, run_dir, progress, device)
     else:
