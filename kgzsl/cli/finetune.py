@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
+import signal
 
 from kgzsl.cli._common import nonnegative_int, positive_int
 
@@ -27,10 +27,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, val_fraction=args.val_fraction, seed=args.seed,
                               device=args.device, workers=args.workers, train_bn=args.train_bn, resume=args.resume,
                               progress=not (args.no_progress or args.quiet), max_steps=args.max_steps)
-    except KeyboardInterrupt:
-        if rank == 0:
-            print("interrupted; continue with the same command and --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the kgzsl command raises it as an interruption too)
+        if rank == 0:  # the command says which signal, with the --resume hint, and exits 130 or 143
+            raise
+        return 128 + getattr(exc, "signum", signal.SIGINT)  # the other ranks end quietly
     finally:
         import torch.distributed as dist
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         if args.run is not None and args.run != args.run_option:
             raise InputError(f"the run is given twice, {args.run!r} and --run {args.run_option!r}; give it once")
         args.run = args.run_option
-    if isinstance(args.json, str):  # --json PATH
-        if args.json_out is not None and args.json_out != args.json:
-            raise InputError(f"two JSON files, --json {args.json!r} and --json-out {args.json_out!r}; give one")
-        args.json, args.json_out = False, args.json
+    _json_targets(args)
     if args.name == "serve":  # starts a server: it lives above the tasks layer
         print(run_serve_benchmark(args))
         return 0
@@ -149,6 +147,23 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                         data_dir=Path(args.data) if args.data else None, run_dir=Path(args.run) if args.run else None,
                         ensemble=args.ensemble))
     return 0
+
+
+def _json_targets(args: argparse.Namespace) -> None:
+    """Read ``benchmark``'s --json / --json-out into ``args.json`` (print JSON, not the table) and
+    ``args.json_out`` (a file, or None), checking the file before any work. ``-`` means stdout."""
+    given = [(option, value) for option, value in (("--json", args.json), ("--json-out", args.json_out))
+             if isinstance(value, str)]  # --json alone is True
+    files = {value: option for option, value in given if value != "-"}
+    if len(files) > 1:
+        (first, a), (second, b) = files.items()
+        raise InputError(f"two JSON files, {a} {first!r} and {b} {second!r}; give one")
+    args.json = args.json is True or any(value == "-" for _, value in given)
+    args.json_out = next(iter(files), None)
+    if args.json_out is not None:
+        from kgzsl.utils.io import check_output_file
+
+        check_output_file(args.json_out, files[args.json_out], example="result.json")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -236,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")
     p.add_argument("--json", nargs="?", const=True, default=False, metavar="PATH",
                    help="print the result as JSON instead of a table; --json PATH: the table here, the JSON in PATH "
-                   "(as --json-out PATH)")
-    p.add_argument("--json-out", metavar="PATH", help="also write the result as JSON to this file")
+                   "(as --json-out PATH); PATH - is stdout (the same as --json alone)")
+    p.add_argument("--json-out", metavar="PATH", help="also write the result as JSON to this file; - prints it "
+                   "to stdout instead of the table")
     p.add_argument("--limit-per-class", type=positive_int,
                    help="fmnist: quick run on a stratified subset of the test images")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
@@ -261,17 +277,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _SigtermInterrupts:
+    """While active, the first SIGTERM (``timeout``, ``docker stop``, systemd, Slurm) raises the
+    ``KeyboardInterrupt`` Ctrl-C raises, so that it takes the same way out: atomic writes remove their
+    temporary file, progress bars close, training keeps its checkpoint, DataLoader workers end quietly.
+    The exception's ``signum`` says which signal it was (a plain Ctrl-C has none: SIGINT). Later
+    SIGTERMs are ignored so that the clean-up they would interrupt runs to its end; ``received``
+    records the first.
+
+    Only the command installs it, for the duration of :func:`main`: importing kgzsl changes no signal
+    handling. A handler set by a program that calls :func:`main` (or SIG_IGN) is left as it is.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: Any = None
+
+    def __enter__(self) -> "_SigtermInterrupts":
+        try:
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # main() called from another thread: signals are the main thread's
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+            interruption = KeyboardInterrupt()
+            interruption.signum = signum  # type: ignore[attr-defined]
+            raise interruption
+
+
+def _interrupted(command: str, signum: int) -> int:
+    """Say that ``command`` was interrupted by ``signum`` (one line) and return the shell's code for it."""
+    hint = "; continue with the same command and --resume" if command in ("train", "finetune") else ""
+    print(f"kgzsl {command}: interrupted by {signal.Signals(signum).name}{hint}", file=sys.stderr)
+    return 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kgzsl`` command."""
     args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits with 2
     setup_logging(args.quiet)
-    with quiet_third_party(args.quiet):
+    with _SigtermInterrupts() as sigterm, quiet_third_party(args.quiet):
         try:
-            return args.func(args)
-        except KeyboardInterrupt:
-            hint = "; continue with the same command and --resume" if args.command == "train" else ""
-            print(f"interrupted{hint}", file=sys.stderr)
-            return 130
+            code = args.func(args)
+            if sigterm.received is not None and code == 0:  # the command swallowed it: uvicorn (`serve`)
+                code = _interrupted(args.command, sigterm.received)  # shuts down gracefully, then returns
+            return code
+        except KeyboardInterrupt as exc:  # Ctrl-C, or a SIGTERM (with its signum)
+            return _interrupted(args.command, getattr(exc, "signum", signal.SIGINT))
         except KgzslError as exc:  # a problem the user can fix; anything else is a bug and keeps its traceback
             print(f"kgzsl {args.command}: error: {printable(exc.cli_text())}", file=sys.stderr)
             return 1

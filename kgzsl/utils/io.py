@@ -97,9 +97,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise cannot_write(path, exc) from exc
-    os.close(fd)
     tmp_path = Path(tmp)
-    try:
+    try:  # from here on an interruption (Ctrl-C, SIGTERM) removes the temporary file
+        os.close(fd)
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import kgzsl
 from kgzsl.cli import main
@@ -141,7 +142,9 @@ def test_an_option_given_in_part_is_refused_not_taken_for_another(tmp_path, caps
     assert args.run_option == "r1" and args.runs_dir == "runs"  # --run is the run, as the positional RUN
     assert main(["-q", "benchmark", "photos", "r1", "--run", "r2", "--data", str(tmp_path)]) == 1
     assert "the run is given twice, 'r1' and --run 'r2'" in capsys.readouterr().err
-    assert main(["-q", "benchmark", "photos", "--run", str(tmp_path / "none"), "--data", str(tmp_path)]) == 1
+    (tmp_path / "data" / "n02121620").mkdir(parents=True)  # a photo, so that the run is what fails
+    Image.new("RGB", (8, 8)).save(tmp_path / "data" / "n02121620" / "cat.png")
+    assert main(["-q", "benchmark", "photos", "--run", str(tmp_path / "none"), "--data", str(tmp_path / "data")]) == 1
     assert "run folder " + str(tmp_path / "none") + " not found" in capsys.readouterr().err  # that run, not runs/demo
 
 

@@ -52,3 +52,84 @@ def test_groups_file_errors_name_the_line(tmp_path):
         read_groups(tmp_path, ["n02123045", "n01440764"])
     (tmp_path / "groups.tsv").unlink()
     assert read_groups(tmp_path, ["a", "b"]) == {"a": "all", "b": "all"}
+
+
+def _photo_layout(root):
+    """n02123045 with a photo, a folder named in words, an empty class folder, a hidden folder, a groups file."""
+    for folder in ("n02123045", "cats", "n01440764", ".git"):
+        (root / folder).mkdir(parents=True)
+    (root / "n02123045" / "a.png").write_bytes(b"listed, never decoded")
+    (root / "cats" / "b.png").write_bytes(b"")
+    (root / ".git" / "c.png").write_bytes(b"")
+    (root / "groups.tsv").write_text("n02123045\tanimal\n")
+
+
+def test_skipped_folders_are_named_with_the_reason(tmp_path, caplog):
+    from kgzsl.tasks.benchmarks.photos import photo_items
+
+    _photo_layout(tmp_path)
+    with caplog.at_level("WARNING", logger="kgzsl.tasks.benchmarks.photos"):
+        items = photo_items(tmp_path)
+    assert items == [(tmp_path / "n02123045" / "a.png", "n02123045")]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # nothing about .git or groups.tsv
+    assert f"{tmp_path / 'cats'}: its name is not a WordNet id" in warnings[0]
+    assert f"{tmp_path / 'n01440764'}: no image files in it" in warnings[1]
+
+
+def test_a_folder_without_photos_is_an_error_naming_the_layout(tmp_path, caplog):
+    from kgzsl.errors import NotFoundError
+    from kgzsl.tasks.benchmarks.photos import photo_items
+
+    (tmp_path / "n01440764").mkdir()  # only an empty class folder
+    with pytest.raises(InputError, match=rf"^no photos in {tmp_path}: expected {tmp_path}/<wnid>/\*\.jpg"):
+        photo_items(tmp_path)
+    assert "n01440764: no image files" in caplog.text
+    (tmp_path / "n01440764").rmdir()
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "b.jpg").write_bytes(b"")  # photos, in a folder that is not a class
+    with pytest.raises(InputError, match=rf"^no photos in {tmp_path}: expected"):
+        photo_items(tmp_path)
+    assert "cats: its name is not a WordNet id" in caplog.text
+    with pytest.raises(NotFoundError, match=r"photo folder not found: .*missing.*<wnid>/\*\.jpg"):
+        photo_items(tmp_path / "missing")
+
+
+def test_no_scorable_photo_is_an_error(tmp_path):
+    """Every class fails to be added to the run: an error, not a table of nan."""
+
+    class Run:
+        wnids = ["n02123045"]
+
+        def add_concept(self, wnid):
+            raise InputError(f"{wnid} is not a WordNet 3.0 noun synset")
+
+    (tmp_path / "n09999999").mkdir()
+    (tmp_path / "n09999999" / "a.jpg").write_bytes(b"")
+    with pytest.raises(InputError, match=rf"none of the photos in {tmp_path} can be scored: their classes "
+                                         r"\(n09999999\) are not nodes"):
+        run_photos(Run(), tmp_path, progress=False)
+
+
+def test_benchmark_photos_on_an_empty_class_folder_exits_1(tiny_run, tmp_path, capsys):
+    from kgzsl.cli import main
+
+    (tmp_path / "photos" / "n01440764").mkdir(parents=True)
+    assert main(["-q", "benchmark", "photos", "--data", str(tmp_path / "photos"), "--run", str(tiny_run),
+                 "--device", "cpu", "--out", str(tmp_path / "bench")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "nan" not in err
+    assert err.strip().splitlines() == [f"kgzsl benchmark: error: no photos in {tmp_path / 'photos'}: expected "
+                                        f"{tmp_path / 'photos'}/<wnid>/*.jpg, one sub-folder per class named by its "
+                                        f"WordNet id (like {tmp_path / 'photos'}/n02121620/)"]
+
+
+def test_a_data_folder_without_photos_is_reported_before_the_run_is_loaded(tmp_path):
+    from pathlib import Path
+
+    from kgzsl.tasks.benchmarks.runner import run_benchmark
+
+    (tmp_path / "data" / "n02121620").mkdir(parents=True)  # an empty class folder
+    with pytest.raises(InputError, match="no photos in"):  # not "run folder ... not found"
+        run_benchmark("photos", [], Path(tmp_path), tmp_path / "out", data_dir=tmp_path / "data",
+                      run_dir=tmp_path / "no-such-run", progress=False)

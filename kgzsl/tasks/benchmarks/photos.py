@@ -22,12 +22,43 @@ from typing import Any
 
 import torch
 
-from kgzsl.errors import InputError
-from kgzsl.vision.folders import image_folder
+from kgzsl.errors import InputError, NotFoundError
+from kgzsl.graph.wordnet import WNID_RE
+from kgzsl.vision.folders import IMAGE_EXTENSIONS, image_folder
 
-__all__ = ["read_groups", "run_photos", "format_photos"]
+__all__ = ["photo_items", "read_groups", "run_photos", "format_photos"]
 
 logger = logging.getLogger(__name__)
+
+
+def photo_items(data_dir: str | Path) -> list[tuple[Path, str]]:
+    """The photos of ``data_dir/<wnid>/`` as ``(path, wnid)`` pairs (see :func:`~kgzsl.vision.folders.image_folder`).
+
+    A sub-folder whose name is not a wnid (``cats``) and a class folder without image files are
+    skipped, each with a warning that names it and says why; hidden ones (``.git``) silently.
+
+    Raises:
+        NotFoundError: If ``data_dir`` is not a folder.
+        InputError: If no photo remains.
+    """
+    root = Path(data_dir)
+    layout = f"{root}/<wnid>/*.jpg, one sub-folder per class named by its WordNet id (like {root}/n02121620/)"
+    if not root.is_dir():
+        raise NotFoundError(f"photo folder not found: {root}; give a folder of photos laid out as {layout}")
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for folder in folders:
+        if not WNID_RE.match(folder.name):
+            logger.warning("skipping the folder %s: its name is not a WordNet id (like n02121620); rename it to "
+                           "its class's wnid to score its photos", folder)
+    items = image_folder(root) if any(WNID_RE.match(d.name) for d in folders) else []
+    found = {w for _, w in items}
+    for folder in folders:
+        if WNID_RE.match(folder.name) and folder.name not in found:
+            logger.warning("skipping the class folder %s: no image files in it (looked for %s)", folder,
+                           ", ".join(sorted(IMAGE_EXTENSIONS)))
+    if not items:
+        raise InputError(f"no photos in {root}: expected {layout}")
+    return items
 
 
 def read_groups(root: Path, wnids: list[str]) -> dict[str, str]:
@@ -57,21 +88,29 @@ def read_groups(root: Path, wnids: list[str]) -> dict[str, str]:
     return groups
 
 
-def run_photos(clf: Any, data_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
+               items: list[tuple[Path, str]] | None = None) -> dict[str, Any]:
     """Score every photo of ``data_dir`` among its group's classes.
 
     Args:
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier`.
-        data_dir: ``DIR/<wnid>/*`` photos, optional ``DIR/groups.tsv``.
+        data_dir: ``DIR/<wnid>/*`` photos, optional ``DIR/groups.tsv`` (other sub-folders are
+            skipped with a warning, see :func:`photo_items`).
         progress: Show a progress bar.
+        items: The photos, when :func:`photo_items` already listed them (to check the folder before
+            the run is loaded); listed here when None.
 
     Returns:
         ``{"rows": [{"method", "subset", "top1", "n"}, ...], "added": [...], "images": N, "classes": K}``.
+
+    Raises:
+        NotFoundError: If ``data_dir`` is not a folder.
+        InputError: If it holds no photo, none of them can be scored, or ``groups.tsv`` is malformed.
     """
     from tqdm import tqdm
 
     root = Path(data_dir)
-    items = image_folder(root)
+    items = photo_items(root) if items is None else items
     wnids = sorted({w for _, w in items})
     groups = read_groups(root, wnids)
     known = set(clf.wnids)
@@ -85,6 +124,10 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True) -> dict[st
                 logger.warning("class %s is not a graph node and could not be added (%s): its photos are skipped",
                                w, exc)
     usable = set(clf.wnids)
+    if usable.isdisjoint(wnids):
+        raise InputError(f"none of the photos in {root} can be scored: their classes ({', '.join(wnids[:5])}"
+                         f"{', ...' if len(wnids) > 5 else ''}) are not nodes of the run's graph and cannot be added "
+                         "as concepts (the warnings say why); name the class folders by WordNet noun wnids")
     members: dict[str, list[str]] = defaultdict(list)
     for w in wnids:
         if w in usable:

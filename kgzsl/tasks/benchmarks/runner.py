@@ -127,18 +127,19 @@ def _photos(data_dir: Path | None, run_dir: Path | None, progress: bool, device:
     import time
 
     from kgzsl.inference.classifier import ZeroShotClassifier
-    from kgzsl.tasks.benchmarks.photos import format_photos, run_photos
+    from kgzsl.tasks.benchmarks.photos import format_photos, photo_items, run_photos
 
     if data_dir is None:
         raise InputError("benchmark photos needs data_dir", cli_message="benchmark photos needs --data DIR "
                          "(an image folder named by wnid, with an optional groups.tsv)")
     start = time.perf_counter()
+    items = photo_items(data_dir)  # a wrong --data is reported before the run is loaded (or trained)
     if run_dir is None:
         from kgzsl.tasks.demo import ensure_demo_run
 
         run_dir = ensure_demo_run()
     clf = ZeroShotClassifier.load(run_dir, device=device)
-    result = run_photos(clf, data_dir, progress=progress)
+    result = run_photos(clf, data_dir, progress=progress, items=items)
     result["run"], result["seconds"] = str(run_dir), round(time.perf_counter() - start, 1)
     added = f"; {len(result['added'])} classes added as concepts" if result["added"] else ""
     return (f"real photos (B5): {result['images']} photos of {result['classes']} classes in {data_dir}, run "
