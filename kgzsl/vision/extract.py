@@ -161,6 +161,9 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
         hit = _read_cache(files[g], len(paths)) if cache and paths and files[g].is_file() else None
         if hit is not None:
             logger.debug("features of %d images loaded from %s", len(paths), files[g])
+            for j in (~hit[1]).nonzero().flatten().tolist():  # said when they were read, and again on every use
+                logger.warning("skipping image: %s could not be read (unchanged since; its features are cached "
+                               "as missing); fix or remove it", paths[j])
             hits[g] = hit
     flat = [(g, j) for g, paths in enumerate(groups) if g not in hits for j in range(len(paths))]
     dim = int(getattr(backbone, "feature_dim", 0))

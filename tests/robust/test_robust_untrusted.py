@@ -190,3 +190,19 @@ def test_every_artifact_write_goes_through_kgzsl_io():
                 problems.append(f"{path.relative_to(PACKAGE.parent)}:{lineno}: {line.strip()}")
     assert not problems, "write these through kgzsl.utils.io (atomic_path / write_text / save_tensors):\n" + \
         "\n".join(problems)
+
+
+def test_an_unreadable_image_is_named_again_when_its_features_come_from_the_cache(tmp_path, caplog):
+    from kgzsl.vision.extract import extract_features
+    from PIL import Image
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (16, 16), (40, 90, 200)).save(good)
+    bad.write_bytes(b"not an image")
+    cache = tmp_path / "cache"
+    _, ok = extract_features(FakeBackbone(), [good, bad], cache_dir=cache, progress=False)
+    assert ok.tolist() == [True, False] and str(bad) in caplog.text
+    caplog.clear()
+    _, again = extract_features(FakeBackbone(), [good, bad], cache_dir=cache, progress=False)
+    assert again.tolist() == [True, False] and len(list(cache.glob("*.safetensors"))) == 1
+    assert f"skipping image: {bad} could not be read" in caplog.text  # not silently left out
