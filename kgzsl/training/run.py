@@ -38,7 +38,6 @@ import json
 import logging
 import platform
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from kgzsl.errors import InputError
 from kgzsl.training.config import RunConfig, check_config, config_to_dict, save_config
 from kgzsl.utils.device import resolve_device
 from kgzsl.graph import load_graph, load_or_build_graph, resolve_graph_dir
-from kgzsl.utils.io import atomic_path, cannot_write, save_tensors, write_json
+from kgzsl.utils.io import atomic_path, cannot_write, check_writable, save_tensors, write_json
 from kgzsl.models import Ensemble, build_model
 from kgzsl.training.fit import FitResult, fit, keep_every_row, split_seen
 
@@ -164,21 +163,6 @@ def _fit_summary(result: FitResult, remembers: int | None = None) -> dict[str, A
     return summary if remembers is None else {"remembers": remembers, **summary}
 
 
-def _check_writable(out: Path) -> None:
-    """Fail before training if the run folder ``out`` cannot be created or written; creates nothing.
-
-    Makes (and removes) a hidden folder in ``out`` or its nearest existing parent, which meets every
-    obstacle ``out.mkdir`` would: a file in the way, no permission, a read-only file system.
-    """
-    try:
-        probe = out.absolute()
-        while not probe.exists() and probe.parent != probe:
-            probe = probe.parent
-        tempfile.TemporaryDirectory(prefix=".kgzsl-write-check-", dir=probe).cleanup()
-    except OSError as exc:
-        raise cannot_write(out, exc) from None
-
-
 def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True,
               resume: bool = False, build_graph: bool = False) -> Path:
     """Train the configured model and write its run folder.
@@ -207,7 +191,7 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
 
     check_config(config)  # a config built in Python; load_config has checked a file's
     out = Path(out_dir) if out_dir else Path("runs") / config.name
-    _check_writable(out)
+    check_writable(out)  # before the graph loads and the training runs
     device = resolve_device(config.train.device)
     start = time.perf_counter()
     load = load_or_build_graph if build_graph else load_graph

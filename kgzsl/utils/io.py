@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from kgzsl.errors import InputError, NotFoundError, OutputError
 
-__all__ = ["TensorFileError", "cannot_write", "check_output_file", "atomic_path", "write_text", "write_bytes", "figure_png", "write_json", "save_tensors", "load_tensors",
+__all__ = ["TensorFileError", "cannot_write", "check_output_file", "check_writable", "atomic_path", "write_text", "write_bytes", "figure_png", "write_json", "save_tensors", "load_tensors",
            "optimizer_to_tensors", "optimizer_from_tensors",
            "read_tensor_metadata"]
 
@@ -61,14 +61,30 @@ def check_output_file(path: str | os.PathLike, option: str | None = None, exampl
     path = Path(path)
     if path.is_dir():
         raise _folder_in_the_way(path, option, example)
+    check_writable(path.absolute().parent, path)
+    return path
+
+
+def check_writable(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> None:
+    """Fail if ``folder`` cannot be created or written to; creates nothing: call it before long work.
+
+    Makes (and removes) a hidden folder in ``folder`` or its nearest existing parent, which meets
+    every obstacle the real write would: a file in the way, no permission, a read-only file system.
+
+    Args:
+        folder: The folder to be written (it may not exist yet).
+        target: What the error names (a file in ``folder``); ``folder`` itself when None.
+
+    Raises:
+        kgzsl.errors.OutputError: If it cannot.
+    """
     try:
-        probe = path.absolute().parent
+        probe = Path(folder).absolute()
         while not probe.exists() and probe.parent != probe:
             probe = probe.parent
         tempfile.TemporaryDirectory(prefix=".kgzsl-write-check-", dir=probe).cleanup()
     except OSError as exc:
-        raise cannot_write(path, exc) from None
-    return path
+        raise cannot_write(target if target is not None else folder, exc) from None
 
 
 @contextlib.contextmanager

@@ -109,11 +109,3 @@ def test_train_run_checks_its_folder_can_be_written_before_loading_anything(tmp_
     with pytest.raises(OutputError, match=rf"^cannot write {tmp_path / out}: .+; choose a folder you can write to$"):
         train_run(config, out_dir=tmp_path / out, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing left behind
-
-
-def test_the_write_check_leaves_nothing_in_a_writable_folder(tmp_path):
-    from kgzsl.training.run import _check_writable
-
-    _check_writable(tmp_path / "a" / "b")
-    _check_writable(tmp_path)
-    assert list(tmp_path.iterdir()) == []

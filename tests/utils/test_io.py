@@ -42,3 +42,11 @@ def test_a_folder_made_while_writing_is_an_output_error_too(tmp_path):
             tmp.write_text("{}")
             target.mkdir()  # another process took the name meanwhile
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"] and target.is_dir()
+
+
+def test_the_write_check_leaves_nothing_in_a_writable_folder(tmp_path):
+    from kgzsl.utils.io import check_writable
+
+    check_writable(tmp_path / "a" / "b")
+    check_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []
