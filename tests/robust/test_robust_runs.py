@@ -63,20 +63,25 @@ def test_run_records_seed_versions_and_backbone_weights(reference_run):
     assert not (reference_run / CHECKPOINT_FILE).exists()  # removed once the run is complete
 
 
-def test_kgzsl_train_resume_continues_to_the_same_rows(tiny_run, reference_run, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "interrupted"
-    argv = ["-q", "train", *_overrides(tiny_run), "--out", str(out), "--no-progress"]
+def _ctrl_c_in_epoch_10(monkeypatch):
+    """Make training raise KeyboardInterrupt (Ctrl-C) in its 10th epoch (undone by ``monkeypatch.undo()``)."""
     real = kgzsl.training.fit.regression_loss
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 10:  # Ctrl-C during epoch 10; the last checkpoint is from epoch 8
+        if calls["n"] == 10:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
+    monkeypatch.setattr(kgzsl.training.fit, "regression_loss", interrupted)
+
+
+def test_kgzsl_train_resume_continues_to_the_same_rows(tiny_run, reference_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "interrupted"
+    argv = ["-q", "train", *_overrides(tiny_run), "--out", str(out), "--no-progress"]
     with torch_threads(1):
-        monkeypatch.setattr(kgzsl.training.fit, "regression_loss", interrupted)
+        _ctrl_c_in_epoch_10(monkeypatch)  # the last checkpoint is from epoch 8
         assert main(argv) == 130
         assert "--resume" in capsys.readouterr().err
         assert (out / CHECKPOINT_FILE).is_file() and not (out / "run.json").exists()
@@ -94,17 +99,8 @@ def test_kgzsl_train_without_resume_on_an_interrupted_run_says_it_starts_over(ti
                                                                               caplog):
     out = tmp_path / "interrupted"
     argv = ["-q", "train", *_overrides(tiny_run), "--out", str(out), "--no-progress"]
-    real = kgzsl.training.fit.regression_loss
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 10:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     with torch_threads(1):
-        monkeypatch.setattr(kgzsl.training.fit, "regression_loss", interrupted)
+        _ctrl_c_in_epoch_10(monkeypatch)
         assert main(argv) == 130
         monkeypatch.undo()
         caplog.clear()
