@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -33,6 +34,8 @@ __all__ = ["IMAGE_EXTENSIONS", "list_images", "image_folder", "ImageFiles", "col
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 _MASK = (1 << 63) - 1
+
+logger = logging.getLogger(__name__)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -58,26 +61,45 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) -> list[tuple[Path, str]]:
     """List the images of an ImageNet-style folder, ``root/<wnid>/**/<image>``.
 
+    Without ``wnids``, a sub-folder whose name is not a wnid (``cats``) and a class folder without
+    image files are skipped, each with a warning that names it and says why; hidden ones (``.git``)
+    silently.
+
     Args:
         root: Folder with one sub-folder per class, named by wnid.
-        wnids: Only keep these classes (sub-folders with other names are then allowed too).
+        wnids: Only keep these classes (sub-folders with other names are then allowed too, and
+            skipped without a word).
 
     Returns:
         ``(path, wnid)`` pairs, sorted by class folder then path (see :func:`list_images`).
 
     Raises:
         FileNotFoundError: If ``root`` is not a folder.
-        ValueError: If ``root`` holds no class sub-folder.
+        ValueError: If ``root`` holds no class sub-folder (the message names the folders it holds).
     """
     root = Path(root)
     if not root.is_dir():
         raise NotFoundError(f"image folder not found: {root}")
     keep = None if wnids is None else set(wnids)
-    classes = sorted(d for d in root.iterdir() if d.is_dir() and (WNID_RE.match(d.name) or (keep and d.name in keep)))
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = [d for d in folders if WNID_RE.match(d.name) or (keep and d.name in keep)]
+    others = [d.name for d in folders if d not in classes]
     if not classes:
-        raise InputError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg)")
-    return [(p, folder.name) for folder in classes if keep is None or folder.name in keep
-            for p in list_images(folder)]
+        named = f"; its sub-folders ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}) are not named by wnid" \
+            if others else ""
+        raise InputError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg){named}")
+    items = [(p, folder.name) for folder in classes if keep is None or folder.name in keep
+             for p in list_images(folder)]
+    if keep is None:
+        for name in others:
+            logger.warning("skipping the folder %s as a class: its name is not a WordNet id (like n02121620); rename "
+                           "it to its class's wnid to use its images as that class", root / name)
+        found = {w for _, w in items}
+        for folder in classes:
+            if folder.name not in found:
+                logger.warning("skipping the class folder %s: no image files in it (looked for %s)", folder,
+                               ", ".join(sorted(IMAGE_EXTENSIONS)))
+    return items
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:

@@ -47,6 +47,29 @@ def test_image_folder_lists_each_wnid_class_through_list_images(tmp_path):
         image_folder(tmp_path / "misc")
 
 
+def test_image_folder_names_each_folder_it_skips(tmp_path, caplog):
+    """A folder named in words and an empty class folder get a warning each; hidden folders none."""
+    for name in ["n00000001/a.png", "cats/b.png", ".git/c.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "n00000002").mkdir()
+    with caplog.at_level("WARNING", logger="kgzsl.vision.folders"):
+        assert [w for _, w in image_folder(tmp_path)] == ["n00000001"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(f"skipping the folder {tmp_path / 'cats'} as a class: its name is not a WordNet id")
+    assert warnings[1].startswith(f"skipping the class folder {tmp_path / 'n00000002'}: no image files in it")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kgzsl.vision.folders"):
+        image_folder(tmp_path, wnids=["n00000001"])  # the caller chose its classes: others are skipped quietly
+    assert not caplog.records
+    (tmp_path / "n00000001" / "a.png").unlink()
+    (tmp_path / "n00000001").rmdir()
+    (tmp_path / "n00000002").rmdir()
+    with pytest.raises(ValueError, match=r"no class sub-folders named by wnid .*; its sub-folders \(cats\) are not"):
+        image_folder(tmp_path)
+
+
 def test_image_files_turn_bad_images_into_messages_and_collate_drops_them(tmp_path):
     good = _png(tmp_path / "good.png")
     wide = _png(tmp_path / "wide.png", size=(9, 6))

@@ -23,8 +23,7 @@ from typing import Any
 import torch
 
 from kgzsl.errors import InputError, NotFoundError
-from kgzsl.graph.wordnet import WNID_RE
-from kgzsl.vision.folders import IMAGE_EXTENSIONS, image_folder
+from kgzsl.vision.folders import image_folder
 
 __all__ = ["photo_items", "read_groups", "run_photos", "format_photos"]
 
@@ -45,17 +44,11 @@ def photo_items(data_dir: str | Path) -> list[tuple[Path, str]]:
     layout = f"{root}/<wnid>/*.jpg, one sub-folder per class named by its WordNet id (like {root}/n02121620/)"
     if not root.is_dir():
         raise NotFoundError(f"photo folder not found: {root}; give a folder of photos laid out as {layout}")
-    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    for folder in folders:
-        if not WNID_RE.match(folder.name):
-            logger.warning("skipping the folder %s: its name is not a WordNet id (like n02121620); rename it to "
-                           "its class's wnid to score its photos", folder)
-    items = image_folder(root) if any(WNID_RE.match(d.name) for d in folders) else []
-    found = {w for _, w in items}
-    for folder in folders:
-        if WNID_RE.match(folder.name) and folder.name not in found:
-            logger.warning("skipping the class folder %s: no image files in it (looked for %s)", folder,
-                           ", ".join(sorted(IMAGE_EXTENSIONS)))
+    try:
+        items = image_folder(root)  # names each folder it skips
+    except InputError as exc:
+        named = str(exc).partition("; ")[2]
+        raise InputError(f"no photos in {root}: expected {layout}" + (f"; {named}" if named else "")) from None
     if not items:
         raise InputError(f"no photos in {root}: expected {layout}")
     return items
