@@ -65,10 +65,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
     from kgzsl.inference.classifier import ZeroShotClassifier
 

@@ -182,6 +182,9 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
     path = Path(source)
     name = str(path)
     if not path.exists():
+        if path.is_symlink():
+            raise ImageLoadError(name, f"a broken symbolic link (its target {os.readlink(path)} is missing)",
+                                 "restore the target or remove the link")
         raise ImageLoadError(name, "no such file", "check the path and the working directory")
     if path.is_dir():
         raise ImageLoadError(name, "it is a directory", "pass an image file inside it")

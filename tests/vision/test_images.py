@@ -69,6 +69,16 @@ def test_bad_inputs_raise_with_path(bad_files, kind):
     assert isinstance(info.value, ValueError)
 
 
+def test_a_broken_link_is_named_as_one_with_its_missing_target(tmp_path):
+    link = tmp_path / "cat.jpg"
+    link.symlink_to(tmp_path / "gone" / "cat.jpg")
+    with pytest.raises(ImageLoadError, match=rf"cannot load image {link}: a broken symbolic link \(its target "
+                       rf"{tmp_path / 'gone' / 'cat.jpg'} is missing\); restore the target or remove the link"):
+        load_image(link)
+    with pytest.raises(ImageLoadError, match="no such file"):  # a plain missing path stays what it was
+        load_image(tmp_path / "dog.jpg")
+
+
 def test_pixel_limit_checked_before_decoding(tmp_path):
     path = tmp_path / "huge.png"
     _png_claiming(path, 20000, 20000)  # its pixel data is only 8x8: decoding would fail differently
