@@ -140,6 +140,11 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
     it in the feature cache, so a rerun after a failed rank redoes only what is missing), and the
     features are gathered to rank 0, which alone writes the index.
 
+    In one process, an interruption (Ctrl-C, or SIGTERM under the ``kgzsl`` command) writes the
+    index of the images done so far (every finished part of 256) before it propagates, so the same
+    call again goes on where it stopped. A file reached twice (through a symbolic link) is indexed
+    once.
+
     Args:
         backbone: The run's frozen backbone.
         folder: Image folder.
@@ -161,12 +166,11 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
         kgzsl.errors.OutputError: If ``index_path`` is a folder, cannot be written, or is a file that
             is not a kgzsl image index (see :func:`check_index_path`); checked before any work.
     """
-    from kgzsl.vision.extract import extract_features
     from kgzsl.vision.folders import list_images
 
     ctx = dist_ctx or DistContext()
     index_path = check_index_path(index_path)
-    files, keys, unlisted = [], [], 0
+    files, keys, unlisted, seen = [], [], 0, set()
     for p in list_images(folder):
         try:
             st = p.stat()
@@ -175,8 +179,13 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
             if ctx.is_main:
                 logger.warning("skipping image: %s", _cannot_stat(p, exc))
             continue
+        resolved = str(p.resolve())
+        if resolved in seen:  # a symbolic link to a file listed already: the index holds a file once
+            logger.debug("listed already (a symbolic link to it): %s", p)
+            continue
+        seen.add(resolved)
         files.append(p)
-        keys.append({"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        keys.append({"path": resolved, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     if not all_ranks_agree(keys, ctx):
         raise SetupError(f"the processes listed different files under {folder} (did it change?); run again")
     old = _reusable_rows(backbone, index_path) if ctx.is_main else {}
@@ -184,32 +193,72 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
     todo = broadcast_object(todo, ctx)  # rank 0 read the index: the others take its list
     share = [[todo[j] for j in shard_indices(len(todo), DistContext(rank=r, world_size=ctx.world_size))]
              for r in range(ctx.world_size)]
-    feats, good = torch.zeros(0, int(backbone.feature_dim)), torch.zeros(0, dtype=torch.bool)
-    if share[ctx.rank]:
-        feats, good = extract_features(backbone, [files[i] for i in share[ctx.rank]], batch_size=batch_size,
-                                       num_workers=num_workers, progress=progress and ctx.is_main,
-                                       cache=ctx.distributed, amp=amp)
-    shares, oks = gather_tensors(feats, ctx), gather_tensors(good, ctx)
+    dim = int(backbone.feature_dim)
+    mine = share[ctx.rank]
+    got = {"features": torch.zeros(len(mine), dim), "ok": torch.zeros(len(mine), dtype=torch.bool), "done": 0}
+    try:
+        _extract_in_parts(backbone, [files[i] for i in mine], got, batch_size=batch_size,
+                          num_workers=num_workers, progress=progress and ctx.is_main, cache=ctx.distributed, amp=amp)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under the kgzsl command: keep the parts done
+        if not ctx.distributed and got["done"]:
+            done = got["done"]
+            kept = _write_index(index_path, backbone, keys, old, todo[:done], got["features"][:done], got["ok"][:done])
+            logger.warning("index %s: interrupted; it keeps %d images (%d of the %d new ones); run the same command "
+                           "again to index the rest", index_path, kept, int(got["ok"][:done].sum()), len(todo))
+        raise
+    shares, oks = gather_tensors(got["features"], ctx), gather_tensors(got["ok"], ctx)
     stats = None
     if ctx.is_main:
-        out = torch.zeros(len(keys), int(backbone.feature_dim))
-        ok = torch.ones(len(keys), dtype=torch.bool)
-        for i, k in enumerate(keys):
-            hit = old.get((k["path"], k["size"], k["mtime_ns"]))
-            if hit is not None:
-                out[i] = hit
-        for rows, f, g in zip(share, shares or [], oks or []):
-            if rows:
-                out[rows], ok[rows] = f, g
-        kept = [k for k, g in zip(keys, ok.tolist()) if g]
-        save_tensors(index_path, {"features": out[ok]},
-                     metadata={"files": json.dumps(kept), "backbone": backbone.name,
-                               "weights": str(getattr(backbone, "weights", ""))})
+        rows = [i for part in share for i in part]
+        feats = torch.cat(shares) if shares else torch.zeros(0, dim)
+        ok = torch.cat(oks) if oks else torch.zeros(0, dtype=torch.bool)
+        kept = _write_index(index_path, backbone, keys, old, rows, feats, ok)
         now = {k["path"] for k in keys}
-        stats = {"images": len(kept), "new": len(todo) - int((~ok).sum()), "reused": len(keys) - len(todo),
+        stats = {"images": kept, "new": int(ok.sum()), "reused": len(keys) - len(todo),
                  "removed": len({p for p, _, _ in old} - now), "failed": int((~ok).sum()) + unlisted}
         logger.info("index %s: %s", index_path, stats)
     return broadcast_object(stats, ctx)
+
+
+_PART = 256  # images extracted between two points where an interrupted build_index can keep its work
+
+
+def _extract_in_parts(backbone: Any, paths: list[Path], got: dict[str, Any], **extract: Any) -> None:
+    """Features of ``paths`` into ``got["features"]`` and ``got["ok"]``, in parts of :data:`_PART` images.
+
+    ``got["done"]`` counts the images of the finished parts, so that a caller interrupted in the
+    middle still has those (one DataLoader and one progress bar run over every part).
+    """
+    from kgzsl.vision.extract import iter_features
+
+    if not paths:  # nothing new: no progress bar either
+        return
+    parts = [paths[s:s + _PART] for s in range(0, len(paths), _PART)]
+    for g, feats, ok in iter_features(backbone, parts, **extract):
+        start = g * _PART
+        got["features"][start:start + len(ok)] = feats
+        got["ok"][start:start + len(ok)] = ok
+        got["done"] = start + len(ok)
+
+
+def _write_index(index_path: Path, backbone: Any, keys: list[dict[str, Any]], old: dict[tuple, torch.Tensor],
+                 rows: list[int], feats: torch.Tensor, ok: torch.Tensor) -> int:
+    """Write the index of the listed files ``keys`` that have features: reused from ``old``, or new.
+
+    ``rows`` are the positions in ``keys`` of the new features ``feats`` (``ok`` False: unreadable,
+    left out). Returns the number of files indexed.
+    """
+    new = {i: f for i, f, good in zip(rows, feats, ok.tolist()) if good}
+    kept, out = [], []
+    for i, k in enumerate(keys):
+        row = old.get((k["path"], k["size"], k["mtime_ns"]), new.get(i))
+        if row is not None:
+            kept.append(k)
+            out.append(row)
+    save_tensors(index_path, {"features": torch.stack(out) if out else torch.zeros(0, int(backbone.feature_dim))},
+                 metadata={"files": json.dumps(kept), "backbone": backbone.name,
+                           "weights": str(getattr(backbone, "weights", ""))})
+    return len(kept)
 
 
 def _cannot_stat(path: Path, exc: OSError) -> str:

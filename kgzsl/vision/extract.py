@@ -182,7 +182,8 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
                             num_workers=workers, collate_fn=collate_images, pin_memory=device.type == "cuda")
         batches = iter(loader)
     autocast = (lambda: torch.autocast(device.type, dtype=half)) if half is not None else contextlib.nullcontext
-    with tqdm(total=len(flat), unit="img", desc="features", disable=not progress) as bar:
+    # no bar when every group came from the cache
+    with tqdm(total=len(flat), unit="img", desc="features", disable=not progress or not flat) as bar:
         for g in range(len(groups)):
             if g in hits:
                 yield g, *hits.pop(g)

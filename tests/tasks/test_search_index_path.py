@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from kgzsl.errors import OutputError
-from kgzsl.tasks.search import SearchIndexError, build_index, check_index_path, search
+from kgzsl.tasks.search import SearchIndexError, _read_index, build_index, check_index_path, search
 from kgzsl.utils.io import save_tensors
 
 from robust_helpers import FakeBackbone
@@ -103,3 +103,47 @@ def test_a_broken_symlink_is_skipped_with_a_warning_and_counted_unreadable(photo
         f"skipping image: {photos / 'gone.jpg'} is a broken symbolic link: its target {tmp_path / 'nowhere.jpg'} "
         "does not exist; remove the link or make it point to an image"]
     assert _index(photos, tmp_path / "photos.index")["reused"] == 3
+
+
+class _InterruptedBackbone(FakeBackbone):
+    """Ctrl-C arrives during its ``stop``-th forward pass."""
+
+    def __init__(self, stop: int) -> None:
+        super().__init__()
+        self.calls, self.stop = 0, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.stop:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def test_an_interrupted_index_keeps_its_finished_parts(photos, tmp_path, monkeypatch, caplog):
+    import kgzsl.tasks.search
+
+    for i in range(3, 5):
+        Image.new("RGB", (16, 12), (i * 40, 0, 0)).save(photos / f"{i}.png")
+    monkeypatch.setattr(kgzsl.tasks.search, "_PART", 2)
+    index = tmp_path / "photos.index"
+    with caplog.at_level(logging.WARNING, logger="kgzsl"), pytest.raises(KeyboardInterrupt):
+        build_index(_InterruptedBackbone(stop=4), photos, index, progress=False, batch_size=1)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"index {index}: interrupted; it keeps 2 images (2 of the 5 new ones); run the same command again to "
+        "index the rest"]
+    files, _, _ = _read_index(index)
+    assert [f["path"] for f in files] == [str(photos / "0.png"), str(photos / "1.png")]  # the first part only
+    assert _index(photos, index) == {"images": 5, "new": 3, "reused": 2, "removed": 0, "failed": 0}
+    assert [f["path"] for f in _read_index(index)[0]] == [str(photos / f"{i}.png") for i in range(5)]
+    _index(photos, tmp_path / "whole.index")
+    assert torch.equal(_read_index(index)[1], _read_index(tmp_path / "whole.index")[1])
+
+
+def test_a_file_reached_through_a_link_is_indexed_once(photos, tmp_path):
+    (photos / "again.png").symlink_to(photos / "0.png")
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "link").symlink_to(photos, target_is_directory=True)
+    stats = build_index(FakeBackbone(), tmp_path / "more", tmp_path / "photos.index", progress=False)
+    assert stats == {"images": 3, "new": 3, "reused": 0, "removed": 0, "failed": 0}
+    files, _, _ = _read_index(tmp_path / "photos.index")
+    assert [f["path"] for f in files] == [str(photos.resolve() / f"{i}.png") for i in range(3)]
