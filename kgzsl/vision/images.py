@@ -15,6 +15,7 @@ import io
 import logging
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence, Union
@@ -96,7 +97,9 @@ def _check_size(name: str, width: int, height: int, max_pixels: int, max_aspect_
     if width * height > max_pixels:
         raise ImageLoadError(name, f"{width}x{height} = {width * height:,} pixels exceeds max_pixels={max_pixels:,}",
                              "downscale it, or raise max_pixels if trusted")
-    if min(width, height) < 1 or max(width, height) > max_aspect_ratio * min(width, height):
+    if min(width, height) < 1:
+        raise ImageLoadError(name, f"the image is empty ({width}x{height} pixels)", "pass an image with pixels")
+    if max(width, height) > max_aspect_ratio * min(width, height):
         raise ImageLoadError(
             name, f"{width}x{height} is too elongated (aspect ratio above {max_aspect_ratio:g}:1; "
             "resizing its short side to the model's input size would need huge memory)",
@@ -179,6 +182,9 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
     if not isinstance(source, (str, os.PathLike)):
         raise ImageLoadError(describe_image(source), f"unsupported input type {type(source).__name__}",
                              "pass a path, image bytes, a PIL image, a numpy array or a tensor")
+    if isinstance(source, str) and re.match(r"(?i)^[a-z][a-z0-9+.-]+://", source.strip()):
+        raise ImageLoadError(source, "a URL: kgzsl does not fetch images from the network",
+                             "download the image and pass the file, or its bytes")
     path = Path(source)
     name = str(path)
     if not path.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import logging
 import struct
 import zlib
@@ -77,6 +78,19 @@ def test_a_broken_link_is_named_as_one_with_its_missing_target(tmp_path):
         load_image(link)
     with pytest.raises(ImageLoadError, match="no such file"):  # a plain missing path stays what it was
         load_image(tmp_path / "dog.jpg")
+
+
+@pytest.mark.parametrize("url", ["https://upload.wikimedia.org/x/cat.jpg", "HTTP://example.com/a.png",
+                                 "s3://bucket/cat.jpg"])
+def test_a_url_is_refused_as_one_not_as_a_missing_file(url):
+    with pytest.raises(ImageLoadError, match=rf"^cannot load image {re.escape(url)}: a URL: kgzsl does not fetch "
+                       "images from the network; download the image and pass the file, or its bytes$"):
+        load_image(url)
+
+
+def test_an_empty_array_is_called_empty():
+    with pytest.raises(ImageLoadError, match=r"the image is empty \(0x0 pixels\); pass an image with pixels"):
+        load_image(np.zeros((0, 0, 3), np.uint8))
 
 
 def test_pixel_limit_checked_before_decoding(tmp_path):
@@ -206,7 +220,7 @@ def test_tensors_are_channels_first_images():
     (torch.full((3, 4, 4), -0.5), r"\[0, 1\]"),
     (np.full((4, 4), np.nan), r"\[0, 1\]"),
     (np.zeros((4, 4), np.uint16), "uint16"),
-    (np.zeros((0, 4, 3), np.uint8), "elongated"),
+    (np.zeros((0, 4, 3), np.uint8), "empty"),
     (np.zeros((1, 400, 3), np.uint8), "elongated"),
 ])
 def test_bad_arrays_are_refused(bad, problem):
