@@ -159,12 +159,12 @@ class LabelResolver:
             labels = [s for s in labels.split(",")]
         if not labels:
             raise LabelError("the candidate label list is empty; give at least one label")
-        out, errors, seen, missing = [], [], {}, []
+        out, errors, seen, missing, absent = [], [], {}, [], []
         for label in labels:
             try:
                 res = self.resolve(label)
             except NotInGraphError as exc:
-                errors.append(str(exc))
+                absent.append((label, str(exc)))
                 missing.extend(exc.labels)
                 continue
             except LabelError as exc:
@@ -176,9 +176,14 @@ class LabelResolver:
                 continue
             seen[res.index] = label
             out.append(res)
-        if errors:
+        if errors:  # what adding concepts cannot fix first; the labels it can fix named, without advice for them
             told = "; ".join(dict.fromkeys(errors))  # " , " has two empty labels: one message
-            raise NotInGraphError(told, missing) if len(missing) == len(errors) else LabelError(told)
+            if absent:
+                told += (f"; also not nodes of this graph yet: {', '.join(repr(label) for label, _ in absent)} "
+                         "(predict adds WordNet nouns on first use)")
+            raise LabelError(told)
+        if absent:
+            raise NotInGraphError("; ".join(dict.fromkeys(m for _, m in absent)), missing)
         return out
 
     def _wn(self) -> Any:
@@ -295,6 +300,8 @@ class LabelResolver:
         close = close_words(key, list(self.by_lemma))
         hint = f"; did you mean {', '.join(c.replace('_', ' ') for c in close)}?" if close else \
             "; check the spelling, or give a synset name ('dog.n.01') or a wnid ('n02084071') of a graph node"
+        if not re.search("[a-z]", key):  # no Latin letter: another script, an emoji, a number
+            hint = "; labels are English words (WordNet nouns), synset names ('dog.n.01') or wnids ('n02084071')"
         prompt = _PROMPT.match(key)
         if prompt:
             hint = f"; a label names the class alone, not a prompt: try {prompt.group(1).replace('_', ' ')!r}"
@@ -308,13 +315,15 @@ def close_words(word: str, words: list[str], limit: int = 5) -> list[str]:
     "cat", "elephnat" → "elephant"). So the words within 1 such edit (words up to 4 letters), 2 (up
     to 8) or 3 come first: fewest edits first, then the closest in length (a letter changed or
     swapped before one left out: "dgo" → "dog" before "do"), then the most alike in letters kept in
-    order (``fuzz.ratio``); where none is that close, ``difflib``'s similar-looking words.
+    order (``fuzz.ratio``); where none is that close, ``difflib``'s similar-looking words. A word
+    that keeps under half of ``word``'s letters is never suggested (``"x"`` is one edit from ``"a"``).
     """
     from rapidfuzz import fuzz, process
     from rapidfuzz.distance import OSA  # optimal string alignment: edits, and a swap counts as one
 
     allowed = 1 if len(word) <= 4 else 2 if len(word) <= 8 else 3
     found = process.extract(word, words, scorer=OSA.distance, score_cutoff=allowed, limit=None)
+    found = [m for m in found if fuzz.ratio(word, m[0]) >= 50]  # at least half the letters kept ("x" is no "a")
     found.sort(key=lambda m: (m[1], abs(len(m[0]) - len(word)), -fuzz.ratio(word, m[0]), m[0]))
     return [m[0] for m in found[:limit]] or difflib.get_close_matches(word, words, n=limit, cutoff=0.75)
 

@@ -47,6 +47,36 @@ def test_list_errors():
     assert [x.index for x in r.resolve_all("entity, frank")] == [0, 2]
 
 
+def test_a_word_in_another_script_gets_no_one_letter_suggestions():
+    from kgzsl.inference.labels import close_words
+
+    words = ["a", "b", "cat", "x", "dog"]
+    assert close_words("猫", words) == [] and close_words("q", words) == []  # one edit away, but no letter kept
+    r = LabelResolver(["n1", "n2", "n3"], ["a.n.01", "cat.n.01", "dog.n.01"], [["a"], ["cat"], ["dog"]], wordnet=None)
+    for label in ("猫", "🐱", "42"):
+        with pytest.raises(LabelError, match=rf"^unknown label '{label}': .*; labels are English words \(WordNet "
+                           r"nouns\), synset names \('dog.n.01'\) or wnids \('n02084071'\)$"):
+            r.resolve(label)
+
+
+@requires_wordnet
+def test_a_clash_is_told_first_and_missing_nodes_without_add_concept_advice():
+    """A caller adds missing WordNet nouns itself: telling it to run add-concept hid the real error."""
+    from kgzsl.graph import build_wordnet_graph, load_wordnet
+    from kgzsl.inference.labels import NotInGraphError
+
+    graph = build_wordnet_graph(["n02121620", "n02099601"])
+    r = LabelResolver(graph.wnids, graph.names, graph.lemmas, wordnet=load_wordnet)
+    with pytest.raises(LabelError) as err:
+        r.resolve_all(["pagoda", "cat", "true cat"])
+    assert not isinstance(err.value, NotInGraphError)
+    assert str(err.value) == ("labels 'cat' and 'true cat' both resolve to cat.n.01 (n02121620); keep one of them; "
+                              "also not nodes of this graph yet: 'pagoda' (predict adds WordNet nouns on first use)")
+    with pytest.raises(NotInGraphError) as err:  # the clash fixed: the missing node is what is left
+        r.resolve_all(["pagoda", "cat"])
+    assert err.value.labels == ["pagoda"]
+
+
 @requires_wordnet
 def test_wordnet_resolution_picks_most_frequent_sense_in_graph():
     from kgzsl.graph import build_wordnet_graph, load_wordnet
