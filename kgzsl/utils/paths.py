@@ -113,5 +113,6 @@ def resolve_config(spec: str | os.PathLike) -> Path:
     name = path.name[:-5] if path.name.endswith(".yaml") else path.name
     if os.fspath(spec) in (name, path.name) and name in shipped:
         return shipped[name]
-    raise NotFoundError(f"config file not found: {spec} (shipped configs are in configs/; name one with "
-                            f"--config {' | '.join(shipped) or 'NAME'})")
+    where = f", in {next(iter(shipped.values())).parent}" if shipped else ""
+    raise NotFoundError(f"config file not found: {spec}; give a YAML file's path or name a shipped config "
+                        f"(--config {' | '.join(shipped) or 'NAME'}{where})")

@@ -85,8 +85,8 @@ def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) ->
     classes = [d for d in folders if WNID_RE.match(d.name) or (keep and d.name in keep)]
     others = [d.name for d in folders if d not in classes]
     if not classes:
-        named = f"; its sub-folders ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}) are not named by wnid" \
-            if others else ""
+        listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        named = f"; its sub-folders ({listed}) are not named by wnid" if others else ""
         raise InputError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg){named}")
     items = [(p, folder.name) for folder in classes if keep is None or folder.name in keep
              for p in list_images(folder)]

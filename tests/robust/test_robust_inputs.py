@@ -126,7 +126,8 @@ def test_config_errors_name_the_file_and_the_fix(tmp_path):
     bad.write_bytes(b"name: caf\xe9\n")  # Latin-1, not UTF-8
     with pytest.raises(ConfigError, match="not UTF-8 text.*save it as UTF-8"):
         load_config(bad)
-    with pytest.raises(FileNotFoundError, match="shipped configs are in configs/"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"YAML file.s path or name a shipped config \(--config .*\bdgp\b.*, in /.*configs\)$"):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path)  # a directory
