@@ -25,7 +25,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from kgzsl.serve.server import serve
 
     serve(args.run, host=args.host, port=args.port, device=args.device, limits=_limits(args),
-          log_level="warning" if args.quiet else "info")
+          log_level="warning" if args.quiet else "info", shutdown_timeout=args.shutdown_timeout)
     return 0
 
 
@@ -64,6 +64,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=positive_int, default=40_000_000,
                    help="refuse images whose header claims more pixels (checked before decoding; default 40M)")
     p.add_argument("--max-labels", type=positive_int, default=100, help="most candidate labels per request")
+    p.add_argument("--shutdown-timeout", type=_positive_float, default=10.0,
+                   help="on Ctrl-C/SIGTERM, most seconds to let requests in progress finish before they are "
+                   "cancelled (default 10)")
     p.set_defaults(func=_cmd_serve)
 
 

@@ -13,8 +13,10 @@ Endpoints (JSON unless said otherwise; ``/openapi.json`` describes them):
 - ``GET /labels?q=cat`` — label suggestions for autocompletion (:class:`~kgzsl.serve.labels.LabelIndex`).
 
 Bad input is a 4xx answer with a JSON body ``{"detail": MESSAGE, "kind": ERROR CLASS}``: a
-:class:`~kgzsl.errors.InputError` (a bad image, an unknown label with its close matches, ...) is
-400, a too large body 413, a wrong content type 415. Any other exception is a bug: a logged 500.
+:class:`~kgzsl.errors.InputError` (a bad image, an unknown label with its close matches, a
+parameter the endpoint does not take, ...) is 400, a too large body 413, a wrong content type 415.
+A client that disconnects before its body arrived is one INFO line. Any other exception is a bug: a
+logged 500.
 Requests carry images and labels, never paths: nothing on the server's disk is read or written
 from request data. The work of a request runs in the server's thread pool, so requests run in
 parallel and a slow upload holds no thread while it arrives.
@@ -46,6 +48,7 @@ try:
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingPackageError("serving needs FastAPI and uvicorn: pip install 'kgzsl[serve]'") from exc
 
@@ -63,6 +66,11 @@ class ZeroShotService:
         clf: The loaded classifier (its ``predict`` is thread-safe).
         limits: What one request may carry.
     """
+
+    #: the parameters of ``POST /predict`` (any other is refused)
+    PREDICT_PARAMETERS = ("candidate_labels", "top_k", "abstain")
+    #: the parameters of ``POST /explain``
+    EXPLAIN_PARAMETERS = ("label", "top_k")
 
     def __init__(self, clf: Any, limits: ServeLimits) -> None:
         self.clf = clf
@@ -143,11 +151,13 @@ def _error(status: int, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "kind": type(exc).__name__}, status_code=status)
 
 
-async def _on_image(request: Request, service: ZeroShotService, work: Callable[[bytes, dict[str, Any]], Any]) -> Any:
-    """Read the body on the event loop, then parse it and do ``work(image, parameters)`` in one worker thread."""
+async def _on_image(request: Request, service: ZeroShotService, work: Callable[[bytes, dict[str, Any]], Any],
+                    accepted: tuple[str, ...]) -> Any:
+    """Read the body on the event loop, then parse it (refusing parameters not in ``accepted``) and do
+    ``work(image, parameters)`` in one worker thread."""
     body = await read_body(request.headers, request.stream(), service.limits.max_body_bytes)
     content_type = request.headers.get("content-type")
-    return await run_in_threadpool(lambda: work(*parse_image_request(content_type, body)))
+    return await run_in_threadpool(lambda: work(*parse_image_request(content_type, body, accepted)))
 
 
 def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
@@ -192,6 +202,13 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
         return JSONResponse({"detail": exc.detail, "kind": "HTTPException"}, status_code=exc.status_code,
                             headers=exc.headers)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, _: ClientDisconnect) -> Response:
+        # the client closed the connection mid-upload: nothing to answer, nothing wrong on our side
+        logger.info("%s %s: the client disconnected before its request body arrived", request.method,
+                    request.url.path)
+        return Response(status_code=400)  # never sent: the connection is gone
+
     @app.exception_handler(Exception)
     async def bug(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("internal error (a bug in kgzsl)")
@@ -210,14 +227,15 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
     async def predict(request: Request) -> Any:
         """Zero-shot classify one image. JSON ``{"inputs": base64, "parameters": {"candidate_labels": [...],
         "top_k": 5, "abstain": false}}`` or a multipart form (``image`` file, ``candidate_labels``
-        comma-separated, ``top_k``, ``abstain``). No candidate labels: every class of the graph."""
-        return await _on_image(request, service, service.predict)
+        comma-separated, ``top_k``, ``abstain``). No candidate labels: every class of the graph. Any
+        other field or key is refused (400)."""
+        return await _on_image(request, service, service.predict, service.PREDICT_PARAMETERS)
 
     @app.post("/explain")
     async def explain(request: Request, fmt: str = Query("json", alias="format", pattern="^(json|png)$")) -> Any:
         """Why one label scored as it did for an image: the seen classes and WordNet paths that carried
         its row. Parameters ``label`` and ``top_k``; ``?format=png`` answers the drawing as a PNG."""
-        result = await _on_image(request, service, service.explain)
+        result = await _on_image(request, service, service.explain, service.EXPLAIN_PARAMETERS)
         if fmt == "png":
             from kgzsl.tasks.explain import explanation_png
 

@@ -8,6 +8,10 @@ Two request shapes are accepted for an image:
 - ``multipart/form-data``: an ``image`` file and the parameters as form fields
   (``candidate_labels`` comma-separated).
 
+A key the request shape does not take (a form field, a top-level JSON key, a key of
+``"parameters"``) is refused, naming the close match: ``candidate_label`` is a typo, never silently
+a ranking over every class.
+
 Everything stays in memory: the body is read up to :attr:`ServeLimits.max_body_bytes` (a larger one
 is refused while it arrives) and a multipart upload is never spooled to a temporary file. Every
 refusal is a :class:`RequestError` carrying its HTTP status.
@@ -17,9 +21,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import json
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 
 from kgzsl.errors import InputError, MissingPackageError
 
@@ -34,6 +39,12 @@ __all__ = ["ServeLimits", "RequestError", "read_body", "parse_image_request", "c
            "flag", "one_label"]
 
 JSON_SHAPE = '{"inputs": "<base64 image>", "parameters": {...}}'
+
+#: the top-level keys of a JSON request
+JSON_KEYS = ("inputs", "parameters")
+
+#: parameters of other zero-shot APIs that kgzsl has no use for, and why (refused, not ignored)
+NOT_USED = {"hypothesis_template": "kgzsl scores graph nodes, not text prompts: leave it out"}
 
 
 @dataclass(frozen=True)
@@ -93,32 +104,78 @@ async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], li
     return b"".join(parts)
 
 
-def parse_image_request(content_type: str | None, body: bytes) -> tuple[bytes, dict[str, Any]]:
+def parse_image_request(content_type: str | None, body: bytes, accepted: Sequence[str]
+                        ) -> tuple[bytes, dict[str, Any]]:
     """The encoded image and the parameters of a JSON or multipart request.
 
+    Args:
+        content_type: The request's ``Content-Type`` header.
+        body: The whole body (:func:`read_body`).
+        accepted: The parameters the endpoint takes (``candidate_labels``, ``top_k``...).
+
     Returns:
-        ``(image bytes, parameters)``; form fields are strings, JSON parameters keep their types.
+        ``(image bytes, parameters)``; form fields are strings (``top_k`` an int when it is a decimal
+        number), JSON parameters keep their types.
 
     Raises:
-        RequestError: For another content type (415), bad JSON, bad base64, a missing image or a
-            malformed form (400).
+        RequestError: For another content type (415), bad JSON, bad base64, a missing image, a
+            malformed form, or a field, JSON key or parameter not in ``accepted`` (400).
     """
     kind, options = parse_options_header(content_type or "")
     if kind == b"application/json":
-        return _from_json(body)
+        return _from_json(body, accepted)
     if kind == b"multipart/form-data":
-        return _from_form(content_type or "", options, body)
+        return _from_form(content_type or "", options, body, accepted)
     given = f"unsupported content type {content_type!r}" if content_type else \
         ("a request without a body" if not body else "a body with no content type (Content-Type header)")
     raise RequestError(f"{given}: send application/json ({JSON_SHAPE}) or "
                        "multipart/form-data (an image file and form fields)", 415)
 
 
-def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
+def _refuse_unknown(given: Iterable[str], accepted: Sequence[str], what: str, where: str = "",
+                    misplaced: Sequence[str] = ()) -> None:
+    """Refuse the names in ``given`` that are not in ``accepted``, each with its close match if any.
+
+    Args:
+        given: The names the request carries.
+        accepted: The names it may carry.
+        what: What a name is, for the message (``"form field"``, ``"key"``).
+        where: Where it was found, for the message (``" in the JSON body"``).
+        misplaced: Names that are valid elsewhere: those of ``"parameters"``, at the top of a JSON body.
+
+    Raises:
+        RequestError: Naming the unknown names and listing the accepted ones.
+    """
+    unknown = [name for name in given if name not in accepted]
+    if not unknown:
+        return
+    named = []
+    for name in unknown[:5]:
+        shown = repr(name if len(name) <= 60 else name[:60] + "...")
+        close = difflib.get_close_matches(name, accepted, n=1)
+        if name in NOT_USED:
+            shown += f" ({NOT_USED[name]})"
+        elif name in misplaced:
+            shown += " (a parameter: put it under \"parameters\")"
+        elif close:
+            shown += f" (did you mean {close[0]}?)"
+        named.append(shown)
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    plural = "s" if len(unknown) > 1 else ""
+    raise RequestError(f"unknown {what}{plural}{where}: {', '.join(named)}{more}; "
+                       f"accepted: {', '.join(accepted)}")
+
+
+def _from_json(body: bytes, accepted: Sequence[str]) -> tuple[bytes, dict[str, Any]]:
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"the body is not valid JSON ({exc}); send {JSON_SHAPE}") from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise RequestError(f"the body is not valid JSON for this API (nested too deeply); send {JSON_SHAPE}") \
+            from None
+    if isinstance(payload, dict):  # first: {"input": ...} is a typo, not a missing image
+        _refuse_unknown(payload, JSON_KEYS, "key", " in the JSON body", misplaced=accepted)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
         raise RequestError(f"the JSON body must be an object with the image as a base64 string in \"inputs\": "
                            f"{JSON_SHAPE}")
@@ -127,6 +184,7 @@ def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
         parameters = {}
     if not isinstance(parameters, dict):
         raise RequestError(f"\"parameters\" must be a JSON object, got {type(parameters).__name__}")
+    _refuse_unknown(parameters, accepted, "key", " in \"parameters\"")
     text = payload["inputs"]
     if text.startswith("data:") and "," in text:  # a data URL: data:image/png;base64,....
         text = text.split(",", 1)[1]
@@ -138,7 +196,8 @@ def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
     return image, parameters
 
 
-def _from_form(content_type: str, options: dict[bytes, bytes], body: bytes) -> tuple[bytes, dict[str, Any]]:
+def _from_form(content_type: str, options: dict[bytes, bytes], body: bytes, accepted: Sequence[str]
+               ) -> tuple[bytes, dict[str, Any]]:
     if not options.get(b"boundary"):
         raise RequestError("the multipart/form-data content type has no boundary; let the client build the form")
     parts: dict[str, bytes] = {}
@@ -170,10 +229,17 @@ def _from_form(content_type: str, options: dict[bytes, bytes], body: bytes) -> t
     if "image" not in parts:
         raise RequestError("the form has no \"image\" field: send the image file as image=@photo.jpg")
     image = parts.pop("image")
+    _refuse_unknown(parts, ("image", *accepted), "form field")
     try:
-        return image, {name: value.decode("utf-8") for name, value in parts.items()}
+        fields: dict[str, Any] = {name: value.decode("utf-8") for name, value in parts.items()}
     except UnicodeDecodeError:
         raise RequestError("form fields other than \"image\" must be UTF-8 text") from None
+    if "top_k" in fields:  # a form's number is text; JSON's must be a number
+        text = fields["top_k"].strip()
+        if not (text.isascii() and text.isdigit()):
+            raise RequestError(f"the form field top_k must be a positive integer, got {fields['top_k'][:40]!r}")
+        fields["top_k"] = int(text)
+    return image, fields
 
 
 def candidate_labels(value: Any, limits: ServeLimits) -> list[str] | None:
@@ -191,8 +257,11 @@ def candidate_labels(value: Any, limits: ServeLimits) -> list[str] | None:
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         labels = list(value)
     else:
-        raise RequestError("candidate_labels must be a list of strings (or one comma-separated string), got "
-                           f"{type(value).__name__}")
+        bad = [f"item {i} is {_describe(v)}" for i, v in enumerate(value) if not isinstance(v, str)] \
+            if isinstance(value, list) else [f"got {_describe(value)}"]
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise RequestError("candidate_labels must be a list of strings (or one comma-separated string): "
+                           f"{', '.join(bad[:5])}{more}")
     labels = [label.strip() for label in labels]
     if labels in ([], [""]):
         raise RequestError("candidate_labels is empty: give at least one label, or leave it out to score every "
@@ -206,18 +275,26 @@ def candidate_labels(value: Any, limits: ServeLimits) -> list[str] | None:
     return labels
 
 
+def _describe(value: Any) -> str:
+    """A JSON value for a message: its type and (shortened) value, ``null`` for None."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:40] + '...'}"
+
+
 def top_k(value: Any, default: int = 5) -> int:
-    """A positive integer (or its decimal text, from a form); ``default`` when absent.
+    """A positive integer, as the Python API takes it (not a bool, not a string: a form's decimal text
+    is already an int, see :func:`parse_image_request`); ``default`` when absent.
 
     Raises:
         RequestError: For anything else.
     """
     if value is None:
         return default
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise RequestError(f"top_k must be a positive integer, got {value!r}")
+        hint = " (a JSON number, not a string)" if isinstance(value, str) else ""
+        raise RequestError(f"top_k must be a positive integer{hint}, got {_describe(value)}")
     return value
 
 

@@ -35,8 +35,12 @@ def _uvicorn() -> Any:
 
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          limits: ServeLimits | None = None, log_level: str = "info") -> None:
+          limits: ServeLimits | None = None, log_level: str = "info", shutdown_timeout: float = 10.0) -> None:
     """Load a run once and serve it over HTTP until interrupted.
+
+    On Ctrl-C or SIGTERM the server stops accepting connections and lets the requests in progress
+    finish for at most ``shutdown_timeout`` seconds; then it cancels them (a client stalled mid-upload
+    cannot hold the shutdown) and returns.
 
     Args:
         run: A run folder written by ``kgzsl train``.
@@ -45,6 +49,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
         device: Where the classifier runs (``"auto"``, ``"cpu"``, ``"cuda"``...).
         limits: What one request may carry (default :class:`ServeLimits`).
         log_level: uvicorn's log level (``"warning"`` leaves only problems).
+        shutdown_timeout: Most seconds a shutdown waits for the requests in progress.
 
     Raises:
         kgzsl.inference.run_folder.RunNotFoundError: If ``run`` is not a finished run.
@@ -56,7 +61,8 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
     _check_port(host, port)  # before the run loads, and before "serving on" is logged
     clf = ZeroShotClassifier.load(run, device=device)
     logger.info("serving %r (%d classes) on http://%s:%d", clf, len(clf.wnids), host, port)
-    uvicorn.run(create_app(clf, limits), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(clf, limits), host=host, port=port, log_level=log_level,
+                timeout_graceful_shutdown=shutdown_timeout)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -210,6 +210,9 @@ def test_malformed_requests(client, request_kwargs, status, words):
     ({"top_k": "three"}, ["top_k"]),
     ({"top_k": True}, ["top_k"]),
     ({"abstain": "maybe"}, ["abstain"]),
+    ({"candidate_labels": [1, None]}, ["list of strings", "item 0 is int 1", "item 1 is null"]),
+    ({"candidate_labels": {"a": 1}}, ["list of strings", "got dict"]),
+    ({"top_k": "2"}, ["top_k", "not a string", "'2'"]),  # as the Python API: an int, not its text
 ])
 def test_bad_parameters(client, cat, parameters, words):
     body = _refused(client.post("/predict", json=_json_request(cat, **parameters)), 400, *words)
@@ -224,3 +227,73 @@ def test_uploads_never_touch_the_disk(client, monkeypatch, tmp_path):
     assert len(buf.getvalue()) > 1_500_000
     response = client.post("/predict", files={"image": ("big.png", buf.getvalue())}, data={"candidate_labels": "tabby"})
     assert response.status_code == 200 and list(tmp_path.iterdir()) == []
+
+
+def test_form_top_k_is_text_read_as_a_number(client, cat):
+    answer = client.post("/predict", files={"image": cat}, data={"candidate_labels": "tabby,tench,airliner",
+                                                                  "top_k": " 2 "})
+    assert answer.status_code == 200 and len(answer.json()) == 2
+    for bad in ("three", "2.0", "-1", "\u00b2"):
+        _refused(client.post("/predict", files={"image": cat}, data={"top_k": bad}), 400, "top_k")
+
+
+@pytest.mark.parametrize("endpoint, request_kwargs, words", [
+    ("/predict", {"data": {"candidate_label": "tabby,tench"}},
+     ["unknown form field", "'candidate_label'", "did you mean candidate_labels?",
+      "accepted: image, candidate_labels, top_k, abstain"]),
+    ("/predict", {"data": {"foo": "bar", "top_k": "2"}}, ["unknown form field", "'foo'", "accepted:"]),
+    ("/predict", {"json": {"parameters": {"candidate_label": ["tabby"]}}},
+     ["unknown key in \"parameters\"", "'candidate_label'", "did you mean candidate_labels?"]),
+    ("/predict", {"json": {"candidate_labels": ["tabby"]}},
+     ["unknown key in the JSON body", "'candidate_labels'", "under \"parameters\"", "accepted: inputs, parameters"]),
+    ("/predict", {"json": {"input": "x"}}, ["'input'", "did you mean inputs?"]),
+    ("/predict", {"json": {"options": {}, "foo": 1}}, ["unknown keys in the JSON body", "'options', 'foo'"]),
+    ("/predict", {"json": {"parameters": {"hypothesis_template": "a photo of {}"}}},
+     ["'hypothesis_template'", "not text prompts"]),
+    ("/predict", {"json": {"parameters": {"label": "tabby"}}}, ["'label'", "candidate_labels, top_k, abstain"]),
+    ("/explain", {"data": {"label": "tabby", "candidate_labels": "tabby"}},
+     ["'candidate_labels'", "accepted: image, label, top_k"]),
+    ("/explain", {"json": {"parameters": {"label": "tabby", "abstain": True}}}, ["'abstain'", "label, top_k"]),
+])
+def test_unknown_fields_are_refused(client, cat, endpoint, request_kwargs, words):
+    """A typo (candidate_label) or a misplaced key is a 400 naming it, never a ranking over every class."""
+    if "data" in request_kwargs:
+        request_kwargs = {**request_kwargs, "files": {"image": cat}}
+    else:
+        request_kwargs = {"json": {"inputs": base64.b64encode(cat).decode(), **request_kwargs["json"]}}
+    body = _refused(client.post(endpoint, **request_kwargs), 400, *words)
+    assert body["kind"] == "RequestError"
+
+
+def test_deeply_nested_json_is_a_400(client):
+    body = b'{"inputs": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    _refused(client.post("/predict", content=body, headers={"content-type": "application/json"}), 400,
+             "not valid JSON", "nested too deeply")
+
+
+def test_a_client_gone_mid_upload_is_one_info_line(clf, caplog):
+    """No 500 path, no traceback: the client closed the connection, nothing is wrong with the server."""
+    import asyncio
+    import logging
+
+    app = create_app(clf)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/predict", "raw_path": b"/predict", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000000")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    messages = iter([{"type": "http.request", "body": b'{"inputs": "', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(app(scope, receive, send))  # a bug would be logged, answered 500 and raised again here
+    records = [r for r in caplog.records if r.name.startswith("kgzsl")]
+    assert [(r.levelno, r.exc_info) for r in records] == [(logging.INFO, None)], caplog.text
+    assert "disconnected" in records[0].getMessage() and "/predict" in records[0].getMessage()
+    assert all(m.get("status", 400) < 500 for m in sent)
