@@ -59,7 +59,7 @@ def test_an_existing_folder_of_the_current_directory_is_a_path(elsewhere):
 def test_config_names_resolve_to_the_shipped_configs(elsewhere):
     shipped = shipped_dir("configs") / "dgp.yaml"
     assert resolve_config("dgp") == shipped and resolve_config("dgp.yaml") == shipped
-    with pytest.raises(FileNotFoundError, match=r"configs/dgp.yaml .*--config conse \| dgp-reference \| dgp-sgcn-conse \| dgp-sgcn \| dgp \| gcnz \| sgcn"):
+    with pytest.raises(FileNotFoundError, match=r"configs/dgp.yaml; .*--config conse \| dgp-reference \| dgp-sgcn-conse \| dgp-sgcn \| dgp \| gcnz \| sgcn"):
         resolve_config("configs/dgp.yaml")  # a path that does not exist here is not a name
     with pytest.raises(FileNotFoundError, match="config file not found: nope"):
         resolve_config("nope")
