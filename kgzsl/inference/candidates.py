@@ -31,7 +31,7 @@ from kgzsl.errors import InputError
 from kgzsl.inference.adaptation import AdaptedHead, ClassAdapter
 from kgzsl.inference.head import INT8_MIN_ROWS, LinearHead, SplitHead
 from kgzsl.inference.labels import ResolvedLabel
-from kgzsl.inference.claims import GroupHead, claimed_seen, seen_ancestors
+from kgzsl.inference.claims import GroupHead, SeenShare, claimed_seen, seen_ancestors
 from kgzsl.inference.scoring import ScoreCalibration, centred_rows, fit_calibration, predicted_rows, scoring_rows
 
 __all__ = ["CandidateScoring", "SCORING_MODES"]
@@ -151,17 +151,22 @@ class CandidateScoring:
         head = None
         if self.mode == "calibrated":
             senses = [[r.index, *r.senses] for r in resolved]
-            claims = claimed_seen([n for ns in senses for n in ns], self.seen_ancestors(wnids, lambda: seen))
-            if any(claims) or any(len(ns) > 1 for ns in senses):
+            flat = [n for ns in senses for n in ns]
+            claims = claimed_seen(flat, self.seen_ancestors(wnids, lambda: seen))
+            position = {n: i for i, n in enumerate(seen.tolist()) if n >= 0}
+            known = frozenset(n for n in flat if n in position)
+            mixed = bool(known or any(claims)) and any(n not in position for n in flat)
+            if any(claims) or any(len(ns) > 1 for ns in senses) or mixed:
                 extra = list(dict.fromkeys(j for c in claims for j in c))
-                head = GroupHead(every, extra, self._claim_rows(extra, seen), senses, claims)
+                rows = self._backbone_rows()
+                share = SeenShare(rows, [position[n] for n in [*known, *extra]]) if mixed else None
+                head = GroupHead(every, extra, rows[[position[n] for n in extra]], senses, claims, share, known)
         return self._adapted(head or self.linear(every, [r.index for r in resolved], seen), resolved, every.device)
 
-    def _claim_rows(self, nodes: list[int], seen: torch.Tensor) -> torch.Tensor:
-        """``[len(nodes), D + 1]`` rows the seen ``nodes`` enter a claiming candidate's score with: the
-        backbone's own rows, centred on the user's images when the run is calibrated."""
-        position = {n: i for i, n in enumerate(seen.tolist()) if n >= 0}
-        own = self.backbone.classifier_rows()[torch.tensor([position[n] for n in nodes], dtype=torch.long)].float()
+    def _backbone_rows(self) -> torch.Tensor:
+        """``[M, D + 1]``: every class of the backbone with the row it is scored with, its own
+        (centred on the user's images when the run is calibrated), in the backbone's class order."""
+        own = self.backbone.classifier_rows().float()
         calib = self._calibration
         return own if calib is None else centred_rows(own, calib)
 

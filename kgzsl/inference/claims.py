@@ -20,7 +20,7 @@ import torch
 
 from kgzsl.inference.head import LinearHead
 
-__all__ = ["GroupHead", "claimed_seen", "group_logits", "seen_ancestors"]
+__all__ = ["GroupHead", "SeenShare", "claimed_seen", "group_logits", "seen_ancestors"]
 
 
 def seen_ancestors(run_dir: Path | None, wnids: list[str], seen: torch.Tensor) -> dict[int, dict[int, int]]:
@@ -88,6 +88,36 @@ def group_logits(logits: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
     return padded[:, index].amax(dim=2)
 
 
+class SeenShare:
+    """How much the backbone itself believes an image shows one of some of its classes: ``log P(K | x)``.
+
+    The backbone's logits are those of a closed world: its softmax spreads all of an image's
+    probability over the classes it was trained on. A windmill photo (not one of them) still gets
+    a solar dish logit, and scored with its real row, solar dish beats the windmill's predicted row.
+    But the backbone's own softmax is spread thin on such a photo: it puts little of it on the
+    candidates it knows. So every logit a real row gives a candidate is shifted by ``log P(K | x)``,
+    the log of the backbone's probability, over all of its classes, that ``x`` is one of the
+    classes ``K`` the label list stands for (seen candidates and the classes they claim). Where the
+    backbone is sure the photo shows one of them, ``P`` is near 1 and nothing changes; where it
+    is not, the predicted rows of the candidates it does not know get their chance. The shift is
+    the same for every real row of a list, so seen candidates keep their order among themselves,
+    and a list of seen classes only is scored as before.
+
+    Args:
+        rows: ``[M, D + 1]``: every class of the backbone, each with the row it is scored with.
+        classes: Positions in ``rows`` of the classes ``K``.
+    """
+
+    def __init__(self, rows: torch.Tensor, classes: list[int]) -> None:
+        self.head = LinearHead(rows, int8=False)
+        self.classes = torch.tensor(sorted(set(classes)), dtype=torch.long, device=rows.device)
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, 1]``: ``log P(K | x)`` per image (at most 0)."""
+        logits = self.head.logits(features)
+        return (logits[:, self.classes].logsumexp(1) - logits.logsumexp(1)).clamp(max=0.0).unsqueeze(1)
+
+
 class GroupHead:
     """Labels scored over several rows: each label's logit is the best of its senses', and each
     sense's the best of its own logit and those of the seen classes below it that no other
@@ -99,10 +129,13 @@ class GroupHead:
         claimed: ``[len(extra), D + 1]`` rows a claimed seen node enters its candidate's score with.
         senses: Per label, its sense nodes (the default sense first).
         claims: Per sense (in the order of ``senses`` flattened), the seen nodes it stands for.
+        share: Shifts every real row's logit (the seen senses' own, and the claimed ones) by the
+            backbone's belief that the image is one of them (None: no shift).
+        seen: The sense nodes scored with a real row (the backbone's classes).
     """
 
     def __init__(self, every: torch.Tensor, extra: list[int], claimed: torch.Tensor, senses: list[list[int]],
-                 claims: list[list[int]]) -> None:
+                 claims: list[list[int]], share: SeenShare | None = None, seen: frozenset[int] = frozenset()) -> None:
         flat = [n for ns in senses for n in ns]
         own = list(dict.fromkeys(flat))
         column = {n: i for i, n in enumerate(own)}
@@ -111,6 +144,9 @@ class GroupHead:
         if extra:
             rows.append(claimed.to(every.device))
         self.linear = LinearHead(torch.cat(rows), int8=False)
+        self.share = share
+        self.real = torch.tensor([column[n] for n in own if n in seen] + list(below.values()), dtype=torch.long,
+                                 device=every.device)
         self.groups = [[column[n]] + [below[j] for j in claim] for n, claim in zip(flat, claims)]
         width, start, self.members = max(len(ns) for ns in senses), 0, []
         for ns in senses:  # per label, its senses' positions in `groups`, padded with a -inf column
@@ -120,7 +156,10 @@ class GroupHead:
 
     def choose(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``([B, C] label logits, [B, C] position of the sense that gave each one)``."""
-        sense = group_logits(self.linear.logits(features), self.groups)
+        logits = self.linear.logits(features)
+        if self.share is not None and self.real.numel():
+            logits[:, self.real] += self.share(features)
+        sense = group_logits(logits, self.groups)
         sense = torch.cat([sense, sense.new_full((sense.size(0), 1), float("-inf"))], dim=1)
         return sense[:, torch.tensor(self.members, device=sense.device)].max(dim=2)
 

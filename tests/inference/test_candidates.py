@@ -84,5 +84,29 @@ def test_heads_split_the_backbones_rows_from_predicted_ones_and_group_senses(mon
     logits = group.logits(x)
     real = x @ bb.rows[:, :-1].T + bb.rows[:, -1]
     own = x @ every[7, :-1] + every[7, -1]
-    torch.testing.assert_close(logits[:, 0], torch.maximum(own, real[:, 0]))
-    torch.testing.assert_close(logits[:, 1], x @ every[1, :-1] + every[1, -1])
+    share = real.softmax(1)[:, :2].sum(1).log()  # the backbone's belief in a or b, its classes in the list
+    torch.testing.assert_close(logits[:, 0], torch.maximum(own, real[:, 0] + share))  # parent's own row: no shift
+    torch.testing.assert_close(logits[:, 1], x @ every[1, :-1] + every[1, -1] + share)
+
+
+def test_real_rows_give_way_where_the_backbone_believes_in_none_of_its_candidates():
+    """A seen candidate's logit is shifted by log P(seen candidates | x); a list of one kind is not."""
+    bb, seen = _Backbone(), torch.tensor([0, 1, 2])
+    bb.rows = torch.tensor([[4.0, 0, 0, 0, 0], [0, 4.0, 0, 0, 0], [0, 0, 4.0, 0, 0]])
+    scoring = CandidateScoring(bb, "calibrated", row_scale=1.0)
+    every = torch.cat([bb.rows, torch.tensor([[0, 0, 0.5, 0, 0.3]])])  # node 3, "mill": a predicted row
+    wnids = ["a", "b", "c", "mill"]
+    labels = [ResolvedLabel("a", 0, "a", "a.n.01"), ResolvedLabel("mill", 3, "mill", "mill.n.01")]
+    head = scoring.label_head(every, labels, seen, wnids)
+    photo_of_c = torch.tensor([[0.3, 0.0, 1.0, 0.0]])  # the backbone sees its class c, not a candidate
+    real = (photo_of_c @ bb.rows[:, :-1].T).squeeze(0)  # a 1.2, b 0, c 4.0; mill's predicted row gives 0.8
+    assert float(real[0]) > float(photo_of_c @ every[3, :-1] + every[3, -1])  # closed world: a would win
+    torch.testing.assert_close(head.logits(photo_of_c)[0, 0], real[0] + real.softmax(0)[0].log())
+    assert head.logits(photo_of_c).argmax(1).item() == 1  # P(a | x) = 0.056: mill wins
+    photo_of_a = torch.tensor([[1.0, 0.0, 0.0, 0.0]])  # P(a | x) = 0.96: a keeps its logit, nearly
+    assert head.logits(photo_of_a).argmax(1).item() == 0
+    assert float(head.logits(photo_of_a)[0, 0]) == pytest.approx(
+        4.0 + float((photo_of_a @ bb.rows[:, :-1].T).log_softmax(1)[0, 0]))
+    only_seen = [ResolvedLabel("a", 0, "a", "a.n.01"), ResolvedLabel("b", 1, "b", "b.n.01")]
+    torch.testing.assert_close(scoring.label_head(every, only_seen, seen, wnids).logits(photo_of_c),
+                               photo_of_c @ bb.rows[:2, :-1].T)  # one kind only: the closed world's logits

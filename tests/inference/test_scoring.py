@@ -171,8 +171,11 @@ def test_an_uncalibrated_run_scores_claimed_classes_with_the_backbones_logits(ti
     x = torch.rand(3, clf.backbone.feature_dim, generator=torch.Generator().manual_seed(4)) * 2
     tabby = clf.backbone.wnids.index("n02123045")
     own = clf.backbone.classifier_rows()[tabby]
-    # "cat" stands for tabby & co below it: its logit is at least tabby's own logit, exactly the CNN's
-    assert bool((clf.logits(x, ["cat", "dog"])[:, 0] >= x @ own[:-1] + own[-1] - 1e-4).all())
+    # "cat" stands for tabby & co below it: its logit is at least tabby's own logit, exactly the CNN's, shifted
+    # by log P(K | x), the backbone's belief that x shows one of the classes K the list stands for (tabby among them)
+    every_real = clf.backbone.classifier_rows()
+    belief = (x @ every_real[:, :-1].T + every_real[:, -1]).log_softmax(1)[:, tabby]  # log P(tabby | x) <= log P(K | x)
+    assert bool((clf.logits(x, ["cat", "dog"])[:, 0] >= x @ own[:-1] + own[-1] + belief - 1e-4).all())
     node = clf.wnids.index("n02121808")  # domestic_cat.n.01: a predicted row times row_scale
     torch.testing.assert_close(clf.score_rows()[node], clf.rows[node] * clf.row_scale)
     from kgzsl.tasks.calibrate import calibrate_scores
