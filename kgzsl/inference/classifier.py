@@ -436,7 +436,7 @@ class ZeroShotClassifier:
     def predict(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor | None = None,
                 candidate_labels: Sequence[str] | str | None = None, top_k: int | None = 5,
                 batch_size: int = 32, abstain: bool = False, *, image: ImageSource | None = None,
-                hypothesis_template: str | None = None,
+                hypothesis_template: str | None = None, timeout: float | None = None,
                 ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | dict[str, Any]:
         """Zero-shot classify images, like Hugging Face's ``zero-shot-image-classification`` pipeline.
 
@@ -461,6 +461,8 @@ class ZeroShotClassifier:
             hypothesis_template: Accepted for code written for the Hugging Face pipeline, and
                 ignored with a warning: kgzsl scores labels through WordNet and the backbone's
                 rows, not through text prompts.
+            timeout: Accepted for code written for the Hugging Face pipeline, which fetches URLs
+                within it; kgzsl fetches nothing (a URL is refused as an image), so it has no effect.
 
         Returns:
             For one image, a list of ``{"label", "wnid", "synset", "score"}`` sorted by score

@@ -161,6 +161,7 @@ def test_hugging_face_keywords_are_understood(caplog):
     with caplog.at_level(logging.WARNING, logger="kgzsl.inference.classifier"):
         assert clf(red, candidate_labels=COLOURS, hypothesis_template="a photo of {}.") == expected
     assert "hypothesis_template='a photo of {}.' is ignored" in caplog.text
+    assert clf(red, candidate_labels=COLOURS, timeout=5.0) == expected  # the pipeline's URL fetch timeout
     with pytest.raises(InputError, match="not both"):
         clf(red, image=red, candidate_labels=COLOURS)
 
