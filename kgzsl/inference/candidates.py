@@ -69,6 +69,7 @@ class CandidateScoring:
         self.adapt = True
         self._calibration = calibration
         self._rows: torch.Tensor | None = None  # every node's score rows, built on first use
+        self._real: torch.Tensor | None = None  # the backbone's classes' score rows, built on first use
         self._adapter: ClassAdapter | None = None  # built from the calibration's features on first use
         self._ancestors: dict[int, dict[int, int]] | None = None
         self._lock = threading.Lock()
@@ -82,7 +83,7 @@ class CandidateScoring:
         """Fit the calibration on pooled features of unlabelled images; the score rows are rebuilt on next use."""
         calib = fit_calibration(features, self.backbone.classifier_rows(), source)
         with self._lock:
-            self._calibration, self._rows, self._adapter = calib, None, None
+            self._calibration, self._rows, self._real, self._adapter = calib, None, None, None
         return calib
 
     def score_rows(self, rows: torch.Tensor, seen: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -165,10 +166,13 @@ class CandidateScoring:
 
     def _backbone_rows(self) -> torch.Tensor:
         """``[M, D + 1]``: every class of the backbone with the row it is scored with, its own
-        (centred on the user's images when the run is calibrated), in the backbone's class order."""
-        own = self.backbone.classifier_rows().float()
-        calib = self._calibration
-        return own if calib is None else centred_rows(own, calib)
+        (centred on the user's images when the run is calibrated), in the backbone's class order;
+        built once, shared by every head."""
+        with self._lock:
+            if self._real is None:
+                own = self.backbone.classifier_rows().float()
+                self._real = own if self._calibration is None else centred_rows(own, self._calibration)
+            return self._real
 
     def _adapted(self, head: Any, resolved: Sequence[ResolvedLabel], device: torch.device) -> Any:
         """``head`` with its candidates fitted to the user's images when :meth:`adapter` applies to them."""
