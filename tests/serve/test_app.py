@@ -181,6 +181,7 @@ def test_pixel_and_size_limits_are_configurable(clf):
     ({"json": {"inputs": 12}}, 400, ["inputs"]),
     ({"json": {"inputs": "bm90IGFuIGltYWdl!!"}}, 400, ["base64"]),
     ({"json": {"inputs": "/etc/passwd"}}, 400, ["base64"]),  # a path is not an image, and is never opened
+    ({"json": {"inputs": "https://example.com/cat.jpg"}}, 400, ["is a URL: this server fetches nothing"]),
     ({"json": {"inputs": base64.b64encode(b"/etc/passwd").decode()}}, 400, ["cannot load image"]),
     ({"json": {"inputs": "", "parameters": {}}}, 400, ["0 bytes"]),
     ({"json": {"inputs": "aGk=", "parameters": [1]}}, 400, ["parameters"]),
