@@ -47,7 +47,7 @@ def photo_items(data_dir: str | Path) -> list[tuple[Path, str]]:
     try:
         items = image_folder(root)  # names each folder it skips
     except InputError as exc:
-        named = str(exc).partition("; ")[2]
+        named = str(exc).partition("/*.jpg); ")[2]  # the part of image_folder's message that names the folders
         raise InputError(f"no photos in {root}: expected {layout}" + (f"; {named}" if named else "")) from None
     if not items:
         raise InputError(f"no photos in {root}: expected {layout}")
