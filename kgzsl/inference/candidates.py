@@ -156,11 +156,14 @@ class CandidateScoring:
             claims = claimed_seen(flat, self.seen_ancestors(wnids, lambda: seen))
             position = {n: i for i, n in enumerate(seen.tolist()) if n >= 0}
             known = frozenset(n for n in flat if n in position)
-            mixed = bool(known or any(claims)) and any(n not in position for n in flat)
-            if any(claims) or any(len(ns) > 1 for ns in senses) or mixed:
-                extra = list(dict.fromkeys(j for c in claims for j in c))
+            extra = list(dict.fromkeys(j for c in claims for j in c))
+            stood_for = {position[n] for n in [*known, *extra]}
+            # a shift only where the list also holds predicted rows and leaves some of the backbone's
+            # classes out (with all of them in, P(K | x) = 1: the list of every class keeps its int8 head)
+            shifted = 0 < len(stood_for) < len(seen) and any(n not in position for n in flat)
+            if any(claims) or any(len(ns) > 1 for ns in senses) or shifted:
                 rows = self._backbone_rows()
-                share = SeenShare(rows, [position[n] for n in [*known, *extra]]) if mixed else None
+                share = SeenShare(rows, sorted(stood_for)) if shifted else None
                 head = GroupHead(every, extra, rows[[position[n] for n in extra]], senses, claims, share, known)
         return self._adapted(head or self.linear(every, [r.index for r in resolved], seen), resolved, every.device)
 

@@ -110,3 +110,7 @@ def test_real_rows_give_way_where_the_backbone_believes_in_none_of_its_candidate
     only_seen = [ResolvedLabel("a", 0, "a", "a.n.01"), ResolvedLabel("b", 1, "b", "b.n.01")]
     torch.testing.assert_close(scoring.label_head(every, only_seen, seen, wnids).logits(photo_of_c),
                                photo_of_c @ bb.rows[:2, :-1].T)  # one kind only: the closed world's logits
+    every_class = [*only_seen, ResolvedLabel("c", 2, "c", "c.n.01"), labels[1]]  # all three classes, and mill
+    head = scoring.label_head(every, every_class, seen, wnids)
+    assert not isinstance(head, GroupHead)  # P(K | x) = 1: no shift, and a long list keeps its (int8) split head
+    torch.testing.assert_close(head.logits(photo_of_c), photo_of_c @ every[:, :-1].T + every[:, -1])
