@@ -176,3 +176,15 @@ def test_round_medians_rotate_and_pair_by_round():
     assert order[2:] == (["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4) * 2  # handover + 3 timed; order rotates
     drift = {"base": [1.0, 2.0, 4.0], "x": [1.1, 2.2, 4.4]}  # load drifts between rounds; the ratio does not
     assert abs(paired_overhead(drift, "x", "base") - 0.1) < 1e-12
+
+
+def test_head_path_reads_any_classifier_head():
+    """B3 times the classifier's own head: a grouped head (a list that claims seen classes) has no int8 path."""
+    import torch
+
+    from kgzsl.inference.claims import GroupHead
+    from kgzsl.tasks.benchmarks.speed import head_path
+
+    rows = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    grouped = GroupHead(rows, [3], rows[3:], [[0], [1]], [[3], []])
+    assert head_path(grouped, 1) == head_path(grouped, 64) == "float32"

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from kgzsl.training.run import ROW_CHUNK
 from kgzsl.utils.paths import shipped_dir
 
-__all__ = ["run_speed", "time_per_call"]
+__all__ = ["run_speed", "time_per_call", "head_path"]
 
 logger = logging.getLogger(__name__)
 _CONFIGS = shipped_dir("configs")
@@ -194,6 +194,12 @@ def paired_overhead(times: dict[str, list[float]], name: str, base: str) -> floa
     return statistics.median(t / b for t, b in zip(times[name], times[base])) - 1
 
 
+def head_path(head: Any, batch: int) -> str:
+    """How ``head`` scores a batch of this size (:meth:`kgzsl.inference.head.LinearHead.path`);
+    ``"float32"`` for a head without int8 paths (the grouped head of a list that claims seen classes)."""
+    return head.path(batch) if hasattr(head, "path") else "float32"
+
+
 def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor, head: Any = None) -> None:
     """Images/s of the backbone as the plain 1,000-way classifier vs with the zero-shot head.
 
@@ -211,7 +217,7 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor, head: 
     head, dense = head or LinearHead(matrix, int8="auto"), LinearHead(matrix, int8=False)
     head.topk(torch.zeros(1, matrix.size(1) - 1), 1)  # a one-off call is dense; the int8 copy is built on the next
     out["head_candidates"] = int(matrix.size(0))
-    out["head_int8"] = head.int8
+    out["head_int8"] = bool(getattr(head, "int8", False))
     for batch in (1, 64):
         chunks = [photos[i:i + 1] for i in range(len(photos))] if batch == 1 else \
             [photos.repeat(batch // len(photos) + 1, 1, 1, 1)[:batch]]
@@ -225,7 +231,7 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor, head: 
         # baseline whose cost the head's overhead is measured against
         fns = {"bare": lambda: backbone.logits(nxt()).softmax(-1).topk(5),
                "classifier": lambda: head.topk(backbone(nxt()), 5)}
-        if head.path(batch) != "float32":  # else the same computation: the time goes to more rounds
+        if head_path(head, batch) != "float32":  # else the same computation: the time goes to more rounds
             fns["classifier_float32"] = lambda: dense.topk(backbone(nxt()), 5)
         with torch.inference_mode():
             t = round_medians(fns, calls=len(chunks) if batch == 1 else 1,
@@ -235,8 +241,8 @@ def _prediction(out: dict[str, Any], backbone: Any, matrix: torch.Tensor, head: 
         out[f"head_overhead_batch{batch}"] = round(paired_overhead(t, "classifier", "bare"), 4)
         if "classifier_float32" in t:
             out[f"head_overhead_batch{batch}_float32"] = round(paired_overhead(t, "classifier_float32", "bare"), 4)
-    out["head_batch1_path"], out["head_batch64_path"] = head.path(1), head.path(64)  # after the copies are built
-    out["head_low_rank"] = head.low_rank
+    out["head_batch1_path"], out["head_batch64_path"] = head_path(head, 1), head_path(head, 64)  # copies built now
+    out["head_low_rank"] = getattr(head, "low_rank", None)
     with torch.inference_mode():
         feats = backbone(photos)
         probs, idx, _ = head.topk(feats, 5)
