@@ -30,7 +30,8 @@ from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.wordnet import WNID_RE
 from kgzsl.vision.images import ImageLoadError, load_image
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "image_folder", "ImageFiles", "collate_images", "item_seed"]
+__all__ = ["IMAGE_EXTENSIONS", "NoClassFoldersError", "list_images", "image_folder", "ImageFiles", "collate_images",
+           "item_seed"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 _MASK = (1 << 63) - 1
@@ -58,6 +59,21 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(files)
 
 
+class NoClassFoldersError(InputError):
+    """A folder without any class sub-folder named by wnid.
+
+    Attributes:
+        others: The names of the sub-folders it holds instead.
+        hint: The part of the message that names them (empty when there are none).
+    """
+
+    def __init__(self, root: Path, others: list[str]) -> None:
+        self.others = others
+        listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        self.hint = f"; its sub-folders ({listed}) are not named by wnid" if others else ""
+        super().__init__(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg){self.hint}")
+
+
 def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) -> list[tuple[Path, str]]:
     """List the images of an ImageNet-style folder, ``root/<wnid>/**/<image>``.
 
@@ -75,19 +91,19 @@ def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) ->
 
     Raises:
         FileNotFoundError: If ``root`` is not a folder.
-        ValueError: If ``root`` holds no class sub-folder (the message names the folders it holds).
+        NoClassFoldersError: A ``ValueError``, if ``root`` holds no class sub-folder (it names the
+            folders it holds).
     """
     root = Path(root)
     if not root.is_dir():
         raise NotFoundError(f"image folder not found: {root}")
     keep = None if wnids is None else set(wnids)
     folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    classes = [d for d in folders if WNID_RE.match(d.name) or (keep and d.name in keep)]
-    others = [d.name for d in folders if d not in classes]
+    is_class = [bool(WNID_RE.match(d.name) or (keep and d.name in keep)) for d in folders]
+    classes = [d for d, c in zip(folders, is_class) if c]
+    others = [d.name for d, c in zip(folders, is_class) if not c]
     if not classes:
-        listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-        named = f"; its sub-folders ({listed}) are not named by wnid" if others else ""
-        raise InputError(f"{root} has no class sub-folders named by wnid (like {root}/n02121620/*.jpg){named}")
+        raise NoClassFoldersError(root, others)
     items = [(p, folder.name) for folder in classes if keep is None or folder.name in keep
              for p in list_images(folder)]
     if keep is None:

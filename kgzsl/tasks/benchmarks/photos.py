@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from kgzsl.errors import InputError, NotFoundError
-from kgzsl.vision.folders import image_folder
+from kgzsl.vision.folders import NoClassFoldersError, image_folder
 
 __all__ = ["photo_items", "read_groups", "run_photos", "format_photos"]
 
@@ -46,9 +46,8 @@ def photo_items(data_dir: str | Path) -> list[tuple[Path, str]]:
         raise NotFoundError(f"photo folder not found: {root}; give a folder of photos laid out as {layout}")
     try:
         items = image_folder(root)  # names each folder it skips
-    except InputError as exc:
-        named = str(exc).partition("/*.jpg); ")[2]  # the part of image_folder's message that names the folders
-        raise InputError(f"no photos in {root}: expected {layout}" + (f"; {named}" if named else "")) from None
+    except NoClassFoldersError as exc:
+        raise InputError(f"no photos in {root}: expected {layout}{exc.hint}") from None
     if not items:
         raise InputError(f"no photos in {root}: expected {layout}")
     return items
