@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 
 from kgzsl.errors import InputError, MissingPackageError
+from kgzsl.vision.images import is_url
 
 try:
     from python_multipart.exceptions import FormParserError
@@ -186,7 +187,7 @@ def _from_json(body: bytes, accepted: Sequence[str]) -> tuple[bytes, dict[str, A
         raise RequestError(f"\"parameters\" must be a JSON object, got {type(parameters).__name__}")
     _refuse_unknown(parameters, accepted, "key", " in \"parameters\"")
     text = payload["inputs"]
-    if text.strip().lower().startswith(("http://", "https://")):  # the Inference API takes URLs; this one fetches none
+    if is_url(text):  # the Inference API takes URLs; this server fetches none
         raise RequestError("\"inputs\" is a URL: this server fetches nothing from the network; send the image "
                            "file's bytes base64-encoded")
     if text.startswith("data:") and "," in text:  # a data URL: data:image/png;base64,....

@@ -26,7 +26,8 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from kgzsl.errors import InputError
 
-__all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tensor_batch", "describe_image"]
+__all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tensor_batch", "describe_image",
+           "is_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,14 @@ def _finish(im: Image.Image, name: str) -> Image.Image:
     except (ValueError, OSError) as exc:
         raise ImageLoadError(name, f"mode {im.mode!r} cannot be converted to RGB ({exc})",
                              "re-save it as an RGB or grayscale PNG/JPEG") from exc
+
+
+_URL = re.compile(r"(?i)^\s*[a-z][a-z0-9+.-]+://")
+
+
+def is_url(text: str) -> bool:
+    """Whether ``text`` is a URL (``https://...``, ``s3://...``): kgzsl fetches nothing from the network."""
+    return bool(_URL.match(text))
 
 
 def describe_image(source: object) -> str:
@@ -182,7 +191,7 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
     if not isinstance(source, (str, os.PathLike)):
         raise ImageLoadError(describe_image(source), f"unsupported input type {type(source).__name__}",
                              "pass a path, image bytes, a PIL image, a numpy array or a tensor")
-    if isinstance(source, str) and re.match(r"(?i)^[a-z][a-z0-9+.-]+://", source.strip()):
+    if isinstance(source, str) and is_url(source):
         raise ImageLoadError(source, "a URL: kgzsl does not fetch images from the network",
                              "download the image and pass the file, or its bytes")
     path = Path(source)
