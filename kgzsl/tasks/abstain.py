@@ -3,8 +3,12 @@
 The score is the **maximum logit** over the candidates (pooled feature · predicted row, scaled by
 the run's ``row_scale``, plus bias), not the top softmax probability: a softmax score depends on how
 many and which candidates are given, so a threshold calibrated on one label list would not carry to
-another, while the best candidate's logit is the same whatever else is listed (MaxLogit, Hendrycks
-et al. 2022, also detects unknowns better than the softmax score).
+another, while a candidate's logit does not grow or shrink with the number of others (MaxLogit,
+Hendrycks et al. 2022, also detects unknowns better than the softmax score). One dependence on the
+list is meant: where a list mixes the backbone's classes with predicted rows, the real rows' logits
+are lowered by ``-log P(K | x)``, the backbone's own doubt that the photo shows any of the list's
+classes it knows (:class:`~kgzsl.inference.claims.SeenShare`). Near 0 on photos of those classes, it
+makes a photo of none of them more likely to fall below the threshold, which is what abstaining is for.
 
 Calibration uses real in-set images: a run holds no images, and synthetic "features" built from
 classifier rows have no realistic scale, so they cannot set a threshold on real logits. The caller
