@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 from kgzsl.errors import InputError
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, synset_from_wnid
 
-__all__ = ["TaxonomyEntry", "TaxonomyError", "parse_taxonomy", "topological_order",
+__all__ = ["TaxonomyEntry", "TaxonomyError", "parse_taxonomy", "parse_concept", "topological_order",
            "check_parents", "by_label", "noun_senses", "custom_id", "label_key", "wordnet_collisions", "FIELDS"]
 
 logger = logging.getLogger(__name__)
@@ -97,14 +97,42 @@ def custom_id(name: str) -> str:
 
 
 def _strings(value: Any, field: str, problems: list[str], where: str) -> tuple[str, ...]:
-    """A field that takes a list of strings or one string (CSV: ``;``-separated)."""
+    """A field that takes a list of strings or one string (CSV: ``;``-separated); ``field`` as messages spell it."""
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(v, (str, int, float)) and str(v).strip() for v in items):
-        problems.append(f"{where}: '{field}' must be a list of non-empty strings or one string, got {value!r}")
+        problems.append(f"{where}: {field} must be a list of non-empty strings or one string, got {value!r}")
         return ()
     return tuple(dict.fromkeys(" ".join(str(v).split()) for v in items))
+
+
+@dataclass(frozen=True)
+class _Spelling:
+    """How problem messages name an entry and its fields.
+
+    Attributes:
+        fields: Each field as the reader wrote it: ``'parents'`` in a file, ``parents=`` in Python,
+            ``--parents`` on the command line.
+        entry: The entry, from its place (``file:line``) and name (None when it has none).
+    """
+
+    fields: dict[str, str]
+    entry: Callable[[str, str | None], str]
+
+    def field(self, name: str) -> str:
+        """``name`` as the reader wrote it."""
+        return self.fields.get(name, f"'{name}'")
+
+
+#: entries of a file (or a list given in Python): ``t.yaml:3: entry 'a': 'parents' ...``
+_FILE = _Spelling({}, lambda where, name: f"{where}: entry {name!r}" if name is not None else where)
+#: one concept given to ``add_concept``: ``add_concept('a'): parents= ...``
+_PYTHON = _Spelling({"name": "the word", **{f: f"{f}=" for f in FIELDS if f != "name"}},
+                    lambda where, name: f"add_concept({name!r})" if name is not None else "add_concept")
+#: one concept given to ``kgzsl add-concept RUN WORD``: ``add-concept 'a': --parents ...``
+_CLI = _Spelling({"name": "WORD", **{f: f"--{f}" for f in FIELDS if f != "name"}},
+                 lambda where, name: f"add-concept {name!r}" if name is not None else "add-concept")
 
 
 def parse_taxonomy(items: Sequence[Any], source: str = "", lines: Sequence[int] | None = None,
@@ -119,6 +147,34 @@ def parse_taxonomy(items: Sequence[Any], source: str = "", lines: Sequence[int] 
     Raises:
         TaxonomyError: Listing every bad field, duplicate name or alias, and cycle.
     """
+    entries, problems = _check(items, source, lines, _FILE)
+    if problems:
+        raise TaxonomyError("\n".join(["the taxonomy has problems; nothing was added or built:"] + problems))
+    return entries
+
+
+def parse_concept(item: Any) -> TaxonomyEntry:
+    """Check one concept given by itself (``clf.add_concept(...)``, ``kgzsl add-concept RUN WORD``).
+
+    The same checks as :func:`parse_taxonomy`, with the problems said of the concept given rather
+    than of a taxonomy's entry: ``add_concept('teapot'): aliases= are for your own classes ...``,
+    and on the command line ``add-concept 'teapot': --aliases are for your own classes ...``.
+
+    Args:
+        item: A mapping with the :data:`FIELDS`, or a name.
+
+    Raises:
+        TaxonomyError: Its problems on one line (the command-line wording in ``cli_message``).
+    """
+    entries, problems = _check([item], "", None, _PYTHON)
+    if problems:
+        raise TaxonomyError("; ".join(problems), cli_message="; ".join(_check([item], "", None, _CLI)[1]))
+    return entries[0]
+
+
+def _check(items: Sequence[Any], source: str, lines: Sequence[int] | None, spell: _Spelling,
+           ) -> tuple[list[TaxonomyEntry], list[str]]:
+    """:func:`parse_taxonomy`'s work: the entries, and one line per problem in the words of ``spell``."""
     problems: list[str] = []
     entries: list[TaxonomyEntry] = []
     for i, item in enumerate(items):
@@ -127,61 +183,63 @@ def parse_taxonomy(items: Sequence[Any], source: str = "", lines: Sequence[int] 
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, dict):
-            problems.append(f"{where}: an entry must be a mapping ({', '.join(FIELDS)}) or a name, got {item!r}")
+            problems.append(f"{spell.entry(where, None)}: an entry must be a mapping ({', '.join(FIELDS)}) or a "
+                            f"name, got {item!r}")
             continue
         unknown = sorted(set(map(str, item)) - set(FIELDS))
         name = item.get("name")
-        label = f"{where}: entry {name!r}" if isinstance(name, str) and name.strip() else where
+        named = " ".join(str(name).split()) if isinstance(name, (str, int, float)) and str(name).strip() else None
+        label = spell.entry(where, named)
         if unknown:
             problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; an entry has {', '.join(FIELDS)}")
-        if not isinstance(name, (str, int, float)) or not str(name).strip():
-            problems.append(f"{where}: 'name' is missing or empty; every entry needs a name")
+        if named is None:
+            problems.append(f"{label}: {spell.field('name')} is missing or empty; every entry needs a name "
+                            "(a word, a synset name or a wnid)")
             continue
-        name = " ".join(str(name).split())
+        name = named
         for field in ("description", "sense"):
             if item.get(field) is not None and not isinstance(item[field], (str, int, float)):
-                problems.append(f"{label}: '{field}' must be a string, got {item[field]!r}")
-        parents = _strings(item.get("parents"), "parents", problems, label)
-        aliases = _strings(item.get("aliases"), "aliases", problems, label)
+                problems.append(f"{label}: {spell.field(field)} must be a string, got {item[field]!r}")
+        parents = _strings(item.get("parents"), spell.field("parents"), problems, label)
+        aliases = _strings(item.get("aliases"), spell.field("aliases"), problems, label)
         description = str(item["description"]).strip() or None if item.get("description") is not None else None
         sense = str(item["sense"]).strip() or None if item.get("sense") is not None else None
         if aliases and not parents:
-            problems.append(f"{label}: 'aliases' are for your own classes (entries with 'parents'); a WordNet "
-                            "noun already answers to its lemma names")
+            problems.append(f"{label}: {spell.field('aliases')} are for your own classes (with "
+                            f"{spell.field('parents')}); a WordNet noun already answers to its lemma names")
         if sense and parents:
-            problems.append(f"{label}: give 'sense' (a WordNet noun as itself) or 'parents' (your own class), "
-                            "not both")
+            problems.append(f"{label}: give {spell.field('sense')} (a WordNet noun as itself) or "
+                            f"{spell.field('parents')} (your own class), not both")
         try:
             if parents:
                 custom_id(name)
         except InputError as exc:
             problems.append(f"{label}: {exc}")
         entries.append(TaxonomyEntry(name, parents, description, aliases, sense, where))
-    problems += _duplicates(entries) + _cycles(entries)
-    if problems:
-        raise TaxonomyError("\n".join(["the taxonomy has problems; nothing was added or built:"] + problems))
-    return entries
+    problems += _duplicates(entries, spell) + _cycles(entries, spell)
+    return entries, problems
 
 
-def _duplicates(entries: list[TaxonomyEntry]) -> list[str]:
+def _duplicates(entries: list[TaxonomyEntry], spell: _Spelling = _FILE) -> list[str]:
     seen: dict[str, TaxonomyEntry] = {}
     problems = []
     for e in entries:
+        label = spell.entry(e.where, e.name)
         for text in (e.name, *e.aliases):
             key = label_key(text)
             first = seen.setdefault(key, e)
             if first is not e:
-                problems.append(f"{e.where}: entry {e.name!r}: {text!r} is already the name or an alias of entry "
+                problems.append(f"{label}: {text!r} is already the name or an alias of entry "
                                 f"{first.name!r} ({first.where}); every name and alias must be unique")
             elif text != e.name and key == label_key(e.name):
-                problems.append(f"{e.where}: entry {e.name!r}: alias {text!r} is its own name")
+                problems.append(f"{label}: alias {text!r} is its own name")
     ids: dict[str, TaxonomyEntry] = {}
     for e in entries:
         if e.parents and re.search(r"\w", e.name):
             first = ids.setdefault(custom_id(e.name), e)
             if first is not e and label_key(first.name) != label_key(e.name):
-                problems.append(f"{e.where}: entry {e.name!r} and entry {first.name!r} ({first.where}) both get "
-                                f"the node id {custom_id(e.name)}; rename one of them")
+                problems.append(f"{spell.entry(e.where, e.name)} and entry {first.name!r} ({first.where}) both "
+                                f"get the node id {custom_id(e.name)}; rename one of them")
     return problems
 
 
@@ -194,7 +252,7 @@ def by_label(entries: Iterable[TaxonomyEntry]) -> dict[str, TaxonomyEntry]:
     return out
 
 
-def _cycles(entries: list[TaxonomyEntry]) -> list[str]:
+def _cycles(entries: list[TaxonomyEntry], spell: _Spelling = _FILE) -> list[str]:
     """Every cycle among the entries' parents, once each (depth-first from each entry up to its parents)."""
     by_key = by_label(entries)
     state: dict[str, int] = {}  # 1: on the current path, 2: done
@@ -207,9 +265,13 @@ def _cycles(entries: list[TaxonomyEntry]) -> list[str]:
             parent = by_key.get(label_key(p))
             if parent is None:
                 continue
-            if state.get(parent.name) == 1:
+            if parent is e:  # its own parent (by its name or an alias)
+                how = "" if label_key(p) == label_key(e.name) else f", as its alias {p!r}"
+                problems.append(f"{spell.entry(e.where, e.name)}: the parents form a cycle ({e.name!r} is its own "
+                                f"parent{how}); a class cannot be its own ancestor")
+            elif state.get(parent.name) == 1:
                 loop = stack[stack.index(parent):] + [parent]
-                problems.append(f"{e.where}: entry {e.name!r}: the parents form a cycle ("
+                problems.append(f"{spell.entry(e.where, e.name)}: the parents form a cycle ("
                                 + " → ".join(f"{x.name!r}" for x in loop) + ", each a parent of the one before: "
                                 + ", ".join(f"{x.name!r} at {x.where}" for x in loop[:-1])
                                 + "); a class cannot be its own ancestor")

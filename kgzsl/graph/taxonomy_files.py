@@ -23,23 +23,38 @@ from kgzsl.graph.taxonomy import FIELDS, TaxonomyEntry, TaxonomyError, parse_tax
 __all__ = ["read_taxonomy"]
 
 
-def read_taxonomy(path: str | Path) -> list[TaxonomyEntry]:
+def read_taxonomy(path: str | Path, allow_empty: bool = False) -> list[TaxonomyEntry]:
     """Read and check a taxonomy file: ``.yaml`` / ``.yml`` (a list) or ``.csv`` (a header line first).
+
+    The text is UTF-8; a leading byte-order mark (Excel's "CSV UTF-8", some Windows editors) is dropped.
+
+    Args:
+        path: The file.
+        allow_empty: Accept a file without entries (a run's own ``concepts.yaml`` once its last
+            concept is removed); else such a file is refused, as it is surely not what was meant.
 
     Raises:
         NotFoundError: If the file does not exist.
-        TaxonomyError: If it cannot be parsed, or listing every bad entry (see :func:`parse_taxonomy`).
+        TaxonomyError: If it is not UTF-8 text, cannot be parsed, holds no entries (unless
+            ``allow_empty``), or listing every bad entry (see :func:`parse_taxonomy`).
     """
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"taxonomy file not found: {path}")
+    csv_file = path.suffix.lower() == ".csv"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # utf-8, without the byte-order mark Excel writes first
     except UnicodeDecodeError as exc:
-        raise TaxonomyError(f"{path} is not UTF-8 text ({exc})") from None
-    if path.suffix.lower() == ".csv":
-        return _read_csv(path, text)
-    return _read_yaml(path, text)
+        raise TaxonomyError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8"
+                            + (" (in Excel: 'CSV UTF-8')" if csv_file else "")) from None
+    entries = _read_csv(path, text) if csv_file else _read_yaml(path, text)
+    if not entries and not allow_empty:
+        example = ("one line per class after the header line (name,parents,description,aliases), e.g. "
+                   "'e-scooter,motor scooter,a standing scooter with an electric motor'" if csv_file else
+                   "a YAML list with one entry per class, e.g. '- {name: e-scooter, parents: [motor scooter], "
+                   "description: a standing scooter with an electric motor}' or '- okapi'")
+        raise TaxonomyError(f"{path} holds no entries; a taxonomy file needs {example} (see docs/taxonomy.md)")
+    return entries
 
 
 def _read_yaml(path: Path, text: str) -> list[TaxonomyEntry]:

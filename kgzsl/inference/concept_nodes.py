@@ -9,12 +9,12 @@ once; :func:`resolve_parent` and :func:`custom_id` place a word WordNet does not
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from kgzsl.errors import InputError
 from kgzsl.graph.taxonomy import custom_id, label_key, noun_senses
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, wnid_of
-from kgzsl.inference.labels import LabelError
+from kgzsl.inference.labels import LabelError, close_words
 from kgzsl.inference.senses import WordSenses
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
@@ -102,8 +102,22 @@ class NodeExtension:
         return first
 
 
-def resolve_parent(clf: Any, ext: NodeExtension, wn: Any, spec: str) -> int:
-    """Node index of a parent given as a word, synset name or wnid; WordNet parents are attached if missing."""
+def resolve_parent(clf: Any, ext: NodeExtension, wn: Any, spec: str, others: Iterable[str] = ()) -> int:
+    """Node index of a parent given as a word, synset name or wnid; WordNet parents are attached if missing.
+
+    Args:
+        clf: The classifier (its label resolver knows the graph's nodes).
+        ext: The nodes being added; a WordNet parent missing from the graph is added to it.
+        wn: The WordNet reader, or None.
+        spec: The parent as given.
+        others: Label keys (:func:`~kgzsl.graph.taxonomy.label_key`) of other names a parent may
+            be (the other entries of the same taxonomy), suggested with the graph's lemma names.
+
+    Raises:
+        AmbiguousConceptError: If it is a WordNet noun of several senses, none of them a node.
+        ConceptError: If the parent is neither a node nor a WordNet noun (the close names suggested,
+            as for an unknown label).
+    """
     try:
         return clf.resolver.resolve(spec).index
     except LabelError as exc:
@@ -111,6 +125,8 @@ def resolve_parent(clf: Any, ext: NodeExtension, wn: Any, spec: str) -> int:
             raise ConceptError(f"parent {spec!r}: {exc}") from None
         synset = pick_synset(wn, spec, None, set(ext.index))
         if synset is None:
-            raise ConceptError(f"parent {spec!r} is neither a node of the graph nor a WordNet noun; give a "
+            close = close_words(label_key(spec), list(dict.fromkeys([*clf.resolver.by_lemma, *others])))
+            hint = f"did you mean {', '.join(c.replace('_', ' ') for c in close)}? Else give" if close else "give"
+            raise ConceptError(f"parent {spec!r} is neither a node of the graph nor a WordNet noun; {hint} a "
                                "word, synset name or wnid the graph or WordNet knows") from None
         return ext.add_synset(synset)

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.errors import SetupError
-from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, label_key, noun_senses, parse_taxonomy,
-                                  topological_order, wordnet_collisions)
+from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, label_key, noun_senses, parse_concept,
+                                  parse_taxonomy, topological_order, wordnet_collisions)
 from kgzsl.graph.taxonomy_files import read_taxonomy
 from kgzsl.inference.concept_nodes import (SYNSET_RE, WNID_RE, AmbiguousConceptError, ConceptError, NodeExtension,
                                            custom_id, pick_synset, resolve_parent)
@@ -58,7 +58,8 @@ class ConceptReport:
         existing: Each entry that already was a node: nothing changed for it.
         new_nodes: Nodes appended (an entry may bring missing WordNet hypernyms along).
         warnings: Names that are also WordNet nouns (your class now wins as a label), and classes of
-            your own given again with other parents than those they have (theirs are kept).
+            your own given again with other parents than those they have, or with new aliases (the
+            class stays as it is).
         other_senses: Names in ``existing`` given as a word that has other WordNet noun senses
             than the node it resolved to (give ``sense`` to add one of them).
     """
@@ -70,12 +71,24 @@ class ConceptReport:
     other_senses: list[str] = field(default_factory=list)
 
 
-def _entries(taxonomy: str | Path | Sequence[Any]) -> list[TaxonomyEntry]:
+def _entries(taxonomy: str | Path | Sequence[Any], stored: bool = False) -> list[TaxonomyEntry]:
+    """The checked entries of a file or list; a list of one is one concept, its problems said of it.
+
+    Raises:
+        kgzsl.graph.taxonomy.TaxonomyError: The problems of a file (one without entries too, unless
+            it is the run's own list, ``stored``) or of a list of several entries.
+        ConceptError: The problems of a single concept (``add-concept 'teapot': ...``).
+    """
     if isinstance(taxonomy, (str, Path)):
-        return read_taxonomy(taxonomy)
+        return read_taxonomy(taxonomy, allow_empty=stored)
     items = list(taxonomy)
     if all(isinstance(e, TaxonomyEntry) for e in items):
         return items
+    if len(items) == 1:  # one concept (clf.add_concept, kgzsl add-concept RUN WORD): no taxonomy to speak of
+        try:
+            return [parse_concept(items[0])]
+        except TaxonomyError as exc:
+            raise ConceptError(str(exc), cli_message=exc.cli_message) from None
     return parse_taxonomy(items)
 
 
@@ -93,7 +106,7 @@ class _Planner:
         self.batch = by_label(entries)
         self.placed: dict[str, tuple[int, bool]] = {}  # entry name -> (node, already a node)
         self.other_senses: list[str] = []  # entries resolved to a node as words with more noun senses
-        self.warnings: list[str] = []  # entries of your own given again with other parents
+        self.warnings: list[str] = []  # entries of your own given again with other parents or new aliases
         self.hypernym = state.graph.relations.index("hypernym") if "hypernym" in state.graph.relations else 0
 
     def place(self, e: TaxonomyEntry) -> None:
@@ -119,7 +132,7 @@ class _Planner:
         wnid = custom_id(e.name)
         if wnid in self.ext.index:
             self.placed[e.name] = (self.ext.index[wnid], True)
-            self._check_parents(e, self.ext.index[wnid])
+            self._check_existing(e, self.ext.index[wnid])
             return
         for text in (e.name, *e.aliases):
             if resolver.own.get(label_key(text)):
@@ -143,8 +156,10 @@ class _Planner:
                 self.other_senses.append(name)
         return node
 
-    def _check_parents(self, e: TaxonomyEntry, node: int) -> None:
-        """Note when a class of your own is given again under other parents than it has (it keeps its own)."""
+    def _check_existing(self, e: TaxonomyEntry, node: int) -> None:
+        """Note when a class of your own is given again under other parents than it has, or with new
+        aliases: it stays as it is (both are part of what its row is computed from, its aliases of its
+        text feature), with a warning that says how to change it."""
         graph = self.state.graph
         have = {p for c, p, _ in graph.edges if c == node}
         given = set()
@@ -155,20 +170,30 @@ class _Planner:
                           else self.clf.resolver.resolve(spec).index)
             except LabelError:  # not a node: surely not one of its parents
                 given.add(-1)
-        if given == have:
+        names = {label_key(t) for t in (graph.lemmas[node] if node < graph.num_nodes else ())}
+        new = [a for a in e.aliases if label_key(a) not in names]
+        if given == have and not new:
             return
         stored = next((a for a in self.state.added if label_key(a.get("name", "")) == label_key(e.name)), None)
         if stored is not None:
-            kept = stored.get("parents") or []
-            kept = [kept] if isinstance(kept, str) else kept
-            how = (f"to change them, remove its entry from {Path(self.clf.run_dir) / 'concepts.yaml'} and add it "
-                   "again")
+            kept, aliases = (_listed(stored.get(k)) for k in ("parents", "aliases"))
+            how = f"remove its entry from {Path(self.clf.run_dir) / 'concepts.yaml'} and add it again"
         else:  # a class of the graph the run was trained on
             kept = [graph.names[p] for p in sorted(have)]
-            how = "they come from the graph the run was trained on: change them there and retrain"
-        line = (f"{e.name!r} is already a node of the run ({graph.wnids[node]}) under {', '.join(kept)}: the "
-                f"parents given ({', '.join(e.parents)}) differ and are not used; {how}")
-        self.warnings.append(line)  # logged once the whole batch is known to go in
+            aliases = [t.replace("_", " ") for t in graph.lemmas[node][1:]]
+            how = None
+        where = f"{e.name!r} is already a node of the run ({graph.wnids[node]})"
+        if given != have:
+            fix = f"to change them, {how}" if how else \
+                "they come from the graph the run was trained on: change them there and retrain"
+            self.warnings.append(f"{where} under {', '.join(kept)}: the parents given ({', '.join(e.parents)}) "
+                                 f"differ and are not used; {fix}")  # logged once the whole batch is known to go in
+        if new:
+            fix = f"to add them, {how}" if how else \
+                "its aliases come from the graph the run was trained on: add them there and retrain"
+            self.warnings.append(f"{where} with the aliases {', '.join(aliases) or '(none)'}: the new aliases "
+                                 f"given ({', '.join(new)}) are not added, as they are part of the text its row is "
+                                 f"computed from; {fix}")
 
     def _parent(self, spec: str) -> int:
         entry = self.batch.get(label_key(spec))
@@ -177,13 +202,18 @@ class _Planner:
                 raise ConceptError(f"parent {spec!r}: its own entry ({entry.where}) could not be added")
             return self.placed[entry.name][0]
         try:
-            return resolve_parent(self.clf, self.ext, self.wn, spec)
+            return resolve_parent(self.clf, self.ext, self.wn, spec, others=self.batch)
         except AmbiguousConceptError as exc:
             listed = "; ".join(f"{name} ({gloss})" for name, _, gloss in exc.senses[:6])
             raise ConceptError(f"parent {spec!r} is ambiguous and none of its senses is a node: {listed}; "
                                "write the synset name you mean") from None
         except LabelError as exc:
             raise ConceptError(f"parent {spec!r}: {exc}") from None
+
+
+def _listed(value: Any) -> list[str]:
+    """A stored entry's ``parents`` or ``aliases`` as a list (one string, a list, or nothing)."""
+    return [value] if isinstance(value, str) else list(value or [])
 
 
 def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any], stored: bool = False) -> ConceptReport:
@@ -193,21 +223,25 @@ def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any], stored: bool = 
     :mod:`kgzsl.graph.taxonomy`), then names, senses and parents against the graph and WordNet. Then
     the graph is extended once, the new nodes' texts are encoded in one call, and the model computes
     the rows of all added concepts (earlier ones included) in one run. An entry that already is a
-    node changes nothing and is listed in ``existing``.
+    node changes nothing and is listed in ``existing`` (other parents or new aliases given for it
+    are not used: ``warnings`` says so, and how to change it).
 
     Args:
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier` loaded from a run folder.
         taxonomy: A taxonomy file (YAML or CSV), or a list of entries (mappings with ``name``,
             ``parents``, ``description``, ``aliases``, ``sense``; bare names; or :class:`TaxonomyEntry`).
+            A list of one is one concept: its problems are said of it, as :func:`add_concept` says them.
         stored: The entries are the run's own stored concepts, added again (on load, or because
             another process stored them): the names they share with WordNet nouns were reported
-            when they were first added, and are not logged again.
+            when they were first added, and are not logged again, and the list may be empty.
 
     Returns:
         What was added and what already existed.
 
     Raises:
-        kgzsl.graph.taxonomy.TaxonomyError: One line per problem, naming each entry (and line).
+        kgzsl.errors.NotFoundError: If the file does not exist.
+        kgzsl.graph.taxonomy.TaxonomyError: One line per problem, naming each entry (and line); for a
+            file without entries, naming it (unless ``stored``).
         ConceptError: For a single entry given in Python, its problem as such (e.g. an
             :class:`AmbiguousConceptError` listing the senses).
     """
@@ -220,7 +254,7 @@ def _add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any], stored: bool) 
     from kgzsl.graph.wordnet import load_wordnet
     from kgzsl.text.features import get_encoder, node_texts
 
-    entries = _entries(taxonomy)
+    entries = _entries(taxonomy, stored)
     report = ConceptReport()
     if not entries:
         return report
@@ -299,18 +333,16 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
 
     Raises:
         AmbiguousConceptError: If the word has several noun senses; it lists them with glosses.
-        ConceptError: If an unknown word has no parents, or a parent cannot be resolved.
+        ConceptError: If an unknown word has no parents, a parent cannot be resolved, or the
+            arguments do not fit together, said of the concept (``add_concept('teapot'): aliases= are
+            for your own classes ...``; on the command line ``add-concept 'teapot': --aliases ...``).
     """
     word = str(word_or_wnid).strip()
     if not word:
         raise ConceptError("empty concept: give a word, a synset name or a wnid")
     entry = {"name": word, "parents": parents or None, "description": description, "sense": sense,
              "aliases": list(aliases) if aliases else None}
-    try:
-        entries = parse_taxonomy([{k: v for k, v in entry.items() if v is not None}])
-    except TaxonomyError as exc:  # one entry given in Python: say it without the file framing
-        raise ConceptError(str(exc).split("\n", 1)[1].removeprefix("item 1: ")) from None
-    report = add_concepts(clf, entries)
+    report = add_concepts(clf, [{k: v for k, v in entry.items() if v is not None}])  # its problems said of it
     return (report.added or report.existing)[0]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kgzsl.graph.taxonomy import TaxonomyError, parse_taxonomy, topological_order
+from kgzsl.graph.taxonomy import TaxonomyError, parse_concept, parse_taxonomy, topological_order
 from kgzsl.graph.taxonomy_files import read_taxonomy
 
 from conftest import requires_wordnet
@@ -51,6 +51,23 @@ def test_all_problems_are_reported_together(tmp_path):
     assert lines[0].startswith("the taxonomy has problems") and len(lines) == 4
     assert [line.split(":")[1] for line in lines[1:]] == ["3", "5", "1"]  # fields, duplicates, then cycles
 
+
+
+def test_one_concept_s_problems_are_said_of_it_not_of_a_taxonomy_item():
+    with pytest.raises(TaxonomyError) as info:
+        parse_concept({"name": "teapot", "aliases": ["tea pot"]})
+    assert str(info.value) == ("add_concept('teapot'): aliases= are for your own classes (with parents=); a WordNet "
+                               "noun already answers to its lemma names")
+    assert info.value.cli_text() == ("add-concept 'teapot': --aliases are for your own classes (with --parents); a "
+                                     "WordNet noun already answers to its lemma names")
+    with pytest.raises(TaxonomyError) as info:  # every problem, on one line
+        parse_concept({"name": "desk lamp", "parents": ["lamp", "Desk Lamp"], "sense": "lamp.n.02"})
+    assert info.value.cli_text() == (
+        "add-concept 'desk lamp': give --sense (a WordNet noun as itself) or --parents (your own class), not both; "
+        "add-concept 'desk lamp': the parents form a cycle ('desk lamp' is its own parent); a class cannot be its "
+        "own ancestor")
+    assert "item 1" not in str(info.value) and "taxonomy" not in str(info.value)
+    assert parse_concept("okapi") == parse_taxonomy(["okapi"])[0]
 
 @requires_wordnet
 def test_build_graph_places_your_classes_under_wordnet(tmp_path):

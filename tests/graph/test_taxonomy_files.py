@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from kgzsl.errors import NotFoundError
+from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.taxonomy import TaxonomyError
 from kgzsl.graph.taxonomy_files import read_taxonomy
 
@@ -44,4 +46,36 @@ def test_csv_problems_and_a_missing_file(tmp_path):
         read_taxonomy(_write(tmp_path, "name,parents\na,lamp\nb,lamp,x,y\n", "t.csv"))
     with pytest.raises(NotFoundError, match="taxonomy file not found"):
         read_taxonomy(tmp_path / "missing.yaml")
-    assert read_taxonomy(_write(tmp_path, "")) == []
+    assert read_taxonomy(_write(tmp_path, ""), allow_empty=True) == []  # a run's concepts.yaml, all removed
+
+
+def test_a_byte_order_mark_is_dropped_and_other_encodings_are_refused(tmp_path):
+    bom = b"\xef\xbb\xbf"  # what Excel's "CSV UTF-8" (and some Windows editors) write first
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_bytes(bom + b"name,parents,description\nair fryer,kitchen appliance,a countertop oven\n")
+    assert [e.spec() for e in read_taxonomy(csv_file)] == [
+        {"name": "air fryer", "parents": ["kitchen appliance"], "description": "a countertop oven"}]
+    yaml_file = tmp_path / "t.yaml"
+    yaml_file.write_bytes(bom + "- name: café\n  parents: restaurant\n".encode())
+    assert [(e.name, e.where.rsplit(":", 1)[1]) for e in read_taxonomy(yaml_file)] == [("café", "1")]
+    csv_file.write_bytes("name,parents\ncafé,restaurant\n".encode("latin-1"))
+    with pytest.raises(TaxonomyError, match=r"t\.csv is not UTF-8 text .*; save it as UTF-8 \(in Excel: 'CSV UTF-8'\)"):
+        read_taxonomy(csv_file)
+    csv_file.write_bytes("name,parents\ncafé,restaurant\n".encode("utf-16"))  # Excel's "Unicode Text"
+    with pytest.raises(TaxonomyError, match="is not UTF-8 text"):
+        read_taxonomy(csv_file)
+
+
+@pytest.mark.parametrize("text, name", [
+    ("", "t.yaml"), ("# my classes\n\n", "t.yaml"), ("[]\n", "t.yaml"), ("\ufeff", "t.yml"),
+    ("", "t.csv"), ("name,parents,description,aliases\n", "t.csv"), ("\ufeffname,parents\n\n,\n", "t.csv"),
+])
+def test_a_file_without_entries_is_refused_naming_it_and_what_an_entry_looks_like(tmp_path, text, name):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    example = "'e-scooter,motor scooter," if name.endswith(".csv") else "'- {name: e-scooter, parents: [motor scooter]"
+    with pytest.raises(TaxonomyError, match=rf"^{re.escape(str(path))} holds no entries; a taxonomy file needs "
+                       rf".*{re.escape(example)}") as info:
+        read_taxonomy(path)
+    assert isinstance(info.value, InputError) and "docs/taxonomy.md" in str(info.value)
+    assert read_taxonomy(path, allow_empty=True) == []

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from kgzsl.errors import KgzslError
+from kgzsl.errors import InputError, KgzslError
 from kgzsl.graph.taxonomy import TaxonomyError
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.inference.concept_store import restore_concepts, store_concepts
@@ -137,6 +137,26 @@ def test_existing_nodes_change_nothing_and_problems_change_nothing(run, tmp_path
         "'blorptastic gizmo' is not a WordNet noun" in text
     assert torch.equal(clf.rows, rows) and clf.added_wnids == []
 
+
+
+@pytest.mark.parametrize("name, text", [("empty.yaml", ""), ("empty.yaml", "# classes to come\n"),
+                                        ("empty.csv", "name,parents,description\n")])
+def test_a_file_without_entries_is_refused_and_nothing_is_written(run, tmp_path, capsys, name, text):
+    from kgzsl.cli import main
+
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    clf.add_concept("fluffcat", parents=["tabby"])
+    store_concepts(clf)
+    stored = {p: p.stat().st_mtime_ns for p in run.glob("concepts.*")}
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError, match=f"^{path} holds no entries; a taxonomy file needs "):
+        clf.add_concepts(path)
+    assert main(["-q", "add-concept", str(run), "--file", str(path), "--device", "cpu"]) == 1
+    assert capsys.readouterr().err.startswith(f"kgzsl add-concept: error: {path} holds no entries")
+    assert {p: p.stat().st_mtime_ns for p in run.glob("concepts.*")} == stored
+    (run / "concepts.yaml").write_text("")  # the run's own list may be empty: every concept removed by hand
+    assert ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone).added_wnids == []
 
 def test_cli_add_concept_file_and_truthful_messages(run, tmp_path, capsys):
     from kgzsl.cli import main

@@ -6,11 +6,13 @@ import errno
 import shutil
 
 import pytest
+import torch
 
 from kgzsl.errors import OutputError
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.inference.concept_nodes import AmbiguousConceptError, pick_synset
 from kgzsl.inference.concept_store import store_concepts
+from kgzsl.inference.labels import LabelError
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +64,30 @@ def test_a_class_given_again_under_other_parents_says_so_and_how_to_change_them(
     node = state.graph.index["x:e-scooter"]
     assert [state.graph.names[p] for c, p, _ in state.graph.edges if c == node] == ["airliner.n.01"]
 
+
+
+def test_new_aliases_for_a_class_of_the_run_are_said_not_added_as_other_parents_are(run, caplog):
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    clf.add_concept("fluffcat", parents=["tabby"], aliases=["fluffy cat"])
+    store_concepts(clf)
+    caplog.clear()
+    same = clf.add_concepts([{"name": "fluffcat", "parents": "tabby", "aliases": ["Fluffy  Cat"]}, "okapi"])
+    assert same.warnings == [] and "not added" not in caplog.text  # the aliases it has, written otherwise
+    rows = clf.rows.clone()
+    other = clf.add_concepts([{"name": "fluffcat", "parents": ["tabby"], "aliases": ["fluffy cat", "puffcat"]}])
+    line = (f"'fluffcat' is already a node of the run (x:fluffcat) with the aliases fluffy cat: the new aliases "
+            f"given (puffcat) are not added, as they are part of the text its row is computed from; to add them, "
+            f"remove its entry from {run / 'concepts.yaml'} and add it again")
+    assert other.warnings == [line] and line in caplog.text
+    assert [r.wnid for r in other.existing] == ["x:fluffcat"] and other.added == []
+    assert torch.equal(clf.rows, rows) and clf.concepts.added[0]["aliases"] == ["fluffy cat"]
+    with pytest.raises(LabelError, match="unknown label 'puffcat'"):
+        clf.resolver.resolve("puffcat")
+    # what the warning says works: the entry removed, the run loaded again, the class added with both aliases
+    (run / "concepts.yaml").write_text("[]\n")
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    again.add_concept("fluffcat", parents=["tabby"], aliases=["fluffy cat", "puffcat"])
+    assert again.resolver.resolve("puffcat").wnid == "x:fluffcat" == again.resolver.resolve("fluffy cat").wnid
 
 def test_storing_in_a_read_only_run_is_a_clear_output_error(run, monkeypatch):
     import filelock

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.graph.taxonomy import TaxonomyError
 from kgzsl.inference.concepts import AmbiguousConceptError, ConceptError, load_concepts
 from kgzsl.graph.ancestors import ancestor_pairs
 from kgzsl.graph.graph_folder import GraphFormatError
@@ -110,6 +111,42 @@ def test_ambiguous_and_unknown_words_raise(clf):
     with pytest.raises(ConceptError, match="parent 'zzqx'"):
         clf.add_concept("blorptastic gizmo", parents=["zzqx"])
 
+
+
+def test_one_concept_s_problems_name_it_in_python_and_on_the_command_line(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from kgzsl.cli import main
+
+    clf = ZeroShotClassifier.load(tiny_run, device="cpu")
+    with pytest.raises(ConceptError) as info:
+        clf.add_concept("teapot", aliases=["tea pot"])
+    assert str(info.value).startswith("add_concept('teapot'): aliases= are for your own classes (with parents=)")
+    with pytest.raises(ConceptError) as info:  # a list of one entry is one concept too (what the command adds)
+        clf.add_concepts([{"name": "teapot", "parents": ["pot"], "sense": "teapot.n.01"}])
+    assert info.value.cli_text() == ("add-concept 'teapot': give --sense (a WordNet noun as itself) or --parents "
+                                     "(your own class), not both")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["-q", "add-concept", str(run), "teapot", "--aliases", "tea pot", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("kgzsl add-concept: error: add-concept 'teapot': --aliases are for your own classes (with "
+                   "--parents); a WordNet noun already answers to its lemma names\n")
+    assert not (run / "concepts.yaml").exists()
+
+
+def test_an_unknown_parent_gets_the_close_names_an_unknown_label_gets(clf, tmp_path):
+    with pytest.raises(ConceptError, match=r"parent 'motor vehicel' is neither a node of the graph nor a WordNet "
+                       r"noun; did you mean motor vehicle\? Else give a word"):
+        clf.add_concept("e-scooter", parents=["motor vehicel"])
+    with pytest.raises(ConceptError, match=r"neither a node of the graph nor a WordNet noun; give a word"):
+        clf.add_concept("e-scooter", parents=["qqqzzx blorp"])  # nothing close: nothing suggested
+    path = tmp_path / "t.yaml"  # another entry of the same file is a parent too, so it is suggested
+    path.write_text("- name: e-scooter\n  parents: car\n- name: folding e-scooter\n  parents: e-scootr\n")
+    with pytest.raises(TaxonomyError, match=r"t\.yaml:3: entry 'folding e-scooter': parent 'e-scootr' is neither a "
+                       r"node of the graph nor a WordNet noun; did you mean e-scooter\?"):
+        clf.add_concepts(path)
+    assert clf.added_wnids == []
 
 def test_cli_predict_with_a_concept_file(tiny_run, tmp_path, capsys):
     import json
