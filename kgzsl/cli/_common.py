@@ -82,6 +82,29 @@ def nonnegative_int(text: str) -> int:
     return _int_at_least(0, text)
 
 
+def label_list(text: str | None, absent: str, option: str = "--labels") -> list[str] | None:
+    """The labels of a comma-separated option (None when it was not given).
+
+    Args:
+        text: The option's value.
+        absent: What leaving the option out does, for the error (``"to rank every class"``).
+        option: The option's name.
+
+    Raises:
+        InputError: If the option was given but holds no label at all (an empty one inside the list is
+            named by its position when the labels are resolved).
+    """
+    if text is None:
+        return None
+    labels = [s.strip() for s in text.split(",")]
+    if not any(labels):
+        from kgzsl.errors import InputError
+
+        raise InputError(f"{option} is empty: give labels separated by commas ({option} cat,dog,fox), or leave "
+                         f"it out {absent}")
+    return labels
+
+
 def printable(text: str) -> str:
     """``text`` with undecodable file-name bytes (surrogate escapes) shown as ``\\udcxx``, never a crash."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -102,7 +125,8 @@ def format_table(records: list[dict]) -> str:
             lines.append(f"    {'-':>7}  {'none of these':<24} (best logit {rec['max_logit']:.3f} < "
                          f"{rec['threshold']:.3f})")
         for p in rec["predictions"]:
-            lines.append(f"    {p['score']:7.2%}  {p['label']:<24} {p['synset']} ({p['wnid']})")
+            node = p["synset"] if p["synset"] == p["wnid"] else f"{p['synset']} ({p['wnid']})"  # own classes: once
+            lines.append(f"    {p['score']:7.2%}  {p['label']:<24} {node}")
     return "\n".join(lines)
 
 

@@ -11,19 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from kgzsl._version import __version__
-from kgzsl.cli._common import add_extraction_args, extraction_job, format_table, positive_int, printable, \
+from kgzsl.cli._common import add_extraction_args, extraction_job, format_table, label_list, positive_int, printable, \
     quiet_third_party, setup_logging
 from kgzsl.cli.finetune import add_finetune_parser
 from kgzsl.cli.graph import add_graph_parser
 from kgzsl.cli.serve import add_serve_parser, run_serve_benchmark
 from kgzsl.cli.vocab import add_vocabulary_parsers
 from kgzsl.errors import InputError, KgzslError
+from kgzsl.utils.signals import interruption_of
 
 __all__ = ["main", "build_parser"]
 
@@ -75,7 +77,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from kgzsl.inference.concepts import load_concepts
 
         load_concepts(clf, args.concept_file)
-    labels = [s.strip() for s in args.labels.split(",")] if args.labels is not None else None
+    labels = label_list(args.labels, "to rank every class the graph was built for")
     paths, empty = _image_paths(args.images)
     records = clf.predict_detailed([p for p in paths if p not in empty], labels, top_k=args.top_k,
                                    abstain=args.abstain) if len(empty) < len(paths) else []
@@ -311,6 +313,8 @@ class _SigtermInterrupts:
 
 def _interrupted(command: str, signum: int) -> int:
     """Say that ``command`` was interrupted by ``signum`` (one line) and return the shell's code for it."""
+    if hasattr(signal, "SIGCHLD"):  # DataLoader workers still dying must not raise from PyTorch's handler at exit
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     hint = "; continue with the same command and --resume" if command in ("train", "finetune") else ""
     print(f"kgzsl {command}: interrupted by {signal.Signals(signum).name}{hint}", file=sys.stderr)
     return 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM
@@ -323,14 +327,24 @@ def main(argv: list[str] | None = None) -> int:
     with _SigtermInterrupts() as sigterm, quiet_third_party(args.quiet):
         try:
             code = args.func(args)
+            sys.stdout.flush()  # a closed pipe (`| head`) shows here, not as a traceback at exit
             if sigterm.received is not None and code == 0:  # the command swallowed it: uvicorn (`serve`)
                 code = _interrupted(args.command, sigterm.received)  # shuts down gracefully, then returns
             return code
         except KeyboardInterrupt as exc:  # Ctrl-C, or a SIGTERM (with its signum)
             return _interrupted(args.command, getattr(exc, "signum", signal.SIGINT))
+        except BrokenPipeError:  # the reader stopped reading (`kgzsl evaluate ... | head -1`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+            return 128 + 13  # as a process that SIGPIPE stopped
         except KgzslError as exc:  # a problem the user can fix; anything else is a bug and keeps its traceback
             print(f"kgzsl {args.command}: error: {printable(exc.cli_text())}", file=sys.stderr)
             return 1
+        except RuntimeError as exc:  # DataLoader workers killed by the signal that stops the job, before us
+            # (after KgzslError: some of those are RuntimeErrors too)
+            stop = interruption_of(exc)
+            if stop is None:
+                raise
+            return _interrupted(args.command, stop.signum)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kgzsl.cli._common import positive_int
+from kgzsl.cli._common import label_list, positive_int
 
 __all__ = ["add_serve_parser", "run_serve_benchmark"]
 
@@ -76,7 +76,7 @@ def run_serve_benchmark(args: argparse.Namespace) -> str:
     from kgzsl.utils.io import write_json
 
     run = Path(args.run) if args.run else Path(args.runs_dir) / "dgp"
-    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    labels = label_list(args.labels, "for every class")
     result = benchmark_serve(run, clients=args.clients, seconds=args.seconds, labels=labels, device=args.device)
     if args.json_out:
         write_json(args.json_out, result)

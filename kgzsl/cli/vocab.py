@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kgzsl.cli._common import add_extraction_args, extraction_job, positive_int, printable
+from kgzsl.cli._common import add_extraction_args, extraction_job, label_list, positive_int, printable
 
 __all__ = ["add_vocabulary_parsers"]
 
@@ -117,11 +117,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from kgzsl.graph.wordnet import WNID_RE
 
     check_keep(args.keep)  # before anything is written
-    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    labels = label_list(args.labels, "to take the wnid sub-folders of --images as the classes")
     images = Path(args.images)
     folders = [p for p in images.iterdir() if p.is_dir() and WNID_RE.match(p.name)] if images.is_dir() else []
     abstain = labels is not None or bool(folders)  # else unlabelled images: no in-set classes to set it on
     clf = ZeroShotClassifier.load(args.run, device=args.device)
+    if abstain:  # a label the threshold cannot be set on fails now, before the run's calibration is replaced
+        clf.resolve_labels(labels if labels is not None else [p.name for p in folders])
     calib = calibrate_scores(clf, args.images, progress=not args.quiet, abstain_follows=abstain)
     kept = 0 if calib.features is None else calib.features.size(0)
     most = min(kept // MIN_IMAGES_PER_CANDIDATE, MAX_CANDIDATES)
@@ -131,6 +133,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
           f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'} with {kept} "
           f"feature vectors: {fitted}")
     if not abstain:
+        print("no 'none of these' threshold set (predict --abstain): that needs in-set images, in sub-folders "
+              "named by wnid or with --labels")
         return 0
     result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=not args.quiet)
     print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}): keeps "

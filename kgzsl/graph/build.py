@@ -21,7 +21,7 @@ from kgzsl.graph.graph_folder import RELATIONS
 from kgzsl.graph.knowledge_graph import KnowledgeGraph
 from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, check_parents, custom_id, label_key,
                                   noun_senses, topological_order, wordnet_collisions)
-from kgzsl.graph.wordnet import hypernym_closure, load_wordnet, synset_from_wnid, wnid_of
+from kgzsl.graph.wordnet import WNID_RE, hypernym_closure, load_wordnet, synset_from_wnid, wnid_of
 from kgzsl.utils.paths import graph_data_dir, resolve_graph_dir, shipped_names
 
 __all__ = ["graph_data_dir", "resolve_graph_dir", "named_wnid_sets", "read_wnid_list", "resolve_wnids",
@@ -52,16 +52,24 @@ def read_wnid_list(path: str | os.PathLike) -> list[str]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If the file holds no wnid.
+        ValueError: If the file holds no wnid, or a line starts with something else.
     """
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"wnid list not found: {path}")
-    wnids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    wnids, bad = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if line:
-            wnids.append(line.split()[0])
+            token = line.split()[0]
+            if WNID_RE.match(token):
+                wnids.append(token)
+            else:
+                bad.append(f"line {number}: {token!r}")
+    if bad:
+        listed = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        raise InputError(f"{path} is not a wnid list ({listed}): give one wnid per line, e.g. n02084071 (a taxonomy "
+                         "file goes to `kgzsl build-graph --taxonomy` or `kgzsl add-concept --file`)")
     if not wnids:
         raise InputError(f"{path} holds no wnid (one per line, e.g. n02084071)")
     return wnids

@@ -30,6 +30,7 @@ from kgzsl.inference.senses import WordSenses, wnid as wnid_of
 __all__ = ["ResolvedLabel", "LabelError", "NotInGraphError", "LabelResolver"]
 
 logger = logging.getLogger(__name__)
+_EMPTY_FIX = "give a word ('cat'), a synset name ('cat.n.01') or a wnid ('n02121620')"
 
 _OTHER_POS_ID = re.compile(r"^[vasr]\d{8}$")
 _OTHER_POS_NAME = re.compile(r"^.+\.[vasr]\.\d+$")
@@ -128,7 +129,7 @@ class LabelResolver:
         """
         text = str(label).strip()
         if not text:
-            raise LabelError("empty label: give a word ('cat'), a synset name ('cat.n.01') or a wnid ('n02121620')")
+            raise LabelError(f"empty label: {_EMPTY_FIX}")
         if text in self.index:  # any node id, WordNet or custom
             return self._result(text, self.index[text])
         if text in self.by_name:
@@ -160,7 +161,13 @@ class LabelResolver:
         if not labels:
             raise LabelError("the candidate label list is empty; give at least one label")
         out, errors, seen, missing, absent = [], [], {}, [], []
+        blank = [n for n, label in enumerate(labels, 1) if not str(label).strip()]
+        if blank:  # where: "a, b,,c" has an empty third label
+            errors.append(f"empty label (label{'s' if len(blank) > 1 else ''} {', '.join(map(str, blank))} of "
+                          f"{len(labels)}: two commas in a row, or one at an end?): {_EMPTY_FIX}")
         for label in labels:
+            if not str(label).strip():
+                continue
             try:
                 res = self.resolve(label)
             except NotInGraphError as exc:
@@ -171,8 +178,8 @@ class LabelResolver:
                 errors.append(str(exc))
                 continue
             if res.index in seen:
-                errors.append(f"labels {seen[res.index]!r} and {label!r} both resolve to {res.synset} "
-                              f"({res.wnid}); keep one of them")
+                node = res.synset if res.synset == res.wnid else f"{res.synset} ({res.wnid})"
+                errors.append(f"labels {seen[res.index]!r} and {label!r} both resolve to {node}; keep one of them")
                 continue
             seen[res.index] = label
             out.append(res)

@@ -24,7 +24,9 @@ graph and keeps the first, preferring the senses a photo can show:
 Other senses of the first rank and kind (``"crane"``: the machine and the bird, both ImageNet-1k
 classes) stay candidates too, unless the best one is the word's usual sense (``"cat"`` is the
 feline of 18 of the word's 18 tagged uses, not also the big cat; ``"car"`` the automobile, not the
-railway car). The word's usual sense stays a candidate where it is a physical thing the backbone
+railway car), or the best one is named after the word and the other only lists it as a synonym
+(``"cutlery"`` is the knives, forks and spoons, not also any cutting tool, ``cutter.n.06``, whose
+seen hatchets and cleavers would win it photos of other tools). The word's usual sense stays a candidate where it is a physical thing the backbone
 has not seen (``"mouse"``: the computer mouse, an ImageNet-1k class, and the animal; ``"jacket"``:
 a book jacket's ancestor, and the coat). The classifier scores the label by the sense that fits
 the image best.
@@ -95,7 +97,9 @@ class WordSenses:
         self.best = self.present[0] if self.present else None
         top = self.rank(self.best)[:2] if len(present) > 1 else None
         settled = self.best is not None and self.usual(self.best)  # the corpus says what the word means
-        self.also = tuple(s for s in self.present[1:] if (self.rank(s)[:2] == top == (0, 0) and not settled)
+        named = self.best is not None and self.named(self.best)  # then a sense the word only names too is no peer
+        self.also = tuple(s for s in self.present[1:]
+                          if (self.rank(s)[:2] == top == (0, 0) and not settled and (self.named(s) or not named))
                           or (top == (0, 0) and s.lexname() in _THINGS and self.usual(s)))[:MAX_SENSES - 1]
 
     def frequency(self, synset: Any) -> int:

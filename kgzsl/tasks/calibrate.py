@@ -61,6 +61,8 @@ def calibrate_scores(clf: Any, images: str | os.PathLike | torch.Tensor, progres
         paths = list_images(images)
         feats, ok = extract_features(clf.backbone, paths, progress=progress)
         feats, source = feats[ok], f"{int(ok.sum())} images in {Path(images).name or images}"
+        if not bool(ok.all()):  # each one was named in a warning
+            source += f" ({int((~ok).sum())} unreadable, skipped)"
     if feats.size(0) < 2:
         raise InputError(f"score calibration needs at least 2 readable images, got {feats.size(0)} in {images}")
     calib = clf.calibrate_scores(feats, source)

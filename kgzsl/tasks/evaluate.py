@@ -182,7 +182,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
 
     Returns:
         ``{"n_images", "n_classes", "hit": {"1", "2", "5", "10", "20"}, "mistake_severity", "split",
-        "generalized"}`` plus, generalized, ``"seen_accuracy", "unseen_accuracy", "harmonic_mean",
+        "generalized", "split_seen"}`` (the last: how many of the split's classes are the backbone's) plus, generalized, ``"seen_accuracy", "unseen_accuracy", "harmonic_mean",
         "gamma"`` (and a ``"note"`` when gamma defaulted to 0). Accuracies are fractions; a metric
         without images (e.g. no seen-class images) or without mistakes is None.
 
@@ -200,6 +200,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         logger.warning("%d of the %d classes of split %s are not nodes of the run's graph and are left out: %s",
                        len(wanted) - len(candidates), len(wanted), split, _some([w for w in wanted if w not in node]))
     seen = set(clf.backbone.wnids)
+    split_seen = sum(w in seen for w in candidates)  # a wnid file may list the backbone's own classes too
     if generalized:
         chosen = set(candidates)
         extra = [w for w in clf.backbone.wnids if w in node and w not in chosen]
@@ -222,7 +223,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     result: dict[str, Any] = {
         "n_images": int(targets.numel()), "n_classes": len(candidates),
         "hit": {str(k): v for k, v in hit_from_ranks(stats["rank"], DEFAULT_KS).items()},
-        "mistake_severity": None, "split": str(split), "generalized": bool(generalized)}
+        "mistake_severity": None, "split": str(split), "generalized": bool(generalized), "split_seen": split_seen}
 
     try:
         graph, gnode = _graph_nodes(clf, candidates)
@@ -252,7 +253,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
 
 def format_result(result: dict) -> str:
     """Readable text table of an :func:`kgzsl.tasks.evaluate.evaluate_run` result."""
-    kind = "generalized, seen classes as candidates too" if result["generalized"] else "unseen classes only"
+    mixed = result.get("split_seen", 0)
+    kind = "generalized, seen classes as candidates too" if result["generalized"] else \
+        f"its own classes only; {mixed} of them are the backbone's classes" if mixed else "unseen classes only"
     lines = [f"split {result['split']} ({kind}): {result['n_images']} images, {result['n_classes']} candidate classes"]
     lines += [f"  hit@{k:<3} {v:7.2%}" for k, v in result["hit"].items()]
     sev = result["mistake_severity"]

@@ -42,52 +42,65 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
     Args:
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier` loaded from a run folder.
         image: A path or PIL image.
-        label: A word, synset name or wnid of a graph node or an added concept.
+        label: A word, synset name or wnid (a graph node, an added concept, or any WordNet noun).
         top_k: How many similar seen classes and how many image evidence classes.
 
     Returns:
-        A JSON-able dict: ``label``, ``wnid``, ``synset``, ``logit`` (the label's logit for the
-        image), ``similar_seen`` (``[{wnid, synset, similarity, lca, path}]``, ``path`` a list of
+        A JSON-able dict: ``label``, ``wnid``, ``synset`` (for a word of several senses, the one
+        the image fits best, as ``predict`` reports it; then ``default_synset`` names the word's
+        first sense where it differs), ``logit`` (the label's logit for the image), ``similar_seen`` (``[{wnid, synset, similarity, lca, path}]``, ``path`` a list of
         synset names from the seen class to the label) and ``image_evidence``
         (``[{wnid, synset, probability}]``, the backbone's own top ImageNet-1k classes).
 
     Raises:
-        kgzsl.inference.labels.LabelError: If the label is not a node (add it with ``clf.add_concept``).
+        kgzsl.inference.labels.LabelError: If the label cannot be resolved (a WordNet noun that is not
+            a node is added first, as ``predict`` does).
     """
-    res = clf.resolver.resolve(label)
-    graph = _graph(clf)
+    res = clf.resolve_labels([label])[0]  # a WordNet noun not yet a node is added, as predict adds it
+    head = clf.candidate_head([label])
     backbone = clf.backbone
-    real = F.normalize(backbone.classifier_rows().float(), dim=1)
-    seen = [(i, graph.index[w]) for i, w in enumerate(backbone.wnids) if w in graph.index and graph.index[w] != res.index]
-    row = clf.rows[res.index].float().to(real.device)
-    sims = real[[i for i, _ in seen]] @ row
-    best = sims.topk(min(top_k, len(seen)))
-    similar = []
-    for s, j in zip(best.values.tolist(), best.indices.tolist()):
-        node = seen[j][1]
-        path, lca = graph.lca_path(node, res.index)
-        similar.append({"wnid": graph.wnids[node], "synset": graph.names[node], "similarity": round(s, 4),
-                        "lca": graph.names[lca] if lca is not None else None,
-                        "path": [graph.names[n] for n in path]})
     x = backbone.transform(load_image(image, max_pixels=clf.max_pixels))[None].to(backbone.device)
     with torch.inference_mode():
         feats = backbone(x)
         probs = backbone.logits(x).softmax(-1)[0].float().cpu()
-        logit = float(clf.logits(feats, [res.wnid])[0, 0])
+        if hasattr(head, "choose"):  # a word of several senses: the one this image fits best, as predict reports
+            logits, choice = head.choose(feats)
+            node = head.senses[0][int(choice[0, 0])]
+        else:
+            logits, node = head.logits(feats), res.index
+        logit = float(logits[0, 0])
+    graph = _graph(clf)
+    real = F.normalize(backbone.classifier_rows().float(), dim=1)
+    seen = [(i, graph.index[w]) for i, w in enumerate(backbone.wnids) if w in graph.index and graph.index[w] != node]
+    row = clf.rows[node].float().to(real.device)
+    sims = real[[i for i, _ in seen]] @ row
+    best = sims.topk(min(top_k, len(seen)))
+    similar = []
+    for s, j in zip(best.values.tolist(), best.indices.tolist()):
+        near = seen[j][1]
+        path, lca = graph.lca_path(near, node)
+        similar.append({"wnid": graph.wnids[near], "synset": graph.names[near], "similarity": round(s, 4),
+                        "lca": graph.names[lca] if lca is not None else None,
+                        "path": [graph.names[n] for n in path]})
     top = probs.topk(top_k)
     evidence = []
     for p, i in zip(top.values.tolist(), top.indices.tolist()):
         w = backbone.wnids[i]
         evidence.append({"wnid": w, "synset": graph.names[graph.index[w]] if w in graph.index else w,
                          "probability": round(p, 4)})
-    return {"image": str(image) if isinstance(image, (str, Path)) else type(image).__name__, "label": res.label,
-            "wnid": res.wnid, "synset": res.synset, "logit": round(logit, 4), "similar_seen": similar,
-            "image_evidence": evidence}
+    result = {"image": str(image) if isinstance(image, (str, Path)) else type(image).__name__, "label": res.label,
+              "wnid": clf.wnids[node], "synset": clf.names[node], "logit": round(logit, 4), "similar_seen": similar,
+              "image_evidence": evidence}
+    if node != res.index:  # the image chose another sense than the word's first
+        result["default_synset"] = res.synset
+    return result
 
 
 def format_explanation(result: dict[str, Any]) -> str:
     """Readable text of an :func:`explain` result."""
-    lines = [f"{result['label']} ({result['synset']}, {result['wnid']}): logit {result['logit']:.3f}",
+    chosen = f"; the sense this image fits best, not {result['default_synset']}" if "default_synset" in result else ""
+    node = result["synset"] if result["synset"] == result["wnid"] else f"{result['synset']}, {result['wnid']}"
+    lines = [f"{result['label']} ({node}{chosen}): logit {result['logit']:.3f}",
              "  carried by the seen classes (cosine of their real row to the predicted row; graph path):"]
     for s in result["similar_seen"]:
         lines.append(f"    {s['similarity']:+.3f}  {s['synset']:<28} {' → '.join(s['path']) or '(no path)'}")

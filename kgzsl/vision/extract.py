@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kgzsl.utils.io import load_tensors, save_tensors
+from kgzsl.utils.signals import interruption_of
 from kgzsl.vision.folders import ImageFiles, collate_images
 
 __all__ = ["default_cache_dir", "cache_key", "autocast_dtype", "default_num_workers", "extract_features",
@@ -189,7 +190,10 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
                 yield g, *hits.pop(g)
                 continue
             while remaining[g] > 0:
-                idx, batch, _, errors = next(batches)
+                try:
+                    idx, batch, _, errors = next(batches)
+                except RuntimeError as exc:  # workers killed by a SIGTERM sent to the process group
+                    raise interruption_of(exc) or exc from None
                 for i, msg in errors:
                     path = groups[flat[i][0]][flat[i][1]]
                     logger.warning("skipping image: %s", msg if path in msg else f"{path}: {msg}")

@@ -39,6 +39,14 @@ _MASK = (1 << 63) - 1
 logger = logging.getLogger(__name__)
 
 
+def _not_a_folder(path: Path) -> InputError:
+    """The error for an image folder argument that is not a folder: missing, or a file given instead."""
+    if path.is_file():
+        return InputError(f"{path} is a file, not a folder of images: give the folder that holds it "
+                          f"({path.parent}), or put the images to use in a folder of their own")
+    return NotFoundError(f"image folder not found: {path}")
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Every image file under ``folder``, recursively, sorted by path.
 
@@ -46,11 +54,12 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     files and folders whose names start with ``.`` are left out; symbolic links are followed.
 
     Raises:
-        FileNotFoundError: If ``folder`` is not a folder.
+        FileNotFoundError: If ``folder`` does not exist.
+        InputError: If it is a file.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise NotFoundError(f"image folder not found: {folder}")
+        raise _not_a_folder(folder)
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -90,13 +99,13 @@ def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) ->
         ``(path, wnid)`` pairs, sorted by class folder then path (see :func:`list_images`).
 
     Raises:
-        FileNotFoundError: If ``root`` is not a folder.
+        FileNotFoundError: If ``root`` does not exist (an ``InputError`` if it is a file).
         NoClassFoldersError: A ``ValueError``, if ``root`` holds no class sub-folder (it names the
             folders it holds).
     """
     root = Path(root)
     if not root.is_dir():
-        raise NotFoundError(f"image folder not found: {root}")
+        raise _not_a_folder(root)
     keep = None if wnids is None else set(wnids)
     folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     is_class = [bool(WNID_RE.match(d.name) or (keep and d.name in keep)) for d in folders]

@@ -129,3 +129,57 @@ def test_explain_png_takes_any_case_of_png(run, tmp_path, capsys):
     assert main(["-q", "explain", str(run), str(_chelsea()), "--label", "tabby", "--png", str(tmp_path / "w.PNG"),
                  "--device", "cpu"]) == 0
     assert (tmp_path / "w.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibrate_checks_its_labels_before_replacing_the_runs_calibration(run, tmp_path, capsys):
+    _photo_folders(tmp_path, per_class=3)
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5",
+                 "--device", "cpu"]) == 0
+    before = {name: (run / name).read_bytes() for name in ("score_calibration.safetensors", "abstain.json")}
+    capsys.readouterr()
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--labels", "tabby,zzzq",
+                 "--device", "cpu"]) == 1
+    assert "unknown label 'zzzq'" in capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in before} == before  # neither replaced nor removed
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--labels", "tabby, ,tench",
+                 "--device", "cpu"]) == 1
+    assert "empty label (label 2 of 3: two commas in a row" in capsys.readouterr().err
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--labels", " ",
+                 "--device", "cpu"]) == 1
+    assert "--labels is empty" in capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_calibrate_on_unlabelled_images_says_no_threshold_was_set_and_a_file_is_no_folder(run, tmp_path, capsys):
+    _photo_folders(tmp_path, per_class=3)
+    (tmp_path / "flat" / "broken.png").write_bytes(b"not an image")
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "6 images in flat (1 unreadable, skipped)" in out and "no 'none of these' threshold set" in out
+    photo = next((tmp_path / "flat").glob("*.png"))
+    assert main(["-q", "calibrate", str(run), "--images", str(photo), "--device", "cpu"]) == 1
+    assert f"{photo} is a file, not a folder of images" in capsys.readouterr().err
+
+
+def test_explain_adds_a_wordnet_noun_as_predict_does(run, capsys):
+    assert main(["-q", "explain", str(run), str(_chelsea()), "--label", "Burmese cat", "--json",
+                 "--device", "cpu"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["synset"] == "burmese_cat.n.01"
+    assert "name: Burmese cat" in (run / "concepts.yaml").read_text()  # stored with the run, like predict's
+
+
+def test_a_closed_pipe_ends_the_command_quietly(run, monkeypatch):
+    import importlib
+
+    cli_main = importlib.import_module("kgzsl.cli.main")  # the module, not the function kgzsl.cli exports
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone (`kgzsl ... | head -1` after its line)
+    stream = os.fdopen(write, "w")
+    monkeypatch.setattr("sys.stdout", stream)
+    monkeypatch.setattr(cli_main, "_cmd_evaluate", lambda args: print("x" * 100_000) or 0)
+    try:
+        assert main(["-q", "evaluate", str(run), "--data", str(run), "--split", "2-hops"]) == 141
+    finally:
+        stream.close()

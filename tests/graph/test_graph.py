@@ -140,3 +140,13 @@ def test_node_order_does_not_depend_on_hash_seed():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
     assert len(outs) == 1
+
+
+def test_a_wnid_list_that_is_no_wnid_list_is_refused_with_its_lines(tmp_path):
+    taxonomy = tmp_path / "shop.yaml"
+    taxonomy.write_text("- name: air fryer\n  parents: [kitchen appliance]\n")
+    with pytest.raises(ValueError, match=r"is not a wnid list \(line 1: '-'; line 2: 'parents:'\)"):
+        read_wnid_list(taxonomy)
+    listed = tmp_path / "ok.txt"
+    listed.write_bytes(b"\xef\xbb\xbfn02121620  # cat\nn02084071\n")  # saved with a byte-order mark
+    assert read_wnid_list(listed) == ["n02121620", "n02084071"]

@@ -42,6 +42,8 @@ def test_list_errors():
     with pytest.raises(LabelError) as err:  # two empty labels: the message once, with cat.n.01's own wnid
         r.resolve_all(" , ")
     assert str(err.value).count("empty label") == 1 and "('cat.n.01') or a wnid ('n02121620')" in str(err.value)
+    with pytest.raises(LabelError, match=r"empty label \(labels 2, 4 of 4: two commas in a row"):
+        r.resolve_all(["animal", "", "frank", " "])  # where they are, as the command line splits "animal,,frank, "
     with pytest.raises(LabelError, match="'animal' and 'beast' both resolve to animal.n.01"):
         r.resolve_all(["animal", "beast"])
     assert [x.index for x in r.resolve_all("entity, frank")] == [0, 2]

@@ -280,7 +280,7 @@ def test_evaluate_run_generalized_with_validation_gamma(tiny_run, tiny_images, m
     monkeypatch.setenv("KGZSL_CACHE", str(tmp_path_factory.getbasetemp() / "kgzsl-cache"))
     root, split = tiny_images
     result = evaluate_run(tiny_run, root, split=split, generalized=True, val_dir=root, device="cpu", progress=False)
-    assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized",
+    assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized", "split_seen",
                            "seen_accuracy", "unseen_accuracy", "harmonic_mean", "gamma"}
     assert result["n_images"] == 10 and result["n_classes"] == 3 + 24 and result["generalized"] is True
     assert list(result["hit"]) == ["1", "2", "5", "10", "20"]
@@ -302,7 +302,18 @@ def test_evaluate_command_json(tiny_run, tiny_images, capsys, monkeypatch, tmp_p
                  "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == 7 and result["n_classes"] == 3 and result["generalized"] is False
-    assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized"}
-    assert result["hit"]["5"] == 1.0 and result["split"] == str(split)
+    assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized", "split_seen"}
+    assert result["hit"]["5"] == 1.0 and result["split"] == str(split) and result["split_seen"] == 0
     assert (result["mistake_severity"] is None) == (result["hit"]["1"] == 1.0)  # the run's graph was found
     assert main(["-q", "evaluate", str(tiny_run), "--data", str(root), "--split", "no-such-split"]) == 1
+
+
+def test_format_result_says_when_the_split_holds_seen_classes():
+    """A wnid file may list the backbone's own classes: the table must not call them unseen."""
+    from kgzsl.tasks.evaluate import format_result
+
+    base = {"n_images": 4, "n_classes": 3, "hit": {"1": 0.5}, "mistake_severity": None, "split": "mine.txt",
+            "generalized": False}
+    assert "(unseen classes only)" in format_result({**base, "split_seen": 0})
+    text = format_result({**base, "split_seen": 2})
+    assert "unseen classes only" not in text and "2 of them are the backbone's classes" in text

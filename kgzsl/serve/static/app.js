@@ -101,7 +101,7 @@ function show(record) {
     name.textContent = p.label;
     const synset = document.createElement("span");
     synset.className = "synset";
-    synset.textContent = `${p.synset} (${p.wnid})`;
+    synset.textContent = p.synset === p.wnid ? p.synset : `${p.synset} (${p.wnid})`;  // own classes: the id once
     const bar = document.createElement("div");
     bar.className = "bar";
     const fill = document.createElement("div");
