@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -46,6 +47,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overrides.append(f"train.holdout=[{','.join(items)}]")
     if args.holdout_seed is not None:
         overrides.append(f"train.holdout_seed={args.holdout_seed}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
     config = load_config(args.config, overrides)
     out = train_run(config, out_dir=args.out, progress=not (args.no_progress or args.quiet), resume=args.resume)
     summary = json.loads((out / "run.json").read_text())
@@ -193,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a propagation model on the backbone's seen rows")
     p.add_argument("--config", help="run config: a YAML file, or a shipped config name (dgp-sgcn-conse, "
                    "dgp-sgcn, dgp, sgcn, gcnz, conse, dgp-reference)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.name=sgcn")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.name=sgcn (before or "
+                   "after the options)")
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N; the same as train.device=...")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--holdout", help="hide seen classes from training: a fraction (0.2), wnids (a,b,c) or a file")
     p.add_argument("--holdout-seed", type=int, help="seed of the holdout draw")
@@ -211,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--max-pixels", type=positive_int, default=100_000_000,
                    help="refuse images whose header claims more pixels (checked before decoding)")
-    p.add_argument("--concept-file", help="YAML list of concepts to add first ({name, parents, description, sense})")
+    p.add_argument("--concept-file", help="taxonomy file (YAML or CSV) of concepts to add first (docs/taxonomy.md)")
     p.add_argument("--no-adapt", action="store_true", help="on a calibrated run, keep the centred rows: do not fit "
                    "the label list to the calibration's images")
     p.add_argument("--abstain", action="store_true", help="answer 'none of these' below the run's calibrated "
@@ -320,9 +325,17 @@ def _interrupted(command: str, signum: int) -> int:
     return 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a dotted config override, key=value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kgzsl`` command."""
-    args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits with 2
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # usage errors: argparse prints them and exits with 2
+    if extra and getattr(args, "command", None) == "train" and all(_OVERRIDE.match(e) for e in extra):
+        args.overrides = [*args.overrides, *extra]  # `--out runs/x train.lr=1e-3`: argparse stops at the option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging(args.quiet)
     with _SigtermInterrupts() as sigterm, quiet_third_party(args.quiet):
         try:

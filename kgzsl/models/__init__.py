@@ -65,6 +65,11 @@ def build_model(name: str, in_channels: int, out_channels: int, **params: Any) -
     if name not in MODELS:
         raise _unknown(name)
     cls = MODELS[name]
+    unused = sorted(set(params) - set(inspect.signature(cls).parameters))
+    if unused:  # e.g. a dgp config's num_groups with model.name=rgcn
+        raise InputError(f"bad hyper-parameters for {name}: it takes no {', '.join(unused)} (set by the config); "
+                         f"override {' '.join(f'model.{k}=null' for k in unused)}, or start from a config "
+                         f"written for {name}")
     try:
         return cls(in_channels, out_channels, **params)
     except TypeError as exc:

@@ -168,7 +168,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         split: ``"2-hops"``, ``"3-hops"``, ``"all"`` or a wnid file: the unseen candidate classes.
         generalized: Also make the backbone's seen classes candidates (their predicted rows) and
             report seen / unseen / harmonic top-1 accuracy after calibrated stacking.
-        gamma: Calibrated-stacking constant; if None it is chosen on ``val_dir``, else 0.
+        gamma: Calibrated-stacking constant; if None it is chosen on ``val_dir``, else 0. It moves the
+            seen / unseen / harmonic accuracies only: hit@k ranks the raw scores.
         val_dir: Validation image folder (same layout) for choosing ``gamma``; never the test set.
         device: Where to run the backbone and the scoring.
         cache_dir: Feature cache folder (default ``~/.cache/kgzsl/features``).
@@ -187,11 +188,13 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         without images (e.g. no seen-class images) or without mistakes is None.
 
     Raises:
-        ValueError: Unknown split, no candidate class in the graph, or no image of one.
+        ValueError: Unknown split, no candidate class in the graph, or no image of one; ``gamma`` or
+            ``val_dir`` without ``generalized``, both at once, or ``val_dir`` the test folder.
     """
     from kgzsl.inference.classifier import ZeroShotClassifier
 
     ctx = dist_ctx or DistContext()  # warnings every rank would repeat are logged by rank 0 only
+    _check_gamma_options(data_dir, generalized, gamma, val_dir)
     wanted = split_wnids(split)  # a wrong split fails before the backbone loads
     clf = ZeroShotClassifier.load(run_dir, device=device)
     node = {w: i for i, w in enumerate(clf.wnids)}
@@ -249,6 +252,22 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         if note:
             result["note"] = note
     return result
+
+
+def _check_gamma_options(data_dir: str | os.PathLike, generalized: bool, gamma: float | None,
+                         val_dir: str | os.PathLike | None) -> None:
+    """Refuse calibrated-stacking options that would be ignored, or that would choose ``gamma`` on the test images."""
+    if not generalized and (gamma is not None or val_dir is not None):
+        raise InputError("gamma and val_dir are for generalized=True (seen classes as candidates too)",
+                         cli_message="--gamma and --val are for --generalized (seen classes as candidates too); add "
+                         "it, or leave them out")
+    if gamma is not None and val_dir is not None:
+        raise InputError("give gamma or val_dir (to choose gamma on), not both",
+                         cli_message="give --gamma or --val (to choose gamma on), not both")
+    if val_dir is not None and Path(val_dir).resolve() == Path(data_dir).resolve():
+        told = (f"{val_dir} is the test folder: gamma chosen on the test images would flatter the result; give a "
+                "validation folder of other images")
+        raise InputError(f"val_dir {told}", cli_message=f"--val {told}")
 
 
 def format_result(result: dict) -> str:

@@ -185,6 +185,7 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         kgzsl.errors.OutputError: If the run folder cannot be written (checked before training).
         kgzsl.graph.GraphNotFoundError: If the graph does not exist and ``build_graph`` is False.
         kgzsl.training.checkpoint.CheckpointError: If ``resume`` finds a checkpoint of another config or graph.
+        InputError: If ``resume`` is asked of a finished run (``run.json`` and no checkpoint).
     """
     from kgzsl.vision.backbones import load_backbone
     from kgzsl.text.features import node_features
@@ -192,6 +193,9 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     check_config(config)  # a config built in Python; load_config has checked a file's
     out = Path(out_dir) if out_dir else Path("runs") / config.name
     check_writable(out)  # before the graph loads and the training runs
+    if resume and (out / "run.json").is_file() and not any(out.glob("checkpoint*.safetensors")):
+        raise InputError(f"the run in {out} is finished: --resume has nothing to continue (leave it out to train "
+                         "the run again, which replaces it; or give the folder of an interrupted run with --out)")
     device = resolve_device(config.train.device)
     start = time.perf_counter()
     load = load_or_build_graph if build_graph else load_graph

@@ -56,3 +56,32 @@ def test_a_missing_config_lists_the_shipped_names_not_a_checkout_folder(capsys):
     code, err = _train(capsys, "--config", "nosuchcfg")
     assert code == 1 and err.startswith("kgzsl train: error: config file not found: nosuchcfg; pass --config NAME")
     assert "dgp, gcnz, sgcn" in err and "--config PATH to a YAML file" in err and "configs/" not in err
+
+
+def test_overrides_may_follow_the_options_and_device_is_an_option(tmp_path, capsys):
+    missing = tmp_path / "no-graph"
+    assert main(["-q", "train", "--config", "dgp", "--out", str(tmp_path / "run"), f"graph.path={missing}",
+                 "--device", "cpu"]) == 1
+    assert f"no graph at {missing}" in capsys.readouterr().err  # the trailing override was taken
+    assert main(["-q", "train", "--config", "dgp", "--device", "gpu", f"graph.path={missing}"]) == 1
+    assert "unknown device 'gpu'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # anything else after the options is still a usage error
+        main(["-q", "train", "--config", "dgp", "--out", str(tmp_path / "run"), "--bogus"])
+    assert stop.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_is_refused_before_anything_trains(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")  # finished: run.json written, no checkpoint left
+    assert main(["-q", "train", "--config", "dgp", "--out", str(run), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert f"the run in {run} is finished: --resume has nothing to continue" in err and err.count("\n") == 1
+
+
+def test_a_model_given_hyper_parameters_of_another_says_which_and_how_to_drop_them():
+    from kgzsl.models import build_model
+
+    with pytest.raises(ValueError, match=r"rgcn: it takes no num_groups \(set by the config\); override "
+                                         r"model\.num_groups=null"):
+        build_model("rgcn", 8, 9, num_groups=5, num_bases=2)

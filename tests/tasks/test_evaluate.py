@@ -2,6 +2,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +280,9 @@ def test_evaluate_run_generalized_with_validation_gamma(tiny_run, tiny_images, m
 
     monkeypatch.setenv("KGZSL_CACHE", str(tmp_path_factory.getbasetemp() / "kgzsl-cache"))
     root, split = tiny_images
-    result = evaluate_run(tiny_run, root, split=split, generalized=True, val_dir=root, device="cpu", progress=False)
+    val = tmp_path_factory.mktemp("val") / "images"
+    shutil.copytree(root, val)  # another folder: choosing gamma on the test folder itself is refused
+    result = evaluate_run(tiny_run, root, split=split, generalized=True, val_dir=val, device="cpu", progress=False)
     assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized", "split_seen",
                            "seen_accuracy", "unseen_accuracy", "harmonic_mean", "gamma"}
     assert result["n_images"] == 10 and result["n_classes"] == 3 + 24 and result["generalized"] is True
@@ -317,3 +320,14 @@ def test_format_result_says_when_the_split_holds_seen_classes():
     assert "(unseen classes only)" in format_result({**base, "split_seen": 0})
     text = format_result({**base, "split_seen": 2})
     assert "unseen classes only" not in text and "2 of them are the backbone's classes" in text
+
+
+def test_gamma_options_that_would_be_ignored_or_would_see_the_test_images_are_refused(tmp_path):
+    from kgzsl.errors import InputError
+    from kgzsl.tasks.evaluate import evaluate_run
+
+    for kwargs, said in (({"gamma": 0.5}, "are for generalized=True"), ({"val_dir": tmp_path / "v"}, "are for"),
+                         ({"generalized": True, "gamma": 0.5, "val_dir": tmp_path / "v"}, "not both"),
+                         ({"generalized": True, "val_dir": tmp_path / "d"}, "is the test folder")):
+        with pytest.raises(InputError, match=said):  # before the run is read: it does not exist
+            evaluate_run(tmp_path / "no-run", tmp_path / "d", split="2-hops", **kwargs)
