@@ -65,6 +65,23 @@ def test_the_adapted_rows_keep_the_heads_spread_and_the_mixtures_ranking():
     assert float(ratio[0, 0]) < 1 and bool((scaled.argmax(1) == labels).float().mean() > 0.95)
 
 
+def test_a_fit_that_two_halves_of_the_images_do_not_reproduce_is_no_surer_than_they_agree():
+    x, labels, centres = _clusters(seed=4)
+    adapter = ClassAdapter(x)
+    assert adapter.reproducibility(x @ centres.T * 0.1) > 0.95  # clear clusters: the cap does not bind
+    # six candidates over images of no such groups (noise): each half's mixture finds groups of its own
+    noise = torch.randn(180, 6, generator=torch.Generator().manual_seed(5))
+    vague = ClassAdapter(noise)
+    start = noise @ torch.randn(6, 6, generator=torch.Generator().manual_seed(6)) * 0.3
+    agree = vague.reproducibility(start)
+    rows = vague.rows(start)
+    sure = float((noise @ rows[:, :-1].T + rows[:, -1]).softmax(1).max(1).values.mean())
+    mixture = vague.fit(start)
+    unscaled = float((noise.double() @ mixture[:, :-1].T + mixture[:, -1]).softmax(1).max(1).values.mean())
+    assert agree < 0.9 and sure <= agree + 1e-4 < unscaled, (agree, sure, unscaled)
+    assert vague.reproducibility(start) == agree  # seeded: the same halves every time
+
+
 def test_adaptation_applies_only_with_enough_images_per_candidate_and_checks_its_input():
     x, _, _ = _clusters(per=10)  # 30 images
     adapter = ClassAdapter(x)
