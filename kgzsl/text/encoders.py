@@ -31,6 +31,16 @@ ENCODERS = ("minilm", "wordllama", "glove-6b-50d", "glove:PATH")
 _PROGRESS_MIN = 1000  # show a progress bar above this many texts
 
 
+def _show_progress(num_texts: int, progress: bool = True) -> bool:
+    """Whether encoding ``num_texts`` texts draws a progress bar: only for many texts, when the caller wants
+    bars and ``TQDM_DISABLE`` (set by the CLI's ``-q``, :func:`kgzsl.cli._common.quiet_third_party`) is unset.
+
+    The variable is read here because an explicit ``disable=``/``show_progress_bar=`` overrides it in tqdm.
+    """
+    disabled = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+    return progress and not disabled and num_texts > _PROGRESS_MIN
+
+
 @functools.lru_cache(maxsize=None)
 def _load_minilm(device: str) -> Any:
     # Must be set before transformers / huggingface_hub are first imported.
@@ -54,20 +64,22 @@ class MiniLMEncoder(TextEncoder):
 
     Args:
         device: Where the model runs (``"cpu"``, ``"cuda"``, ``"auto"``).
+        progress: A progress bar for many texts (never under ``TQDM_DISABLE``, the CLI's ``-q``).
     """
 
     name = "minilm-all-MiniLM-L6-v2"
     dim = 384
 
-    def __init__(self, device: str | torch.device = "cpu") -> None:
+    def __init__(self, device: str | torch.device = "cpu", progress: bool = True) -> None:
         self.device = str(resolve_device(device))
+        self.progress = progress
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         if not texts:
             return torch.zeros(0, self.dim)
         model = _load_minilm(self.device)
         out = model.encode(list(texts), batch_size=256, convert_to_numpy=True,
-                           show_progress_bar=len(texts) > _PROGRESS_MIN)
+                           show_progress_bar=_show_progress(len(texts), self.progress))
         return torch.from_numpy(out).float().cpu()
 
 
@@ -81,12 +93,17 @@ def _load_wordllama() -> Any:
 
 
 class WordLlamaEncoder(TextEncoder):
-    """WordLlama static token embeddings, mean-pooled (256-d); fast on the CPU."""
+    """WordLlama static token embeddings, mean-pooled (256-d); fast on the CPU.
 
-    def __init__(self) -> None:
+    Args:
+        progress: A progress bar for many texts (never under ``TQDM_DISABLE``, the CLI's ``-q``).
+    """
+
+    def __init__(self, progress: bool = True) -> None:
         from importlib.metadata import version
 
         self.name = f"wordllama-{version('wordllama')}"
+        self.progress = progress
         self._dim: int | None = None
 
     @property
@@ -101,13 +118,13 @@ class WordLlamaEncoder(TextEncoder):
         model, chunk = _load_wordllama(), 4096
         parts = [torch.zeros(0, self.dim)]
         for i in tqdm(range(0, len(texts), chunk), desc="wordllama", unit="chunk",
-                      disable=len(texts) <= _PROGRESS_MIN):
+                      disable=not _show_progress(len(texts), self.progress)):
             out = model.embed(list(texts[i:i + chunk]), norm=False, return_np=True)
             parts.append(torch.from_numpy(out).float())
         return torch.cat(parts)
 
 
-def get_encoder(spec: str = "minilm", device: str | torch.device = "cpu") -> TextEncoder:
+def get_encoder(spec: str = "minilm", device: str | torch.device = "cpu", progress: bool = True) -> TextEncoder:
     """Build a text encoder from its spec.
 
     Example:
@@ -116,6 +133,7 @@ def get_encoder(spec: str = "minilm", device: str | torch.device = "cpu") -> Tex
     Args:
         spec: ``"minilm"``, ``"wordllama"``, ``"glove-6b-50d"`` or ``"glove:PATH"``.
         device: Where a neural encoder runs (ignored by the static ones).
+        progress: Progress bars while encoding many texts (MiniLM, WordLlama); ``TQDM_DISABLE`` turns them off too.
 
     Returns:
         The encoder; models load lazily, on the first :meth:`TextEncoder.encode`.
@@ -129,9 +147,9 @@ def get_encoder(spec: str = "minilm", device: str | torch.device = "cpu") -> Tex
 
     key = spec.strip()
     if key.lower() == "minilm":
-        return MiniLMEncoder(device)
+        return MiniLMEncoder(device, progress=progress)
     if key.lower() == "wordllama":
-        return WordLlamaEncoder()
+        return WordLlamaEncoder(progress=progress)
     if key.lower() == GLOVE6B_SPEC:
         return Glove6BEncoder()
     if key.lower().startswith("glove:") and key[6:].strip():

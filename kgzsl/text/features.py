@@ -80,7 +80,7 @@ def _read_cache(path: Path, node_hash: str, num_nodes: int) -> torch.Tensor | No
 
 
 def node_features(graph: Any, encoder: str | TextEncoder = "minilm", use_gloss: bool = False,
-                  cache: bool = True, device: str | torch.device = "cpu") -> torch.Tensor:
+                  cache: bool = True, device: str | torch.device = "cpu", progress: bool = True) -> torch.Tensor:
     """Text features of every graph node, L2-normalised, cached beside the graph.
 
     Args:
@@ -89,6 +89,8 @@ def node_features(graph: Any, encoder: str | TextEncoder = "minilm", use_gloss: 
         use_gloss: Append each node's gloss to its text.
         cache: Read/write ``graph.path/features/<key>.safetensors`` (skipped if ``graph.path`` is None).
         device: Where a neural encoder runs; the result is always on the CPU.
+        progress: The encoder's progress bar for many nodes (for an encoder spec; never under
+            ``TQDM_DISABLE``, which the CLI's ``-q`` sets).
 
     Returns:
         ``[N, D]`` float32 matrix; rows have unit norm, except all-zero rows of unknown nodes.
@@ -99,7 +101,7 @@ def node_features(graph: Any, encoder: str | TextEncoder = "minilm", use_gloss: 
         MissingPackageError: If ``"glove-6b-50d"`` is asked for without its package installed.
         RuntimeError: If the encoder returns a matrix of the wrong shape.
     """
-    enc = get_encoder(encoder, device) if isinstance(encoder, str) else encoder
+    enc = get_encoder(encoder, device, progress=progress) if isinstance(encoder, str) else encoder
     wnids = list(graph.wnids)
     texts = node_texts(graph.lemmas, graph.glosses, use_gloss)
     if len(wnids) != len(texts):

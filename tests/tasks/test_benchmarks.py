@@ -188,3 +188,73 @@ def test_head_path_reads_any_classifier_head():
     rows = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
     grouped = GroupHead(rows, [3], rows[3:], [[0], [1]], [[3], []])
     assert head_path(grouped, 1) == head_path(grouped, 64) == "float32"
+
+
+def _moved_toy_run(root, recorded_graph):
+    """A hand-built run folder carrying its graph (the toy taxonomy) and node features, whose run.json
+    records the graph folder ``recorded_graph``."""
+    import json
+
+    from kgzsl.utils.io import save_tensors
+
+    from conftest import toy_graph
+
+    run = root / "run"
+    toy_graph().save(run)  # nodes.tsv, edges.tsv, ancestors.tsv, manifest.json: the run's own copy
+    features = torch.nn.functional.normalize(torch.arange(18.0).reshape(6, 3) + 1, dim=1)
+    save_tensors(run / "node_features.safetensors", {"features": features},
+                 metadata={"encoder": "minilm", "use_gloss": "False"})
+    summary = {"graph": str(recorded_graph), "config": {"features": {"encoder": "minilm", "gloss": False},
+                                                        "backbone": {"name": "none", "weights": "DEFAULT"}}}
+    (run / "run.json").write_text(json.dumps(summary))
+    return run, summary, features
+
+
+def test_fmnist_reads_the_graph_and_features_of_a_moved_run(tmp_path, monkeypatch):
+    from kgzsl.tasks.benchmarks import fmnist
+    from kgzsl.text import features as text_features
+
+    run, summary, stored = _moved_toy_run(tmp_path, tmp_path / "no-such-graph")
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the run's node features are stored: nothing to encode")
+
+    monkeypatch.setattr(text_features, "node_features", no_encoding)
+    graph, text = fmnist._run_graph_and_text(run, summary)
+    assert graph.wnids == [f"x{i}" for i in range(6)] and torch.equal(text, stored)
+    index, _ = graph.ancestor_index()
+    assert (3, 0) in set(zip(index[0].tolist(), index[1].tolist()))  # dog's ancestors: the hierarchy baselines'
+
+    class Reached(Exception):
+        pass
+
+    def backbone(*args, **kwargs):  # the graph and features were read: stop before the images
+        raise Reached
+
+    monkeypatch.setattr("kgzsl.vision.backbones.load_backbone", backbone)
+    with pytest.raises(Reached):  # not "no-such-graph is not a kgzsl graph"
+        fmnist.run_fmnist({"dgp": run}, tmp_path / "out", progress=False)
+
+
+def test_fmnist_uses_the_runs_copy_not_the_recorded_graph_folder(tmp_path, monkeypatch):
+    from kgzsl.tasks.benchmarks import fmnist
+
+    from conftest import random_tree
+
+    graph_dir = tmp_path / "graph"
+    random_tree(9).save(graph_dir)  # the recorded folder now holds another graph
+    before = sorted(p.name for p in graph_dir.rglob("*"))
+    run, summary, stored = _moved_toy_run(tmp_path, graph_dir)
+    graph, text = fmnist._run_graph_and_text(run, summary)
+    assert graph.num_nodes == 6 and graph.path == run and torch.equal(text, stored)
+
+    class Reached(Exception):
+        pass
+
+    def backbone(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr("kgzsl.vision.backbones.load_backbone", backbone)
+    with pytest.raises(Reached):
+        fmnist.run_fmnist({"dgp": run}, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in graph_dir.rglob("*")) == before  # no feature cache written into it

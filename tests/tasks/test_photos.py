@@ -133,3 +133,22 @@ def test_a_data_folder_without_photos_is_reported_before_the_run_is_loaded(tmp_p
     with pytest.raises(InputError, match="no photos in"):  # not "run folder ... not found"
         run_benchmark("photos", [], Path(tmp_path), tmp_path / "out", data_dir=tmp_path / "data",
                       run_dir=tmp_path / "no-such-run", progress=False)
+
+
+def test_benchmark_photos_says_what_its_time_is(tmp_path, monkeypatch):
+    """The report's last line names what took the time, not a bare "11.7s"."""
+    import re
+
+    from kgzsl.inference.classifier import ZeroShotClassifier
+    from kgzsl.tasks.benchmarks import photos
+    from kgzsl.tasks.benchmarks.runner import run_benchmark
+
+    result = {"rows": [{"method": "predict", "subset": "all", "top1": 0.5, "n": 2}], "added": [], "images": 2,
+              "classes": 1, "skipped_classes": []}
+    monkeypatch.setattr(photos, "photo_items", lambda data_dir: [])
+    monkeypatch.setattr(photos, "run_photos", lambda clf, data_dir, progress, items: dict(result))
+    monkeypatch.setattr(ZeroShotClassifier, "load", classmethod(lambda cls, run_dir, device: object()))
+    report = run_benchmark("photos", [], tmp_path, tmp_path / "out", data_dir=tmp_path / "data",
+                           run_dir=tmp_path / "run", progress=False, device="cpu")
+    last = report.splitlines()[-1]
+    assert not re.fullmatch(r"[0-9.]+s", last) and re.search(r"[0-9.]+s", last) and "photos" in last, last

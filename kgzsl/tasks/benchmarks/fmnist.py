@@ -132,6 +132,25 @@ def _accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
     return float((scores.argmax(1) == targets).float().mean())
 
 
+def _run_graph_and_text(run_dir: Path, summary: dict[str, Any]) -> tuple[Any, torch.Tensor]:
+    """The graph a run was trained on and its ``[N, F]`` node text features, read from the run folder.
+
+    The run's own copy of its graph (``nodes.tsv``, ``edges.tsv``, ``ancestors.tsv``, ``manifest.json``)
+    and its ``node_features.safetensors``, as :mod:`kgzsl.inference.concept_state` reads them for
+    concepts: a run copied or moved anywhere works without the graph folder ``run.json`` records,
+    and nothing is written into that folder. Runs from before runs carried their graph fall back to
+    the recorded graph folder (and their features are recomputed, cached there).
+
+    The benchmark needs the graph for its node numbering (the candidates' columns, named by wnid),
+    the ancestor table (the ImageNet-1k classes below each candidate, for the hierarchy baselines)
+    and the node text features (the ConSE baseline).
+    """
+    from kgzsl.inference.concept_state import _run_features, _run_graph, run_text_spec
+
+    graph = _run_graph(run_dir, summary)
+    return graph, _run_features(run_dir, graph, run_text_spec(summary))
+
+
 def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
                limit_per_class: int | None = None) -> dict[str, Any]:
     """Run B1 and write a confusion-matrix PNG of the best model.
@@ -146,12 +165,11 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
         ``{"benchmark": "fmnist", "rows": [...], "n_images": N, "confusion_png": PATH, ...}``.
     """
     from kgzsl.vision.backbones import load_backbone
-    from kgzsl.text.features import node_features
-    from kgzsl.graph import KnowledgeGraph
     import json
 
-    first = json.loads((next(iter(runs.values())) / "run.json").read_text())
-    graph = KnowledgeGraph.load(first["graph"])
+    first_dir = next(iter(runs.values()))
+    first = json.loads((first_dir / "run.json").read_text())
+    graph, text = _run_graph_and_text(first_dir, first)
     backbone = load_backbone(first["config"]["backbone"]["name"], weights=first["config"]["backbone"]["weights"],
                              device="cpu")
     _, test_labels = load_fmnist("test")
@@ -173,8 +191,6 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
             below[anc].append(seen_pos[node])
     for node, pos in seen_pos.items():
         below[node].append(pos)
-    text = node_features(graph, encoder=first["config"]["features"]["encoder"],
-                         use_gloss=first["config"]["features"]["gloss"])
     user_run = runs.get(DEMO_CONFIG, runs.get("dgp", next(iter(runs.values()))))  # what `kgzsl demo` trains
     scorers: dict[str, tuple[str, Scorer]] = {
         "predict": ("predict", _model_scorer(user_run, graph.index, backbone, scoring="calibrated")),
