@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Sequence
 
@@ -162,9 +163,11 @@ class LabelResolver:
             raise LabelError("the candidate label list is empty; give at least one label")
         out, errors, seen, missing, absent = [], [], {}, [], []
         blank = [n for n, label in enumerate(labels, 1) if not str(label).strip()]
+        cli_errors: list[str] = []
         if blank:  # where: "a, b,,c" has an empty third label
             errors.append(f"empty label (label{'s' if len(blank) > 1 else ''} {', '.join(map(str, blank))} of "
                           f"{len(labels)}: two commas in a row, or one at an end?): {_EMPTY_FIX}")
+            cli_errors.append(errors[-1])
         for label in labels:
             if not str(label).strip():
                 continue
@@ -176,19 +179,21 @@ class LabelResolver:
                 continue
             except LabelError as exc:
                 errors.append(str(exc))
+                cli_errors.append(exc.cli_text())
                 continue
             if res.index in seen:
                 node = res.synset if res.synset == res.wnid else f"{res.synset} ({res.wnid})"
                 errors.append(f"labels {seen[res.index]!r} and {label!r} both resolve to {node}; keep one of them")
+                cli_errors.append(errors[-1])
                 continue
             seen[res.index] = label
             out.append(res)
         if errors:  # what adding concepts cannot fix first; the labels it can fix named, without advice for them
-            told = "; ".join(dict.fromkeys(errors))  # " , " has two empty labels: one message
-            if absent:
-                told += (f"; also not nodes of this graph yet: {', '.join(repr(label) for label, _ in absent)} "
-                         "(predict adds WordNet nouns on first use)")
-            raise LabelError(told)
+            also = (f"; also not nodes of this graph yet: {', '.join(repr(label) for label, _ in absent)} "
+                    "(predict adds WordNet nouns on first use)") if absent else ""
+            # " , " has two empty labels: one message
+            raise LabelError("; ".join(dict.fromkeys(errors)) + also,
+                             cli_message="; ".join(dict.fromkeys(cli_errors)) + also)
         if absent:
             raise NotInGraphError("; ".join(dict.fromkeys(m for _, m in absent)), missing)
         return out
@@ -284,11 +289,13 @@ class LabelResolver:
                 if others and text not in self._told:
                     # once per label; DEBUG where the word's usual sense won (every prediction names its synset)
                     self._told.add(text)
+                    also = [s.name() for s in senses.also]
+                    rest = [name for name in others if name not in also]
                     logger.log(logging.DEBUG if senses.usual(best) else logging.INFO,
-                               "label %r is ambiguous: using %s (%s)%s over %s; pass a synset name such as %r "
-                               "to choose another sense", text, best.name(), best.definition(),
-                               f", or {len(senses.also)} more sense(s) if the image fits them better"
-                               if senses.also else "", ", ".join(others), others[0])
+                               "label %r is ambiguous: scored as %s (%s)%s%s; pass a synset name such as %r "
+                               "to choose one sense", text, best.name(), best.definition(),
+                               f", or as {', '.join(also)} where the image fits that better" if also else "",
+                               f"; not as {', '.join(rest)}" if rest else "", others[0])
                 res = self._result(text, self.index[wnid_of(best)], others)
                 return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives,
                                      tuple(self.index[wnid_of(s)] for s in senses.also))
@@ -312,7 +319,12 @@ class LabelResolver:
         prompt = _PROMPT.match(key)
         if prompt:
             hint = f"; a label names the class alone, not a prompt: try {prompt.group(1).replace('_', ' ')!r}"
-        raise LabelError(f"unknown label {text!r}: not a WordNet noun nor a lemma of this graph's nodes{hint}")
+        told = f"unknown label {text!r}: not a WordNet noun nor a lemma of this graph's nodes{hint}"
+        if prompt or not re.search("[a-z]", key):
+            raise LabelError(told)
+        own = (" Or" if told.endswith("?") else "; or") + " make it a class of your own, under parents the graph has: "
+        raise LabelError(f"{told}{own}clf.add_concept({text!r}, parents=[...])",  # a shop's "standing desk"
+                         cli_message=f"{told}{own}`kgzsl add-concept RUN {shlex.quote(text)} --parents ...`")
 
 
 def close_words(word: str, words: list[str], limit: int = 5) -> list[str]:

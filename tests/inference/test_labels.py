@@ -97,3 +97,14 @@ def test_wordnet_resolution_picks_most_frequent_sense_in_graph():
         r.resolve("n01440764")  # tench: not an ancestor of these classes
     with pytest.raises(LabelError, match="not a WordNet noun"):
         r.resolve("qwertyuiop")
+
+
+def test_an_unknown_name_is_told_it_can_become_a_class_of_ones_own_in_either_wording():
+    r = LabelResolver(["n1", "n2"], ["desk.n.01", "dog.n.01"], [["desk"], ["dog"]], wordnet=None)
+    with pytest.raises(LabelError) as err:
+        r.resolve_all(["standing desk", "dog"])
+    assert "clf.add_concept('standing desk', parents=[...])" in str(err.value)
+    assert "`kgzsl add-concept RUN 'standing desk' --parents ...`" in err.value.cli_text()
+    with pytest.raises(LabelError) as err:  # a prompt gets its own advice instead
+        r.resolve("a photo of a dog")
+    assert "add_concept" not in str(err.value)
