@@ -131,11 +131,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the options of `kgzsl benchmark` that only some benchmarks read (the others would ignore them silently)
+_BENCHMARK_OPTIONS = {"run": ("serve", "photos"), "models": ("fmnist", "imagenet-heldout"),
+                      "limit_per_class": ("fmnist",), "ensemble": ("imagenet-heldout",), "data": ("photos",),
+                      "clients": ("serve",), "seconds": ("serve",), "labels": ("serve",)}
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.run_option is not None:  # `--run RUN` is the positional RUN spelt as an option
         if args.run is not None and args.run != args.run_option:
             raise InputError(f"the run is given twice, {args.run!r} and --run {args.run_option!r}; give it once")
         args.run = args.run_option
+    unused = [key for key, names in _BENCHMARK_OPTIONS.items()
+              if args.name not in names and getattr(args, key) not in (None, False)]
+    if unused:
+        told = ", ".join("RUN" if key == "run" else "--" + key.replace("_", "-") for key in unused)
+        raise InputError(f"benchmark {args.name} does not use {told}: "
+                         + "; ".join(f"{'RUN' if key == 'run' else '--' + key.replace('_', '-')} is for "
+                                     f"{' and '.join(_BENCHMARK_OPTIONS[key])}" for key in unused))
+    args.models = args.models or "gcnz,sgcn,dgp"
     _json_targets(args)
     if args.name == "serve":  # starts a server: it lives above the tasks layer
         print(run_serve_benchmark(args))
@@ -249,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="serve: the run folder to serve (default RUNS_DIR/dgp); photos: the run to "
                    "score (default: the demo's, runs/demo, trained when missing)")
     p.add_argument("--run", dest="run_option", metavar="RUN", help="the same as the positional RUN")
-    p.add_argument("--models", default="gcnz,sgcn,dgp", help="propagation models to compare (trained when missing)")
+    p.add_argument("--models", help="fmnist, imagenet-heldout: propagation models to compare (trained when missing; "
+                   "default gcnz,sgcn,dgp)")
     p.add_argument("--runs-dir", default="runs", help="folder with one run per model (runs/<model>)")
     p.add_argument("--out", default="runs/benchmarks", help="where plots go")
     p.add_argument("--json", nargs="?", const=True, default=False, metavar="PATH",
@@ -263,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true",
                    help="imagenet-heldout: also score the models together (the normalised mean of their rows)")
     p.add_argument("--data", help="photos: image folder DIR/<wnid>/*.jpg, optional DIR/groups.tsv (wnid, group)")
-    p.add_argument("--clients", type=positive_int, default=4, help="serve: concurrent clients (default 4)")
-    p.add_argument("--seconds", type=positive_int, default=15,
+    p.add_argument("--clients", type=positive_int, help="serve: concurrent clients (default 4)")
+    p.add_argument("--seconds", type=positive_int,
                    help="serve: seconds of load, for the server and for in-process predict each (default 15)")
     p.add_argument("--labels", help="serve: comma-separated candidate labels (default: every class)")
     p.set_defaults(func=_cmd_benchmark)

@@ -77,7 +77,8 @@ def run_serve_benchmark(args: argparse.Namespace) -> str:
 
     run = Path(args.run) if args.run else Path(args.runs_dir) / "dgp"
     labels = label_list(args.labels, "for every class")
-    result = benchmark_serve(run, clients=args.clients, seconds=args.seconds, labels=labels, device=args.device)
+    result = benchmark_serve(run, clients=args.clients or 4, seconds=args.seconds or 15, labels=labels,
+                             device=args.device)
     if args.json_out:
         write_json(args.json_out, result)
     return json.dumps(result, indent=2) if args.json else format_serve_benchmark(result)

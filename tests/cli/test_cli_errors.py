@@ -156,3 +156,16 @@ def test_benchmark_json_takes_an_optional_path(tmp_path, capsys):
     # --json PATH is not taken for the run, and names one file with --json-out
     assert main(["-q", "benchmark", "photos", "--data", str(tmp_path), "--json", "a.json", "--json-out", "b.json"]) == 1
     assert "two JSON files, --json 'a.json' and --json-out 'b.json'" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_options_its_benchmark_would_ignore(capsys, monkeypatch):
+    import kgzsl.tasks.benchmarks.runner as runner
+
+    monkeypatch.setattr(runner, "run_benchmark", lambda *a, **k: pytest.fail("ran with an ignored option"))
+    assert main(["-q", "benchmark", "photos", "--data", "d", "--models", "dgp"]) == 1
+    assert "benchmark photos does not use --models: --models is for fmnist and imagenet-heldout" in \
+        capsys.readouterr().err
+    assert main(["-q", "benchmark", "imagenet-heldout", "--limit-per-class", "3", "--ensemble"]) == 1
+    assert "does not use --limit-per-class: --limit-per-class is for fmnist" in capsys.readouterr().err
+    assert main(["-q", "benchmark", "fmnist", "some-run"]) == 1
+    assert "does not use RUN: RUN is for serve and photos" in capsys.readouterr().err

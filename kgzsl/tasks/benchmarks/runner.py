@@ -38,7 +38,11 @@ def ensure_runs(models: list[str], runs_dir: Path, progress: bool = True) -> dic
             logger.info("using the trained %s run in %s", model, run)
         else:
             if not config_file.is_file():
-                raise NotFoundError(f"no run in {run} and no config {config_file} to train one")
+                shipped = ", ".join(sorted(c.stem for c in _CONFIGS.glob("*.yaml")))
+                told = f"no run in {run} and no shipped config {model!r} to train one"
+                raise NotFoundError(f"{told}: name shipped configs ({shipped}) in models, or put a run at {run}",
+                                    cli_message=f"{told}: give --models shipped configs ({shipped}), or put a run "
+                                    f"at {run} (--runs-dir)")
             logger.info("no %s run in %s: training one from %s", model, run, config_file)
             train_run(load_config(config_file), out_dir=run, progress=progress, build_graph=True)
         runs[model] = run
