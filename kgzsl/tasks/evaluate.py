@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from kgzsl.errors import InputError, KgzslError, SetupError
+from kgzsl.graph.wordnet import WNID_RE
 from kgzsl.tasks.metrics import DEFAULT_KS, _accuracy_at, _best_gamma, gzsl_thresholds, harmonic_mean, \
     hit_from_ranks, mistake_severity, true_class_ranks
 from kgzsl.utils.distributed import DistContext, all_ranks_agree, gather_objects, shard_indices
@@ -79,6 +80,11 @@ def _evaluate_folder(clf: Any, data_dir: str | os.PathLike, candidates: list[str
     items = image_folder(data_dir, wnids=candidates)
     if not items:
         raise InputError(f"{data_dir} has no images of the {len(candidates)} candidate classes")
+    others = sorted(d.name for d in Path(data_dir).iterdir() if d.is_dir() and WNID_RE.match(d.name)
+                    and d.name not in column)
+    if others and ctx.is_main:
+        logger.info("%d class folders of %s are not candidates of this split and are left out: %s", len(others),
+                    data_dir, _some(others))
     if not all_ranks_agree(items, ctx):
         raise SetupError(f"the processes listed different images under {data_dir} (did it change?); run again")
     keys = ("index", "target", "rank", "pred") + (("is_seen", "threshold", "gap") if seen_mask is not None else ())

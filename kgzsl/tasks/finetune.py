@@ -229,6 +229,10 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     train_items, val_items = split_per_class(items, val_fraction, seed)
     if not train_items:
         raise InputError(f"{data_dir} holds no images of the classes {classes[:5]}...; add images named *.jpg")
+    if val_fraction > 0 and not val_items and main:
+        logger.warning("no validation images: %d images over %d classes give none at val_fraction %g (a class "
+                       "needs %d images to lend one); no epoch can be chosen by validation top-1, so the last one "
+                       "is kept", len(items), len(classes), val_fraction, int(0.5 / val_fraction) + 1)
     resolved = clf.resolve_labels(classes)
     index = torch.tensor([r.index for r in resolved])
     rows = (clf.rows[index.to(clf.rows.device)].float() * clf.row_scale).to(dev)  # the predicted rows, scaled

@@ -231,3 +231,13 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tiny_run, tmp_p
     assert any(not torch.equal(w0[k], original[k]) for k in w0)  # it did train
     on_disk = load_tensors(run / "finetune" / "backbone.safetensors")
     assert all(torch.equal(on_disk[k], w0[k]) for k in w0)
+
+
+def test_too_few_images_for_a_validation_split_is_said(tiny_run, tmp_path, caplog):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    _write_images(tmp_path / "data" / TABBY, 3, colour=(200, 60, 40))
+    _write_images(tmp_path / "data" / TENCH, 3, colour=(40, 80, 200))
+    with caplog.at_level(logging.WARNING, logger="kgzsl"):
+        finetune_run(run, tmp_path / "data", epochs=1, patience=1, val_fraction=0.1, **QUICK)
+    assert "no validation images: 6 images over 2 classes give none at val_fraction 0.1 (a class needs 6 images" \
+        in caplog.text

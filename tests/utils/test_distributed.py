@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,8 +119,10 @@ def test_evaluate_under_torchrun_equals_one_process(tiny_run, odd_folder, tmp_pa
     from kgzsl.cli import main
 
     root, split = odd_folder
+    val = tmp_path / "val"
+    shutil.copytree(root, val)  # another folder: choosing gamma on the test folder itself is refused
     args = ["-q", "evaluate", str(tiny_run), "--data", str(root), "--split", str(split), "--generalized",
-            "--val", str(root), "--json", "--device", "cpu"]
+            "--val", str(val), "--json", "--device", "cpu"]
     monkeypatch.setenv("KGZSL_CACHE", str(tmp_path / "one"))
     assert main(args) == 0
     one = json.loads(capsys.readouterr().out)
@@ -128,8 +131,8 @@ def test_evaluate_under_torchrun_equals_one_process(tiny_run, odd_folder, tmp_pa
     done = torchrun(["-m", "kgzsl", *args], tmp_path / "two")
     assert json.loads(done.stdout) == one  # rank 0 printed the same result, rank 1 nothing
     assert "broken.jpg" in done.stderr  # the rank that read it warned
-    # each rank cached its own share of each class (3 classes each); the val pass reused them
-    assert len(list((tmp_path / "two" / "features").glob("*.safetensors"))) == 6
+    # each rank cached its own share of each class (3 classes each) of each folder (test and validation)
+    assert len(list((tmp_path / "two" / "features").glob("*.safetensors"))) == 12
 
 
 @pytest.mark.slow
