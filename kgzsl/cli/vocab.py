@@ -104,7 +104,9 @@ def _cmd_add_concept(args: argparse.Namespace) -> int:
     else:
         print(f"added {len(report.added)} concepts ({report.new_nodes} new nodes) in one propagation")
     if stored is not None:
-        print(f"the run's {len(clf.added_wnids)} added nodes are stored in {stored} (rows) and "
+        before = len(clf.added_wnids) - report.new_nodes
+        earlier = f" ({before} from earlier additions)" if before and report.added else ""
+        print(f"the run's {len(clf.added_wnids)} added nodes{earlier} are stored in {stored} (rows) and "
               f"{stored.with_suffix('.yaml')} (the list); loading the run reads them without re-propagating")
     return 0
 
@@ -148,7 +150,8 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder written by `kgzsl train`")
     p.add_argument("image", help="image file")
     p.add_argument("--label", required=True, help="word, synset name or wnid (a graph node or an added concept)")
-    p.add_argument("--top-k", type=positive_int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5, help="similar seen classes and image evidence listed "
+                   "(default 5)")
     p.add_argument("--png", help="also draw the graph neighbourhood to this PNG file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--concept-file", help="taxonomy file (YAML or CSV) of concepts to add first")
@@ -169,7 +172,7 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder written by `kgzsl train` (the one the index was built with)")
     p.add_argument("index", help="index file written by `kgzsl index`")
     p.add_argument("query", help="word, synset name or wnid (a graph node or an added concept)")
-    p.add_argument("--top-k", type=positive_int, default=10)
+    p.add_argument("--top-k", type=positive_int, default=10, help="images listed, best first (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a list")
     p.add_argument("--concept-file", help="taxonomy file (YAML or CSV) of concepts to add first")
     p.add_argument("--device", default="auto")
