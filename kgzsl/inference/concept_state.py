@@ -25,7 +25,8 @@ import torch
 from kgzsl.inference.concept_nodes import ConceptError
 from kgzsl.utils.io import load_tensors, read_tensor_metadata
 
-__all__ = ["ConceptState", "StoredConcepts", "concept_graph", "load_propagation_model", "run_text_spec"]
+__all__ = ["ConceptState", "StoredConcepts", "concept_graph", "load_propagation_model", "run_features", "run_graph",
+           "run_text_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def load_propagation_model(run_dir: str | Path) -> Any:
     return model.eval()
 
 
-def _run_graph(run_dir: Path, summary: dict[str, Any]) -> Any:
+def run_graph(run_dir: Path, summary: dict[str, Any]) -> Any:
     """The graph a run was trained on: its own copy, else (runs from before the copy) the recorded graph folder."""
     from kgzsl.graph import KnowledgeGraph, build_command
 
@@ -104,7 +105,7 @@ def _run_graph(run_dir: Path, summary: dict[str, Any]) -> Any:
                        f"retrain the run, or rebuild the graph with `{build_command(recorded or 'GRAPH', wnids)}`")
 
 
-def _run_features(run_dir: Path, graph: Any, spec: tuple[str, bool]) -> torch.Tensor:
+def run_features(run_dir: Path, graph: Any, spec: tuple[str, bool]) -> torch.Tensor:
     """The run's stored node features; for older runs recomputed (and cached beside the graph)."""
     from kgzsl.text.features import node_features
 
@@ -150,13 +151,13 @@ def _load_state(clf: Any) -> ConceptState:
     if run_dir is None or not summary:
         raise ConceptError("concepts need a classifier loaded from a run folder (ZeroShotClassifier.load)")
     run_dir = Path(run_dir)
-    graph = _run_graph(run_dir, summary)
+    graph = run_graph(run_dir, summary)
     base = len(clf.wnids) - len(clf.added_wnids)
     if graph.wnids != clf.wnids[:base]:
         raise ConceptError(f"graph {graph.path} no longer matches the run's nodes.tsv; rebuild the graph the run "
                            "was trained on")
     spec = run_text_spec(summary)
-    x = _run_features(run_dir, graph, spec)
+    x = run_features(run_dir, graph, spec)
     model = load_propagation_model(run_dir)
     if state is None:
         state = ConceptState(graph=graph, x=x, model=model, text_spec=spec)

@@ -145,10 +145,10 @@ def _run_graph_and_text(run_dir: Path, summary: dict[str, Any]) -> tuple[Any, to
     the ancestor table (the ImageNet-1k classes below each candidate, for the hierarchy baselines)
     and the node text features (the ConSE baseline).
     """
-    from kgzsl.inference.concept_state import _run_features, _run_graph, run_text_spec
+    from kgzsl.inference.concept_state import run_features, run_graph, run_text_spec
 
-    graph = _run_graph(run_dir, summary)
-    return graph, _run_features(run_dir, graph, run_text_spec(summary))
+    graph = run_graph(run_dir, summary)
+    return graph, run_features(run_dir, graph, run_text_spec(summary))
 
 
 def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
