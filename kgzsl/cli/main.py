@@ -66,7 +66,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if "members" in summary and summary.get("best_val_cosine") is not None:
         print(f"run {out}: {summary['model']} (normalised mean of the members' rows) validation cosine "
               f"{summary['best_val_cosine']:.4f}")
-    print(f"run {out}: {summary['total_seconds']:.1f}s total")
+    resumed = any(m.get("resumed_from_epoch") for m in summary.get("members", [summary]))
+    print(f"run {out}: {summary['total_seconds']:.1f}s total" + (" in this session (resumed; the times to best "
+                                                                  "above count the earlier sessions too)" if resumed else ""))
     return 0
 
 

@@ -214,8 +214,9 @@ def fit(model: PropagationModel, x: torch.Tensor, layers: list[list[Operator]], 
     if resume and ckpt.exists():
         best_state, result, best, done = restore_fit(ckpt, fingerprint, model, optimizer, device)
         first = done + 1
-        logger.info("resuming %s from %s at epoch %d (best %.4f at epoch %d)", model.name, ckpt, done, best,
-                    result.best_epoch)
+        logger.info("resuming %s from %s at epoch %d (%s %.4f at epoch %d)", model.name, ckpt, done,
+                    "best validation cosine" if val_rows.numel() else "lowest training loss",
+                    best if val_rows.numel() else -best, result.best_epoch)
     elif resume:
         logger.warning("no checkpoint at %s: training %s from the start", ckpt, model.name)
     elif ckpt is not None and ckpt.exists():

@@ -224,12 +224,16 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     checkpoints = [out / CHECKPOINT_FILE] if len(members) == 1 else \
         [out / f"checkpoint-{i}-{m.name}.safetensors" for i, m in enumerate(members)]
     results = []
-    for member, checkpoint in zip(members, checkpoints):  # an ensemble's members one after the other
+    started = [c.is_file() for c in checkpoints]
+    for i, (member, checkpoint) in enumerate(zip(members, checkpoints)):  # an ensemble's members one after the other
         logger.info("training %r on %d seen rows (%d validation, %d held out) of %s", member, tr.numel(),
                     va.numel(), len(hidden), graph)
+        later = resume and not started[i] and any(started[:i])  # the run stopped before this member began
+        if later:
+            logger.info("%s had not started when the run stopped: training it from the start", member.name)
         results.append(fit(member, x, member.operators(graph), node_of[tr], targets[tr], node_of[va], targets[va],
                            config.train, device=device, progress=progress, checkpoint_path=checkpoint,
-                           resume=resume))
+                           resume=resume and not later))
     model.to(device).eval()
     layers = model.operators(graph)
     with torch.no_grad():  # the ensemble's validation rows, before a member remembers them (keep_every_row)

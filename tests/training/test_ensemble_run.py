@@ -110,3 +110,29 @@ def test_an_ensemble_interrupted_in_its_second_member_resumes_to_the_same_rows(t
     assert [m["resumed_from_epoch"] for m in summary["members"]] == [15, 10]  # their last checkpoints
     assert torch.equal(load_tensors(out / "rows.safetensors")["rows"], expected["rows"])
     assert not list(out.glob("checkpoint*"))
+
+
+def test_a_member_the_interrupted_run_never_reached_starts_without_a_missing_checkpoint_warning(
+        tiny_run, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import kgzsl.training.fit
+    from kgzsl.training.run import train_run
+
+    config = _config(tiny_run, tmp_path, "train.epochs=20", "train.patience=20", "train.checkpoint_every=5")
+    real, calls = kgzsl.training.fit.regression_loss, {"n": 0}
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:  # Ctrl-C at the 13th step of the first member
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kgzsl.training.fit, "regression_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, out_dir=tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "cut").glob("checkpoint*")) == ["checkpoint-0-dgp.safetensors"]
+    with caplog.at_level(logging.INFO, logger="kgzsl"):
+        train_run(config, out_dir=tmp_path / "cut", progress=False, resume=True)
+    assert "no checkpoint at" not in caplog.text and "sgcn had not started when the run stopped" in caplog.text
