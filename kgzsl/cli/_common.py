@@ -100,8 +100,8 @@ def label_list(text: str | None, absent: str, option: str = "--labels") -> list[
     if not any(labels):
         from kgzsl.errors import InputError
 
-        raise InputError(f"{option} is empty: give labels separated by commas ({option} cat,dog,fox), or leave "
-                         f"it out {absent}")
+        raise InputError(f"empty label list: {option} is empty; give labels separated by commas ({option} "
+                         f"cat,dog,fox), or leave it out {absent}")
     return labels
 
 
