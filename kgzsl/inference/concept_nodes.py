@@ -9,6 +9,7 @@ once; :func:`resolve_parent` and :func:`custom_id` place a word WordNet does not
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
 
 from kgzsl.errors import InputError
@@ -19,6 +20,8 @@ from kgzsl.inference.senses import WordSenses
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
            "WNID_RE", "SYNSET_RE"]
+
+logger = logging.getLogger(__name__)
 
 
 class ConceptError(InputError):
@@ -102,6 +105,14 @@ class NodeExtension:
         return first
 
 
+def _gloss(wn: Any, name: str) -> str:
+    """WordNet's definition of a synset name, or "" (no WordNet, or a class of one's own)."""
+    try:
+        return wn.synset(name).definition() if wn is not None else ""
+    except Exception:  # nltk raises WordNetError / ValueError for names it does not know
+        return ""
+
+
 def resolve_parent(clf: Any, ext: NodeExtension, wn: Any, spec: str, others: Iterable[str] = ()) -> int:
     """Node index of a parent given as a word, synset name or wnid; WordNet parents are attached if missing.
 
@@ -119,7 +130,13 @@ def resolve_parent(clf: Any, ext: NodeExtension, wn: Any, spec: str, others: Ite
             as for an unknown label).
     """
     try:
-        return clf.resolver.resolve(spec).index
+        found = clf.resolver.resolve(spec)
+        if found.alternatives and found.label != found.synset and found.label != found.wnid:
+            # a word of several senses: a parent is fixed once, no image picks it later
+            logger.warning("parent %r is ambiguous: using %s (%s); to use another sense, write the parent as its "
+                           "synset name (%s)", spec, found.synset, _gloss(wn, found.synset),
+                           ", ".join(found.alternatives[:4]))
+        return found.index
     except LabelError as exc:
         if wn is None:
             raise ConceptError(f"parent {spec!r}: {exc}") from None

@@ -183,7 +183,10 @@ class LabelResolver:
                 continue
             if res.index in seen:
                 node = res.synset if res.synset == res.wnid else f"{res.synset} ({res.wnid})"
-                errors.append(f"labels {seen[res.index]!r} and {label!r} both resolve to {node}; keep one of them")
+                other = f", or name another sense of {label!r} by its synset ({', '.join(res.alternatives[:3])})" \
+                    if res.alternatives else ""
+                errors.append(f"labels {seen[res.index]!r} and {label!r} both resolve to {node}; keep one of them"
+                              f"{other}")
                 cli_errors.append(errors[-1])
                 continue
             seen[res.index] = label

@@ -136,12 +136,12 @@ class ZeroShotService:
 
         label = one_label(parameters.get("label"), self.limits)
         k = top_k(parameters.get("top_k"))
-        # the label resolves (and a missing WordNet noun is added) as predict's labels are; explain
-        # then gets the node id, which needs no WordNet
-        (resolved,) = self.clf.resolve_labels([label])
+        # the label resolves (and a missing WordNet noun is added) as predict's labels are, before the
+        # image is decoded; explain then scores it by the sense the image fits best, as predict reports it
+        self.clf.resolve_labels([label])
         picture = load_image(image, max_pixels=self.limits.max_pixels)
         concept_graph(self.clf)  # loaded once, under the classifier's concept_lock
-        result = explain(self.clf, picture, resolved.wnid, top_k=k)
+        result = explain(self.clf, picture, label, top_k=k)
         result.pop("image", None)
         result["label"] = label
         return result

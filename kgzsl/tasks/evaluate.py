@@ -267,6 +267,9 @@ def _check_gamma_options(data_dir: str | os.PathLike, generalized: bool, gamma: 
         raise InputError("gamma and val_dir are for generalized=True (seen classes as candidates too)",
                          cli_message="--gamma and --val are for --generalized (seen classes as candidates too); add "
                          "it, or leave them out")
+    if gamma is not None and not math.isfinite(gamma):
+        raise InputError(f"gamma must be a finite number, got {gamma}", cli_message=f"--gamma must be a finite "
+                         f"number, got {gamma}")
     if gamma is not None and val_dir is not None:
         raise InputError("give gamma or val_dir (to choose gamma on), not both",
                          cli_message="give --gamma or --val (to choose gamma on), not both")
@@ -283,6 +286,8 @@ def format_result(result: dict) -> str:
         f"its own classes only; {mixed} of them are the backbone's classes" if mixed else "unseen classes only"
     lines = [f"split {result['split']} ({kind}): {result['n_images']} images, {result['n_classes']} candidate classes"]
     lines += [f"  hit@{k:<3} {v:7.2%}" for k, v in result["hit"].items()]
+    if result["generalized"]:
+        lines.append("  (hit@k ranks the raw scores; gamma moves the accuracies below)")
     sev = result["mistake_severity"]
     lines.append(f"  mistake severity  {'n/a' if sev is None else f'{sev:.3f} hops to the common ancestor'}")
     if result["generalized"]:

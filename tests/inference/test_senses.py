@@ -216,3 +216,14 @@ def test_a_sense_choice_is_logged_once_per_label_and_quietly_when_the_usual_sens
     told = [(r.levelno, r.getMessage().split(":")[0]) for r in caplog.records if "is ambiguous" in r.getMessage()]
     # "dog" is dog.n.01 in 42 of its 42 tagged uses: nothing a user needs to hear; "crane" is a judgement
     assert told == [(logging.DEBUG, "label 'dog' is ambiguous"), (logging.INFO, "label 'crane' is ambiguous")]
+
+
+def test_two_labels_on_one_sense_are_told_the_other_senses_by_name():
+    from kgzsl.graph.wordnet import load_wordnet
+    from kgzsl.inference.labels import LabelError
+
+    wn = load_wordnet()
+    resolver = _over([wn.synset("porcupine.n.01"), wn.synset("hedgehog.n.02")], seen=("porcupine.n.01",))
+    with pytest.raises(LabelError, match=r"'porcupine' and 'hedgehog' both resolve to porcupine\.n\.01.*another "
+                                         r"sense of 'hedgehog' by its synset \(hedgehog\.n\.02\)"):
+        resolver.resolve_all(["porcupine", "hedgehog"])

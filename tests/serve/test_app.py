@@ -114,6 +114,17 @@ def test_explain_json_and_png(client, cat):
     _refused(client.post("/explain?format=gif", json=_json_request(cat, label="tabby")), 422, "format")
 
 
+def test_explain_gets_the_label_so_the_image_picks_its_sense_as_in_predict(client, cat, monkeypatch):
+    import kgzsl.tasks.explain as explain_module
+
+    asked = []
+    real = explain_module.explain
+    monkeypatch.setattr(explain_module, "explain", lambda clf, image, label, top_k: asked.append(label) or
+                        real(clf, image, label, top_k=top_k))
+    assert client.post("/explain", json=_json_request(cat, label="Tabby")).status_code == 200
+    assert asked == ["Tabby"]  # the word, not its first sense's wnid: a word of several senses is chosen by the image
+
+
 def test_label_suggestions(client):
     hits = client.get("/labels", params={"q": "tab"}).json()
     assert hits[0] == {"label": "tabby", "synset": "tabby.n.01", "wnid": "n02123045", "lemma": "tabby"}

@@ -318,6 +318,9 @@ def test_format_result_says_when_the_split_holds_seen_classes():
     base = {"n_images": 4, "n_classes": 3, "hit": {"1": 0.5}, "mistake_severity": None, "split": "mine.txt",
             "generalized": False}
     assert "(unseen classes only)" in format_result({**base, "split_seen": 0})
+    generalized = {**base, "generalized": True, "seen_accuracy": 0.5, "unseen_accuracy": 0.25,
+                   "harmonic_mean": 1 / 3, "gamma": 0.5}
+    assert "hit@k ranks the raw scores; gamma moves the accuracies below" in format_result(generalized)
     text = format_result({**base, "split_seen": 2})
     assert "unseen classes only" not in text and "2 of them are the backbone's classes" in text
 
@@ -328,6 +331,7 @@ def test_gamma_options_that_would_be_ignored_or_would_see_the_test_images_are_re
 
     for kwargs, said in (({"gamma": 0.5}, "are for generalized=True"), ({"val_dir": tmp_path / "v"}, "are for"),
                          ({"generalized": True, "gamma": 0.5, "val_dir": tmp_path / "v"}, "not both"),
-                         ({"generalized": True, "val_dir": tmp_path / "d"}, "is the test folder")):
+                         ({"generalized": True, "val_dir": tmp_path / "d"}, "is the test folder"),
+                         ({"generalized": True, "gamma": float("nan")}, "gamma must be a finite number")):
         with pytest.raises(InputError, match=said):  # before the run is read: it does not exist
             evaluate_run(tmp_path / "no-run", tmp_path / "d", split="2-hops", **kwargs)

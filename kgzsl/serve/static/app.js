@@ -122,7 +122,7 @@ function show(record) {
 async function explainTop(top) {
   const form = new FormData();
   form.append("image", image);
-  form.append("label", top.label);  // resolves to the same node as in the prediction
+  form.append("label", top.label);  // scored by the sense this image fits best, as in the prediction
   const response = await fetch("/explain?format=png", { method: "POST", body: form });
   if (!response.ok) return say(`explanation failed: ${await errorText(response)}`, true);
   $("why-img").src = URL.createObjectURL(await response.blob());
