@@ -16,7 +16,7 @@ from kgzsl.errors import InputError
 from kgzsl.graph.taxonomy import custom_id, label_key, noun_senses
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, wnid_of
 from kgzsl.inference.labels import LabelError, close_words
-from kgzsl.inference.senses import WordSenses
+from kgzsl.inference.senses import MIN_USES, WordSenses
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
            "WNID_RE", "SYNSET_RE"]
@@ -105,6 +105,22 @@ class NodeExtension:
         return first
 
 
+def _usual(wn: Any, word: str, name: str) -> bool:
+    """Whether synset ``name`` is the word's usual sense in WordNet's tagged corpus (as
+    :meth:`WordSenses.usual <kgzsl.inference.senses.WordSenses.usual>` counts it): "cat" as a parent is
+    the feline without a word said."""
+    if wn is None:
+        return False
+    key = label_key(word)
+    try:
+        counts = {s.name(): sum(lem.count() for lem in s.lemmas() if label_key(lem.name()) == key)
+                  for s in wn.synsets(key, "n")}
+    except Exception:  # a reader without counts: say which sense was used
+        return False
+    used = counts.get(name, 0)
+    return used >= MIN_USES and 2 * used > sum(counts.values())
+
+
 def _gloss(wn: Any, name: str) -> str:
     """WordNet's definition of a synset name, or "" (no WordNet, or a class of one's own)."""
     try:
@@ -131,7 +147,7 @@ def resolve_parent(clf: Any, ext: NodeExtension, wn: Any, spec: str, others: Ite
     """
     try:
         found = clf.resolver.resolve(spec)
-        if found.alternatives and found.label != found.synset and found.label != found.wnid:
+        if found.alternatives and found.label not in (found.synset, found.wnid) and not _usual(wn, spec, found.synset):
             # a word of several senses: a parent is fixed once, no image picks it later
             logger.warning("parent %r is ambiguous: using %s (%s); to use another sense, write the parent as its "
                            "synset name (%s)", spec, found.synset, _gloss(wn, found.synset),

@@ -26,7 +26,8 @@ classes) stay candidates too, unless the best one is the word's usual sense (``"
 feline of 18 of the word's 18 tagged uses, not also the big cat; ``"car"`` the automobile, not the
 railway car), or the best one is named after the word and the other only lists it as a synonym
 (``"cutlery"`` is the knives, forks and spoons, not also any cutting tool, ``cutter.n.06``, whose
-seen hatchets and cleavers would win it photos of other tools). The word's usual sense stays a candidate where it is a physical thing the backbone
+seen hatchets and cleavers would win it photos of other tools). The word's usual sense stays a
+candidate where it is a physical thing the backbone
 has not seen (``"mouse"``: the computer mouse, an ImageNet-1k class, and the animal; ``"jacket"``:
 a book jacket's ancestor, and the coat). The classifier scores the label by the sense that fits
 the image best.

@@ -48,8 +48,9 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
     Returns:
         A JSON-able dict: ``label``, ``wnid``, ``synset`` (for a word of several senses, the one
         the image fits best, as ``predict`` reports it; then ``default_synset`` names the word's
-        first sense where it differs), ``logit`` (the label's logit for the image), ``similar_seen`` (``[{wnid, synset, similarity, lca, path}]``, ``path`` a list of
-        synset names from the seen class to the label) and ``image_evidence``
+        first sense where it differs), ``logit`` (the label's logit for the image), ``similar_seen``
+        (``[{wnid, synset, similarity, lca, path}]``, ``path`` a list of synset names from the seen
+        class to the label) and ``image_evidence``
         (``[{wnid, synset, probability}]``, the backbone's own top ImageNet-1k classes).
 
     Raises:
