@@ -26,8 +26,11 @@ classes) stay candidates too, unless the best one is the word's usual sense (``"
 feline of 18 of the word's 18 tagged uses, not also the big cat; ``"car"`` the automobile, not the
 railway car), or the best one is named after the word and the other only lists it as a synonym
 (``"cutlery"`` is the knives, forks and spoons, not also any cutting tool, ``cutter.n.06``, whose
-seen hatchets and cleavers would win it photos of other tools). The word's usual sense stays a
-candidate where it is a physical thing the backbone
+seen hatchets and cleavers would win it photos of other tools). The other way round, where the
+best sense only lists the word as a synonym and no sense is the word's usual one, the physical
+senses named after the word stay candidates (``"hedgehog"``: ImageNet-1k's porcupine class, also
+called hedgehog, and the hedgehog itself; ``"pike"``: the fish and the weapon beside the
+expressway). The word's usual sense stays a candidate where it is a physical thing the backbone
 has not seen (``"mouse"``: the computer mouse, an ImageNet-1k class, and the animal; ``"jacket"``:
 a book jacket's ancestor, and the coat). The classifier scores the label by the sense that fits
 the image best.
@@ -101,7 +104,9 @@ class WordSenses:
         named = self.best is not None and self.named(self.best)  # then a sense the word only names too is no peer
         self.also = tuple(s for s in self.present[1:]
                           if (self.rank(s)[:2] == top == (0, 0) and not settled and (self.named(s) or not named))
-                          or (top == (0, 0) and s.lexname() in _THINGS and self.usual(s)))[:MAX_SENSES - 1]
+                          or (top == (0, 0) and s.lexname() in _THINGS and self.usual(s))
+                          or (top is not None and top[1] == 0 and not settled and s.lexname() in _THINGS
+                              and self.named(s) and not named))[:MAX_SENSES - 1]
 
     def frequency(self, synset: Any) -> int:
         """The word's uses in this sense in WordNet's tagged corpus."""

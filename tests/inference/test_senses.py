@@ -12,14 +12,14 @@ pytestmark = pytest.mark.skipif(not wordnet_available(), reason="WordNet 3.0 is 
 
 WORDS = ["scooter", "TV", "monitor", "seal", "pitcher", "palm", "red fox", "boxer", "kite", "cell", "crane",
          "mouse", "bat", "dog", "man", "boy", "baby", "soldier", "pilot", "fork", "book", "plane",
-         "light", "stairs", "cat", "car", "cutlery"]
+         "light", "stairs", "cat", "car", "cutlery", "hedgehog"]
 EXPECTED = {"scooter": "motor_scooter.n.01", "TV": "television_receiver.n.01", "monitor": "monitor.n.05",
             "seal": "seal.n.09", "pitcher": "pitcher.n.02", "palm": "palm.n.03", "red fox": "red_fox.n.03",
             "boxer": "boxer.n.04", "kite": "kite.n.04", "cell": "cellular_telephone.n.01", "crane": "crane.n.04",
             "mouse": "mouse.n.04", "bat": "bat.n.01", "dog": "dog.n.01", "man": "man.n.01", "boy": "male_child.n.01",
             "baby": "baby.n.01", "soldier": "soldier.n.01", "pilot": "pilot.n.01", "fork": "fork.n.01",
             "book": "book.n.02", "plane": "airplane.n.01", "light": "light.n.02", "stairs": "stairs.n.01",
-            "cat": "cat.n.01", "car": "car.n.01", "cutlery": "cutlery.n.02"}
+            "cat": "cat.n.01", "car": "car.n.01", "cutlery": "cutlery.n.02", "hedgehog": "porcupine.n.01"}
 
 
 def _over(synsets: list, seen: tuple[str, ...] = (), **kwargs) -> LabelResolver:
@@ -73,6 +73,8 @@ def test_a_word_whose_usual_sense_is_the_best_leaves_the_image_no_other_sense(re
     assert [resolver.names[i] for i in resolver.resolve("crane").senses] == ["crane.n.05"]  # no tagged use: unsettled
     # cutter.n.06 ("a cutting tool", over the seen hatchet and cleaver) only lists "cutlery" as a synonym: no peer
     assert resolver.resolve("cutlery").senses == () and "cutter.n.06" in resolver.resolve("cutlery").alternatives
+    # the other way round: ImageNet-1k's "porcupine, hedgehog" only lists the word; the hedgehog, named after it, stays
+    assert [resolver.names[i] for i in resolver.resolve("hedgehog").senses] == ["hedgehog.n.02"]
 
 
 def test_without_backbone_classes_a_person_wins_only_as_the_usual_meaning():
