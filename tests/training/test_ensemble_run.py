@@ -84,25 +84,32 @@ def test_an_ensemble_run_holds_its_members_and_their_mean_rows(tiny_run, tmp_pat
     assert float(clf.rows[-1].norm()) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_an_ensemble_interrupted_in_its_second_member_resumes_to_the_same_rows(tiny_run, tmp_path, monkeypatch):
+def _interrupt_at(step: int, config: Any, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train ``config`` into ``out`` and stop it with a Ctrl-C at the ``step``-th training step (all members counted)."""
     import kgzsl.training.fit
     from kgzsl.training.run import train_run
-    from kgzsl.utils.io import load_tensors
 
-    config = _config(tiny_run, tmp_path, "train.epochs=20", "train.patience=20", "train.checkpoint_every=5")
-    expected = load_tensors(train_run(config, out_dir=tmp_path / "whole", progress=False) / "rows.safetensors")
     real, calls = kgzsl.training.fit.regression_loss, {"n": 0}
 
-    def interrupted(*args: Any, **kwargs: Any) -> Any:  # Ctrl-C at the 13th step of the second member
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 20 + 13:
+        if calls["n"] == step:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(kgzsl.training.fit, "regression_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_run(config, out_dir=tmp_path / "cut", progress=False)
+        train_run(config, out_dir=out, progress=False)
     monkeypatch.undo()
+
+
+def test_an_ensemble_interrupted_in_its_second_member_resumes_to_the_same_rows(tiny_run, tmp_path, monkeypatch):
+    from kgzsl.training.run import train_run
+    from kgzsl.utils.io import load_tensors
+
+    config = _config(tiny_run, tmp_path, "train.epochs=20", "train.patience=20", "train.checkpoint_every=5")
+    expected = load_tensors(train_run(config, out_dir=tmp_path / "whole", progress=False) / "rows.safetensors")
+    _interrupt_at(20 + 13, config, tmp_path / "cut", monkeypatch)  # Ctrl-C at the 13th step of the second member
     left = sorted(p.name for p in (tmp_path / "cut").glob("checkpoint*"))
     assert left == ["checkpoint-0-dgp.safetensors", "checkpoint-1-sgcn.safetensors"], left
     out = train_run(config, out_dir=tmp_path / "cut", progress=False, resume=True)
@@ -116,22 +123,10 @@ def test_a_member_the_interrupted_run_never_reached_starts_without_a_missing_che
         tiny_run, tmp_path, monkeypatch, caplog):
     import logging
 
-    import kgzsl.training.fit
     from kgzsl.training.run import train_run
 
     config = _config(tiny_run, tmp_path, "train.epochs=20", "train.patience=20", "train.checkpoint_every=5")
-    real, calls = kgzsl.training.fit.regression_loss, {"n": 0}
-
-    def interrupted(*args: Any, **kwargs: Any) -> Any:  # Ctrl-C at the 13th step of the first member
-        calls["n"] += 1
-        if calls["n"] == 13:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(kgzsl.training.fit, "regression_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(config, out_dir=tmp_path / "cut", progress=False)
-    monkeypatch.undo()
+    _interrupt_at(13, config, tmp_path / "cut", monkeypatch)  # Ctrl-C at the 13th step of the first member
     assert sorted(p.name for p in (tmp_path / "cut").glob("checkpoint*")) == ["checkpoint-0-dgp.safetensors"]
     with caplog.at_level(logging.INFO, logger="kgzsl"):
         train_run(config, out_dir=tmp_path / "cut", progress=False, resume=True)
