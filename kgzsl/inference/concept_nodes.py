@@ -16,7 +16,7 @@ from kgzsl.errors import InputError
 from kgzsl.graph.taxonomy import custom_id, label_key, noun_senses
 from kgzsl.graph.wordnet import SYNSET_RE, WNID_RE, hypernym_closure, wnid_of
 from kgzsl.inference.labels import LabelError, close_words
-from kgzsl.inference.senses import MIN_USES, WordSenses
+from kgzsl.inference.senses import WordSenses
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "NodeExtension", "pick_synset", "resolve_parent", "custom_id",
            "WNID_RE", "SYNSET_RE"]
@@ -106,19 +106,17 @@ class NodeExtension:
 
 
 def _usual(wn: Any, word: str, name: str) -> bool:
-    """Whether synset ``name`` is the word's usual sense in WordNet's tagged corpus (as
-    :meth:`WordSenses.usual <kgzsl.inference.senses.WordSenses.usual>` counts it): "cat" as a parent is
-    the feline without a word said."""
+    """Whether synset ``name`` is the word's usual sense in WordNet's tagged corpus, by
+    :meth:`WordSenses.usual <kgzsl.inference.senses.WordSenses.usual>`: "cat" as a parent is the
+    feline without a word said."""
     if wn is None:
         return False
     key = label_key(word)
     try:
-        counts = {s.name(): sum(lem.count() for lem in s.lemmas() if label_key(lem.name()) == key)
-                  for s in wn.synsets(key, "n")}
-    except Exception:  # a reader without counts: say which sense was used
+        senses = WordSenses(key, label_key(wn.morphy(key, "n") or key), wn.synsets(key, "n"), {}, (), (), tuple)
+        return senses.usual(wn.synset(name))
+    except Exception:  # a reader without counts, or a name it does not know: say which sense was used
         return False
-    used = counts.get(name, 0)
-    return used >= MIN_USES and 2 * used > sum(counts.values())
 
 
 def _gloss(wn: Any, name: str) -> str:
