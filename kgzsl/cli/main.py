@@ -260,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fmnist: zero-shot on Fashion-MNIST (Debian dataset-fashion-mnist); imagenet-heldout: "
                    "predict hidden ImageNet-1k rows (random 200 x 3 seeds, and whole WordNet subtrees); speed: "
                    "graph build, receptive-field vs full-graph training, head overhead, memory, start-up; serve: "
-                   "`kgzsl serve` under concurrent clients against in-process predict; photos: real photos (--data DIR named "
-                   "by wnid), each among its group's classes")
+                   "`kgzsl serve` under concurrent clients against in-process predict; photos: your labelled photos (--data DIR, "
+                   "one sub-folder per class named by a label or a wnid), each among its group's classes")
     p.add_argument("run", nargs="?", help="serve: the run folder to serve (default RUNS_DIR/dgp); photos: the run to "
                    "score (default: the demo's, runs/demo, trained when missing)")
     p.add_argument("--run", dest="run_option", metavar="RUN", help="the same as the positional RUN")
@@ -279,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
     p.add_argument("--ensemble", action="store_true",
                    help="imagenet-heldout: also score the models together (the normalised mean of their rows)")
-    p.add_argument("--data", help="photos: image folder DIR/<wnid>/*.jpg, optional DIR/groups.tsv (wnid, group)")
+    p.add_argument("--data", help="photos: image folder DIR/<class>/*.jpg, each sub-folder named by a label as predict "
+                   "takes it (hammer, golden_retriever, crane.n.04, your own class) or by a wnid; optional "
+                   "DIR/groups.tsv (class, group)")
     p.add_argument("--clients", type=positive_int, help="serve: concurrent clients (default 4)")
     p.add_argument("--seconds", type=positive_int,
                    help="serve: seconds of load, for the server and for in-process predict each (default 15)")

@@ -55,7 +55,7 @@ def test_groups_file_errors_name_the_line(tmp_path):
 
 
 def _photo_layout(root):
-    """n02123045 with a photo, a folder named in words, an empty class folder, a hidden folder, a groups file."""
+    """n02123045 and cats with a photo each, an empty class folder, a hidden folder, a groups file."""
     for folder in ("n02123045", "cats", "n01440764", ".git"):
         (root / folder).mkdir(parents=True)
     (root / "n02123045" / "a.png").write_bytes(b"listed, never decoded")
@@ -64,17 +64,15 @@ def _photo_layout(root):
     (root / "groups.tsv").write_text("n02123045\tanimal\n")
 
 
-def test_skipped_folders_are_named_with_the_reason(tmp_path, caplog):
+def test_folders_named_by_labels_are_classes_and_empty_ones_are_named(tmp_path, caplog):
     from kgzsl.tasks.benchmarks.photos import photo_items
 
     _photo_layout(tmp_path)
-    with caplog.at_level("WARNING", logger="kgzsl.vision.folders"):
+    with caplog.at_level("WARNING"):
         items = photo_items(tmp_path)
-    assert items == [(tmp_path / "n02123045" / "a.png", "n02123045")]
+    assert items == [(tmp_path / "cats" / "b.png", "cats"), (tmp_path / "n02123045" / "a.png", "n02123045")]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 2, warnings  # nothing about .git or groups.tsv
-    assert f"{tmp_path / 'cats'} as a class: its name is not a WordNet id" in warnings[0]
-    assert f"{tmp_path / 'n01440764'}: no image files in it" in warnings[1]
+    assert warnings == [f"skipping the class folder {tmp_path / 'n01440764'}: no image files in it"]  # not .git
 
 
 def test_a_folder_without_photos_is_an_error_naming_the_layout(tmp_path, caplog):
@@ -82,17 +80,70 @@ def test_a_folder_without_photos_is_an_error_naming_the_layout(tmp_path, caplog)
     from kgzsl.tasks.benchmarks.photos import photo_items
 
     (tmp_path / "n01440764").mkdir()  # only an empty class folder
-    with pytest.raises(InputError, match=rf"^no photos in {tmp_path}: expected {tmp_path}/<wnid>/\*\.jpg"):
+    with pytest.raises(InputError, match=rf"^no photos in {tmp_path}: expected {tmp_path}/<class>/\*\.jpg, one "
+                       rf"sub-folder per class, named by a label as predict takes it \(like {tmp_path}/golden_retriever/\)"):
         photo_items(tmp_path)
     assert "n01440764: no image files" in caplog.text
     (tmp_path / "n01440764").rmdir()
-    (tmp_path / "cats").mkdir()
-    (tmp_path / "cats" / "b.jpg").write_bytes(b"")  # photos, in a folder that is not a class
-    with pytest.raises(InputError, match=rf"^no photos in {tmp_path}: expected .*; its sub-folders \(cats\) are not "
-                       "named by wnid"):
+    (tmp_path / "loose.jpg").write_bytes(b"")  # a photo, but no class folder
+    with pytest.raises(InputError, match=rf"^no photos in {tmp_path}: expected"):
         photo_items(tmp_path)
-    with pytest.raises(NotFoundError, match=r"photo folder not found: .*missing.*<wnid>/\*\.jpg"):
+    with pytest.raises(NotFoundError, match=r"photo folder not found: .*missing.*<class>/\*\.jpg"):
         photo_items(tmp_path / "missing")
+
+
+@pytest.fixture
+def named_folder(photo_folder):
+    """The photos of :func:`photo_folder` in folders named by words: a node, a WordNet noun that is not one, and a
+    word WordNet does not know; groups keyed by folder name."""
+    root = photo_folder.parent / "named"
+    for wnid, name in [("n02123045", "tabby"), ("n03790512", "motorcycle"), ("n03063599", "zzqx mug")]:
+        shutil.copytree(photo_folder / wnid, root / name)
+    (root / "groups.tsv").write_text("class\tgroup\ntabby\tanimal\nmotorcycle\tthings\nzzqx mug\tthings\n")
+    return root
+
+
+def test_folders_named_by_words_resolve_as_predict_resolves_them(tiny_run, named_folder, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    with caplog.at_level("WARNING"):
+        result = run_photos(clf, named_folder, progress=False)
+    assert result["skipped_classes"] == ["zzqx mug"] and result["images"] == 2
+    assert f"class folder {named_folder / 'zzqx mug'} names no class of the run" in caplog.text
+    assert result["added"] == ["n03790512"]  # motorcycle.n.01: a WordNet noun, added on first use
+    resolved = {r["class"]: r for r in result["resolved"]}
+    assert resolved["tabby"]["wnid"] == "n02123045" and resolved["tabby"]["seen"]
+    assert resolved["motorcycle"]["synset"] == "motorcycle.n.01" and not resolved["motorcycle"]["seen"]
+    assert resolved["tabby"]["ambiguous"]  # WordNet also has tabby.n.02, a female cat
+    rows = {(r["method"], r["subset"]): r for r in result["rows"]}
+    assert rows[("predict", "group:animal")]["top1"] == 1.0 and rows[("chance", "group:things")]["top1"] == 1.0
+    assert "tabby = tabby.n.01: " in format_photos(result)
+
+
+def test_two_folders_of_a_group_naming_one_class_is_an_error(tiny_run, photo_folder, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    root = tmp_path / "twice"
+    shutil.copytree(photo_folder / "n02123045", root / "cat")
+    shutil.copytree(photo_folder / "n02123045", root / "cats")
+    with pytest.raises(InputError, match=rf"the class folders of {root} \(group 'all'\): labels 'cat' and 'cats' "
+                                         "both resolve to cat.n.01"):
+        run_photos(ZeroShotClassifier.load(run, device="cpu"), root, progress=False)
+
+
+def test_the_report_lists_the_most_frequent_mistakes_and_the_senses_read():
+    rows = [{"method": "predict", "subset": "all", "top1": 0.25, "n": 4}]
+    resolved = [{"class": "n04587559", "wnid": "n04587559", "synset": "windmill.n.01", "seen": False, "ambiguous": False},
+                {"class": "solar dish", "wnid": "n04258138", "synset": "solar_dish.n.01", "seen": True, "ambiguous": False},
+                {"class": "plate", "wnid": "n03959701", "synset": "plate.n.02", "seen": False, "ambiguous": True}]
+    mistakes = [{"class": "n04587559", "predicted": "solar dish", "n": 3, "of": 3}]
+    text = format_photos({"rows": rows, "resolved": resolved, "mistakes": mistakes})
+    lines = text.splitlines()
+    assert lines[2:4] == ["most frequent mistakes (class -> predict's answer: photos):",
+                          "  windmill.n.01 -> solar dish: 3 of 3"]
+    assert lines[4].startswith("class folders named by a word of several senses, as read (1; rename a folder")
+    assert lines[5].startswith("  plate = plate.n.02") and len(lines) == 6
 
 
 def test_no_scorable_photo_is_an_error(tmp_path):
@@ -107,7 +158,7 @@ def test_no_scorable_photo_is_an_error(tmp_path):
     (tmp_path / "n09999999").mkdir()
     (tmp_path / "n09999999" / "a.jpg").write_bytes(b"")
     with pytest.raises(InputError, match=rf"none of the photos in {tmp_path} can be scored: their classes "
-                                         r"\(n09999999\) are not nodes"):
+                                         r"\(n09999999\) name no class of the run's graph"):
         run_photos(Run(), tmp_path, progress=False)
 
 
@@ -119,9 +170,10 @@ def test_benchmark_photos_on_an_empty_class_folder_exits_1(tiny_run, tmp_path, c
                  "--device", "cpu", "--out", str(tmp_path / "bench")]) == 1
     out, err = capsys.readouterr()
     assert out == "" and "nan" not in err
-    assert err.strip().splitlines() == [f"kgzsl benchmark: error: no photos in {tmp_path / 'photos'}: expected "
-                                        f"{tmp_path / 'photos'}/<wnid>/*.jpg, one sub-folder per class named by its "
-                                        f"WordNet id (like {tmp_path / 'photos'}/n02121620/)"]
+    root = tmp_path / "photos"
+    assert err.strip().splitlines() == [f"kgzsl benchmark: error: no photos in {root}: expected {root}/<class>/*.jpg, "
+                                        f"one sub-folder per class, named by a label as predict takes it (like "
+                                        f"{root}/golden_retriever/) or by its WordNet id (like {root}/n02121620/)"]
 
 
 def test_a_data_folder_without_photos_is_reported_before_the_run_is_loaded(tmp_path):

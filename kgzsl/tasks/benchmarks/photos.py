@@ -1,83 +1,149 @@
-"""B5: real colour photos, each classified among its group's classes through ``predict``.
+"""B5, and your own labelled photos: each photo classified among its group's classes through ``predict``.
 
-The data is any ImageNet-style folder named by wnid (``DIR/<wnid>/*.jpg``) with an optional
-``groups.tsv`` (``wnid``, ``group``[, ...]; a header line is allowed): a photo's candidates are the
-classes of its group (every class when there is no ``groups.tsv``). Scores come from the public
-:meth:`~kgzsl.inference.classifier.ZeroShotClassifier.predict`, so the figure is what a user gets.
-Classes that are not nodes of the run's graph are added first with
-:meth:`~kgzsl.inference.classifier.ZeroShotClassifier.add_concept` (WordNet nouns need no parents).
+The data is an image folder with one sub-folder per class (``DIR/<class>/*.jpg``), named by a
+label :meth:`~kgzsl.inference.classifier.ZeroShotClassifier.predict` takes (``hammer``,
+``golden_retriever``, ``crane.n.04``, a class of one's own) or by its wnid (``n02121620``), with an
+optional ``groups.tsv`` (``class``, ``group``[, ...]; a header line is allowed): a photo's
+candidates are the classes of its group (every class when there is no ``groups.tsv``). Scores come
+from the public :meth:`~kgzsl.inference.classifier.ZeroShotClassifier.predict`, so the figure is
+what a user gets. A folder named by a word resolves as that label does in ``predict`` (a WordNet
+noun that is not a node of the run's graph is added on first use); a wnid that is not a node is
+added with :meth:`~kgzsl.inference.classifier.ZeroShotClassifier.add_concept` (WordNet nouns need
+no parents). A photo is right when ``predict``'s first label is its folder's.
 
 Reported, as top-1 accuracy: ``predict``; ``hierarchy-max`` (a class scores the backbone's best
 probability among its seen descendants-or-self, 0 without any: what the plain CNN can say); and
 ``chance`` (1 / the number of candidates), over all photos, the seen ones (classes of ImageNet-1k),
-the unseen ones, each group, and the mean over classes.
+the unseen ones, each group, and the mean over classes; then the most frequent mistakes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kgzsl.errors import InputError, NotFoundError
-from kgzsl.vision.folders import NoClassFoldersError, image_folder
+from kgzsl.graph.wordnet import WNID_RE
+from kgzsl.vision.folders import image_folder
 
 __all__ = ["photo_items", "read_groups", "run_photos", "format_photos"]
 
 logger = logging.getLogger(__name__)
 
+MISTAKES_SHOWN = 10
+"""Most frequent mistakes the result lists."""
+SENSES_SHOWN = 20
+"""Class folders named by an ambiguous word whose sense the report shows (all are in the JSON)."""
+
 
 def photo_items(data_dir: str | Path) -> list[tuple[Path, str]]:
-    """The photos of ``data_dir/<wnid>/`` as ``(path, wnid)`` pairs (see :func:`~kgzsl.vision.folders.image_folder`).
+    """The photos of ``data_dir/<class>/`` as ``(path, class folder name)`` pairs (see
+    :func:`~kgzsl.vision.folders.image_folder`).
 
-    A sub-folder whose name is not a wnid (``cats``) and a class folder without image files are
-    skipped, each with a warning that names it and says why; hidden ones (``.git``) silently.
+    A class folder without image files is skipped with a warning that names it; hidden ones
+    (``.git``) silently.
 
     Raises:
         NotFoundError: If ``data_dir`` is not a folder.
         InputError: If no photo remains.
     """
     root = Path(data_dir)
-    layout = f"{root}/<wnid>/*.jpg, one sub-folder per class named by its WordNet id (like {root}/n02121620/)"
+    layout = (f"{root}/<class>/*.jpg, one sub-folder per class, named by a label as predict takes it "
+              f"(like {root}/golden_retriever/) or by its WordNet id (like {root}/n02121620/)")
     if not root.is_dir():
         raise NotFoundError(f"photo folder not found: {root}; give a folder of photos laid out as {layout}")
-    try:
-        items = image_folder(root)  # names each folder it skips
-    except NoClassFoldersError as exc:
-        raise InputError(f"no photos in {root}: expected {layout}{exc.hint}") from None
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    items = image_folder(root, wnids=folders) if folders else []
+    for name in sorted(set(folders) - {c for _, c in items}):
+        logger.warning("skipping the class folder %s: no image files in it", root / name)
     if not items:
         raise InputError(f"no photos in {root}: expected {layout}")
     return items
 
 
-def read_groups(root: Path, wnids: list[str]) -> dict[str, str]:
-    """``wnid -> group`` from ``root/groups.tsv``, or every class in one group ``all``.
+def read_groups(root: Path, classes: list[str]) -> dict[str, str]:
+    """``class folder -> group`` from ``root/groups.tsv``, or every class in one group ``all``.
 
     Raises:
         InputError: If a line is malformed or a class folder has no group.
     """
     path = root / "groups.tsv"
     if not path.is_file():
-        return {w: "all" for w in wnids}
+        return {c: "all" for c in classes}
     groups, column = {}, 1
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         cols = line.strip().split("\t")
         if not line.strip():
             continue
-        if n == 1 and cols[0] == "wnid":  # a header names the group column
+        if n == 1 and cols[0] in ("wnid", "class", "folder", "label"):  # a header names the group column
             column = cols.index("group") if "group" in cols else 1
             continue
         if len(cols) <= column:
-            raise InputError(f"{path}:{n}: expected 'wnid<TAB>group' (or a header naming a 'group' column), "
-                             f"got {line!r}")
+            raise InputError(f"{path}:{n}: expected 'class<TAB>group' (the class folder's name, then its group; "
+                             f"or a header naming a 'group' column), got {line!r}")
         groups[cols[0]] = cols[column]
-    missing = [w for w in wnids if w not in groups]
+    missing = [c for c in classes if c not in groups]
     if missing:
         raise InputError(f"{path} gives no group for the class folders {', '.join(missing[:5])}; add a line for each")
     return groups
+
+
+@dataclass(frozen=True)
+class _Class:
+    """A class folder and the graph node its name resolved to."""
+
+    index: int
+    wnid: str
+    synset: str
+    ambiguous: bool = False  # named by a word with other noun senses in WordNet
+
+
+def _resolve_classes(clf: Any, root: Path, names: list[str]) -> tuple[dict[str, _Class], list[str]]:
+    """``(folder name -> node, wnids added as concepts)``; a folder that names no class is left out
+    with a warning that says why."""
+    classes, added = {}, []
+    for name in names:
+        before = len(clf.wnids)
+        try:
+            if WNID_RE.fullmatch(name):
+                if name not in clf.wnids:
+                    clf.add_concept(name)
+                index = clf.wnids.index(name)
+                classes[name] = _Class(index, name, clf.names[index])
+            else:
+                found = clf.resolve_labels([name])[0]  # as predict resolves it: may add a WordNet noun
+                classes[name] = _Class(found.index, found.wnid, found.synset, _senses(name) > 1)
+        except InputError as exc:
+            logger.warning("class folder %s names no class of the run (%s): its photos are skipped", root / name, exc)
+            continue
+        if len(clf.wnids) > before:  # the class's node is new (with any ancestors it needed)
+            added.append(classes[name].wnid)
+    return classes, added
+
+
+def _senses(word: str) -> int:
+    """How many noun senses WordNet gives ``word`` (0 without WordNet, or for a class of one's own)."""
+    from kgzsl.graph.wordnet import load_wordnet
+
+    try:
+        return len(load_wordnet().synsets(word.strip().replace(" ", "_"), "n"))
+    except Exception:  # no WordNet here: the label resolved through the nodes' lemma names
+        return 0
+
+
+def _gloss(synset: str) -> str:
+    """WordNet's definition of ``synset``, or ""."""
+    from kgzsl.graph.wordnet import load_wordnet
+
+    try:
+        return load_wordnet().synset(synset).definition()
+    except Exception:  # a class of one's own, or no WordNet
+        return ""
 
 
 def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
@@ -86,59 +152,57 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
 
     Args:
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier`.
-        data_dir: ``DIR/<wnid>/*`` photos, optional ``DIR/groups.tsv`` (other sub-folders are
-            skipped with a warning, see :func:`photo_items`).
+        data_dir: ``DIR/<class>/*`` photos, optional ``DIR/groups.tsv`` (see :func:`photo_items`).
         progress: Show a progress bar.
         items: The photos, when :func:`photo_items` already listed them (to check the folder before
             the run is loaded); listed here when None.
 
     Returns:
-        ``{"rows": [{"method", "subset", "top1", "n"}, ...], "added": [...], "images": N, "classes": K}``.
+        ``{"rows": [{"method", "subset", "top1", "n"}, ...], "added": [...], "images": N, "classes": K,
+        "skipped_classes": [...], "resolved": [{"class", "wnid", "synset", "seen", "ambiguous"}, ...],
+        "mistakes": [{"class", "predicted", "n", "of"}, ...]}``.
 
     Raises:
         NotFoundError: If ``data_dir`` is not a folder.
-        InputError: If it holds no photo, none of them can be scored, or ``groups.tsv`` is malformed.
+        InputError: If it holds no photo, none of them can be scored, two folders of a group name
+            the same class, or ``groups.tsv`` is malformed.
     """
     from tqdm import tqdm
 
+    from kgzsl.inference.labels import LabelError
+
     root = Path(data_dir)
     items = photo_items(root) if items is None else items
-    wnids = sorted({w for _, w in items})
-    groups = read_groups(root, wnids)
-    known = set(clf.wnids)
-    added = []
-    for w in wnids:
-        if w not in known:
-            try:
-                clf.add_concept(w)
-                added.append(w)
-            except InputError as exc:
-                logger.warning("class %s is not a graph node and could not be added (%s): its photos are skipped",
-                               w, exc)
-    usable = set(clf.wnids)
-    if usable.isdisjoint(wnids):
-        raise InputError(f"none of the photos in {root} can be scored: their classes ({', '.join(wnids[:5])}"
-                         f"{', ...' if len(wnids) > 5 else ''}) are not nodes of the run's graph and cannot be added "
-                         "as concepts (the warnings say why); name the class folders by WordNet noun wnids")
+    names = sorted({c for _, c in items})
+    groups = read_groups(root, names)
+    classes, added = _resolve_classes(clf, root, names)
+    if not classes:
+        raise InputError(f"none of the photos in {root} can be scored: their classes ({', '.join(names[:5])}"
+                         f"{', ...' if len(names) > 5 else ''}) name no class of the run's graph and cannot be added "
+                         "as concepts (the warnings say why); name the class folders by labels predict takes, or by "
+                         "WordNet noun wnids")
     members: dict[str, list[str]] = defaultdict(list)
-    for w in wnids:
-        if w in usable:
-            members[groups[w]].append(w)
+    for name in classes:
+        members[groups[name]].append(name)
     seen = set(clf.backbone.wnids)
-    position = {w: i for i, w in enumerate(clf.wnids)}
     records = []
     by_group = defaultdict(list)
-    for path, w in items:
-        if w in usable:
-            by_group[groups[w]].append((path, w))
+    for path, name in items:
+        if name in classes:
+            by_group[groups[name]].append((path, name))
     bar = tqdm(total=sum(len(v) for v in by_group.values()), desc="photos", disable=None if progress else True)
     for group, photos in sorted(by_group.items()):
         candidates = members[group]
-        preds = clf.predict([p for p, _ in photos], candidate_labels=candidates, top_k=1)
-        hier = _hierarchy_max(clf, [p for p, _ in photos], candidates, position)
-        for (path, w), pred, h in zip(photos, preds, hier):
-            records.append({"wnid": w, "group": group, "seen": w in seen, "candidates": len(candidates),
-                            "predict": bool(pred) and pred[0]["wnid"] == w, "hierarchy-max": h == w})
+        try:
+            preds = clf.predict([p for p, _ in photos], candidate_labels=candidates, top_k=1)
+        except LabelError as exc:  # two folders naming one class
+            raise InputError(f"the class folders of {root} (group {group!r}): {exc}") from None
+        hier = _hierarchy_max(clf, [p for p, _ in photos], {classes[c].index: c for c in candidates})
+        for (path, name), pred, h in zip(photos, preds, hier):
+            got = pred[0]["label"] if pred else None
+            records.append({"class": name, "group": group, "seen": classes[name].wnid in seen,
+                            "candidates": len(candidates), "predicted": got, "predict": got == name,
+                            "hierarchy-max": h == name})
         bar.update(len(photos))
     bar.close()
     rows = []
@@ -154,25 +218,30 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
                      "n": len(chosen)})
     per_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        per_class[r["wnid"]].append(r)
+        per_class[r["class"]].append(r)
     for method in ("predict", "hierarchy-max"):
         rows.append({"method": method, "subset": "mean-per-class",
                      "top1": _mean(_mean(r[method] for r in rs) for rs in per_class.values()), "n": len(per_class)})
+    wrong = Counter((r["class"], r["predicted"]) for r in records if not r["predict"] and r["predicted"] is not None)
+    mistakes = [{"class": c, "predicted": p, "n": n, "of": len(per_class[c])}
+                for (c, p), n in sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))[:MISTAKES_SHOWN]]
+    resolved = [{"class": name, "wnid": c.wnid, "synset": c.synset, "seen": c.wnid in seen, "ambiguous": c.ambiguous}
+                for name, c in classes.items()]
     return {"rows": rows, "added": added, "images": len(records), "classes": len(per_class),
-            "skipped_classes": sorted(set(wnids) - usable)}
+            "skipped_classes": sorted(set(names) - set(classes)), "resolved": resolved, "mistakes": mistakes}
 
 
-def _hierarchy_max(clf: Any, photos: list[Path], candidates: list[str], position: dict[str, int]) -> list[str | None]:
-    """Per photo, the candidate whose seen descendants-or-self get the backbone's highest probability."""
+def _hierarchy_max(clf: Any, photos: list[Path], candidates: dict[int, str]) -> list[str | None]:
+    """Per photo, the candidate (``node index -> class``) whose seen descendants-or-self get the
+    backbone's highest probability."""
     from kgzsl.vision.images import load_batch
 
     ancestors = clf.seen_ancestors()
     seen_nodes = clf.seen_nodes()
-    cand_nodes = {position[w]: w for w in candidates}
     owners: list[list[str]] = []  # per backbone class, the candidates it belongs to
     for j in seen_nodes.tolist():
         ups = ancestors.get(j, {}) if j >= 0 else {}
-        owners.append([cand_nodes[a] for a in sorted(ups, key=ups.get) if a in cand_nodes])  # nearest first
+        owners.append([candidates[a] for a in sorted(ups, key=ups.get) if a in candidates])  # nearest first
     batch, ok, _ = load_batch(photos, clf.backbone.transform, max_pixels=clf.max_pixels)
     out: list[str | None] = [None] * len(photos)
     if batch is None:
@@ -195,7 +264,9 @@ def _mean(values: Any) -> float:
 
 
 def format_photos(result: dict[str, Any]) -> str:
-    """The result as a text table: one line per subset, one column per method."""
+    """The result as a text table: one line per subset, one column per method; then the most
+    frequent mistakes (a class folder named by wnid shows its synset) and the senses that folders
+    named by ambiguous words were read as."""
     subsets = list(dict.fromkeys(r["subset"] for r in result["rows"]))
     table = {(r["method"], r["subset"]): r for r in result["rows"]}
     lines = [f"{'subset':<24} {'n':>5} {'predict':>9} {'hierarchy-max':>14} {'chance':>8}"]
@@ -203,4 +274,19 @@ def format_photos(result: dict[str, Any]) -> str:
         n = table.get(("predict", s), {}).get("n", "")
         cells = [f"{table[(m, s)]['top1']:.3f}" if (m, s) in table else "" for m in ("predict", "hierarchy-max", "chance")]
         lines.append(f"{s:<24} {n:>5} {cells[0]:>9} {cells[1]:>14} {cells[2]:>8}")
+    if result.get("mistakes"):
+        shown = {r["class"]: r["synset"] if r["class"] == r["wnid"] else r["class"] for r in result.get("resolved", [])}
+        lines.append("most frequent mistakes (class -> predict's answer: photos):")
+        lines += [f"  {shown.get(m['class'], m['class'])} -> {shown.get(m['predicted'], m['predicted'])}: "
+                  f"{m['n']} of {m['of']}" for m in result["mistakes"]]
+    ambiguous = [r for r in result.get("resolved", []) if r.get("ambiguous")]
+    if ambiguous:
+        lines.append(f"class folders named by a word of several senses, as read ({len(ambiguous)}; rename a folder to a "
+                     "synset name, like plate.n.04, to choose another sense):")
+        for r in ambiguous[:SENSES_SHOWN]:
+            gloss = _gloss(r["synset"])
+            gloss = gloss if len(gloss) <= 70 else gloss[:67].rstrip() + "..."
+            lines.append(f"  {r['class']} = {r['synset']}" + (f": {gloss}" if gloss else ""))
+        if len(ambiguous) > SENSES_SHOWN:
+            lines.append(f"  ... and {len(ambiguous) - SENSES_SHOWN} more (--json lists every class)")
     return "\n".join(lines)

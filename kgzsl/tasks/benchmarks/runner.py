@@ -136,7 +136,8 @@ def _photos(data_dir: Path | None, run_dir: Path | None, progress: bool, device:
 
     if data_dir is None:
         raise InputError("benchmark photos needs data_dir", cli_message="benchmark photos needs --data DIR "
-                         "(an image folder named by wnid, with an optional groups.tsv)")
+                         "(an image folder with one sub-folder per class, named by a label or a wnid, and an "
+                         "optional groups.tsv)")
     start = time.perf_counter()
     items = photo_items(data_dir)  # a wrong --data is reported before the run is loaded (or trained)
     if run_dir is None:
