@@ -115,6 +115,7 @@ def test_folders_named_by_words_resolve_as_predict_resolves_them(tiny_run, named
     resolved = {r["class"]: r for r in result["resolved"]}
     assert resolved["tabby"]["wnid"] == "n02123045" and resolved["tabby"]["seen"]
     assert resolved["motorcycle"]["synset"] == "motorcycle.n.01" and not resolved["motorcycle"]["seen"]
+    assert resolved["motorcycle"]["also"] == [] and not resolved["motorcycle"]["ambiguous"]
     assert resolved["tabby"]["ambiguous"]  # WordNet also has tabby.n.02, a female cat
     rows = {(r["method"], r["subset"]): r for r in result["rows"]}
     assert rows[("predict", "group:animal")]["top1"] == 1.0 and rows[("chance", "group:things")]["top1"] == 1.0
@@ -136,14 +137,15 @@ def test_the_report_lists_the_most_frequent_mistakes_and_the_senses_read():
     rows = [{"method": "predict", "subset": "all", "top1": 0.25, "n": 4}]
     resolved = [{"class": "n04587559", "wnid": "n04587559", "synset": "windmill.n.01", "seen": False, "ambiguous": False},
                 {"class": "solar dish", "wnid": "n04258138", "synset": "solar_dish.n.01", "seen": True, "ambiguous": False},
-                {"class": "plate", "wnid": "n03959701", "synset": "plate.n.02", "seen": False, "ambiguous": True}]
+                {"class": "plate", "wnid": "n03959936", "synset": "plate.n.02", "seen": False, "ambiguous": True,
+                 "also": ["plate.n.08"]}]
     mistakes = [{"class": "n04587559", "predicted": "solar dish", "n": 3, "of": 3}]
     text = format_photos({"rows": rows, "resolved": resolved, "mistakes": mistakes})
     lines = text.splitlines()
     assert lines[2:4] == ["most frequent mistakes (class -> predict's answer: photos):",
                           "  windmill.n.01 -> solar dish: 3 of 3"]
     assert lines[4].startswith("class folders named by a word of several senses, as read (1; rename a folder")
-    assert lines[5].startswith("  plate = plate.n.02") and len(lines) == 6
+    assert lines[5].startswith("  plate = plate.n.02 (or, as a photo fits: plate.n.08): a sheet of metal") and len(lines) == 6
 
 
 def test_no_scorable_photo_is_an_error(tmp_path):

@@ -101,6 +101,7 @@ class _Class:
     wnid: str
     synset: str
     ambiguous: bool = False  # named by a word with other noun senses in WordNet
+    also: tuple[str, ...] = ()  # other senses scored for it: each photo counts the one it fits best
 
 
 def _resolve_classes(clf: Any, root: Path, names: list[str]) -> tuple[dict[str, _Class], list[str]]:
@@ -117,7 +118,8 @@ def _resolve_classes(clf: Any, root: Path, names: list[str]) -> tuple[dict[str, 
                 classes[name] = _Class(index, name, clf.names[index])
             else:
                 found = clf.resolve_labels([name])[0]  # as predict resolves it: may add a WordNet noun
-                classes[name] = _Class(found.index, found.wnid, found.synset, _senses(name) > 1)
+                classes[name] = _Class(found.index, found.wnid, found.synset, _senses(name) > 1,
+                                       tuple(clf.names[i] for i in found.senses))
         except InputError as exc:
             logger.warning("class folder %s names no class of the run (%s): its photos are skipped", root / name, exc)
             continue
@@ -159,7 +161,7 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
 
     Returns:
         ``{"rows": [{"method", "subset", "top1", "n"}, ...], "added": [...], "images": N, "classes": K,
-        "skipped_classes": [...], "resolved": [{"class", "wnid", "synset", "seen", "ambiguous"}, ...],
+        "skipped_classes": [...], "resolved": [{"class", "wnid", "synset", "seen", "ambiguous", "also"}, ...],
         "mistakes": [{"class", "predicted", "n", "of"}, ...]}``.
 
     Raises:
@@ -225,8 +227,8 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
     wrong = Counter((r["class"], r["predicted"]) for r in records if not r["predict"] and r["predicted"] is not None)
     mistakes = [{"class": c, "predicted": p, "n": n, "of": len(per_class[c])}
                 for (c, p), n in sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))[:MISTAKES_SHOWN]]
-    resolved = [{"class": name, "wnid": c.wnid, "synset": c.synset, "seen": c.wnid in seen, "ambiguous": c.ambiguous}
-                for name, c in classes.items()]
+    resolved = [{"class": name, "wnid": c.wnid, "synset": c.synset, "seen": c.wnid in seen, "ambiguous": c.ambiguous,
+                 "also": list(c.also)} for name, c in classes.items()]
     return {"rows": rows, "added": added, "images": len(records), "classes": len(per_class),
             "skipped_classes": sorted(set(names) - set(classes)), "resolved": resolved, "mistakes": mistakes}
 
@@ -286,7 +288,8 @@ def format_photos(result: dict[str, Any]) -> str:
         for r in ambiguous[:SENSES_SHOWN]:
             gloss = _gloss(r["synset"])
             gloss = gloss if len(gloss) <= 70 else gloss[:67].rstrip() + "..."
-            lines.append(f"  {r['class']} = {r['synset']}" + (f": {gloss}" if gloss else ""))
+            also = f" (or, as a photo fits: {', '.join(r['also'])})" if r.get("also") else ""
+            lines.append(f"  {r['class']} = {r['synset']}{also}" + (f": {gloss}" if gloss else ""))
         if len(ambiguous) > SENSES_SHOWN:
             lines.append(f"  ... and {len(ambiguous) - SENSES_SHOWN} more (--json lists every class)")
     return "\n".join(lines)
