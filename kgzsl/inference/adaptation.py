@@ -25,8 +25,9 @@ In 1,280 dimensions the mixture's posterior is far too sure of itself (B1: mean 
 0.987 at top-1 0.629), so the rows are then scaled by one factor that gives their logits, over the
 images, the spread the head's logits had (0.528 at 0.629; never scaled up), and no surer on average
 than two fits on random halves of the images agree (:meth:`ClassAdapter.reproducibility`: on
-photos of many other things, the mixture's groups are not the candidates). The ranking is the
-mixture's; the final rows form a linear head like any other.
+photos of many other things, the mixture's groups are not the candidates). Where the halves agree
+no more than chance would, the list is not fitted at all. The ranking is the mixture's; the final
+rows form a linear head like any other.
 
 A mixture needs images of the candidates among the user's images, and enough of them per
 candidate: the adaptation runs for 2 to :data:`MAX_CANDIDATES` candidates with at least
@@ -101,18 +102,32 @@ class ClassAdapter:
         return self.precision is not None and 2 <= num_candidates <= MAX_CANDIDATES and \
             self.features.size(0) >= MIN_IMAGES_PER_CANDIDATE * num_candidates
 
-    def rows(self, logits: torch.Tensor) -> torch.Tensor:
+    def rows(self, logits: torch.Tensor) -> torch.Tensor | None:
         """``[C, D + 1]`` adapted rows, from the head's logits ``[M, C]`` on :attr:`features`: the mixture's
         rows ``[w_c | b_c]`` (:meth:`fit`) times one factor that gives their logits over the images the
         head's typical spread (the median over candidates of each one's standard deviation), and no
-        more confidence than the fit's :meth:`reproducibility` (never scaled up)."""
+        more confidence than the fit's :meth:`reproducibility` (never scaled up).
+
+        None where fits on two random halves of the images agree no more than chance would (the
+        agreement of two labellings drawn apart with the halves' shares of each candidate, by more
+        than two standard errors over the images): such a fit names groups of the images, not the
+        candidates, and the head is better used as it is.
+        """
+        self._check(logits)
+        votes = self._half_votes(logits)
+        if votes is not None:
+            agree, chance = _agreement(*votes)
+            if agree <= chance + 2 * (chance * (1 - chance) / self.features.size(0)) ** 0.5:
+                logger.info("%d candidates not fitted to the %d images of the run's calibration: fits on two halves "
+                            "of them agree on %.0f%% of the images, no more than chance (%.0f%%)", logits.size(1),
+                            self.features.size(0), 100 * agree, 100 * chance)
+                return None
         rows = self.fit(logits)
         start = logits.detach().double().cpu().std(dim=0).median()
         fitted = (self.features.double() @ rows[:, :-1].T + rows[:, -1]).std(dim=0).median()
         if float(fitted) > 0:
             rows = rows * (start / fitted).clamp(max=1.0)
-        agree = self.reproducibility(logits)
-        if agree is not None:
+        if votes is not None:
             rows = rows * _scale_to_confidence(self.features.double() @ rows[:, :-1].T + rows[:, -1], agree)
         return rows.float()
 
@@ -126,6 +141,21 @@ class ClassAdapter:
         B5's 237 photos calibrated on themselves (a handful per candidate) the fitted rows were 0.896
         sure at top-1 0.586 without it and are 0.594 sure with it (``docs/scoring.md``).
         """
+        self._check(logits)
+        votes = self._half_votes(logits)
+        return None if votes is None else _agreement(*votes)[0]
+
+    def _check(self, logits: torch.Tensor) -> None:
+        """Raise ValueError unless ``logits`` are ``[M, C]`` over the stored features, which vary."""
+        if logits.ndim != 2 or logits.size(0) != self.features.size(0):
+            raise ValueError(f"expected logits of the {self.features.size(0)} stored features, got shape "
+                             f"{tuple(logits.shape)}")
+        if self.precision is None:
+            raise ValueError("the calibration images do not vary: nothing to fit (see applies())")
+
+    def _half_votes(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each image's candidate under mixtures fitted to two random halves of the images (seeded),
+        or None (see :meth:`reproducibility`)."""
         m = self.features.size(0)
         if m < 4:  # halves of 2 images at least
             return None
@@ -137,16 +167,12 @@ class ClassAdapter:
                 return None
             rows = part.fit(logits[half])
             votes.append((x @ rows[:, :-1].T + rows[:, -1]).argmax(dim=1))
-        return float((votes[0] == votes[1]).double().mean())
+        return votes[0], votes[1]
 
     def fit(self, logits: torch.Tensor) -> torch.Tensor:
         """``[C, D + 1]`` float64 rows ``[w_c | b_c]`` of the mixture fitted by EM from the head's logits
         ``[M, C]`` on :attr:`features`; their softmax is its posterior."""
-        if logits.ndim != 2 or logits.size(0) != self.features.size(0):
-            raise ValueError(f"expected logits of the {self.features.size(0)} stored features, got shape "
-                             f"{tuple(logits.shape)}")
-        if self.precision is None:
-            raise ValueError("the calibration images do not vary: nothing to fit (see applies())")
+        self._check(logits)
         x = self.features.double()
         resp = logits.detach().double().cpu().softmax(dim=1)
         for step in range(1, MAX_ITERATIONS + 1):
@@ -174,6 +200,14 @@ class ClassAdapter:
         g = a @ offset.T
         k = torch.diag(1.0 / (self.keep * prior.clamp(min=1e-12))) - g
         return a + g @ torch.linalg.solve(k, a)
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """``(share of equal votes, share expected of two votes drawn apart with the same shares)``."""
+    agree = float((a == b).double().mean())
+    n = int(max(int(a.max()), int(b.max()))) + 1
+    chance = float((torch.bincount(a, minlength=n).double() * torch.bincount(b, minlength=n).double()).sum()) / a.numel() ** 2
+    return agree, chance
 
 
 def _scale_to_confidence(logits: torch.Tensor, target: float) -> float:

@@ -184,6 +184,8 @@ class CandidateScoring:
             return head
         with torch.inference_mode():
             rows = adapter.rows(head.logits(adapter.features.to(device)))
+        if rows is None:  # the images do not reproduce a fit (logged): the calibrated head as it is
+            return head
         logger.info("%d candidates fitted to the %d images of the run's calibration (adapt_to_images=False keeps "
                     "the centred rows)", len(resolved), adapter.features.size(0))
         senses = head.senses if isinstance(head, GroupHead) else [[r.index] for r in resolved]

@@ -69,17 +69,36 @@ def test_a_fit_that_two_halves_of_the_images_do_not_reproduce_is_no_surer_than_t
     x, labels, centres = _clusters(seed=4)
     adapter = ClassAdapter(x)
     assert adapter.reproducibility(x @ centres.T * 0.1) > 0.95  # clear clusters: the cap does not bind
-    # six candidates over images of no such groups (noise): each half's mixture finds groups of its own
-    noise = torch.randn(180, 6, generator=torch.Generator().manual_seed(5))
-    vague = ClassAdapter(noise)
-    start = noise @ torch.randn(6, 6, generator=torch.Generator().manual_seed(6)) * 0.3
+    # clusters that overlap: the halves' mixtures agree on fewer images, though far more than chance
+    g = torch.Generator().manual_seed(4)
+    near = centres[labels] * 0.375 + torch.randn(x.shape, generator=g)
+    vague = ClassAdapter(near)
+    start = near @ centres.T * 0.1
     agree = vague.reproducibility(start)
     rows = vague.rows(start)
-    sure = float((noise @ rows[:, :-1].T + rows[:, -1]).softmax(1).max(1).values.mean())
+    sure = float((near @ rows[:, :-1].T + rows[:, -1]).softmax(1).max(1).values.mean())
     mixture = vague.fit(start)
-    unscaled = float((noise.double() @ mixture[:, :-1].T + mixture[:, -1]).softmax(1).max(1).values.mean())
-    assert agree < 0.9 and sure <= agree + 1e-4 < unscaled, (agree, sure, unscaled)
+    unscaled = float((near.double() @ mixture[:, :-1].T + mixture[:, -1]).softmax(1).max(1).values.mean())
+    assert 0.5 < agree < 0.9 and sure <= agree + 1e-4 < unscaled, (agree, sure, unscaled)
     assert vague.reproducibility(start) == agree  # seeded: the same halves every time
+
+
+def test_a_fit_the_halves_agree_on_no_more_than_chance_is_not_used(caplog):
+    """Images of no such groups (noise): each half's mixture finds groups of its own. Scaled to the halves'
+    agreement, such rows gave every candidate the same score; now the head is used as it is."""
+    from kgzsl.inference.adaptation import _agreement
+
+    noise = torch.randn(180, 6, generator=torch.Generator().manual_seed(5))
+    start = noise @ torch.randn(6, 6, generator=torch.Generator().manual_seed(6)) * 0.3
+    vague = ClassAdapter(noise)
+    agree, chance = _agreement(*vague._half_votes(start))
+    assert agree < chance + 2 * (chance * (1 - chance) / 180) ** 0.5, (agree, chance)
+    with caplog.at_level("INFO", logger="kgzsl.inference.adaptation"):
+        assert vague.rows(start) is None
+    assert "6 candidates not fitted to the 180 images" in caplog.text and "no more than chance" in caplog.text
+    # the chance share is that of two labellings drawn apart with the same shares of each candidate
+    assert _agreement(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])) == (0.75, (2 * 1 + 2 * 3) / 16)
+    assert _agreement(torch.zeros(5, dtype=torch.long), torch.zeros(5, dtype=torch.long)) == (1.0, 1.0)  # one group
 
 
 def test_adaptation_applies_only_with_enough_images_per_candidate_and_checks_its_input():
@@ -118,6 +137,14 @@ def test_a_calibration_keeps_its_features_and_reads_files_without_them(tmp_path)
         ScoreCalibration.load(tmp_path / "bad.safetensors")
 
 
+def _images_of(clf, wnids, per, g):
+    """Pooled features of ``per`` made-up images of each of these backbone classes: noise, pushed along the
+    class's own row (the calibration images of a user who photographs those classes)."""
+    rows = torch.nn.functional.normalize(clf.backbone.classifier_rows()[:, :-1], dim=1)
+    position = {w: i for i, w in enumerate(clf.backbone.wnids)}
+    return torch.cat([torch.rand(per, rows.size(1), generator=g) * 2 + 12 * rows[position[w]] for w in wnids])
+
+
 def test_a_calibrated_run_adapts_a_short_label_list_and_reports_the_senses(tiny_run, tmp_path):
     from kgzsl.tasks.calibrate import calibrate_scores
 
@@ -129,7 +156,7 @@ def test_a_calibrated_run_adapts_a_short_label_list_and_reports_the_senses(tiny_
     labels = ["cat", "dog"]
     plain = clf.candidate_head(labels)
     assert not isinstance(plain, AdaptedHead)  # not calibrated: nothing to adapt to
-    feats = torch.rand(40, d, generator=g) * 2
+    feats = _images_of(clf, ["n02123045", "n02099601"], 20, g)  # tabby, golden retriever
     calibrate_scores(clf, feats)
     head = clf.candidate_head(labels)
     assert isinstance(head, AdaptedHead)
@@ -161,7 +188,7 @@ def test_threads_fitting_label_lists_at_once_get_the_sequential_answers(tiny_run
     shutil.copytree(tiny_run, run)
     clf = ZeroShotClassifier.load(run, device="cpu")
     g = torch.Generator().manual_seed(7)
-    calibrate_scores(clf, torch.rand(60, clf.backbone.feature_dim, generator=g) * 2)
+    calibrate_scores(clf, _images_of(clf, ["n02123045", "n02099601", "n04285008", "n01443537"], 15, g))
     lists = [["cat", "dog"], ["cat", "dog", "bear"], ["car", "bear"], ["tabby", "goldfish", "car"]]
     images = torch.rand(2, 3, 96, 96, generator=g)
     sequential = [clf.predict(images, labels, top_k=2) for labels in lists]
@@ -173,3 +200,22 @@ def test_threads_fitting_label_lists_at_once_get_the_sequential_answers(tiny_run
         assert [[p["label"] for p in image] for image in got] == [[p["label"] for p in image] for image in want]
         for a, b in zip(got, want):
             assert [p["score"] for p in a] == pytest.approx([p["score"] for p in b], abs=1e-5)
+
+
+def test_a_list_whose_classes_the_calibration_images_do_not_show_keeps_the_calibrated_head(tiny_run, tmp_path):
+    """Calibrated on images of other things, a short list was fitted to groups that were not its classes and
+    then scaled down to the halves' agreement, chance: every label got the same score on every photo."""
+    from kgzsl.tasks.calibrate import calibrate_scores
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    g = torch.Generator().manual_seed(8)
+    calibrate_scores(clf, torch.rand(30, clf.backbone.feature_dim, generator=g) * 2)  # no cats, no dogs
+    head = clf.candidate_head(["cat", "dog"])
+    assert not isinstance(head, AdaptedHead)
+    x = _images_of(clf, ["n02123045"], 1, g)  # a tabby
+    clf.adapt_to_images = False
+    torch.testing.assert_close(clf.logits(x, ["cat", "dog"]), head.logits(x))  # the calibrated (centred) head
+    probs = clf.logits(x, ["cat", "dog"]).softmax(1)
+    assert float(probs[0, 0]) > 0.9, probs
