@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from kgzsl.errors import InputError
 
 __all__ = ["ABSTAIN_FILE", "check_calibration", "read_calibration", "missing_calibration", "abstain_fields",
-           "follows_score_calibration"]
+           "abstain_scores", "follows_score_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,21 @@ def missing_calibration(run_dir: str | Path | None) -> InputError:
            "a folder of unlabelled images only calibrates the scores)")
     return InputError(f"abstain=True needs a calibrated threshold: {fix}",
                       cli_message=f"--abstain needs a calibrated threshold: {fix}")
+
+
+def abstain_scores(head: Any, features: Any) -> Any:
+    """``[B]`` the score the threshold is compared with: each image's best candidate logit under the
+    calibrated head, before the list is fitted to the user's images.
+
+    A fitted list (:class:`~kgzsl.inference.adaptation.AdaptedHead`) ranks by rows scaled to its own
+    fit, whose logits are on another scale for every list; the head it was fitted from scores every
+    list on the scale the threshold was set on.
+
+    Args:
+        head: A label list's head (``logits``; an adapted one also has ``base``).
+        features: ``[B, D]`` pooled features.
+    """
+    return getattr(head, "base", head).logits(features).max(dim=1).values
 
 
 def abstain_fields(calibration: Mapping[str, Any], max_logit: float) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from kgzsl.inference.abstain_rule import abstain_fields
+from kgzsl.inference.abstain_rule import abstain_fields, abstain_scores
 from kgzsl.inference.labels import ResolvedLabel
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch
 
@@ -111,7 +111,10 @@ def classify_images(backbone: Any, head: Any, resolved: Sequence[ResolvedLabel],
         if batch is None or not idx:
             continue
         with torch.inference_mode():  # exact top k; see kgzsl.inference.head for the int8 shortlist
-            scores, top, best, nodes = top_candidates(head, resolved, backbone(batch.to(backbone.device)), k)
+            features = backbone(batch.to(backbone.device))
+            scores, top, best, nodes = top_candidates(head, resolved, features, k)
+            if abstain is not None:  # the fitted rows of an adapted list rank; its calibrated head decides
+                best = abstain_scores(head, features)[:, None] if hasattr(head, "base") else best
         for row, i in enumerate(idx):
             records[i]["predictions"] = [
                 {"label": resolved[c].label, "wnid": wnids[n], "synset": names[n], "score": round(float(s), 6)}

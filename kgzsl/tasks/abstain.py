@@ -9,6 +9,9 @@ list is meant: where a list mixes the backbone's classes with predicted rows, th
 are lowered by ``-log P(K | x)``, the backbone's own doubt that the photo shows any of the list's
 classes it knows (:class:`~kgzsl.inference.claims.SeenShare`). Near 0 on photos of those classes, it
 makes a photo of none of them more likely to fall below the threshold, which is what abstaining is for.
+Where a run is calibrated on the user's images and a short list is fitted to them, the fitted rows
+rank the candidates, but the logit compared with the threshold is the calibrated head's
+(:func:`~kgzsl.inference.abstain_rule.abstain_scores`): each fit has a scale of its own.
 
 Calibration uses real in-set images: a run holds no images, and synthetic "features" built from
 classifier rows have no realistic scale, so they cannot set a threshold on real logits. The caller
@@ -37,7 +40,7 @@ from typing import Any, Sequence
 import torch
 
 from kgzsl.errors import InputError
-from kgzsl.inference.abstain_rule import ABSTAIN_FILE
+from kgzsl.inference.abstain_rule import ABSTAIN_FILE, abstain_scores
 from kgzsl.utils.io import write_json
 
 __all__ = ["calibrate_abstain", "check_keep"]
@@ -108,7 +111,8 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
         raise InputError("give labels= (the candidate classes of the calibration images)",
                          cli_message="give --labels (the candidate classes of the calibration images), or make "
                          "--images a folder with one sub-folder per class named by wnid")
-    scores = clf.logits(feats.to(clf.rows.device), cands).max(dim=1).values.float().cpu().sort().values
+    with torch.inference_mode():
+        scores = abstain_scores(clf.candidate_head(cands), feats.to(clf.rows.device)).float().cpu().sort().values
     n = scores.numel()
     drop = math.floor((1 - keep) * n + 1e-9)  # at most this many below the threshold
     lowest = float(scores[drop])  # the lowest score kept

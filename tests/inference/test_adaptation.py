@@ -219,3 +219,34 @@ def test_a_list_whose_classes_the_calibration_images_do_not_show_keeps_the_calib
     torch.testing.assert_close(clf.logits(x, ["cat", "dog"]), head.logits(x))  # the calibrated (centred) head
     probs = clf.logits(x, ["cat", "dog"]).softmax(1)
     assert float(probs[0, 0]) > 0.9, probs
+
+
+def test_abstain_compares_the_threshold_with_the_calibrated_heads_logit_whatever_the_list(tiny_run, tmp_path):
+    """A fitted list's rows are scaled to its own fit: their logits were compared with a threshold set on
+    another list's scale, and every photo abstained (or none did)."""
+    from kgzsl.inference.abstain_rule import abstain_scores
+    from kgzsl.tasks.abstain import calibrate_abstain
+    from kgzsl.tasks.calibrate import calibrate_scores
+    from kgzsl.vision.images import load_image
+    from kgzsl.vision.samples import demo_photos
+
+    photo = next((p for p in demo_photos() if p.stem == "chelsea"), None)
+    if photo is None:
+        pytest.skip("scikit-image's sample photos are not installed")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    feats = _images_of(clf, ["n02123045", "n02099601"], 20, torch.Generator().manual_seed(9))
+    calibrate_scores(clf, feats)
+    pair = ["tabby", "golden retriever"]
+    assert isinstance(clf.candidate_head(pair), AdaptedHead)
+    calibrate_abstain(clf, keep=0.9, images=feats, labels=pair)
+    base = clf.candidate_head(pair).base.logits(feats).max(1).values.sort().values  # 4 of 40 below the threshold
+    assert float(base[3]) < clf.abstain_calibration["threshold"] < float(base[4])
+    head = clf.candidate_head(["cat", "dog"])
+    assert isinstance(head, AdaptedHead)
+    record = clf.predict(photo, ["cat", "dog"], abstain=True)
+    x = clf.backbone(clf.backbone.transform(load_image(photo))[None])
+    assert record["max_logit"] == pytest.approx(float(head.base.logits(x).max()), abs=1e-5)
+    assert float(abstain_scores(head, x)) == pytest.approx(record["max_logit"], abs=1e-5)
+    assert abs(float(head.logits(x).max()) - record["max_logit"]) > 1e-3  # the fitted rows' scale is another
