@@ -119,6 +119,7 @@ class ZeroShotClassifier:
         self.set_abstain(abstain_calibration)
         self.concept_lock = threading.RLock()  # re-entrant: adding concepts loads the concept state
         self._add_missing_labels = True
+        self._store_added_labels = True
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
@@ -296,6 +297,16 @@ class ZeroShotClassifier:
         self._clear_heads()  # label lists resolved under the other setting
 
     @property
+    def store_added_labels(self) -> bool:
+        """Whether the concepts :attr:`add_missing_labels` adds are written to the run folder (default
+        True, so the next load has them; False keeps them in this process, as a benchmark does)."""
+        return self._store_added_labels
+
+    @store_added_labels.setter
+    def store_added_labels(self, value: bool) -> None:
+        self._store_added_labels = bool(value)
+
+    @property
     def adapt_to_images(self) -> bool:
         """Whether a calibrated run fits a label list's candidates to the user's images
         (:mod:`kgzsl.inference.adaptation`; default True). False keeps the calibrated rows as they are."""
@@ -397,6 +408,8 @@ class ZeroShotClassifier:
             logger.info("added %s as concept(s) of run %s (WordNet nouns that were not graph nodes)",
                         ", ".join(r.synset if r.label == r.synset else f"{r.label}={r.synset}" for r in added),
                         self.run_dir)
+            if not self.store_added_labels:
+                return
             try:
                 from kgzsl.inference.concept_store import store_concepts
 

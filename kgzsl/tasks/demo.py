@@ -17,28 +17,36 @@ from kgzsl.errors import MissingPackageError
 from kgzsl.training.config import DEMO_CONFIG, config_to_dict, load_config
 from kgzsl.vision.samples import demo_photos
 
-__all__ = ["DEMO_LABELS", "ensure_demo_run", "run_demo"]
+__all__ = ["DEMO_LABELS", "DEMO_RUN", "ensure_demo_run", "has_demo_run", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 DEMO_LABELS = ["cat", "dog", "bear", "coffee", "tea", "soup", "rocket", "motorcycle", "bicycle", "temple",
                "flower", "woman", "man", "horse", "bird"]
 
+DEMO_RUN = Path("runs") / "demo"
+"""The demo's run folder, from the current directory."""
+
+
+def has_demo_run(config_path: str | Path | None = None, out_dir: str | Path | None = None) -> bool:
+    """Whether ``out_dir`` (:data:`DEMO_RUN` by default) holds a finished run of the demo's config, which
+    :func:`ensure_demo_run` then reuses."""
+    previous = (Path(out_dir) if out_dir else DEMO_RUN) / "run.json"
+    return previous.is_file() and json.loads(previous.read_text(encoding="utf-8")).get("config") == \
+        config_to_dict(load_config(config_path or DEMO_CONFIG))
+
+
 def ensure_demo_run(config_path: str | Path | None = None, out_dir: str | Path | None = None,
                     retrain: bool = False) -> Path:
-    """The demo's run folder (``runs/demo`` by default), trained (graph included) unless it holds a finished
-    run of the same config."""
+    """The demo's run folder (:data:`DEMO_RUN` by default), trained (graph included) unless it holds a
+    finished run of the same config."""
     from kgzsl.training.run import train_run
 
-    config = load_config(config_path or DEMO_CONFIG)
-    out = Path(out_dir) if out_dir else Path("runs") / "demo"
-    previous = out / "run.json"
-    reuse = (not retrain and previous.is_file()
-             and json.loads(previous.read_text(encoding="utf-8")).get("config") == config_to_dict(config))
-    if reuse:
+    out = Path(out_dir) if out_dir else DEMO_RUN
+    if not retrain and has_demo_run(config_path, out):
         logger.info("reusing the trained run in %s", out)
-    else:
-        train_run(config, out_dir=out, build_graph=True)  # the demo sets everything up, the graph included
+    else:  # the demo sets everything up, the graph included
+        train_run(load_config(config_path or DEMO_CONFIG), out_dir=out, build_graph=True)
     return out
 
 

@@ -106,12 +106,24 @@ def named_folder(photo_folder):
 def test_folders_named_by_words_resolve_as_predict_resolves_them(tiny_run, named_folder, tmp_path, caplog):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    before = sorted(p.name for p in run.iterdir())
+    (named_folder / "empty").mkdir()
+    (named_folder / "tabby" / "broken.jpg").write_bytes(b"not a jpeg")
+    (named_folder / "loose.png").write_bytes(b"")
     clf = ZeroShotClassifier.load(run, device="cpu")
     with caplog.at_level("WARNING"):
         result = run_photos(clf, named_folder, progress=False)
-    assert result["skipped_classes"] == ["zzqx mug"] and result["images"] == 2
+    assert result["skipped_classes"] == ["empty", "zzqx mug"] and result["images"] == 2  # the broken photo: left out
+    assert [s["reason"] for s in result["skipped"]][0] == "no image files in it"
+    assert result["skipped"][1]["reason"].startswith("names no class of the run: unknown label 'zzqx mug'")
+    assert [u["image"] for u in result["unreadable"]] == [str(named_folder / "tabby" / "broken.jpg")]
     assert f"class folder {named_folder / 'zzqx mug'} names no class of the run" in caplog.text
+    assert "ignoring 1 image file(s) directly in" in caplog.text and "loose.png" in caplog.text
     assert result["added"] == ["n03790512"]  # motorcycle.n.01: a WordNet noun, added on first use
+    assert sorted(p.name for p in run.iterdir()) == before  # added in memory: the run is left as it was
+    assert clf.store_added_labels  # and the classifier's setting restored
+    assert [c["class"] for c in result["per_class"]] == ["motorcycle", "tabby"]
+    assert {p["image"]: p["right"] for p in result["photos"]}[str(named_folder / "tabby" / "chelsea.png")]
     resolved = {r["class"]: r for r in result["resolved"]}
     assert resolved["tabby"]["wnid"] == "n02123045" and resolved["tabby"]["seen"]
     assert resolved["motorcycle"]["synset"] == "motorcycle.n.01" and not resolved["motorcycle"]["seen"]
@@ -120,6 +132,22 @@ def test_folders_named_by_words_resolve_as_predict_resolves_them(tiny_run, named
     rows = {(r["method"], r["subset"]): r for r in result["rows"]}
     assert rows[("predict", "group:animal")]["top1"] == 1.0 and rows[("chance", "group:things")]["top1"] == 1.0
     assert "tabby = tabby.n.01: " in format_photos(result)
+
+
+def test_groups_are_matched_to_folders_as_labels_are_and_unknown_lines_are_named(tmp_path, caplog):
+    (tmp_path / "groups.tsv").write_text("class\tgroup\nlight_bulb\thousehold\nLamp\thousehold\nbogus\tx\n")
+    with caplog.at_level("WARNING"):
+        groups = read_groups(tmp_path, ["light bulb", "lamp"])
+    assert groups == {"light bulb": "household", "lamp": "household"}
+    assert "names no class folder" in caplog.text and "4: 'bogus'" in caplog.text
+
+
+def test_one_group_gives_no_group_rows(tiny_run, photo_folder, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (photo_folder / "groups.tsv").unlink()
+    result = run_photos(ZeroShotClassifier.load(run, device="cpu"), photo_folder, progress=False)
+    assert {r["subset"] for r in result["rows"]} == {"all", "seen", "unseen", "mean-per-class"}
 
 
 def test_two_folders_of_a_group_naming_one_class_is_an_error(tiny_run, photo_folder, tmp_path):
@@ -142,10 +170,17 @@ def test_the_report_lists_the_most_frequent_mistakes_and_the_senses_read():
     mistakes = [{"class": "n04587559", "predicted": "solar dish", "n": 3, "of": 3}]
     text = format_photos({"rows": rows, "resolved": resolved, "mistakes": mistakes})
     lines = text.splitlines()
-    assert lines[2:4] == ["most frequent mistakes (class -> predict's answer: photos):",
+    assert lines[2].startswith("(predict: kgzsl's first answer among the photo's group of classes; hierarchy-max: ")
+    assert lines[3:5] == ["most frequent mistakes (class -> predict's answer: photos):",
                           "  windmill.n.01 -> solar dish: 3 of 3"]
-    assert lines[4].startswith("class folders named by a word of several senses, as read (1; rename a folder")
-    assert lines[5].startswith("  plate = plate.n.02 (or, as a photo fits: plate.n.08): a sheet of metal") and len(lines) == 6
+    assert lines[5].startswith("class folders named by a word of several senses, as read (1; rename a folder")
+    assert lines[6].startswith("  plate = plate.n.02 (or, as a photo fits: plate.n.08): a sheet of metal") and len(lines) == 7
+    skipped = format_photos({"rows": rows, "skipped": [{"class": "scisors", "reason": "names no class of the run: ..."},
+                                                       {"class": "empty", "reason": "no image files in it"}],
+                             "unreadable": [{"image": "a/b.jpg", "error": "cannot load image a/b.jpg: truncated"}]})
+    assert skipped.splitlines()[3:] == ["skipped class folder 'scisors': names no class of the run: ...",
+                                        "skipped class folder 'empty': no image files in it",
+                                        "1 unreadable photo(s) left out, e.g. cannot load image a/b.jpg: truncated"]
 
 
 def test_no_scorable_photo_is_an_error(tmp_path):
@@ -153,9 +188,13 @@ def test_no_scorable_photo_is_an_error(tmp_path):
 
     class Run:
         wnids = ["n02123045"]
+        store_added_labels = True
 
         def add_concept(self, wnid):
             raise InputError(f"{wnid} is not a WordNet 3.0 noun synset")
+
+        def add_concepts(self, wnids):
+            raise InputError(f"{wnids[0]} is not a WordNet 3.0 noun synset")
 
     (tmp_path / "n09999999").mkdir()
     (tmp_path / "n09999999" / "a.jpg").write_bytes(b"")

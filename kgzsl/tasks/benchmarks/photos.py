@@ -29,7 +29,7 @@ import torch
 
 from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.wordnet import WNID_RE
-from kgzsl.vision.folders import image_folder
+from kgzsl.vision.folders import IMAGE_EXTENSIONS, image_folder
 
 __all__ = ["photo_items", "read_groups", "run_photos", "format_photos"]
 
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 MISTAKES_SHOWN = 10
 """Most frequent mistakes the result lists."""
+_CHUNK = 32  # photos per predict call
 SENSES_SHOWN = 20
 """Class folders named by an ambiguous word whose sense the report shows (all are in the JSON)."""
 
@@ -61,6 +62,10 @@ def photo_items(data_dir: str | Path) -> list[tuple[Path, str]]:
     items = image_folder(root, wnids=folders) if folders else []
     for name in sorted(set(folders) - {c for _, c in items}):
         logger.warning("skipping the class folder %s: no image files in it", root / name)
+    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if loose:
+        logger.warning("ignoring %d image file(s) directly in %s (%s): a photo counts in the class folder it is in",
+                       len(loose), root, ", ".join(sorted(loose)[:3]) + (", ..." if len(loose) > 3 else ""))
     if not items:
         raise InputError(f"no photos in {root}: expected {layout}")
     return items
@@ -69,14 +74,20 @@ def photo_items(data_dir: str | Path) -> list[tuple[Path, str]]:
 def read_groups(root: Path, classes: list[str]) -> dict[str, str]:
     """``class folder -> group`` from ``root/groups.tsv``, or every class in one group ``all``.
 
+    A line's class is matched to a folder by name, case, spaces and underscores aside (``light_bulb``
+    is the folder ``light bulb``); a line that names no folder is ignored with a warning.
+
     Raises:
         InputError: If a line is malformed or a class folder has no group.
     """
+    from kgzsl.graph.taxonomy import label_key
+
     path = root / "groups.tsv"
     if not path.is_file():
         return {c: "all" for c in classes}
-    groups, column = {}, 1
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    folder = {label_key(c): c for c in classes}
+    groups, column, unknown = {}, 1, []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         cols = line.strip().split("\t")
         if not line.strip():
             continue
@@ -86,7 +97,14 @@ def read_groups(root: Path, classes: list[str]) -> dict[str, str]:
         if len(cols) <= column:
             raise InputError(f"{path}:{n}: expected 'class<TAB>group' (the class folder's name, then its group; "
                              f"or a header naming a 'group' column), got {line!r}")
-        groups[cols[0]] = cols[column]
+        name = cols[0] if cols[0] in classes else folder.get(label_key(cols[0]))
+        if name is None:
+            unknown.append(f"{n}: {cols[0]!r}")
+        else:
+            groups[name] = cols[column]
+    if unknown:
+        logger.warning("%s names no class folder of %s on line(s) %s: ignored", path, root,
+                       "; ".join(unknown[:5]) + ("; ..." if len(unknown) > 5 else ""))
     missing = [c for c in classes if c not in groups]
     if missing:
         raise InputError(f"{path} gives no group for the class folders {', '.join(missing[:5])}; add a line for each")
@@ -104,12 +122,20 @@ class _Class:
     also: tuple[str, ...] = ()  # other senses scored for it: each photo counts the one it fits best
 
 
-def _resolve_classes(clf: Any, root: Path, names: list[str]) -> tuple[dict[str, _Class], list[str]]:
-    """``(folder name -> node, wnids added as concepts)``; a folder that names no class is left out
-    with a warning that says why."""
-    classes, added = {}, []
+def _resolve_classes(clf: Any, root: Path, names: list[str]) -> tuple[dict[str, _Class], list[str], dict[str, str]]:
+    """``(folder name -> node, wnids added as concepts, folder name -> why it names no class)``; a folder
+    that names no class is left out with a warning that says why."""
+    known = set(clf.wnids)
+    words = [n for n in names if not WNID_RE.fullmatch(n)]
+    missing = [n for n in names if WNID_RE.fullmatch(n) and n not in known]
+    for first in (lambda: clf.add_concepts(missing) if missing else None,  # one propagation for all of them
+                  lambda: clf.resolve_labels(words) if words else None):
+        try:
+            first()
+        except InputError:  # one of them is the trouble: the folders are taken one by one below, each says why
+            pass
+    classes, skipped = {}, {}
     for name in names:
-        before = len(clf.wnids)
         try:
             if WNID_RE.fullmatch(name):
                 if name not in clf.wnids:
@@ -122,10 +148,9 @@ def _resolve_classes(clf: Any, root: Path, names: list[str]) -> tuple[dict[str, 
                                        tuple(clf.names[i] for i in found.senses))
         except InputError as exc:
             logger.warning("class folder %s names no class of the run (%s): its photos are skipped", root / name, exc)
-            continue
-        if len(clf.wnids) > before:  # the class's node is new (with any ancestors it needed)
-            added.append(classes[name].wnid)
-    return classes, added
+            skipped[name] = f"names no class of the run: {exc.cli_text()}"
+    added = list(dict.fromkeys(c.wnid for c in classes.values() if c.wnid not in known))
+    return classes, added, skipped
 
 
 def _senses(word: str) -> int:
@@ -152,6 +177,9 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
                items: list[tuple[Path, str]] | None = None) -> dict[str, Any]:
     """Score every photo of ``data_dir`` among its group's classes.
 
+    Classes added to score the photos (WordNet nouns that are not nodes) are added in memory only:
+    the run folder is left as it was.
+
     Args:
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier`.
         data_dir: ``DIR/<class>/*`` photos, optional ``DIR/groups.tsv`` (see :func:`photo_items`).
@@ -160,56 +188,47 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
             the run is loaded); listed here when None.
 
     Returns:
-        ``{"rows": [{"method", "subset", "top1", "n"}, ...], "added": [...], "images": N, "classes": K,
-        "skipped_classes": [...], "resolved": [{"class", "wnid", "synset", "seen", "ambiguous", "also"}, ...],
-        "mistakes": [{"class", "predicted", "n", "of"}, ...]}``.
+        ``{"rows": [{"method", "subset", "top1", "n"}, ...], "images": N, "classes": K,
+        "per_class": [{"class", "synset", "n", "predict", "hierarchy-max"}, ...],
+        "photos": [{"image", "class", "predicted", "right"}, ...],
+        "mistakes": [{"class", "predicted", "n", "of"}, ...],
+        "resolved": [{"class", "wnid", "synset", "seen", "ambiguous", "also"}, ...],
+        "added": [wnid, ...], "skipped": [{"class", "reason"}, ...], "skipped_classes": [...],
+        "unreadable": [{"image", "error"}, ...]}``. Group rows (``group:<name>``) come only with
+        more than one group.
 
     Raises:
         NotFoundError: If ``data_dir`` is not a folder.
         InputError: If it holds no photo, none of them can be scored, two folders of a group name
             the same class, or ``groups.tsv`` is malformed.
     """
-    from tqdm import tqdm
-
-    from kgzsl.inference.labels import LabelError
-
     root = Path(data_dir)
     items = photo_items(root) if items is None else items
     names = sorted({c for _, c in items})
     groups = read_groups(root, names)
-    classes, added = _resolve_classes(clf, root, names)
-    if not classes:
-        raise InputError(f"none of the photos in {root} can be scored: their classes ({', '.join(names[:5])}"
-                         f"{', ...' if len(names) > 5 else ''}) name no class of the run's graph and cannot be added "
-                         "as concepts (the warnings say why); name the class folders by labels predict takes, or by "
-                         "WordNet noun wnids")
-    members: dict[str, list[str]] = defaultdict(list)
-    for name in classes:
-        members[groups[name]].append(name)
+    store = clf.store_added_labels
+    clf.store_added_labels = False  # a benchmark leaves the run as it was
+    try:
+        classes, added, skipped = _resolve_classes(clf, root, names)
+        if not classes:
+            raise InputError(f"none of the photos in {root} can be scored: their classes ({', '.join(names[:5])}"
+                             f"{', ...' if len(names) > 5 else ''}) name no class of the run's graph and cannot be "
+                             "added as concepts (the warnings say why); name the class folders by labels predict "
+                             "takes, or by WordNet noun wnids")
+        records, unreadable = _score(clf, root, items, classes, groups, progress)
+    finally:
+        clf.store_added_labels = store
+    empty = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in names)
+    skipped.update({name: "no image files in it" for name in empty})
     seen = set(clf.backbone.wnids)
-    records = []
-    by_group = defaultdict(list)
-    for path, name in items:
-        if name in classes:
-            by_group[groups[name]].append((path, name))
-    bar = tqdm(total=sum(len(v) for v in by_group.values()), desc="photos", disable=None if progress else True)
-    for group, photos in sorted(by_group.items()):
-        candidates = members[group]
-        try:
-            preds = clf.predict([p for p, _ in photos], candidate_labels=candidates, top_k=1)
-        except LabelError as exc:  # two folders naming one class
-            raise InputError(f"the class folders of {root} (group {group!r}): {exc}") from None
-        hier = _hierarchy_max(clf, [p for p, _ in photos], {classes[c].index: c for c in candidates})
-        for (path, name), pred, h in zip(photos, preds, hier):
-            got = pred[0]["label"] if pred else None
-            records.append({"class": name, "group": group, "seen": classes[name].wnid in seen,
-                            "candidates": len(candidates), "predicted": got, "predict": got == name,
-                            "hierarchy-max": h == name})
-        bar.update(len(photos))
-    bar.close()
-    rows = []
+    per_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        per_class[r["class"]].append(r)
+    several = len({r["group"] for r in records}) > 1
     subsets = [("all", lambda r: True), ("seen", lambda r: r["seen"]), ("unseen", lambda r: not r["seen"])] + \
-        [(f"group:{g}", (lambda g: lambda r: r["group"] == g)(g)) for g in sorted(by_group)]
+        [(f"group:{g}", (lambda g: lambda r: r["group"] == g)(g)) for g in sorted({r["group"] for r in records})
+         if several]
+    rows = []
     for name, keep in subsets:
         chosen = [r for r in records if keep(r)]
         if not chosen:
@@ -218,9 +237,6 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
             rows.append({"method": method, "subset": name, "top1": _mean(r[method] for r in chosen), "n": len(chosen)})
         rows.append({"method": "chance", "subset": name, "top1": _mean(1 / r["candidates"] for r in chosen),
                      "n": len(chosen)})
-    per_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        per_class[r["class"]].append(r)
     for method in ("predict", "hierarchy-max"):
         rows.append({"method": method, "subset": "mean-per-class",
                      "top1": _mean(_mean(r[method] for r in rs) for rs in per_class.values()), "n": len(per_class)})
@@ -229,8 +245,58 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
                 for (c, p), n in sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))[:MISTAKES_SHOWN]]
     resolved = [{"class": name, "wnid": c.wnid, "synset": c.synset, "seen": c.wnid in seen, "ambiguous": c.ambiguous,
                  "also": list(c.also)} for name, c in classes.items()]
-    return {"rows": rows, "added": added, "images": len(records), "classes": len(per_class),
-            "skipped_classes": sorted(set(names) - set(classes)), "resolved": resolved, "mistakes": mistakes}
+    return {"rows": rows, "images": len(records), "classes": len(per_class),
+            "per_class": [{"class": c, "synset": classes[c].synset, "n": len(rs), "predict": _mean(r["predict"] for r in rs),
+                           "hierarchy-max": _mean(r["hierarchy-max"] for r in rs)} for c, rs in sorted(per_class.items())],
+            "photos": [{"image": r["image"], "class": r["class"], "predicted": r["predicted"], "right": r["predict"]}
+                       for r in records],
+            "mistakes": mistakes, "resolved": resolved, "added": added,
+            "skipped": [{"class": c, "reason": why} for c, why in sorted(skipped.items())],
+            "skipped_classes": sorted(skipped), "unreadable": unreadable}
+
+
+def _score(clf: Any, root: Path, items: list[tuple[Path, str]], classes: dict[str, _Class], groups: dict[str, str],
+           progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """One record per readable photo of a class in ``classes``, scored among its group's classes
+    through ``predict``; and ``{"image", "error"}`` per unreadable one."""
+    from tqdm import tqdm
+
+    from kgzsl.inference.labels import LabelError
+
+    seen = set(clf.backbone.wnids)
+    members: dict[str, list[str]] = defaultdict(list)
+    for name in classes:
+        members[groups[name]].append(name)
+    by_group = defaultdict(list)
+    for path, name in items:
+        if name in classes:
+            by_group[groups[name]].append((path, name))
+    records, unreadable = [], []
+    bar = tqdm(total=sum(len(v) for v in by_group.values()), desc="photos", disable=None if progress else True)
+    for group, photos in sorted(by_group.items()):
+        candidates = members[group]
+        answers = []
+        for start in range(0, len(photos), _CHUNK):  # the progress bar moves chunk by chunk
+            try:
+                answers += clf.predict_detailed([p for p, _ in photos[start:start + _CHUNK]],
+                                                candidate_labels=candidates, top_k=1)
+            except LabelError as exc:  # two folders naming one class
+                raise InputError(f"the class folders of {root} (group {group!r}): {exc}") from None
+            bar.update(len(photos[start:start + _CHUNK]))
+        readable = [(photo, answer) for photo, answer in zip(photos, answers) if "error" not in answer]
+        unreadable += [{"image": str(path), "error": answer["error"]}
+                       for (path, _), answer in zip(photos, answers) if "error" in answer]
+        hier = _hierarchy_max(clf, [p for (p, _), _ in readable], {classes[c].index: c for c in candidates})
+        for ((path, name), answer), h in zip(readable, hier):
+            got = answer["predictions"][0]["label"]
+            records.append({"image": str(path), "class": name, "group": group, "seen": classes[name].wnid in seen,
+                            "candidates": len(candidates), "predicted": got, "predict": got == name,
+                            "hierarchy-max": h == name})
+    bar.close()
+    if unreadable:
+        logger.warning("%d photo(s) could not be read and are left out of the figures (first: %s)", len(unreadable),
+                       unreadable[0]["error"])
+    return records, unreadable
 
 
 def _hierarchy_max(clf: Any, photos: list[Path], candidates: dict[int, str]) -> list[str | None]:
@@ -276,6 +342,12 @@ def format_photos(result: dict[str, Any]) -> str:
         n = table.get(("predict", s), {}).get("n", "")
         cells = [f"{table[(m, s)]['top1']:.3f}" if (m, s) in table else "" for m in ("predict", "hierarchy-max", "chance")]
         lines.append(f"{s:<24} {n:>5} {cells[0]:>9} {cells[1]:>14} {cells[2]:>8}")
+    lines.append("(predict: kgzsl's first answer among the photo's group of classes; hierarchy-max: the class above "
+                 "the backbone's likeliest own class, all the plain CNN can say; chance: 1 / the classes to choose from)")
+    for s_ in result.get("skipped", []):
+        lines.append(f"skipped class folder {s_['class']!r}: {s_['reason']}")
+    if result.get("unreadable"):
+        lines.append(f"{len(result['unreadable'])} unreadable photo(s) left out, e.g. {result['unreadable'][0]['error']}")
     if result.get("mistakes"):
         shown = {r["class"]: r["synset"] if r["class"] == r["wnid"] else r["class"] for r in result.get("resolved", [])}
         lines.append("most frequent mistakes (class -> predict's answer: photos):")

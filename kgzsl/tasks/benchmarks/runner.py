@@ -141,14 +141,18 @@ def _photos(data_dir: Path | None, run_dir: Path | None, progress: bool, device:
     start = time.perf_counter()
     items = photo_items(data_dir)  # a wrong --data is reported before the run is loaded (or trained)
     if run_dir is None:
-        from kgzsl.tasks.demo import ensure_demo_run
+        from kgzsl.tasks.demo import DEMO_RUN, ensure_demo_run, has_demo_run
 
+        if not has_demo_run():
+            logger.warning("no RUN given: the demo's run is trained first, into %s (about 9 minutes on 2 CPU cores; "
+                           "give a trained run as RUN to skip this)", DEMO_RUN)
         run_dir = ensure_demo_run()
     clf = ZeroShotClassifier.load(run_dir, device=device)
     result = run_photos(clf, data_dir, progress=progress, items=items)
     result["run"], result["seconds"] = str(run_dir), round(time.perf_counter() - start, 1)
-    added = f"; {len(result['added'])} classes added as concepts" if result["added"] else ""
-    return (f"real photos (B5): {result['images']} photos of {result['classes']} classes in {data_dir}, run "
+    n = len(result["added"])
+    added = f"; {n} {'class' if n == 1 else 'classes'} added as concepts (in memory, not stored in the run)" if n else ""
+    return (f"photos: {result['images']} photo(s) of {result['classes']} class(es) in {data_dir}, run "
             f"{run_dir}{added}\n" + format_photos(result)
             + f"\ntook {result['seconds']:.1f}s (loading the run and scoring the photos)"), result
 
