@@ -116,14 +116,28 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.tasks.abstain import calibrate_abstain, check_keep
     from kgzsl.tasks.calibrate import calibrate_scores
+    from kgzsl.errors import InputError
     from kgzsl.graph.wordnet import WNID_RE
+    from kgzsl.vision.folders import list_images
 
     check_keep(args.keep)  # before anything is written
-    labels = label_list(args.labels, "to take the wnid sub-folders of --images as the classes")
+    labels = label_list(args.labels, "to take the class sub-folders of --images as the classes")
     images = Path(args.images)
-    folders = [p for p in images.iterdir() if p.is_dir() and WNID_RE.match(p.name)] if images.is_dir() else []
-    abstain = labels is not None or bool(folders)  # else unlabelled images: no in-set classes to set it on
+    subfolders = sorted(p for p in images.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if images.is_dir() else []
+    folders = [p for p in subfolders if WNID_RE.match(p.name)]
     clf = ZeroShotClassifier.load(args.run, device=args.device)
+    why_not = "that needs in-set images, in sub-folders named by a label or a wnid, or with --labels"
+    if labels is None and not folders and subfolders:  # sub-folders named by labels, as benchmark photos takes them
+        named = [p.name for p in subfolders if list_images(p)]
+        try:
+            clf.resolve_labels(named)
+            labels = named
+            print(f"in-set classes: the {len(named)} sub-folders of {images} ({', '.join(named[:5])}"
+                  f"{', ...' if len(named) > 5 else ''})")
+        except InputError as exc:  # a folder of unlabelled images in sub-folders of any name
+            why_not = f"the sub-folders of {images} are not all labels ({exc.cli_text()}); give --labels"
+    abstain = labels is not None or bool(folders)  # else unlabelled images: no in-set classes to set it on
     if abstain:  # a label the threshold cannot be set on fails now, before the run's calibration is replaced
         clf.resolve_labels(labels if labels is not None else [p.name for p in folders])
     calib = calibrate_scores(clf, args.images, progress=not args.quiet, abstain_follows=abstain)
@@ -135,8 +149,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
           f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'} with {kept} "
           f"feature vectors: {fitted}")
     if not abstain:
-        print("no 'none of these' threshold set (predict --abstain): that needs in-set images, in sub-folders "
-              "named by wnid or with --labels")
+        print(f"no 'none of these' threshold set (predict --abstain): {why_not}")
         return 0
     result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=not args.quiet)
     print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}): keeps "
@@ -196,7 +209,8 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
                        "classes, the 'none of these' threshold)")
     p.add_argument("run", help="run folder written by `kgzsl train`")
     p.add_argument("--images", required=True, help="images from your domain (searched recursively, no labels "
-                   "needed); with wnid sub-folders, or with --labels, also sets the abstain threshold")
+                   "needed); with one sub-folder per class named by a label or a wnid, or with --labels, also sets the "
+                   "abstain threshold")
     p.add_argument("--keep", type=float, default=0.95, help="share of in-set images to keep (default 0.95)")
     p.add_argument("--labels", help="comma-separated candidates the images are scored against")
     p.add_argument("--device", default="auto")

@@ -82,7 +82,7 @@ def missing_calibration(run_dir: str | Path | None) -> InputError:
     path = Path(run_dir) / ABSTAIN_FILE
     state = "holds no usable threshold" if path.is_file() else "is missing"
     fix = (f"run `kgzsl calibrate RUN --images DIR` on in-set images first: DIR with one sub-folder per class "
-           f"named by wnid, or any folder with --labels naming the classes its images show ({path} {state}; "
+           f"named by a label or a wnid, or any folder with --labels naming the classes its images show ({path} {state}; "
            "a folder of unlabelled images only calibrates the scores)")
     return InputError(f"abstain=True needs a calibrated threshold: {fix}",
                       cli_message=f"--abstain needs a calibrated threshold: {fix}")

@@ -68,8 +68,10 @@ def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: boo
             items = image_folder(root)
             paths = [p for p, _ in items]
             labels = labels if labels is not None else sorted({w for _, w in items})
-        except ValueError:  # a flat folder of images
+        except ValueError:  # a flat folder of images, or sub-folders named by labels
             paths = list_images(root)
+            named = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and list_images(p))
+            labels = labels if labels is not None or not named else named
     else:
         paths = [Path(p) for p in ([images] if isinstance(images, (str, os.PathLike)) else images)]
     if not paths:
@@ -110,7 +112,7 @@ def calibrate_abstain(clf: Any, keep: float = 0.95, images: Any = None, labels: 
     if not cands:
         raise InputError("give labels= (the candidate classes of the calibration images)",
                          cli_message="give --labels (the candidate classes of the calibration images), or make "
-                         "--images a folder with one sub-folder per class named by wnid")
+                         "--images a folder with one sub-folder per class named by a label or a wnid")
     with torch.inference_mode():
         scores = abstain_scores(clf.candidate_head(cands), feats.to(clf.rows.device)).float().cpu().sort().values
     n = scores.numel()

@@ -74,8 +74,8 @@ def calibrate_scores(clf: Any, images: str | os.PathLike | torch.Tensor, progres
             stale = f"removed {Path(clf.run_dir) / ABSTAIN_FILE}"
     if stale and not abstain_follows:
         logger.warning("%s (set on the logits of the previous score calibration); for a new one, run `kgzsl "
-                       "calibrate RUN --images DIR` on a folder with one sub-folder per in-set class named by wnid "
-                       "(or give --labels), or call kgzsl.tasks.abstain.calibrate_abstain", stale)
+                       "calibrate RUN --images DIR` on a folder with one sub-folder per in-set class named by a "
+                       "label or a wnid (or give --labels), or call kgzsl.tasks.abstain.calibrate_abstain", stale)
     return calib
 
 

@@ -106,7 +106,7 @@ def test_calibrating_again_without_in_set_classes_removes_the_stale_abstain_thre
     assert "removed" not in caplog.text and (run / "abstain.json").is_file()  # a new one replaced it: no warning
     assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--device", "cpu"]) == 0
     assert not (run / "abstain.json").exists() and f"removed {run / 'abstain.json'}" in caplog.text
-    assert "sub-folder per in-set class named by wnid" in caplog.text
+    assert "sub-folder per in-set class named by a label or a wnid" in caplog.text
     cat = str(_chelsea())
     assert main(["-q", "predict", str(run), cat, "--labels", "tabby,tench", "--abstain", "--device", "cpu"]) == 1
     assert "--abstain needs a calibrated threshold" in capsys.readouterr().err
@@ -159,6 +159,28 @@ def test_calibrate_on_unlabelled_images_says_no_threshold_was_set_and_a_file_is_
     photo = next((tmp_path / "flat").glob("*.png"))
     assert main(["-q", "calibrate", str(run), "--images", str(photo), "--device", "cpu"]) == 1
     assert f"{photo} is a file, not a folder of images" in capsys.readouterr().err
+
+
+def test_calibrate_takes_class_folders_named_by_labels_as_the_in_set_classes(run, tmp_path, capsys):
+    """As benchmark photos does: sub-folders named by labels set the threshold; sub-folders of other names
+    (dates, "misc") are unlabelled images, and the note says why no threshold was set."""
+    import json
+
+    _photo_folders(tmp_path, per_class=3)
+    named = tmp_path / "named"
+    named.mkdir()
+    (tmp_path / "cal" / "n02123045").rename(named / "tabby")
+    (tmp_path / "cal" / "n01440764").rename(named / "tench")
+    assert main(["-q", "calibrate", str(run), "--images", str(named), "--keep", "0.5", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"in-set classes: the 2 sub-folders of {named} (tabby, tench)" in out and "abstain threshold" in out
+    assert json.loads((run / "abstain.json").read_text())["candidates"] == ["tabby", "tench"]
+    (named / "tabby").rename(named / "2023")
+    assert main(["-q", "calibrate", str(run), "--images", str(named), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"no 'none of these' threshold set (predict --abstain): the sub-folders of {named} are not all labels " \
+           "(unknown label '2023'" in out and out.rstrip().endswith("; give --labels")
+    assert not (run / "abstain.json").exists()
 
 
 def test_explain_adds_a_wordnet_noun_as_predict_does(run, capsys):

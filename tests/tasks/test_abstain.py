@@ -70,3 +70,14 @@ def test_abstain_needs_calibration(clf):
         reloaded.predict(torch.zeros(1, 3, 224, 224), LABELS, abstain=True)
     with pytest.raises(ValueError, match="keep"):
         calibrate_abstain(clf, keep=0.0, images=torch.zeros(2, 1280), labels=LABELS)
+
+
+def test_a_folder_of_class_folders_named_by_labels_gives_the_candidates(clf, tmp_path):
+    import skimage
+
+    data = Path(os.path.dirname(skimage.__file__)) / "data"
+    for label, name in [("tabby", "chelsea.png"), ("coffee mug", "coffee.png")]:
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        shutil.copy(data / name, tmp_path / "photos" / label / name)
+    result = calibrate_abstain(clf, keep=1.0, images=tmp_path / "photos")
+    assert result["candidates"] == ["coffee mug", "tabby"] and result["inputs"] == 2
