@@ -136,7 +136,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             print(f"in-set classes: the {len(named)} sub-folders of {images} ({', '.join(named[:5])}"
                   f"{', ...' if len(named) > 5 else ''})")
         except InputError as exc:  # a folder of unlabelled images in sub-folders of any name
-            why_not = f"the sub-folders of {images} are not all labels ({exc.cli_text()}); give --labels"
+            why_not = (f"the sub-folders of {images} are not all labels ({exc.cli_text()}); rename or move those that "
+                       "are not, or give --labels naming the classes all its images show")
     abstain = labels is not None or bool(folders)  # else unlabelled images: no in-set classes to set it on
     if abstain:  # a label the threshold cannot be set on fails now, before the run's calibration is replaced
         clf.resolve_labels(labels if labels is not None else [p.name for p in folders])

@@ -120,6 +120,7 @@ class ZeroShotClassifier:
         self.concept_lock = threading.RLock()  # re-entrant: adding concepts loads the concept state
         self._add_missing_labels = True
         self._store_added_labels = True
+        self._abstain_warned = False  # the threshold's other label list is said once
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
@@ -405,9 +406,9 @@ class ZeroShotClassifier:
                 added = self.add_concepts(list(dict.fromkeys(pending))).added  # all in one propagation, or none
             except InputError:
                 raise exc from None  # ambiguous or not addable: the label error says what to do
-            logger.info("added %s as concept(s) of run %s (WordNet nouns that were not graph nodes)",
+            logger.info("added %s as concept(s) of run %s (WordNet nouns that were not graph nodes)%s",
                         ", ".join(r.synset if r.label == r.synset else f"{r.label}={r.synset}" for r in added),
-                        self.run_dir)
+                        self.run_dir, "" if self.store_added_labels else ", in memory only (not stored in the run)")
             if not self.store_added_labels:
                 return
             try:
@@ -440,6 +441,13 @@ class ZeroShotClassifier:
         calibration = self._abstain if abstain else None
         if abstain and calibration is None:
             raise missing_calibration(self.run_dir)
+        if calibration is not None and calibration.get("candidates") is not None and not self._abstain_warned and \
+                sorted(r.label for r in resolved) != sorted(map(str, calibration["candidates"])):
+            self._abstain_warned = True  # once per classifier: a server would say it at every request
+            logger.warning("the 'none of these' threshold was set on another label list (%d candidates); on this one "
+                           "it keeps another share of in-set photos than the %.0f%% it was set to keep: calibrate "
+                           "on the list you predict with for that share", len(calibration["candidates"]),
+                           100 * float(calibration.get("keep", 1.0)))
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
             raise InputError(f"top_k must be an integer >= 1 (or None for every candidate), got {top_k!r}")
         k = len(resolved) if top_k is None else min(top_k, len(resolved))

@@ -179,7 +179,8 @@ def test_calibrate_takes_class_folders_named_by_labels_as_the_in_set_classes(run
     assert main(["-q", "calibrate", str(run), "--images", str(named), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert f"no 'none of these' threshold set (predict --abstain): the sub-folders of {named} are not all labels " \
-           "(unknown label '2023'" in out and out.rstrip().endswith("; give --labels")
+           "(unknown label '2023'" in out and out.rstrip().endswith("; rename or move those that are not, or give --labels "
+                                                                 "naming the classes all its images show")
     assert not (run / "abstain.json").exists()
 
 

@@ -81,3 +81,18 @@ def test_a_folder_of_class_folders_named_by_labels_gives_the_candidates(clf, tmp
         shutil.copy(data / name, tmp_path / "photos" / label / name)
     result = calibrate_abstain(clf, keep=1.0, images=tmp_path / "photos")
     assert result["candidates"] == ["coffee mug", "tabby"] and result["inputs"] == 2
+
+
+def test_abstaining_with_another_label_list_than_the_thresholds_is_said_once(clf, caplog):
+    g = torch.Generator().manual_seed(0)
+    rows = clf.backbone.classifier_rows()[:, :-1]
+    feats = rows[torch.randint(0, 1000, (50,), generator=g)] * 40 + torch.rand(50, rows.size(1), generator=g)
+    calibrate_abstain(clf, keep=0.9, images=feats, labels=LABELS)
+    batch = torch.zeros(1, 3, 224, 224)
+    with caplog.at_level("WARNING", logger="kgzsl.inference.classifier"):
+        clf.predict(batch, list(reversed(LABELS)), abstain=True)  # the same list, in another order: nothing said
+        assert "threshold was set on another label list" not in caplog.text
+        clf.predict(batch, ["tabby", "tench"], abstain=True)
+        clf.predict(batch, ["tabby", "airliner"], abstain=True)
+    said = [r for r in caplog.records if "threshold was set on another label list (5 candidates)" in r.getMessage()]
+    assert len(said) == 1 and "than the 90% it was set to keep" in said[0].getMessage()

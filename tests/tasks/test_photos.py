@@ -245,3 +245,9 @@ def test_benchmark_photos_says_what_its_time_is(tmp_path, monkeypatch):
                            run_dir=tmp_path / "run", progress=False, device="cpu")
     last = report.splitlines()[-1]
     assert not re.fullmatch(r"[0-9.]+s", last) and re.search(r"[0-9.]+s", last) and "photos" in last, last
+    assert "calibrated" not in report
+    result["score_calibration"] = "30 images in shop"
+    report = run_benchmark("photos", [], tmp_path, tmp_path / "out", data_dir=tmp_path / "data",
+                           run_dir=tmp_path / "run", progress=False, device="cpu")
+    assert report.splitlines()[1] == ("the run is calibrated on 30 images in shop (kgzsl calibrate): these are "
+                                      "predict's figures after it; photos that were among those images are not held out")

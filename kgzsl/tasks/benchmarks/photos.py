@@ -194,8 +194,8 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
         "mistakes": [{"class", "predicted", "n", "of"}, ...],
         "resolved": [{"class", "wnid", "synset", "seen", "ambiguous", "also"}, ...],
         "added": [wnid, ...], "skipped": [{"class", "reason"}, ...], "skipped_classes": [...],
-        "unreadable": [{"image", "error"}, ...]}``. Group rows (``group:<name>``) come only with
-        more than one group.
+        "unreadable": [{"image", "error"}, ...], "score_calibration": where the run was calibrated
+        (``kgzsl calibrate``) or None}``. Group rows (``group:<name>``) come only with more than one group.
 
     Raises:
         NotFoundError: If ``data_dir`` is not a folder.
@@ -245,7 +245,9 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
                 for (c, p), n in sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))[:MISTAKES_SHOWN]]
     resolved = [{"class": name, "wnid": c.wnid, "synset": c.synset, "seen": c.wnid in seen, "ambiguous": c.ambiguous,
                  "also": list(c.also)} for name, c in classes.items()]
+    calibration = clf.score_calibration
     return {"rows": rows, "images": len(records), "classes": len(per_class),
+            "score_calibration": None if calibration is None else calibration.source,
             "per_class": [{"class": c, "synset": classes[c].synset, "n": len(rs), "predict": _mean(r["predict"] for r in rs),
                            "hierarchy-max": _mean(r["hierarchy-max"] for r in rs)} for c, rs in sorted(per_class.items())],
             "photos": [{"image": r["image"], "class": r["class"], "predicted": r["predicted"], "right": r["predict"]}

@@ -152,8 +152,11 @@ def _photos(data_dir: Path | None, run_dir: Path | None, progress: bool, device:
     result["run"], result["seconds"] = str(run_dir), round(time.perf_counter() - start, 1)
     n = len(result["added"])
     added = f"; {n} {'class' if n == 1 else 'classes'} added as concepts (in memory, not stored in the run)" if n else ""
+    calibrated = "" if result.get("score_calibration") is None else (
+        f"\nthe run is calibrated on {result['score_calibration']} (kgzsl calibrate): these are predict's figures after "
+        "it; photos that were among those images are not held out")
     return (f"photos: {result['images']} photo(s) of {result['classes']} class(es) in {data_dir}, run "
-            f"{run_dir}{added}\n" + format_photos(result)
+            f"{run_dir}{added}{calibrated}\n" + format_photos(result)
             + f"\ntook {result['seconds']:.1f}s (loading the run and scoring the photos)"), result
 
 
