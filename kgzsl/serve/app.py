@@ -148,7 +148,12 @@ class ZeroShotService:
 
 
 def _error(status: int, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc), "kind": type(exc).__name__}, status_code=status)
+    from kgzsl.inference.labels import LabelError
+
+    detail = str(exc)
+    if isinstance(exc, LabelError) and exc.cli_message:  # the fix is the operator's, with the command line
+        detail = f"{exc.cli_message} (on the server's run, then restart kgzsl serve)"
+    return JSONResponse({"detail": detail, "kind": type(exc).__name__}, status_code=status)
 
 
 async def _on_image(request: Request, service: ZeroShotService, work: Callable[[bytes, dict[str, Any]], Any],

@@ -216,6 +216,9 @@ def test_malformed_requests(client, request_kwargs, status, words):
     ({"candidate_labels": ["x" * 101]}, ["longer than 100"]),
     ({"candidate_labels": ["tabby", ""]}, ["empty label"]),
     ({"candidate_labels": ["tabby", "catt"]}, ["unknown label 'catt'", "did you mean cat"]),
+    ({"candidate_labels": ["tabby", "standing desk"]}, ["unknown label 'standing desk'", "`kgzsl add-concept RUN "
+                                                        "'standing desk' --parents ...` (on the server's run, then "
+                                                        "restart kgzsl serve)"]),
     ({"candidate_labels": ["tabby", "tabby.n.01"]}, ["both resolve"]),
     ({"candidate_labels": ["n99999999"]}, ["n99999999"]),
     ({"top_k": 0}, ["top_k"]),
