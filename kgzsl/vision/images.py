@@ -112,7 +112,7 @@ def _check_size(name: str, width: int, height: int, max_pixels: int, max_aspect_
         raise ImageLoadError(
             name, f"{width}x{height} is too elongated (aspect ratio above {max_aspect_ratio:g}:1; "
             "resizing its short side to the model's input size would need huge memory)",
-            "crop it to a less extreme shape, or raise max_aspect_ratio if trusted")
+            "crop it to a less extreme shape (in Python, load_image's max_aspect_ratio raises the limit)")
 
 
 _ARRAY_FIX = ("pass one image as an HxWx3, HxWx4 or HxW numpy array or a [3, H, W] tensor, a list of them, "
