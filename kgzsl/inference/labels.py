@@ -352,10 +352,12 @@ def close_words(word: str, words: list[str], limit: int = 5) -> list[str]:
 
 def _wordnet_form(wn: Any, key: str) -> tuple[str, list[Any]]:
     """The spelling of a label key that WordNet knows as a noun, with its noun synsets: as given, as a
-    closed compound (``"wine glass"`` → ``wineglass``), or without a leading article (``"a cat"``);
-    ``(key, [])`` when none is a noun."""
+    closed compound (``"wine glass"`` → ``wineglass``), with spaces for hyphens (``"light-bulb"`` →
+    ``light_bulb``; WordNet's own hyphenated nouns, ``t-shirt``, match as given), or without a leading
+    article (``"a cat"``); ``(key, [])`` when none is a noun."""
     bare = _ARTICLE.sub("", key)
-    for form in dict.fromkeys((key, key.replace("_", ""), bare, bare.replace("_", ""))):
+    forms = (key, key.replace("_", ""), key.replace("-", "_"), bare, bare.replace("_", ""), bare.replace("-", "_"))
+    for form in dict.fromkeys(forms):
         synsets = wn.synsets(form, pos="n") if form else []
         if synsets:
             return form, synsets

@@ -132,6 +132,17 @@ def test_an_open_compound_that_wordnet_writes_closed_is_found():
         resolver.resolve("stop sign")  # neither way a WordNet noun
 
 
+def test_a_hyphen_for_a_space_is_found_and_wordnets_own_hyphens_are_kept():
+    from kgzsl.graph.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    resolver = _over([wn.synset(n) for n in ("light_bulb.n.01", "jersey.n.03", "golden_retriever.n.01")])
+    assert [r.synset for r in resolver.resolve_all(["light-bulb", "T-shirt", "golden-retriever"])] == \
+        ["light_bulb.n.01", "jersey.n.03", "golden_retriever.n.01"]  # t-shirt is WordNet's own hyphenated lemma
+    with pytest.raises(Exception, match="unknown label 'side-cutter'"):
+        resolver.resolve("side-cutter")  # neither way a WordNet noun
+
+
 def test_a_leading_article_is_not_part_of_the_name_and_a_prompt_gets_a_hint():
     from kgzsl.graph.wordnet import load_wordnet
 
