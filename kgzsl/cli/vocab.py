@@ -118,7 +118,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from kgzsl.tasks.calibrate import calibrate_scores
     from kgzsl.errors import InputError
     from kgzsl.graph.wordnet import WNID_RE
-    from kgzsl.vision.folders import list_images
+    from kgzsl.vision.folders import class_folders
 
     check_keep(args.keep)  # before anything is written
     labels = label_list(args.labels, "to take the class sub-folders of --images as the classes")
@@ -129,7 +129,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     clf = ZeroShotClassifier.load(args.run, device=args.device)
     why_not = "that needs in-set images, in sub-folders named by a label or a wnid, or with --labels"
     if labels is None and not folders and subfolders:  # sub-folders named by labels, as benchmark photos takes them
-        named = [p.name for p in subfolders if list_images(p)]
+        named = class_folders(images)
         try:
             clf.resolve_labels(named)
             labels = named

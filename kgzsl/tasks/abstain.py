@@ -58,7 +58,7 @@ def check_keep(keep: float) -> None:
 
 def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: bool) -> tuple[torch.Tensor, list | None]:
     from kgzsl.vision.extract import extract_features
-    from kgzsl.vision.folders import image_folder, list_images
+    from kgzsl.vision.folders import class_folders, image_folder, list_images
 
     if isinstance(images, torch.Tensor):
         return images.float(), list(labels) if labels is not None else None
@@ -70,7 +70,7 @@ def _features(clf: Any, images: Any, labels: Sequence[str] | None, progress: boo
             labels = labels if labels is not None else sorted({w for _, w in items})
         except ValueError:  # a flat folder of images, or sub-folders named by labels
             paths = list_images(root)
-            named = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and list_images(p))
+            named = class_folders(root)
             labels = labels if labels is not None or not named else named
     else:
         paths = [Path(p) for p in ([images] if isinstance(images, (str, os.PathLike)) else images)]

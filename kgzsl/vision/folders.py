@@ -30,8 +30,8 @@ from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.wordnet import WNID_RE
 from kgzsl.vision.images import ImageLoadError, load_image
 
-__all__ = ["IMAGE_EXTENSIONS", "NoClassFoldersError", "list_images", "image_folder", "ImageFiles", "collate_images",
-           "item_seed"]
+__all__ = ["IMAGE_EXTENSIONS", "NoClassFoldersError", "list_images", "class_folders", "image_folder", "ImageFiles",
+           "collate_images", "item_seed"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 _MASK = (1 << 63) - 1
@@ -66,6 +66,15 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         files += [Path(dirpath) / f for f in filenames
                   if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
     return sorted(files)
+
+
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """The names of ``root``'s sub-folders that hold image files (see :func:`list_images`), sorted;
+    hidden ones left out. Empty when ``root`` is not a folder."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and list_images(d))
 
 
 class NoClassFoldersError(InputError):
