@@ -7,6 +7,7 @@ skips, saying why, where Chromium is not installed (``make test`` installs it wh
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not binary or not driver:
@@ -39,8 +40,13 @@ def browser():
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,1300"):
         options.add_argument(arg)
+    # the profile and Chromium's singleton socket folder in pytest's temporary folder, not left in /tmp
+    scratch = tmp_path_factory.mktemp("chromium")
+    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    env = {**os.environ, "TMPDIR": str(scratch)}
     # an explicit driver path: Selenium never looks for (or downloads) a browser or driver
-    chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    chrome = webdriver.Chrome(options=options,
+                              service=webdriver.ChromeService(executable_path=driver, env=env))
     yield chrome
     chrome.quit()
 
