@@ -4,7 +4,7 @@
 carries the same files as the packages ``kgzsl.data.configs`` and ``kgzsl.data.wnids`` (setuptools'
 ``package_dir`` maps those package names onto the top-level folders at build time), where
 :func:`kgzsl.utils.paths.shipped_dir` finds them. The page of ``kgzsl serve`` (``kgzsl/serve/static/``)
-is package data too. Everything else is in pyproject.toml.
+is package data too, and so is ``py.typed`` (PEP 561: the package is typed). Everything else is in pyproject.toml.
 """
 
 from setuptools import find_packages, setup
@@ -14,6 +14,6 @@ SHIPPED = {"kgzsl.data.configs": "configs", "kgzsl.data.wnids": "graph_data/wnid
 setup(
     packages=find_packages(include=["kgzsl", "kgzsl.*"]) + list(SHIPPED),
     package_dir=SHIPPED,
-    package_data={"kgzsl": ["data/lexnames"], "kgzsl.serve": ["static/*"], "kgzsl.data.configs": ["*.yaml"],
+    package_data={"kgzsl": ["data/lexnames", "py.typed"], "kgzsl.serve": ["static/*"], "kgzsl.data.configs": ["*.yaml"],
                   "kgzsl.data.wnids": ["*.txt", "LICENSE-*", "NOTICE.md"]},
 )

@@ -84,6 +84,7 @@ def test_the_wheel_carries_the_shipped_files_and_ranges(wheel):
     shipped |= {f"kgzsl/data/wnids/{p.name}" for p in (REPO / "graph_data" / "wnids").iterdir()}
     assert shipped <= names and "kgzsl/data/wnids/NOTICE.md" in names and "kgzsl/data/configs/dgp.yaml" in names
     assert "kgzsl/data/lexnames" in names and "kgzsl/utils/paths.py" in names
+    assert "kgzsl/py.typed" in names  # type checkers read the annotations of the installed package (PEP 561)
     page = {f"kgzsl/serve/static/{p.name}" for p in (REPO / "kgzsl" / "serve" / "static").iterdir()}
     assert {"kgzsl/serve/static/index.html", "kgzsl/serve/static/app.js"} <= page <= names  # kgzsl serve's page
     assert not any(n.startswith(("tests/", "configs/", "graph_data/")) for n in names)

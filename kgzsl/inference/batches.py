@@ -14,17 +14,34 @@ Example:
 from __future__ import annotations
 
 import logging
+import numbers
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
+from kgzsl.errors import InputError
 from kgzsl.inference.abstain_rule import abstain_fields, abstain_scores
 from kgzsl.inference.labels import ResolvedLabel
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch
 
-__all__ = ["classify_images", "top_candidates"]
+__all__ = ["TOP_K_EVERY_CLASS", "check_top_k", "classify_images", "top_candidates"]
 
 logger = logging.getLogger(__name__)
+
+TOP_K_EVERY_CLASS = 5  # answers listed by default without candidate labels (of thousands of classes)
+
+
+def check_top_k(top_k: Any, default: int) -> int:
+    """``top_k`` checked: a positive integer (numpy's included), or ``default`` for None.
+
+    Raises:
+        InputError: For a bool, a non-integer or a number below 1.
+    """
+    if top_k is None:
+        return default
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        raise InputError(f"top_k must be an integer >= 1 (or None for the default), got {top_k!r}")
+    return int(top_k)
 
 
 def top_candidates(head: Any, resolved: Sequence[ResolvedLabel], features: torch.Tensor,

@@ -27,7 +27,7 @@ from kgzsl.errors import InputError
 from kgzsl.inference.abstain_rule import (check_calibration, follows_score_calibration, missing_calibration,
                                           read_calibration)
 from kgzsl.inference.adaptation import ClassAdapter
-from kgzsl.inference.batches import classify_images
+from kgzsl.inference.batches import TOP_K_EVERY_CLASS, check_top_k, classify_images
 from kgzsl.inference.candidates import CandidateScoring
 from kgzsl.inference.head import HeadCache
 from kgzsl.inference.labels import LabelError, LabelResolver, NotInGraphError, ResolvedLabel
@@ -121,6 +121,7 @@ class ZeroShotClassifier:
         self._add_missing_labels = True
         self._store_added_labels = True
         self._abstain_warned = False  # the threshold's other label list is said once
+        self._template_warned = False  # an ignored hypothesis_template is said once
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
@@ -379,8 +380,7 @@ class ZeroShotClassifier:
                 resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
                                           i, self.wnids[i], self.names[i]) for i in nodes]
                 return None, resolved, self._scoring.linear(every, list(nodes), self.seen_nodes())
-            labels = key[0].split(",") if len(key) == 1 and "," in key[0] else list(key)
-            resolved = resolver.resolve_all([label.strip() for label in labels])
+            resolved = resolver.resolve_all([label.strip() for label in key])
             return None, resolved, self._scoring.label_head(every, resolved, self.seen_nodes(), self.wnids)
 
         try:
@@ -424,7 +424,7 @@ class ZeroShotClassifier:
         return self._head(candidate_labels)[2].logits(features)
 
     def predict_detailed(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
-                         candidate_labels: Sequence[str] | str | None = None, top_k: int | None = 5,
+                         candidate_labels: Sequence[str] | str | None = None, top_k: int | None = None,
                          batch_size: int = 32, abstain: bool = False) -> list[dict[str, Any]]:
         """Like :meth:`predict`, one record per image: ``{"image", "predictions"}`` or ``{"image", "error"}``.
 
@@ -448,14 +448,13 @@ class ZeroShotClassifier:
                            "it keeps another share of in-set photos than the %.0f%% it was set to keep: calibrate "
                            "on the list you predict with for that share", len(calibration["candidates"]),
                            100 * float(calibration.get("keep", 1.0)))
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
-            raise InputError(f"top_k must be an integer >= 1 (or None for every candidate), got {top_k!r}")
-        k = len(resolved) if top_k is None else min(top_k, len(resolved))
+        k = min(check_top_k(top_k, len(resolved) if candidate_labels is not None else TOP_K_EVERY_CLASS),
+                len(resolved))
         return classify_images(self.backbone, linear, resolved, images, k=k, wnids=self.wnids, names=self.names,
                                batch_size=batch_size, max_pixels=self.max_pixels, abstain=calibration)
 
     def predict(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor | None = None,
-                candidate_labels: Sequence[str] | str | None = None, top_k: int | None = 5,
+                candidate_labels: Sequence[str] | str | None = None, top_k: int | None = None,
                 batch_size: int = 32, abstain: bool = False, *, image: ImageSource | None = None,
                 hypothesis_template: str | None = None, timeout: float | None = None,
                 ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | dict[str, Any]:
@@ -470,7 +469,9 @@ class ZeroShotClassifier:
                 transformed with ``clf.backbone.transform``.
             candidate_labels: wnids, synset names or words (``"golden retriever"``); None scores
                 every class the graph was built for (not the ancestors added to connect them).
-            top_k: How many labels to return per image; None returns every candidate.
+            top_k: How many labels to return per image. None (the default) returns every candidate
+                of a label list, as the Hugging Face pipeline does, and the 5 best without labels
+                (of thousands of classes); give a number for more.
             batch_size: Images per backbone call.
             abstain: Decide per image whether to answer "none of these": the best candidate's logit
                 is compared with the calibrated threshold (:attr:`abstain_calibration`, from
@@ -481,7 +482,7 @@ class ZeroShotClassifier:
             image: Hugging Face's older name for ``images``; give one or the other.
             hypothesis_template: Accepted for code written for the Hugging Face pipeline, and
                 ignored with a warning: kgzsl scores labels through WordNet and the backbone's
-                rows, not through text prompts.
+                rows, not through text prompts (said once per classifier).
             timeout: Accepted for code written for the Hugging Face pipeline, which fetches URLs
                 within it; kgzsl fetches nothing (a URL is refused as an image), so it has no effect.
 
@@ -502,7 +503,8 @@ class ZeroShotClassifier:
             images = image
         if images is None:
             raise InputError("no images given: pass a path, a PIL image, a numpy array, a tensor or a list of them")
-        if hypothesis_template is not None:
+        if hypothesis_template is not None and not self._template_warned:
+            self._template_warned = True  # once per classifier: code ported from the pipeline passes it at every call
             logger.warning("hypothesis_template=%r is ignored: kgzsl scores labels through WordNet and the "
                            "backbone's rows, not through text prompts", hypothesis_template)
         if isinstance(images, (list, tuple)) or is_tensor_batch(images):
@@ -548,7 +550,8 @@ def _key(candidate_labels: Sequence[str] | str | None) -> tuple[str, ...] | None
     if candidate_labels is None:
         return None
     try:
-        key = (candidate_labels,) if isinstance(candidate_labels, str) else tuple(candidate_labels)
+        # one string is a comma-separated list; an item of a list is one label, commas and all
+        key = tuple(candidate_labels.split(",")) if isinstance(candidate_labels, str) else tuple(candidate_labels)
     except TypeError:  # not iterable
         raise LabelError(f"candidate_labels must be a list of strings or one comma-separated string, got "
                          f"{type(candidate_labels).__name__}; pass e.g. candidate_labels=['cat', 'dog']") from None

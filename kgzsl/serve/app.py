@@ -232,7 +232,8 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
     async def predict(request: Request) -> Any:
         """Zero-shot classify one image. JSON ``{"inputs": base64, "parameters": {"candidate_labels": [...],
         "top_k": 5, "abstain": false}}`` or a multipart form (``image`` file, ``candidate_labels``
-        comma-separated, ``top_k``, ``abstain``). No candidate labels: every class of the graph. Any
+        comma-separated, ``top_k``, ``abstain``). No candidate labels: every class of the graph. No ``top_k``:
+        every candidate of a list, the 5 best classes without one. Any
         other field or key is refused (400)."""
         return await _on_image(request, service, service.predict, service.PREDICT_PARAMETERS)
 

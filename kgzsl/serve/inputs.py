@@ -287,15 +287,16 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:40] + '...'}"
 
 
-def top_k(value: Any, default: int = 5) -> int:
+def top_k(value: Any) -> int | None:
     """A positive integer, as the Python API takes it (not a bool, not a string: a form's decimal text
-    is already an int, see :func:`parse_image_request`); ``default`` when absent.
+    is already an int, see :func:`parse_image_request`); None when absent, which ``predict`` reads
+    as every candidate of a label list and the 5 best without one.
 
     Raises:
         RequestError: For anything else.
     """
     if value is None:
-        return default
+        return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         hint = " (a JSON number, not a string)" if isinstance(value, str) else ""
         raise RequestError(f"top_k must be a positive integer{hint}, got {_describe(value)}")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.errors import InputError
+from kgzsl.inference.batches import check_top_k
 from kgzsl.vision.images import ImageSource, load_image
 from kgzsl.utils.io import figure_png, write_bytes
 
@@ -43,7 +44,8 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
         clf: A :class:`~kgzsl.inference.classifier.ZeroShotClassifier` loaded from a run folder.
         image: A path or PIL image.
         label: A word, synset name or wnid (a graph node, an added concept, or any WordNet noun).
-        top_k: How many similar seen classes and how many image evidence classes.
+        top_k: How many similar seen classes and how many image evidence classes (at most the
+            backbone's classes).
 
     Returns:
         A JSON-able dict: ``label``, ``wnid``, ``synset`` (for a word of several senses, the one
@@ -56,7 +58,9 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
     Raises:
         kgzsl.inference.labels.LabelError: If the label cannot be resolved (a WordNet noun that is not
             a node is added first, as ``predict`` does).
+        kgzsl.errors.InputError: If ``top_k`` is not an integer >= 1.
     """
+    top_k = check_top_k(top_k, 5)
     res = clf.resolve_labels([label])[0]  # a WordNet noun not yet a node is added, as predict adds it
     head = clf.candidate_head([label])
     backbone = clf.backbone
@@ -83,7 +87,7 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
         similar.append({"wnid": graph.wnids[near], "synset": graph.names[near], "similarity": round(s, 4),
                         "lca": graph.names[lca] if lca is not None else None,
                         "path": [graph.names[n] for n in path]})
-    top = probs.topk(top_k)
+    top = probs.topk(min(top_k, probs.numel()))
     evidence = []
     for p, i in zip(top.values.tolist(), top.indices.tolist()):
         w = backbone.wnids[i]

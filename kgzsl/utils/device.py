@@ -16,7 +16,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
     Args:
         device: ``"auto"`` (CUDA if available, else CPU), or anything ``torch.device`` accepts, in
-            any case (``"CPU"``).
+            any case (``"CPU"``); an integer as Hugging Face's pipelines take it (``-1`` the CPU,
+            ``0`` the first GPU).
 
     Raises:
         InputError: If the spec is no device (``"gpu"``), or names one this machine or this torch
@@ -24,6 +25,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """
     if isinstance(device, torch.device):
         dev = device
+    elif isinstance(device, int) and not isinstance(device, bool) and device == -1:  # Hugging Face's CPU
+        return torch.device("cpu")
     elif device is None or (isinstance(device, str) and device.strip().lower() in ("", "auto")):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:

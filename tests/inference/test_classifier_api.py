@@ -76,6 +76,35 @@ def test_array_records_name_the_array_and_bad_arrays_are_refused():
         clf.predict(torch.zeros(2, 1, 4, 4), COLOURS)  # not [B, 3, H, W]: not a transformed batch either
 
 
+def test_by_default_every_candidate_of_a_list_and_the_five_best_without_one():
+    names = [f"c:{i}" for i in range(7)]
+    rows = torch.cat([torch.randn(7, 3, generator=torch.Generator().manual_seed(0)), torch.zeros(7, 1)], 1)
+    clf = ZeroShotClassifier(ColourBackbone(), rows, names, [f"n{i}.n.01" for i in range(7)],
+                             [[f"n{i}"] for i in range(7)])
+    red = _solid((200, 30, 10))
+    assert [len(clf(red, candidate_labels=names)), len(clf(red))] == [7, 5]  # as the Hugging Face pipeline
+    assert clf(red, names, top_k=None) == clf(red, names) and len(clf(red, names, top_k=2)) == 2
+    assert len(clf([red, red], names)[1]) == 7 and len(clf(red, top_k=6)) == 6
+
+
+def test_one_string_is_a_comma_separated_list_and_a_list_item_one_label():
+    clf = _classifier()
+    red = _solid((200, 30, 10))
+    assert [p["label"] for p in clf(red, "c:red, c:green")] == ["c:red", "c:green"]
+    with pytest.raises(LabelError, match="'c:red, c:green'"):  # an item of a list is never split
+        clf(red, ["c:red, c:green"])
+    with pytest.raises(LabelError, match="'c:red, c:green'"):
+        clf(red, ["c:red, c:green", "c:blue"])
+
+
+def test_an_ignored_hypothesis_template_is_said_once(caplog):
+    clf = _classifier()
+    with caplog.at_level(logging.WARNING, logger="kgzsl"):
+        for _ in range(3):
+            clf(_solid((200, 30, 10)), COLOURS, hypothesis_template="a photo of {}.")
+    assert sum("hypothesis_template" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_calling_the_classifier_is_predict():
     clf = _classifier()
     green = _solid((20, 210, 40))

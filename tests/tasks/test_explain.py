@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kgzsl.errors import InputError
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.tasks.explain import explain, explain_png, explanation_png, format_explanation
 
@@ -43,6 +44,11 @@ def test_explain_an_added_concept(tiny_run, tmp_path):
     assert "burmese_cat.n.01" in format_explanation(result)
     png = explain_png(result, tmp_path / "why.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad in (0, -3, 1.5, True):  # checked as predict checks it, not torch's "selected index k out of range"
+        with pytest.raises(InputError, match="top_k must be an integer >= 1"):
+            explain(clf, _chelsea(), "Burmese cat", top_k=bad)
+    many = explain(clf, _chelsea(), "Burmese cat", top_k=100_000)  # more than there are: all of them
+    assert len(many["image_evidence"]) == 1000 and len(many["similar_seen"]) <= 1000
 
 
 @requires_wordnet

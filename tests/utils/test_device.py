@@ -31,3 +31,9 @@ def test_cuda_without_a_gpu_says_so():
 def test_a_device_this_build_lacks_is_an_input_error():
     with pytest.raises(InputError, match=r"^device 'mps' is not available here \(.+\); use 'auto', 'cpu'"):
         resolve_device("mps")
+
+
+def test_hugging_faces_integer_devices():
+    assert resolve_device(-1) == torch.device("cpu")  # the pipelines' CPU
+    with pytest.raises(InputError, match="unknown device -2"):
+        resolve_device(-2)
