@@ -24,7 +24,7 @@ from kgzsl.inference.abstain_rule import abstain_fields, abstain_scores
 from kgzsl.inference.labels import ResolvedLabel
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_batch
 
-__all__ = ["TOP_K_EVERY_CLASS", "check_top_k", "classify_images", "top_candidates"]
+__all__ = ["TOP_K_EVERY_CLASS", "check_top_k", "classify_images", "split_pixel_batch", "top_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,27 @@ def warn_untransformed(batch: torch.Tensor, transform: Any) -> None:
                        "x".join(str(n) for n in batch.shape), *side)
 
 
+def split_pixel_batch(images: Any, transform: Any) -> Any:
+    """A ``[B, C, H, W]`` tensor of raw pixels as a list of ``B`` images, anything else as it is.
+
+    A batch already transformed is floating point, with the size ``transform`` crops to. A uint8
+    batch (torchvision's ``read_image`` stacked) is raw pixels, and so is a floating one of
+    another size whose values all lie in [0, 1]: each of its images is then resized and
+    normalised like an image given alone.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        return images
+    if images.dtype == torch.uint8:
+        return list(images.unbind(0))
+    crop = getattr(transform, "crop_size", None)
+    if images.is_floating_point() and crop and tuple(images.shape[-2:]) != (int(crop[0]), int(crop[-1])) \
+            and images.numel() and bool(((images >= 0) & (images <= 1)).all()):
+        logger.info("a %s tensor with values in [0, 1] is not the backbone's %dx%d input: its images are resized "
+                    "and normalised one by one", "x".join(str(n) for n in images.shape), int(crop[0]), int(crop[-1]))
+        return list(images.unbind(0))
+    return images
+
+
 def _chunks(images: Any, batch_size: int) -> tuple[list[Any], Iterator[tuple[list[int] | None, Any, int]]]:
     """The sources of ``images`` and their batches ``(indices or None for sources to load, batch, offset)``."""
     if is_tensor_batch(images):
@@ -104,7 +125,8 @@ def classify_images(backbone: Any, head: Any, resolved: Sequence[ResolvedLabel],
         backbone: The frozen backbone (``transform``, ``device``, called for pooled features).
         head: The candidate head of the label list (see :func:`top_candidates`).
         resolved: Its resolved labels.
-        images: One image, a list of them, or a ``[B, 3, H, W]`` tensor already transformed.
+        images: One image, a list of them, a ``[B, 3, H, W]`` tensor already transformed, or a
+            ``[B, C, H, W]`` tensor of raw pixels (:func:`split_pixel_batch`).
         k: Candidates per image.
         wnids: Node ids, to name the synset each label was scored by.
         names: Synset names, likewise.
@@ -113,6 +135,7 @@ def classify_images(backbone: Any, head: Any, resolved: Sequence[ResolvedLabel],
         abstain: A calibrated max-logit threshold: each record then also gets ``"abstained"``,
             ``"max_logit"`` and ``"threshold"``.
     """
+    images = split_pixel_batch(images, backbone.transform)
     if is_tensor_batch(images):
         warn_untransformed(images, backbone.transform)
     sources, chunks = _chunks(images, batch_size)

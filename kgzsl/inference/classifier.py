@@ -27,7 +27,7 @@ from kgzsl.errors import InputError
 from kgzsl.inference.abstain_rule import (check_calibration, follows_score_calibration, missing_calibration,
                                           read_calibration)
 from kgzsl.inference.adaptation import ClassAdapter
-from kgzsl.inference.batches import TOP_K_EVERY_CLASS, check_top_k, classify_images
+from kgzsl.inference.batches import TOP_K_EVERY_CLASS, check_top_k, classify_images, split_pixel_batch
 from kgzsl.inference.candidates import CandidateScoring
 from kgzsl.inference.head import HeadCache
 from kgzsl.inference.labels import LabelError, LabelResolver, NotInGraphError, ResolvedLabel
@@ -465,8 +465,9 @@ class ZeroShotClassifier:
         Args:
             images: One image or a list of them. An image is a path, a PIL image, a numpy array
                 (``HxWx3`` / ``HxWx4`` / ``HxW``, uint8 or float in [0, 1]) or a ``[3, H, W]``
-                tensor (uint8 or float in [0, 1]); a ``[B, 3, H, W]`` tensor is a batch already
-                transformed with ``clf.backbone.transform``.
+                tensor (uint8 or float in [0, 1]); a ``[B, 3, H, W]`` float tensor is a batch already
+                transformed with ``clf.backbone.transform``, and a uint8 one (or a float one in [0, 1]
+                of another size than the transform's) a batch of raw images.
             candidate_labels: wnids, synset names or words (``"golden retriever"``); None scores
                 every class the graph was built for (not the ancestors added to connect them).
             top_k: How many labels to return per image. None (the default) returns every candidate
@@ -507,6 +508,7 @@ class ZeroShotClassifier:
             self._template_warned = True  # once per classifier: code ported from the pipeline passes it at every call
             logger.warning("hypothesis_template=%r is ignored: kgzsl scores labels through WordNet and the "
                            "backbone's rows, not through text prompts", hypothesis_template)
+        images = split_pixel_batch(images, self.backbone.transform)
         if isinstance(images, (list, tuple)) or is_tensor_batch(images):
             records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain)
             for r in records:

@@ -19,15 +19,13 @@ refusal is a :class:`RequestError` carrying its HTTP status.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
 import json
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 
 from kgzsl.errors import InputError, MissingPackageError
-from kgzsl.vision.images import is_url
+from kgzsl.vision.images import decode_base64, is_url
 
 try:
     from python_multipart.exceptions import FormParserError
@@ -190,11 +188,9 @@ def _from_json(body: bytes, accepted: Sequence[str]) -> tuple[bytes, dict[str, A
     if is_url(text):  # the Inference API takes URLs; this server fetches none
         raise RequestError("\"inputs\" is a URL: this server fetches nothing from the network; send the image "
                            "file's bytes base64-encoded")
-    if text.startswith("data:") and "," in text:  # a data URL: data:image/png;base64,....
-        text = text.split(",", 1)[1]
     try:
-        image = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
+        image = decode_base64(text)  # or a data URL: data:image/png;base64,....
+    except ValueError as exc:
         raise RequestError(f"\"inputs\" is not valid base64 ({exc}); send the image file's bytes base64-encoded") \
             from None
     return image, parameters

@@ -4,13 +4,14 @@ Image folders in the wild hold grayscale scans, 16-bit TIFFs, transparent PNGs, 
 half-downloaded files and text files named ``.jpg``. :func:`load_image` turns every readable one
 into an 8-bit RGB :class:`PIL.Image.Image` (EXIF orientation applied) and every unreadable one into
 an :class:`ImageLoadError` that names the file and says what to do. Images already in memory are
-taken too: a file's encoded bytes (an upload), PIL images, numpy arrays (``HxWx3``, ``HxWx4``, ``HxW``; channels last) and tensors
+taken too: a file's encoded bytes (an upload, an open file, base64 text or a data URL), PIL images, numpy arrays (``HxWx3``, ``HxWx4``, ``HxW``; channels last) and tensors
 (``[3, H, W]``; channels first), uint8 or float in [0, 1]. :func:`load_batch` applies a backbone's
 preprocessing to many images and keeps going past the bad ones.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import math
@@ -18,7 +19,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import BinaryIO, Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -27,11 +28,11 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from kgzsl.errors import InputError
 
 __all__ = ["ImageLoadError", "ImageSource", "load_image", "load_batch", "is_tensor_batch", "describe_image",
-           "is_url"]
+           "is_url", "decode_base64"]
 
 logger = logging.getLogger(__name__)
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray, torch.Tensor]
 
 # Modes whose values are not 0..255 integers; they are rescaled by their actual value range.
 _WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -89,12 +90,65 @@ def is_url(text: str) -> bool:
     return bool(_URL.match(text))
 
 
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
+_MIN_BASE64 = 64  # characters: shorter text is a path (no image file encodes into fewer)
+_LONGEST_NAME = 300  # characters of a path or text shown in records and messages
+
+
+def decode_base64(text: str) -> bytes:
+    """The bytes of base64 text, or of a data URL (``data:image/png;base64,...``); whitespace is ignored.
+
+    Raises:
+        ValueError: If the text is not valid base64.
+    """
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    return base64.b64decode("".join(text.split()), validate=True)
+
+
+def _encoded(text: str) -> bool:
+    """Whether a string is an image's content (a data URL, or long base64 text naming no file), as
+    Hugging Face's ``load_image`` takes strings, rather than a path."""
+    if text.startswith("data:"):
+        return True
+    if len(text) < _MIN_BASE64 or not _BASE64.match(text):
+        return False
+    try:
+        return not os.path.exists(text)
+    except (OSError, ValueError):  # too long for a path
+        return True
+
+
+def _text_content(text: str) -> bytes | None:
+    """The bytes a data URL or base64 text holds; None for text that is no valid base64 (a path).
+
+    Raises:
+        ImageLoadError: For a data URL that is not valid base64.
+    """
+    if not _encoded(text):
+        return None
+    try:
+        return decode_base64(text)
+    except ValueError as exc:
+        if text.startswith("data:"):
+            raise ImageLoadError(describe_image(text), f"not valid base64 ({exc})",
+                                 "pass the image file's bytes base64-encoded, or a path") from None
+        return None
+
+
 def describe_image(source: object) -> str:
     """A short name for an image input, for records and messages: its path, or its kind and shape."""
+    if isinstance(source, str) and source.startswith("data:"):
+        return f"<data URL, {len(source):,} characters>"
+    if isinstance(source, str) and len(source) > _LONGEST_NAME and _BASE64.match(source):
+        return f"<base64 text, {len(source):,} characters>"
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        text = str(source)
+        return text if len(text) <= _LONGEST_NAME else text[:_LONGEST_NAME] + "..."
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source):,} bytes>"
+    if callable(getattr(source, "read", None)):
+        return f"<file {getattr(source, 'name', type(source).__name__)}>"
     if isinstance(source, (np.ndarray, torch.Tensor)):
         kind = "array" if isinstance(source, np.ndarray) else "tensor"
         dtype = str(source.dtype).removeprefix("torch.")
@@ -161,7 +215,9 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
 
     Args:
         source: A path to an image file, the bytes of one (an upload; decoded in memory, with the
-            same checks), an already opened :class:`PIL.Image.Image`, a numpy array
+            same checks), an open binary file (``io.BytesIO`` included), the file's bytes as base64
+            text or a data URL (``data:image/png;base64,...``, as Hugging Face's ``load_image``
+            takes them), an already opened :class:`PIL.Image.Image`, a numpy array
             (``HxWx3``, ``HxWx4`` or ``HxW``) or a tensor (``[3, H, W]``, ``[4, H, W]``,
             ``[1, H, W]`` or ``[H, W]``), uint8 or float in [0, 1].
         max_pixels: Refuse files whose header claims more pixels than this (decompression bombs).
@@ -183,6 +239,23 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
         return _from_array(source, max_pixels, max_aspect_ratio)
     if isinstance(source, Image.Image):
         return _finish(source, f"<PIL image mode={source.mode} size={source.size}>")
+    data = _text_content(source) if isinstance(source, str) else None
+    if data is not None:  # an image's content as text, as Hugging Face takes it
+        name = describe_image(source)
+        if not data:
+            raise ImageLoadError(name, "no data (0 bytes)", "send the image file's content")
+        return _decode(io.BytesIO(data), name, max_pixels, max_aspect_ratio)
+    if callable(getattr(source, "read", None)):  # an open file, io.BytesIO
+        name = describe_image(source)
+        try:
+            data = source.read()
+        except (OSError, ValueError) as exc:
+            raise ImageLoadError(name, f"cannot read it ({exc})", "pass an open, readable file") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageLoadError(name, "a text file object", "open the file in binary mode ('rb')")
+        if not data:
+            raise ImageLoadError(name, "no data (0 bytes)", "send the image file's content")
+        return _decode(io.BytesIO(data), name, max_pixels, max_aspect_ratio)
     if isinstance(source, (bytes, bytearray)):
         name = describe_image(source)
         if not source:
@@ -195,7 +268,14 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
         raise ImageLoadError(source, "a URL: kgzsl does not fetch images from the network",
                              "download the image and pass the file, or its bytes")
     path = Path(source)
-    name = str(path)
+    name = describe_image(source)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:  # a name too long for the system, a NUL byte
+        raise ImageLoadError(name, f"not a usable path ({getattr(exc, 'strerror', None) or exc})",
+                             "pass a file's path, or the image's bytes") from None
     if not path.exists():
         if path.is_symlink():
             raise ImageLoadError(name, f"a broken symbolic link (its target {os.readlink(path)} is missing)",
@@ -247,7 +327,8 @@ def load_batch(sources: Sequence[ImageSource], transform: Callable[[Image.Image]
         loaded (``None`` if none did), ``indices`` their positions in ``sources``, and
         ``errors`` maps the position of each failure to its message.
     """
-    if isinstance(sources, (str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor)):
+    if isinstance(sources, (str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor)) or \
+            callable(getattr(sources, "read", None)):
         sources = [sources]
     tensors: list[torch.Tensor] = []
     indices: list[int] = []

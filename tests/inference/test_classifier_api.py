@@ -65,6 +65,27 @@ def test_numpy_arrays_and_3d_tensors_are_images():
     assert clf.predict(batch, COLOURS, top_k=3) == [by_pil, by_pil]
 
 
+def test_a_batch_of_raw_pixels_is_a_batch_of_images():
+    clf = _classifier()
+    red, blue = _solid((200, 30, 10)), _solid((10, 20, 220))
+    expected = clf.predict([red, blue], COLOURS)
+    pixels = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in (red, blue)])  # uint8, read_image's
+    assert clf.predict(pixels, COLOURS) == expected
+    assert [r["predictions"] for r in clf.predict_detailed(pixels, COLOURS)] == expected
+
+    class Crop4:  # a transform that crops to 4x4, as the backbones' do to 224x224
+        crop_size = [4]
+
+        def __call__(self, im):
+            return ColourBackbone.transform(im)
+
+    backbone = ColourBackbone()
+    backbone.transform = Crop4()
+    cropping = ZeroShotClassifier(backbone, clf.rows, COLOURS, clf.names, clf.lemmas)
+    unit = pixels.float() / 255  # values in [0, 1], not the 4x4 input: raw images, resized one by one
+    assert cropping.predict(unit, COLOURS) == expected
+
+
 def test_array_records_name_the_array_and_bad_arrays_are_refused():
     clf = _classifier()
     records = clf.predict_detailed([_solid((1, 2, 3)), np.zeros((2, 4, 4, 3), np.uint8)], COLOURS, top_k=1)
@@ -202,6 +223,6 @@ def test_a_tensor_batch_not_of_the_transforms_size_gets_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="kgzsl.inference.batches"):
         clf.predict(good, COLOURS)
         assert caplog.text == ""
-        clf.predict(torch.rand(2, 3, 30, 45), COLOURS)
+        clf.predict(torch.randn(2, 3, 30, 45, generator=torch.Generator().manual_seed(0)), COLOURS)  # normalised
     assert "a 2x3x30x45 tensor is taken as a batch already transformed, but the backbone's transform gives 4x4" \
         in caplog.text

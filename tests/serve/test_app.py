@@ -77,6 +77,12 @@ def test_predict_json_and_form_equal_the_library(client, clf, cat):
     assert _same(client.post("/predict", json=data_url).json(), expected)
 
 
+def test_without_top_k_every_candidate_as_the_hugging_face_api(client, clf, cat):
+    labels = LABELS + ["goldfish", "great white shark", "hammerhead"]
+    body = client.post("/predict", json=_json_request(cat, candidate_labels=labels)).json()
+    assert len(body) == len(labels) > 5 and _same(body, clf.predict(photo("chelsea.png"), labels))
+
+
 def test_predict_without_labels_scores_every_class(client, clf, cat):
     body = client.post("/predict", json={"inputs": base64.b64encode(cat).decode()}).json()
     assert _same(body, clf.predict(photo("chelsea.png"), top_k=5)) and len(body) == 5

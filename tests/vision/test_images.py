@@ -264,3 +264,32 @@ def test_encoded_bytes_decode_like_the_file(tmp_path):
         load_image(path.read_bytes(), max_pixels=5000)
     batch, indices, errors = load_batch(path.read_bytes(), _small_transform)  # one encoded image alone
     assert batch.shape == (1, 3, 8, 8) and indices == [0] and errors == {}
+
+
+def test_base64_text_data_urls_and_open_files_are_images_as_hugging_face_takes_them(tmp_path):
+    import base64
+
+    path = tmp_path / "ok.png"
+    _noise((100, 60)).save(path)
+    expected = np.asarray(load_image(path))
+    text = base64.b64encode(path.read_bytes()).decode()
+    with open(path, "rb") as file:
+        sources = [text, "data:image/png;base64," + text, io.BytesIO(path.read_bytes()), file]
+        assert all(np.array_equal(np.asarray(load_image(s)), expected) for s in sources)
+    assert describe_image(text) == f"<base64 text, {len(text):,} characters>"
+    assert describe_image("data:image/png;base64," + text).startswith("<data URL, ")
+    batch, indices, errors = load_batch(io.BytesIO(path.read_bytes()), _small_transform)  # one file alone
+    assert batch.shape == (1, 3, 8, 8) and indices == [0] and errors == {}
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("data:image/png;base64,@@@", "not valid base64"),
+    ("data:,", r"no data \(0 bytes\)"),
+    ("photos/" + "a" * 70, "no such file"),  # long, base64's letters only, no valid base64: a path
+    ("/" + "y" * 5000, r"not a usable path \(File name too long\)"),
+    (io.StringIO("abc"), "binary mode"),
+])
+def test_text_that_is_neither_image_nor_path_says_so_briefly(source, problem):
+    with pytest.raises(ImageLoadError, match=problem) as info:
+        load_image(source)
+    assert len(str(info.value)) < 500  # never the whole text back
