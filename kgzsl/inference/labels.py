@@ -20,6 +20,7 @@ import difflib
 import logging
 import re
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Sequence
 
@@ -199,6 +200,53 @@ class LabelResolver:
                              cli_message="; ".join(dict.fromkeys(cli_errors)) + also)
         if absent:
             raise NotInGraphError("; ".join(dict.fromkeys(m for _, m in absent)), missing)
+        return self._in_context(out)
+
+    def _in_context(self, resolved: list[ResolvedLabel]) -> list[ResolvedLabel]:
+        """Each ambiguous word read as the kind of thing the list's other labels are.
+
+        A word with several senses in the graph, of which the image does not pick (no ``senses``),
+        takes the sense of the kind (WordNet's lexicographer file: animal, artifact, food ...) that
+        more of the list's other labels are than are of its chosen sense's kind; the first such
+        sense in the usual order, of the most frequent kind: "bass" beside "trout" is the fish,
+        not the instrument; "bat" beside "ball" the club; "sole" beside "goldfish" the flatfish;
+        "bat" beside "cat" stays the animal. A sense another label already names is not taken.
+        Labels given as synset names or wnids have no alternatives, so they stay as given.
+        """
+        if len(resolved) < 2 or not any(r.alternatives and not r.senses for r in resolved):
+            return resolved
+        wn = self._wn()
+        if wn is None:
+            return resolved
+
+        def kind(index: int) -> str | None:
+            try:
+                return wn.synset(self.names[index]).lexname()
+            except Exception:  # a class of your own, a ConceptNet node: no WordNet sense
+                return None
+
+        taken = {r.index for r in resolved}
+        out = list(resolved)
+        for n, res in enumerate(resolved):
+            if not res.alternatives or res.senses:
+                continue
+            kinds = Counter(k for m, r in enumerate(resolved) if m != n for k in [kind(r.index)] if k is not None)
+            own = kind(res.index)
+            if own is None:
+                continue
+            options = [(kinds[k], -rank, i) for rank, name in enumerate(res.alternatives)
+                       for i in [self.by_name.get(name)] if i is not None and i not in taken
+                       for k in [kind(i)] if kinds[k] > kinds[own]]
+            if not options:
+                continue
+            index = max(options)[2]
+            logger.info("label %r read as %s (%s), of the kind the list's other labels are (%s), rather than %s; pass a "
+                        "synset name to choose a sense", res.label, self.names[index],
+                        wn.synset(self.names[index]).definition(), kind(index), res.synset)
+            taken.discard(res.index)
+            taken.add(index)
+            rest = (res.synset,) + tuple(a for a in res.alternatives if a != self.names[index])
+            out[n] = ResolvedLabel(res.label, index, self.wnids[index], self.names[index], rest)
         return out
 
     def _wn(self) -> Any:
@@ -358,7 +406,7 @@ def _wordnet_form(wn: Any, key: str) -> tuple[str, list[Any]]:
     bare = _ARTICLE.sub("", key)
     forms = (key, key.replace("_", ""), key.replace("-", "_"), bare, bare.replace("_", ""), bare.replace("-", "_"))
     for form in dict.fromkeys(forms):
-        synsets = wn.synsets(form, pos="n") if form else []
+        synsets = list(dict.fromkeys(wn.synsets(form, pos="n"))) if form else []  # nltk can list one twice
         if synsets:
             return form, synsets
     return key, []

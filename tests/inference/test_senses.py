@@ -35,13 +35,18 @@ def _over(synsets: list, seen: tuple[str, ...] = (), **kwargs) -> LabelResolver:
 @pytest.fixture(scope="module")
 def resolver() -> LabelResolver:
     """Every noun sense of the words, the ImageNet-1k classes and all their ancestors, as one graph."""
+    return _graph_of(WORDS)
+
+
+def _graph_of(words: list[str]) -> LabelResolver:
+    """A resolver over every noun sense of ``words``, the ImageNet-1k classes and all their ancestors."""
     from kgzsl.graph import resolve_wnids
     from kgzsl.graph.wordnet import load_wordnet, synset_from_wnid
     from kgzsl.vision.backbones import imagenet_wnids
 
     wn = load_wordnet()
     seen = [synset_from_wnid(wn, w) for w in imagenet_wnids()]
-    synsets = {s for w in WORDS for s in wn.synsets(w.replace(" ", "_"), pos="n")} | set(seen)
+    synsets = {s for w in words for s in wn.synsets(w.replace(" ", "_"), pos="n")} | set(seen)
     ancestors_of_seen = {s: set(s.closure(lambda x: x.hypernyms() + x.instance_hypernyms())) for s in seen}
     for ups in ancestors_of_seen.values():
         synsets |= ups
@@ -52,6 +57,31 @@ def resolver() -> LabelResolver:
                          [s.lemma_names() for s in nodes], wordnet=lambda: wn, seen=[index[s] for s in seen],
                          requested=[i for i, s in enumerate(nodes) if f"n{s.offset():08d}" in requested],
                          grounded=lambda: {index[a] for s, ups in ancestors_of_seen.items() for a in ups | {s}})
+
+
+@pytest.mark.parametrize("labels, word, sense", [
+    (["bass", "trout", "goldfish"], "bass", "bass.n.08"),  # the fish, not the instrument (alone: bass.n.07)
+    (["trout", "sole", "goldfish"], "sole", "sole.n.04"),  # the flatfish, not a shoe's sole
+    (["ball", "bat", "glove"], "bat", "bat.n.05"),  # the club
+    (["cat", "dog", "bat"], "bat", "bat.n.01"),  # the animal, as alone
+    (["bass", "guitar", "drum"], "bass", "bass.n.07"),
+    (["ball", "bat", "cat"], "bat", "bat.n.01"),  # as many animals as artifacts: the usual sense
+    (["silversides", "trout"], "silversides", "silversides.n.01"),  # a fish already: not another fish
+    (["bass", "trout", "bass.n.08"], "bass", "bass.n.07"),  # the fish is taken by another label
+])
+def test_an_ambiguous_word_is_read_as_the_kind_the_other_labels_are(labels, word, sense):
+    resolver = _graph_of(["bass", "trout", "goldfish", "sole", "ball", "bat", "glove", "cat", "dog", "guitar",
+                          "drum", "silversides"])
+    resolved = {r.label: r for r in resolver.resolve_all(labels)}
+    assert resolved[word].synset == sense
+    alone = resolver.resolve(word)
+    assert set(resolved[word].alternatives) | {resolved[word].synset} == set(alone.alternatives) | {alone.synset}
+
+
+def test_a_sense_is_listed_once():
+    resolver = _graph_of(["silversides"])
+    res = resolver.resolve("silversides")  # nltk lists silversides.n.01 twice
+    assert res.synset not in res.alternatives and len(set(res.alternatives)) == len(res.alternatives)
 
 
 @pytest.mark.parametrize("word", WORDS)

@@ -251,3 +251,22 @@ def test_benchmark_photos_says_what_its_time_is(tmp_path, monkeypatch):
                            run_dir=tmp_path / "run", progress=False, device="cpu")
     assert report.splitlines()[1] == ("the run is calibrated on 30 images in shop (kgzsl calibrate): these are "
                                       "predict's figures after it; photos that were among those images are not held out")
+
+
+def test_a_folders_word_is_read_as_predict_reads_it_among_its_group(tiny_run, tmp_path):
+    from kgzsl.vision.samples import demo_photos
+
+    root = tmp_path / "fish"
+    photos = sorted(demo_photos())[:3]
+    for name, photo in zip(["bass", "tench", "goldfish"], photos):
+        (root / name).mkdir(parents=True)
+        shutil.copy(photo, root / name / photo.name)
+    clf = ZeroShotClassifier.load(tiny_run, device="cpu")
+    clf.store_added_labels = False
+    for sense in ("bass.n.07", "bass.n.08"):  # the instrument and the fish, both nodes
+        clf.add_concept(sense)
+    assert clf.resolve_labels(["bass"])[0].synset == "bass.n.07"  # alone: the instrument
+    result = run_photos(clf, root, progress=False)
+    resolved = {r["class"]: r for r in result["resolved"]}
+    assert resolved["bass"]["synset"] == "bass.n.08"  # beside tench and goldfish: the fish, as predict reads it
+    assert {c["class"]: c["synset"] for c in result["per_class"]}["bass"] == "bass.n.08"

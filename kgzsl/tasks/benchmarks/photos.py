@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,23 @@ def _resolve_classes(clf: Any, root: Path, names: list[str]) -> tuple[dict[str, 
     return classes, added, skipped
 
 
+def _in_groups(clf: Any, classes: dict[str, _Class], groups: dict[str, str]) -> dict[str, _Class]:
+    """The classes as ``predict`` reads them among their group's classes: an ambiguous word takes the
+    kind of sense the group's other labels are ("bass" among fish is the fish)."""
+    out = dict(classes)
+    for group in sorted({groups[name] for name in classes}):
+        names = [name for name in classes if groups[name] == group]
+        try:
+            found = clf.resolve_labels(names)
+        except InputError:  # two folders naming one class: the scoring says so
+            continue
+        for name, res in zip(names, found):
+            if res.index != classes[name].index:
+                out[name] = replace(classes[name], index=res.index, wnid=res.wnid, synset=res.synset,
+                                    also=tuple(clf.names[i] for i in res.senses))
+    return out
+
+
 def _senses(word: str) -> int:
     """How many noun senses WordNet gives ``word`` (0 without WordNet, or for a class of one's own)."""
     from kgzsl.graph.wordnet import load_wordnet
@@ -215,6 +232,7 @@ def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
                              f"{', ...' if len(names) > 5 else ''}) name no class of the run's graph and cannot be "
                              "added as concepts (the warnings say why); name the class folders by labels predict "
                              "takes, or by WordNet noun wnids")
+        classes = _in_groups(clf, classes, groups)
         records, unreadable = _score(clf, root, items, classes, groups, progress)
     finally:
         clf.store_added_labels = store
