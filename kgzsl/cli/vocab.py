@@ -130,17 +130,38 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     why_not = "that needs in-set images, in sub-folders named by a label or a wnid, or with --labels"
     if labels is None and not folders and subfolders:  # sub-folders named by labels, as benchmark photos takes them
         named = class_folders(images)
-        try:
+        failed = {}
+        for name in named:
+            try:
+                clf.resolve_labels([name])
+            except InputError as exc:
+                failed[name] = exc.cli_text()
+        misspelt = [name for name, why in failed.items() if "did you mean" in why]  # close to a label
+        if misspelt and len(failed) < len(named):  # class folders, one misspelt: nothing is written
+            raise InputError(f"{len(misspelt)} of the {len(named)} class folders of {images} name no label but come "
+                             f"close to one ({', '.join(map(repr, misspelt[:5]))}; {misspelt[0]!r}: "
+                             f"{failed[misspelt[0]]}); rename them, or give --labels naming the classes the images show")
+        if failed:  # a folder of unlabelled images in sub-folders of any name (dates, "misc")
+            first = next(iter(failed))
+            why_not = (f"the sub-folders of {images} are not all labels ({failed[first]}); rename or move those that "
+                       "are not, or give --labels naming the classes all its images show")
+        else:
             clf.resolve_labels(named)
             labels = named
             print(f"in-set classes: the {len(named)} sub-folders of {images} ({', '.join(named[:5])}"
                   f"{', ...' if len(named) > 5 else ''})")
-        except InputError as exc:  # a folder of unlabelled images in sub-folders of any name
-            why_not = (f"the sub-folders of {images} are not all labels ({exc.cli_text()}); rename or move those that "
-                       "are not, or give --labels naming the classes all its images show")
     abstain = labels is not None or bool(folders)  # else unlabelled images: no in-set classes to set it on
     if abstain:  # a label the threshold cannot be set on fails now, before the run's calibration is replaced
         clf.resolve_labels(labels if labels is not None else [p.name for p in folders])
+    if args.abstain_only:  # the threshold on the scores as they are: no score calibration is written
+        if not abstain:
+            raise InputError(f"--abstain-only sets the 'none of these' threshold alone: {why_not}")
+        result = calibrate_abstain(clf, keep=args.keep, images=args.images, labels=labels, progress=not args.quiet)
+        kind = "the run's score calibration" if clf.score_calibration is not None else "the scores as they are"
+        print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}), over "
+              f"{kind}: keeps {result['kept']:.1%} of {result['inputs']} in-set inputs; stored in "
+              f"{Path(args.run) / 'abstain.json'}")
+        return 0
     calib = calibrate_scores(clf, args.images, progress=not args.quiet, abstain_follows=abstain)
     kept = 0 if calib.features is None else calib.features.size(0)
     most = min(kept // MIN_IMAGES_PER_CANDIDATE, MAX_CANDIDATES)
@@ -214,5 +235,7 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
                    "abstain threshold")
     p.add_argument("--keep", type=float, default=0.95, help="share of in-set images to keep (default 0.95)")
     p.add_argument("--labels", help="comma-separated candidates the images are scored against")
+    p.add_argument("--abstain-only", action="store_true", help="set the 'none of these' threshold alone and leave "
+                   "the scores as they are (no score calibration: on ordinary colour photos it can cost accuracy)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_calibrate)

@@ -67,9 +67,11 @@ def follows_score_calibration(calibration: Mapping[str, Any] | None, score_calib
     current = score_calibration.fingerprint() if score_calibration is not None else None
     if calibration["score_calibration"] == current:
         return calibration
-    logger.warning("ignoring %s: its threshold was set under another score calibration than the run's "
-                   "score_calibration.safetensors (two `kgzsl calibrate` at once, or one interrupted); run "
-                   "`kgzsl calibrate RUN --images DIR` again to use abstain", Path(run_dir) / ABSTAIN_FILE)
+    now = "none" if current is None else "another"
+    logger.warning("ignoring %s: its threshold was set under another score calibration than the run's (%s now: "
+                   "score_calibration.safetensors was removed or replaced, or two `kgzsl calibrate` ran at once, or "
+                   "one was interrupted); run `kgzsl calibrate RUN --images DIR` again, with --abstain-only to keep "
+                   "the scores as they are, to use abstain", Path(run_dir) / ABSTAIN_FILE, now)
     return None
 
 

@@ -206,3 +206,34 @@ def test_a_closed_pipe_ends_the_command_quietly(run, monkeypatch):
         assert main(["-q", "evaluate", str(run), "--data", str(run), "--split", "2-hops"]) == 141
     finally:
         stream.close()
+
+
+def test_calibrate_abstain_only_sets_the_threshold_and_leaves_the_scores(run, tmp_path, capsys):
+    import json
+
+    _photo_folders(tmp_path, per_class=3)
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5", "--abstain-only",
+                 "--device", "cpu"]) == 0
+    assert "over the scores as they are" in capsys.readouterr().out
+    assert not (run / "score_calibration.safetensors").exists()
+    assert json.loads((run / "abstain.json").read_text())["score_calibration"] is None
+    cat = str(_chelsea())
+    assert main(["-q", "predict", str(run), cat, "--labels", "tabby,tench", "--abstain", "--device", "cpu"]) == 0
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--abstain-only",
+                 "--device", "cpu"]) == 1  # unlabelled images: no threshold to set, and nothing else is done
+    assert "--abstain-only sets the 'none of these' threshold alone" in capsys.readouterr().err
+    assert not (run / "score_calibration.safetensors").exists()
+
+
+def test_calibrate_with_a_misspelt_class_folder_is_an_error_and_writes_nothing(run, tmp_path, capsys):
+    from PIL import Image
+
+    photo = Image.open(_chelsea()).convert("RGB").resize((96, 64))
+    for name in ("tabby", "tench", "goldfsh"):
+        (tmp_path / "lab" / name).mkdir(parents=True)
+        for i in range(2):
+            photo.rotate(10 * i).save(tmp_path / "lab" / name / f"{i}.png")
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "lab"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of the 3 class folders" in err and "come close to one ('goldfsh'" in err and "did you mean" in err
+    assert not (run / "score_calibration.safetensors").exists() and not (run / "abstain.json").exists()

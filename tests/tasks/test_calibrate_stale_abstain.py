@@ -73,3 +73,11 @@ def test_a_threshold_set_under_another_calibration_is_ignored_on_load(clf, tmp_p
     caplog.clear()
     assert ZeroShotClassifier.load(clf.run_dir, device="cpu", backbone=clf.backbone).abstain_calibration is not None
     assert "ignoring" not in caplog.text
+
+
+def test_a_calibration_on_few_images_is_warned_about(clf, caplog):
+    calibrate_scores(clf, torch.rand(60, 1280, generator=torch.Generator().manual_seed(3)) * 3, save=False)
+    assert "few images" not in caplog.text
+    calibrate_scores(clf, _features(4), save=False)  # 12 images
+    assert "score calibration on 12 images only: the centring is estimated from few images" in caplog.text
+    assert "--abstain-only" in caplog.text
