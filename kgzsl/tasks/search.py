@@ -143,7 +143,7 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
     In one process, an interruption (Ctrl-C, or SIGTERM under the ``kgzsl`` command) writes the
     index of the images done so far (every finished part of 256) before it propagates, so the same
     call again goes on where it stopped. A file reached twice (through a symbolic link) is indexed
-    once.
+    once, under the first path it is listed by; a symbolic link keeps its own path.
 
     Args:
         backbone: The run's frozen backbone.
@@ -163,15 +163,21 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
 
     Raises:
         FileNotFoundError: If ``folder`` does not exist.
+        kgzsl.errors.InputError: If it holds no image file (nothing is written).
         kgzsl.errors.OutputError: If ``index_path`` is a folder, cannot be written, or is a file that
             is not a kgzsl image index (see :func:`check_index_path`); checked before any work.
     """
-    from kgzsl.vision.folders import list_images
+    from kgzsl.vision.folders import IMAGE_EXTENSIONS, list_images
 
     ctx = dist_ctx or DistContext()
     index_path = check_index_path(index_path)
     files, keys, unlisted, seen = [], [], 0, set()
-    for p in list_images(folder):
+    listed = list_images(folder)
+    if not listed:
+        raise InputError(f"{folder} is a folder without image files (looked for "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))} in any case, in sub-folders too); index a folder "
+                         "that holds images")
+    for p in listed:
         try:
             st = p.stat()
         except OSError as exc:  # a broken symbolic link, or no permission: one file, not the whole index
@@ -185,7 +191,8 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
             continue
         seen.add(resolved)
         files.append(p)
-        keys.append({"path": resolved, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        # the path as listed under the folder (a symbolic link keeps its own name), made absolute
+        keys.append({"path": str(p.absolute()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     if not all_ranks_agree(keys, ctx):
         raise SetupError(f"the processes listed different files under {folder} (did it change?); run again")
     old = _reusable_rows(backbone, index_path) if ctx.is_main else {}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kgzsl.errors import InputError
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.tasks.search import SearchIndexError, build_index, search
 
@@ -72,3 +73,16 @@ def test_cli_index_and_search(tiny_run, photos, tmp_path, capsys):
     assert main(["-q", "search", str(tiny_run), str(index), "tabby", "--json", "--device", "cpu"]) == 0
     hits = __import__("json").loads(capsys.readouterr().out)
     assert Path(hits[0]["path"]).name == "chelsea.png"
+
+
+def test_a_symbolic_link_is_found_by_its_own_path_and_an_empty_folder_is_an_error(clf, photos, tmp_path):
+    mine = tmp_path / "mine" / "cats"
+    mine.mkdir(parents=True)
+    (mine / "my_cat.png").symlink_to(photos / "chelsea.png")  # a folder of links, as a lab builds one
+    index = tmp_path / "mine.index"
+    build_index(clf.backbone, tmp_path / "mine", index, progress=False)
+    assert search(clf, index, "tabby")[0]["path"] == str(mine / "my_cat.png")  # not the link's target
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(InputError, match="is a folder without image files"):
+        build_index(clf.backbone, tmp_path / "empty", tmp_path / "empty.index", progress=False)
+    assert not (tmp_path / "empty.index").exists()
