@@ -50,9 +50,11 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
     Returns:
         A JSON-able dict: ``label``, ``wnid``, ``synset`` (for a word of several senses, the one
         the image fits best, as ``predict`` reports it; then ``default_synset`` names the word's
-        first sense where it differs), ``logit`` (the label's logit for the image), ``similar_seen``
-        (``[{wnid, synset, similarity, lca, path}]``, ``path`` a list of synset names from the seen
-        class to the label) and ``image_evidence``
+        first sense where it differs), ``logit`` (the label's logit for the image), ``row``
+        (``"real"`` for one of the backbone's classes, scored with its own row as ``predict`` scores
+        it, else ``"predicted"``), ``similar_seen`` (``[{wnid, synset, similarity, lca, path}]``: the
+        seen classes whose real rows are nearest that row, ``path`` a list of synset names from the
+        seen class to the label) and ``image_evidence``
         (``[{wnid, synset, probability}]``, the backbone's own top ImageNet-1k classes).
 
     Raises:
@@ -77,7 +79,10 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
     graph = _graph(clf)
     real = F.normalize(backbone.classifier_rows().float(), dim=1)
     seen = [(i, graph.index[w]) for i, w in enumerate(backbone.wnids) if w in graph.index and graph.index[w] != node]
-    row = clf.rows[node].float().to(real.device)
+    # the row predict scores the label with: a backbone class keeps its real row (unless every candidate
+    # is scored by its predicted row, scoring="predicted")
+    own = clf.scoring != "predicted" and node in set(clf.seen_nodes().tolist())
+    row = F.normalize((clf.score_rows()[node] if own else clf.rows[node]).float().to(real.device), dim=0)
     sims = real[[i for i, _ in seen]] @ row
     best = sims.topk(min(top_k, len(seen)))
     similar = []
@@ -94,7 +99,8 @@ def explain(clf: Any, image: ImageSource, label: str, top_k: int = 5) -> dict[st
         evidence.append({"wnid": w, "synset": graph.names[graph.index[w]] if w in graph.index else w,
                          "probability": round(p, 4)})
     result = {"image": str(image) if isinstance(image, (str, Path)) else type(image).__name__, "label": res.label,
-              "wnid": clf.wnids[node], "synset": clf.names[node], "logit": round(logit, 4), "similar_seen": similar,
+              "wnid": clf.wnids[node], "synset": clf.names[node], "logit": round(logit, 4),
+              "row": "real" if own else "predicted", "similar_seen": similar,
               "image_evidence": evidence}
     if node != res.index:  # the image chose another sense than the word's first
         result["default_synset"] = res.synset
@@ -105,8 +111,11 @@ def format_explanation(result: dict[str, Any]) -> str:
     """Readable text of an :func:`explain` result."""
     chosen = f"; the sense this image fits best, not {result['default_synset']}" if "default_synset" in result else ""
     node = result["synset"] if result["synset"] == result["wnid"] else f"{result['synset']}, {result['wnid']}"
-    lines = [f"{result['label']} ({node}{chosen}): logit {result['logit']:.3f}",
-             "  carried by the seen classes (cosine of their real row to the predicted row; graph path):"]
+    carried = "  carried by the seen classes (cosine of their real row to the predicted row; graph path):"
+    if result.get("row") == "real":
+        carried = ("  one of the backbone's own classes, scored with its real row; the seen classes nearest to it "
+                   "(cosine of their real rows; graph path):")
+    lines = [f"{result['label']} ({node}{chosen}): logit {result['logit']:.3f}", carried]
     for s in result["similar_seen"]:
         lines.append(f"    {s['similarity']:+.3f}  {s['synset']:<28} {' → '.join(s['path']) or '(no path)'}")
     lines.append("  the image's own seen-class evidence (backbone softmax):")

@@ -61,6 +61,19 @@ def test_cli_explain(tiny_run, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["synset"] == "tabby.n.01" and result["png"] == str(png) and png.is_file()
     assert all(s["path"][-1] == "tabby.n.01" for s in result["similar_seen"])
+    # a backbone class: predict scores it with its real row, and explain says so and uses that row
+    assert result["row"] == "real"
+    clf = ZeroShotClassifier.load(tiny_run, device="cpu")
+    import torch.nn.functional as F
+
+    real = F.normalize(clf.backbone.classifier_rows().float(), dim=1)
+    tabby = clf.backbone.wnids.index("n02123045")
+    first = result["similar_seen"][0]
+    assert first["similarity"] == pytest.approx(float(real[clf.backbone.wnids.index(first["wnid"])] @ real[tabby]),
+                                                abs=1e-4)
+    assert main(["-q", "explain", str(tiny_run), str(_chelsea()), "--label", "tabby", "--device", "cpu"]) == 0
+    assert "one of the backbone's own classes, scored with its real row" in capsys.readouterr().out
+    assert explain(clf, _chelsea(), "Burmese cat")["row"] == "predicted"
 
 
 def _hand_made_result() -> dict:
