@@ -40,7 +40,7 @@ from kgzsl.graph.taxonomy_files import read_taxonomy
 from kgzsl.inference.concept_nodes import (SYNSET_RE, WNID_RE, AmbiguousConceptError, ConceptError, NodeExtension,
                                            custom_id, pick_synset, resolve_parent)
 from kgzsl.inference.concept_state import ConceptState, concept_graph
-from kgzsl.inference.labels import LabelError, ResolvedLabel
+from kgzsl.inference.labels import LabelError, ResolvedLabel, close_words
 from kgzsl.utils.io import write_text
 
 __all__ = ["ConceptError", "AmbiguousConceptError", "ConceptReport", "add_concept", "add_concepts", "save_concepts",
@@ -120,10 +120,13 @@ class _Planner:
             if synset is None:
                 if WNID_RE.match(e.name) or SYNSET_RE.match(e.name):
                     raise ConceptError(f"{e.name!r} names no WordNet noun synset")
+                close = close_words(label_key(e.name), list(self.wn.all_lemma_names("n"))) if self.wn is not None else []
+                meant = (f" (did you mean {', '.join(c.replace('_', ' ') for c in close)}? then fix the name)"
+                         if close else "")
                 raise ConceptError(
-                    f"{e.name!r} is not a WordNet noun: say where it belongs with parents=[...] (words, synset "
-                    "names or wnids of the graph), e.g. parents=['scooter']",
-                    cli_message=f"{e.name!r} is not a WordNet noun: say where it belongs with --parents "
+                    f"{e.name!r} is not a WordNet noun{meant}: say where it belongs with parents=[...] (words, "
+                    "synset names or wnids of the graph), e.g. parents=['scooter']",
+                    cli_message=f"{e.name!r} is not a WordNet noun{meant}: say where it belongs with --parents "
                     "(comma-separated words, synset names or wnids of the graph; in a --file: 'parents:'), "
                     "e.g. --parents scooter")
             wnid = f"n{synset.offset():08d}"

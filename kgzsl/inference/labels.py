@@ -395,7 +395,21 @@ def close_words(word: str, words: list[str], limit: int = 5) -> list[str]:
     found = process.extract(word, words, scorer=OSA.distance, score_cutoff=allowed, limit=None)
     found = [m for m in found if fuzz.ratio(word, m[0]) >= 50]  # at least half the letters kept ("x" is no "a")
     found.sort(key=lambda m: (m[1], abs(len(m[0]) - len(word)), -fuzz.ratio(word, m[0]), m[0]))
-    return [m[0] for m in found[:limit]] or difflib.get_close_matches(word, words, n=limit, cutoff=0.75)
+    typos = [m[0] for m in found] or difflib.get_close_matches(word, words, n=limit, cutoff=0.75)
+    return list(dict.fromkeys(_open_compounds(word, words) + typos))[:limit]
+
+
+def _open_compounds(word: str, words: list[str], limit: int = 3) -> list[str]:
+    """Open compounds that a closed one written as one word most likely names: "clownfish" →
+    ``clown_anemone_fish`` (the ``words`` of several parts that start with one end of ``word`` and end
+    with the other, each end at least 3 letters), shortest first."""
+    if "_" in word or len(word) < 6:
+        return []
+    found = set()
+    for cut in range(3, len(word) - 2):
+        head, tail = word[:cut] + "_", "_" + word[cut:]
+        found.update(w for w in words if w.startswith(head) and w.endswith(tail))
+    return sorted(found, key=lambda w: (len(w), w))[:limit]
 
 
 def _wordnet_form(wn: Any, key: str) -> tuple[str, list[Any]]:

@@ -10,6 +10,7 @@ import torch
 from kgzsl.errors import InputError, KgzslError
 from kgzsl.graph.taxonomy import TaxonomyError
 from kgzsl.inference.classifier import ZeroShotClassifier
+from kgzsl.inference.concept_nodes import ConceptError
 from kgzsl.inference.concept_store import restore_concepts, store_concepts
 
 pytestmark = pytest.mark.slow
@@ -220,3 +221,11 @@ def test_another_process_s_concepts_are_added_without_repeating_their_warnings(r
     second.add_concepts([{"name": "spotcat", "parents": "tabby"}])
     store_concepts(second)  # adds first's drone too, which this process's user never passed
     assert second.added_wnids == ["x:spotcat", "x:drone"] and "also a WordNet noun" not in caplog.text
+
+
+def test_a_misspelt_word_to_add_suggests_the_wordnet_noun(run):
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    with pytest.raises(ConceptError, match=r"'tilapiaa' is not a WordNet noun \(did you mean tilapia\? then fix the "
+                                           r"name\): say where it belongs"):
+        clf.add_concept("tilapiaa")
+    assert clf.added_wnids == []

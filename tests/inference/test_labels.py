@@ -18,6 +18,15 @@ def test_lemma_matching_without_wordnet():
         r.resolve("animl")
 
 
+def test_a_closed_compound_suggests_the_open_one_first():
+    from kgzsl.inference.labels import close_words
+
+    words = ["clown_anemone_fish", "blowfish", "cowfish", "clown", "fish", "clown_fish_x", "anemone_fish"]
+    assert close_words("clownfish", words)[:2] == ["clown_anemone_fish", "blowfish"]  # then the typos
+    assert close_words("cowfish", words)[0] == "cowfish"  # a known word of one part: itself first
+    assert close_words("fish", words) == ["fish"]  # short words: no compound search
+
+
 def test_a_typo_suggests_the_words_a_few_edits_away_short_words_too():
     from kgzsl.inference.labels import close_words
 
