@@ -318,6 +318,7 @@ class LabelResolver:
                     missing.name(), missing.definition(), best.name(), best.definition())
         sense = f"{missing.name()} ({missing.definition()})"
         said = f"{text!r} usually means {sense}" if why == "usual" else \
+            f"{text!r}, written with a capital, names {sense}" if why == "proper" else \
             f"{text!r} names a physical thing as {sense}, where the graph has only {best.name()} ({best.definition()})"
         raise NotInGraphError(f"{said}; {missing.name()} is not a node of this graph: add it with "
                               f"`kgzsl add-concept RUN {missing.name()}`", [missing.name()])
@@ -332,7 +333,7 @@ class LabelResolver:
         if wn is not None:
             key, synsets = _wordnet_form(wn, key)
             senses = WordSenses(key, label_key(wn.morphy(key, "n") or key), synsets, self.index, self.seen,
-                                self.requested, self._grounded_nodes)
+                                self.requested, self._grounded_nodes, written=text)
             best = senses.best
             if best is not None:
                 self._add_instead(text, senses)

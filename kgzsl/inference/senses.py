@@ -12,7 +12,9 @@ graph and keeps the first, preferring the senses a photo can show:
    abstract senses (``"TV"`` is the receiver, not the medium; ``"palm"`` the tree, not the hand).
    A person counts as a thing where it is the word's **usual** sense (``"man"`` is the adult male,
    not the genus *Homo*; ``"soldier"`` not the ant): the sense that holds more than half of the
-   word's uses in WordNet's sense-tagged corpus, and at least :data:`MIN_USES` of them;
+   word's uses in WordNet's sense-tagged corpus, and at least :data:`MIN_USES` of them. Within
+   a kind, a word written with a capital takes the senses it names as written first (``"Earth"``
+   is the planet, whose lemma is ``Earth``, not dry land, ``earth``);
 3. then the word's frequency in that sense in the tagged corpus (``cntlist``: ``"fork"`` is the
    cutlery, not the pitchfork; ``"book"`` the bound pages, not a book of tickets);
 4. then senses named after the word before those where it is a synonym (``"cake"`` is the baked
@@ -92,8 +94,9 @@ class WordSenses:
     """
 
     def __init__(self, key: str, base: str, synsets: list[Any], index: Mapping[str, int], seen: Collection[int],
-                 requested: Collection[int], grounded: Callable[[], Collection[int]]) -> None:
+                 requested: Collection[int], grounded: Callable[[], Collection[int]], written: str = "") -> None:
         self.key, self.base, self.synsets = key, base, synsets
+        self.written = written.strip().replace(" ", "_")
         self._index, self._seen, self._requested, self._grounded = index, seen, requested, grounded
         self.uses = sum(self.frequency(s) for s in synsets)
         present = [s for s in synsets if wnid(s) in index]
@@ -121,6 +124,12 @@ class WordSenses:
         """Whether the synset is named after the word (``cake.n.03`` for "cake"; not ``patty.n.01``)."""
         return label_key(synset.name().rsplit(".", 2)[0]) in (self.key, self.base)
 
+    def proper(self, synset: Any) -> bool:
+        """Whether the word, written with a capital, is a lemma of the synset as written: a name
+        (``"Earth"`` the planet, whose lemma is ``Earth``; not dry land, whose lemma is ``earth``)."""
+        w = self.written
+        return w != w.lower() and any(lem.name() == w for lem in synset.lemmas())
+
     def kind(self, synset: Any) -> int:
         """0: a physical thing (or a person that is the word's usual sense); 1: may be seen; 2: abstract."""
         lex = synset.lexname()
@@ -128,13 +137,14 @@ class WordSenses:
             return 0
         return 1 if lex in _VISIBLE else 2
 
-    def rank(self, synset: Any) -> tuple[int, int, int, int, int]:
+    def rank(self, synset: Any) -> tuple[int, int, int, int, int, int]:
         """Sort key of a sense that is a node: smaller is better."""
         node = self._index[wnid(synset)]
         standing = 0 if node in self._seen else 1 if node in self._requested else 2
         kind = self.kind(synset)
         seen = node in self._grounded() and (kind == 0 or self.named(synset))
-        return int(not seen), kind, -self.frequency(synset), int(not self.named(synset)), standing
+        return int(not seen), kind, int(not self.proper(synset)), -self.frequency(synset), int(not self.named(synset)), \
+            standing
 
     def to_add(self) -> Any | None:
         """The sense to add to the graph when none is a node, or None when the word has no noun sense.
@@ -145,12 +155,15 @@ class WordSenses:
         """
         if not self.synsets:
             return None
-        return min(self.synsets, key=lambda s: (self.kind(s), -self.frequency(s), int(not self.named(s))))
+        return min(self.synsets, key=lambda s: (self.kind(s), int(not self.proper(s)), -self.frequency(s),
+                                                int(not self.named(s))))
 
     def missing(self) -> tuple[Any, str] | None:
         """A sense that is not a node and should be added instead of :attr:`best`, and why; or None.
 
-        ``(sense, "usual")``: the word's usual sense (a thing or a person), when the word is never
+        ``(sense, "proper")``: a physical thing the word names as written with a capital
+        (``"Earth"``: the planet), when the best present sense is not one. ``(sense, "usual")``:
+        the word's usual sense (a thing or a person), when the word is never
         used in the best present sense and the backbone has not seen that one. ``(sense, "thing")``:
         when no present sense is a physical thing, the first physical thing named after the word.
         """
@@ -158,6 +171,9 @@ class WordSenses:
         if best is None:
             return None
         absent = [s for s in self.synsets if wnid(s) not in self._index]
+        named = [s for s in absent if self.proper(s) and self.kind(s) == 0]
+        if named and not self.proper(best):  # "Earth", written with a capital: the planet, even if dry land is seen
+            return named[0], "proper"
         usual = [s for s in absent if self.usual(s) and (s.lexname() in _THINGS or s.lexname() == "noun.person")]
         if usual and self.frequency(best) == 0:
             choice, why = usual[0], "usual"

@@ -270,3 +270,23 @@ def test_two_labels_on_one_sense_are_told_the_other_senses_by_name():
     with pytest.raises(LabelError, match=r"'porcupine' and 'hedgehog' both resolve to porcupine\.n\.01.*another "
                                          r"sense of 'hedgehog' by its synset \(hedgehog\.n\.02\)"):
         resolver.resolve_all(["porcupine", "hedgehog"])
+
+
+def test_a_word_written_with_a_capital_takes_the_sense_it_names_as_written():
+    from kgzsl.graph.wordnet import load_wordnet
+    from kgzsl.inference.labels import NotInGraphError
+
+    wn = load_wordnet()
+    both = _over([wn.synset("land.n.04"), wn.synset("earth.n.01")])
+    assert both.resolve("Earth").synset == "earth.n.01"  # the planet, lemma "Earth"
+    land_only = _over([wn.synset("land.n.04")], can_add=lambda: True)
+    with pytest.raises(NotInGraphError, match=r"'Earth', written with a capital, names earth\.n\.01") as info:
+        land_only.resolve("Earth")  # the planet is added on first use
+    assert info.value.labels == ["earth.n.01"]
+    assert land_only.resolve("earth").synset == "land.n.04"  # not a name: dry land, as before
+    # a name of another kind does not win over a physical thing: "China" is the porcelain, not the country
+    china = _over(wn.synsets("china", pos="n"))
+    assert china.resolve("China").synset == china.resolve("china").synset == "china.n.02"
+    # nor "Turkey"'s country (a place) over the bird (an animal), as lower case reads it
+    turkey = _over(wn.synsets("turkey", pos="n"), can_add=lambda: True)
+    assert turkey.resolve("Turkey").synset == turkey.resolve("turkey").synset == "turkey.n.01"
