@@ -65,8 +65,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     clf = _load_with_concepts(args.run, args.device, args.concept_file)
     hits = search(clf, args.index, args.query, top_k=args.top_k)
-    print(json.dumps(hits, indent=2) if args.json else
-          "\n".join(f"{h['score']:9.3f}  {printable(h['path'])}" for h in hits))
+    if args.json:
+        print(json.dumps(hits, indent=2))
+        return 0
+    query = clf.resolve_labels([args.query])[0]  # the sense the images were ranked by, as predict reports it
+    also = [clf.names[i] for i in query.senses]
+    print(f"{args.query} = {query.synset}" + (f" (or {', '.join(also)}, whichever an image fits best)" if also else "")
+          + "".join(f"\n{h['score']:9.3f}  {printable(h['path'])}" for h in hits))
     return 0
 
 

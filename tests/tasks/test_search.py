@@ -73,6 +73,9 @@ def test_cli_index_and_search(tiny_run, photos, tmp_path, capsys):
     assert main(["-q", "search", str(tiny_run), str(index), "tabby", "--json", "--device", "cpu"]) == 0
     hits = __import__("json").loads(capsys.readouterr().out)
     assert Path(hits[0]["path"]).name == "chelsea.png"
+    assert main(["-q", "search", str(tiny_run), str(index), "tabby", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "tabby = tabby.n.01" and lines[1].endswith("chelsea.png")  # the sense the query was read as
 
 
 def test_a_symbolic_link_is_found_by_its_own_path_and_an_empty_folder_is_an_error(clf, photos, tmp_path):
