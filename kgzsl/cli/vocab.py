@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 from kgzsl.cli._common import add_extraction_args, extraction_job, label_list, positive_int, printable
 
 __all__ = ["add_vocabulary_parsers"]
+
+logger = logging.getLogger(__name__)
 
 
 def _load_with_concepts(run: str, device: str, concept_file: str | None):
@@ -120,7 +124,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from kgzsl.inference.adaptation import MAX_CANDIDATES, MIN_IMAGES_PER_CANDIDATE
     from kgzsl.inference.classifier import ZeroShotClassifier
     from kgzsl.tasks.abstain import calibrate_abstain, check_keep
-    from kgzsl.tasks.calibrate import calibrate_scores
+    from kgzsl.tasks.calibrate import calibrate_scores, top1_among
     from kgzsl.errors import InputError
     from kgzsl.graph.wordnet import WNID_RE
     from kgzsl.vision.folders import class_folders
@@ -167,6 +171,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
               f"{kind}: keeps {result['kept']:.1%} of {result['inputs']} in-set inputs; stored in "
               f"{Path(args.run) / 'abstain.json'}")
         return 0
+    # class folders: what the calibration does to top-1 among their classes, on their own images
+    named_classes = labels if labels is not None and args.labels is None else [p.name for p in folders] or None
+    check = _top1_check(clf, images, named_classes, quiet=args.quiet) if named_classes else None
     calib = calibrate_scores(clf, args.images, progress=not args.quiet, abstain_follows=abstain)
     kept = 0 if calib.features is None else calib.features.size(0)
     most = min(kept // MIN_IMAGES_PER_CANDIDATE, MAX_CANDIDATES)
@@ -175,6 +182,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"score calibration on {calib.source} (real logits: mean {calib.target_mean:.3f}, spread "
           f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'} with {kept} "
           f"feature vectors: {fitted}")
+    if check is not None:
+        feats, truth, before = check
+        after = top1_among(clf, feats, truth, named_classes)
+        print(f"top-1 among the {len(named_classes)} classes on their {len(truth)} images: {before:.3f} before "
+              f"this calibration, {after:.3f} after")
+        if after < before:
+            logger.warning("this score calibration lowers top-1 on your labelled images (%.3f to %.3f): with few "
+                           "images, or images like ImageNet's photos, centring can cost accuracy; `kgzsl calibrate "
+                           "RUN --images DIR --abstain-only` sets the 'none of these' threshold and leaves the scores "
+                           "as they were", before, after)
     if not abstain:
         print(f"no 'none of these' threshold set (predict --abstain): {why_not}")
         return 0
@@ -182,6 +199,22 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"abstain threshold {result['threshold']:.4f} on the {result['score']} ({result['method']}): keeps "
           f"{result['kept']:.1%} of {result['inputs']} in-set inputs; stored in {Path(args.run) / 'abstain.json'}")
     return 0
+
+
+def _top1_check(clf: Any, images: Path, classes: list[str], quiet: bool) -> tuple[Any, list[str], float] | None:
+    """``(features, truth, top-1 before calibrating)`` of the images of class folders, or None when no
+    image of them can be read."""
+    from kgzsl.tasks.calibrate import labelled_images, top1_among
+    from kgzsl.vision.extract import extract_features
+
+    items = labelled_images(images, classes)
+    if not items:
+        return None
+    feats, ok = extract_features(clf.backbone, [p for p, _ in items], progress=not quiet)
+    truth = [c for (_, c), good in zip(items, ok.tolist()) if good]
+    if not truth:
+        return None
+    return feats[ok], truth, top1_among(clf, feats[ok], truth, classes)
 
 
 def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:

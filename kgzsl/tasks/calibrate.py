@@ -25,7 +25,7 @@ from kgzsl.errors import InputError, OutputError
 from kgzsl.inference.abstain_rule import ABSTAIN_FILE
 from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration
 
-__all__ = ["calibrate_scores"]
+__all__ = ["calibrate_scores", "labelled_images", "top1_among"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +98,20 @@ def _remove(path: Path) -> bool:
         raise OutputError(f"cannot remove {path}: {exc.strerror or exc}; delete it by hand, its threshold was "
                           "set on the previous score calibration") from exc
     return True
+
+
+def labelled_images(root: str | os.PathLike, classes: list[str]) -> list[tuple[Path, str]]:
+    """``(image, class)`` of a folder with one sub-folder per class (named by the labels ``classes``),
+    sorted as :func:`~kgzsl.vision.folders.list_images` lists them."""
+    from kgzsl.vision.folders import list_images
+
+    return [(path, name) for name in sorted(classes) for path in list_images(Path(root) / name)]
+
+
+def top1_among(clf: Any, features: torch.Tensor, truth: list[str], classes: list[str]) -> float:
+    """Top-1 of ``features`` among ``classes`` (labels), as ``predict`` scores them: the share whose
+    best class is ``truth``'s."""
+    with torch.inference_mode():
+        best = clf.logits(features.to(clf.rows.device), classes).argmax(1).cpu()
+    index = {c: i for i, c in enumerate(classes)}
+    return float((best == torch.tensor([index[t] for t in truth])).float().mean())

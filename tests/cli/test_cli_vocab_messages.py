@@ -237,3 +237,26 @@ def test_calibrate_with_a_misspelt_class_folder_is_an_error_and_writes_nothing(r
     err = capsys.readouterr().err
     assert "1 of the 3 class folders" in err and "come close to one ('goldfsh'" in err and "did you mean" in err
     assert not (run / "score_calibration.safetensors").exists() and not (run / "abstain.json").exists()
+
+
+def test_calibrate_on_class_folders_says_what_it_does_to_their_top1(run, tmp_path, capsys, caplog, monkeypatch):
+    import re
+
+    _photo_folders(tmp_path, per_class=3)
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5",
+                 "--device", "cpu"]) == 0
+    found = re.search(r"top-1 among the 2 classes on their 6 images: (\d\.\d{3}) before this calibration, "
+                      r"(\d\.\d{3}) after", capsys.readouterr().out)
+    assert found and all(0 <= float(v) <= 1 for v in found.groups())
+    import kgzsl.tasks.calibrate as calibrate_module
+
+    figures = iter([0.5, 0.25])  # before, after: the calibration costs accuracy here
+    monkeypatch.setattr(calibrate_module, "top1_among", lambda *args: next(figures))
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--keep", "0.5",
+                 "--device", "cpu"]) == 0
+    assert "0.500 before this calibration, 0.250 after" in capsys.readouterr().out
+    assert "this score calibration lowers top-1 on your labelled images (0.500 to 0.250)" in caplog.text
+    assert "--abstain-only" in caplog.text
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--labels", "tabby,tench",
+                 "--device", "cpu"]) == 0  # a flat folder: no image's class is known, no figure
+    assert "top-1 among" not in capsys.readouterr().out
