@@ -274,6 +274,6 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=float, default=0.95, help="share of in-set images to keep (default 0.95)")
     p.add_argument("--labels", help="comma-separated candidates the images are scored against")
     p.add_argument("--abstain-only", action="store_true", help="set the 'none of these' threshold alone and leave "
-                   "the scores as they are (no score calibration: on ordinary colour photos it can cost accuracy)")
+                   "the scores as they are (no score calibration: with few images it can cost accuracy)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_calibrate)

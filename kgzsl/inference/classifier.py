@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import numbers
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence

@@ -92,7 +92,8 @@ def is_url(text: str) -> bool:
 
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 _MIN_BASE64 = 64  # characters: shorter text is a path (no image file encodes into fewer)
-_LONGEST_NAME = 300  # characters of a path or text shown in records and messages
+_LONGEST_NAME = 300  # characters of base64 or other long text shown in records and messages
+_LONGEST_PATH = 4096  # PATH_MAX on Linux: longer text is no path
 
 
 def decode_base64(text: str) -> bytes:
@@ -143,8 +144,8 @@ def describe_image(source: object) -> str:
     if isinstance(source, str) and len(source) > _LONGEST_NAME and _BASE64.match(source):
         return f"<base64 text, {len(source):,} characters>"
     if isinstance(source, (str, os.PathLike)):
-        text = str(source)
-        return text if len(text) <= _LONGEST_NAME else text[:_LONGEST_NAME] + "..."
+        text = str(source)  # a path in full; text longer than any path the system takes, cut
+        return text if len(text) <= _LONGEST_PATH else text[:_LONGEST_NAME] + "..."
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source):,} bytes>"
     if callable(getattr(source, "read", None)):
