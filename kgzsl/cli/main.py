@@ -125,7 +125,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(args.run, args.data, split=args.split, generalized=args.generalized, gamma=args.gamma,
                               val_dir=args.val, device=ctx.device, progress=not args.quiet, batch_size=args.batch_size,
-                              num_workers=workers, amp=amp, dist_ctx=ctx)
+                              num_workers=workers, amp=amp, dist_ctx=ctx, scoring=args.scoring)
     finally:
         close_distributed(ctx)
     if ctx.is_main:
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generalized", action="store_true", help="the 1,000 seen classes are candidates too")
     p.add_argument("--gamma", type=float, help="calibrated stacking: subtract this from seen-class scores")
     p.add_argument("--val", help="validation image folder to choose --gamma on (never the test folder)")
+    p.add_argument("--scoring", choices=("auto", "predicted"), default="auto",
+                   help="auto: as predict scores candidates (the backbone's own rows for its classes); predicted: "
+                   "every candidate by its predicted row, as the GCNZ and DGP papers evaluate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_extraction_args(p)
     p.set_defaults(func=_cmd_evaluate)

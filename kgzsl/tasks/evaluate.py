@@ -1,7 +1,9 @@
 """Evaluate a trained run on a folder of labelled images (the ImageNet-21K zero-shot protocol).
 
 The candidates are the split's classes that are nodes of the run's graph (plus, generalized, the
-backbone's 1,000 seen classes, with their *predicted* rows). Every image of a candidate class is
+backbone's 1,000 seen classes). They are scored as ``predict`` scores them, the backbone's classes
+with their real rows (``scoring="predicted"``: every candidate with its predicted row, as the GCNZ
+and DGP papers evaluate). Every image of a candidate class is
 scored against every candidate by :meth:`ZeroShotClassifier.logits` (the head ``predict`` uses),
 in chunks so that 20,842 classes by millions of images never materialise at once. Features are cached per class folder (see :mod:`kgzsl.vision.extract`),
 so the 2-hops classes extracted once are reused by the 3-hops and all splits.
@@ -85,6 +87,11 @@ def _evaluate_folder(clf: Any, data_dir: str | os.PathLike, candidates: list[str
     if others and ctx.is_main:
         logger.info("%d class folders of %s are not candidates of this split and are left out: %s", len(others),
                     data_dir, _some(others))
+    unnamed = sorted(d.name for d in Path(data_dir).iterdir() if d.is_dir() and not d.name.startswith(".")
+                     and not WNID_RE.fullmatch(d.name))
+    if unnamed and ctx.is_main:  # "windmill/", or a wnid with a digit missing: their images would vanish unsaid
+        logger.warning("%d sub-folders of %s are not named by a wnid and are left out: %s; name each class folder by "
+                       "its wnid (e.g. n02084071 for dog.n.01)", len(unnamed), data_dir, _some(unnamed))
     if not all_ranks_agree(items, ctx):
         raise SetupError(f"the processes listed different images under {data_dir} (did it change?); run again")
     keys = ("index", "target", "rank", "pred") + (("is_seen", "threshold", "gap") if seen_mask is not None else ())
@@ -165,14 +172,14 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
                  generalized: bool = False, gamma: float | None = None, val_dir: str | os.PathLike | None = None,
                  device: str | torch.device = "auto", cache_dir: str | os.PathLike | None = None,
                  progress: bool = True, batch_size: int = 32, num_workers: int = 0, amp: str | bool = "auto",
-                 dist_ctx: DistContext | None = None) -> dict[str, Any]:
+                 dist_ctx: DistContext | None = None, scoring: str = "auto") -> dict[str, Any]:
     """Hit@k (and generalized accuracy) of a run on an ImageNet-style image folder.
 
     Args:
         run_dir: Run folder written by ``kgzsl train``.
         data_dir: ``data_dir/<wnid>/<image>``; images of classes that are not candidates are ignored.
         split: ``"2-hops"``, ``"3-hops"``, ``"all"`` or a wnid file: the unseen candidate classes.
-        generalized: Also make the backbone's seen classes candidates (their predicted rows) and
+        generalized: Also make the backbone's seen classes candidates and
             report seen / unseen / harmonic top-1 accuracy after calibrated stacking.
         gamma: Calibrated-stacking constant; if None it is chosen on ``val_dir``, else 0. It moves the
             seen / unseen / harmonic accuracies only: hit@k ranks the raw scores.
@@ -186,10 +193,15 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
             ``"auto"`` uses it on CUDA only.
         dist_ctx: The torchrun job (:func:`kgzsl.utils.distributed.init_distributed`); every rank must
             call this with the same arguments and gets the same result. None: one process.
+        scoring: How candidates are scored (:meth:`ZeroShotClassifier.load`): ``"auto"`` as
+            ``predict`` scores them (the backbone's own rows for its classes), ``"predicted"`` every
+            candidate by its predicted row, as the GCNZ and DGP papers evaluate.
 
     Returns:
         ``{"n_images", "n_classes", "hit": {"1", "2", "5", "10", "20"}, "mistake_severity", "split",
-        "generalized", "split_seen"}`` (the last: how many of the split's classes are the backbone's) plus, generalized, ``"seen_accuracy", "unseen_accuracy", "harmonic_mean",
+        "split_classes", "split_nodes", "generalized", "split_seen", "scoring"}`` (``split_classes``:
+        how many classes the split names; ``split_nodes``: how many of them are graph nodes, the
+        candidates; ``split_seen``: how many of those are the backbone's) plus, generalized, ``"seen_accuracy", "unseen_accuracy", "harmonic_mean",
         "gamma"`` (and a ``"note"`` when gamma defaulted to 0). Accuracies are fractions; a metric
         without images (e.g. no seen-class images) or without mistakes is None.
 
@@ -202,7 +214,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     ctx = dist_ctx or DistContext()  # warnings every rank would repeat are logged by rank 0 only
     _check_gamma_options(data_dir, generalized, gamma, val_dir)
     wanted = split_wnids(split)  # a wrong split fails before the backbone loads
-    clf = ZeroShotClassifier.load(run_dir, device=device)
+    clf = ZeroShotClassifier.load(run_dir, device=device, scoring=scoring)
     node = {w: i for i, w in enumerate(clf.wnids)}
     candidates = [w for w in wanted if w in node]
     if len(candidates) < len(wanted) and ctx.is_main:
@@ -210,6 +222,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
                        len(wanted) - len(candidates), len(wanted), split, _some([w for w in wanted if w not in node]))
     seen = set(clf.backbone.wnids)
     split_seen = sum(w in seen for w in candidates)  # a wnid file may list the backbone's own classes too
+    split_nodes = len(candidates)
     if generalized:
         chosen = set(candidates)
         extra = [w for w in clf.backbone.wnids if w in node and w not in chosen]
@@ -232,7 +245,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     result: dict[str, Any] = {
         "n_images": int(targets.numel()), "n_classes": len(candidates),
         "hit": {str(k): v for k, v in hit_from_ranks(stats["rank"], DEFAULT_KS).items()},
-        "mistake_severity": None, "split": str(split), "generalized": bool(generalized), "split_seen": split_seen}
+        "mistake_severity": None, "split": str(split), "split_classes": len(wanted), "split_nodes": split_nodes,
+        "generalized": bool(generalized),
+        "split_seen": split_seen, "scoring": clf.scoring}
 
     try:
         graph, gnode = _graph_nodes(clf, candidates)
@@ -284,7 +299,12 @@ def format_result(result: dict) -> str:
     mixed = result.get("split_seen", 0)
     kind = "generalized, seen classes as candidates too" if result["generalized"] else \
         f"its own classes only; {mixed} of them are the backbone's classes" if mixed else "unseen classes only"
-    lines = [f"split {result['split']} ({kind}): {result['n_images']} images, {result['n_classes']} candidate classes"]
+    total, nodes = result.get("split_classes"), result.get("split_nodes")
+    of = f" ({nodes} of the split's {total} classes are nodes of the run's graph; the others are left out)" \
+        if total is not None and nodes is not None and nodes < total else ""
+    scoring = f"; scoring {result['scoring']}" if result.get("scoring") else ""
+    lines = [f"split {result['split']} ({kind}{scoring}): {result['n_images']} images, {result['n_classes']} "
+             f"candidate classes{of}"]
     lines += [f"  hit@{k:<3} {v:7.2%}" for k, v in result["hit"].items()]
     if result["generalized"]:
         lines.append("  (hit@k ranks the raw scores; gamma moves the accuracies below)")

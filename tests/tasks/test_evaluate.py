@@ -284,7 +284,8 @@ def test_evaluate_run_generalized_with_validation_gamma(tiny_run, tiny_images, m
     shutil.copytree(root, val)  # another folder: choosing gamma on the test folder itself is refused
     result = evaluate_run(tiny_run, root, split=split, generalized=True, val_dir=val, device="cpu", progress=False)
     assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized", "split_seen",
-                           "seen_accuracy", "unseen_accuracy", "harmonic_mean", "gamma"}
+                           "split_classes", "split_nodes", "scoring", "seen_accuracy", "unseen_accuracy",
+                           "harmonic_mean", "gamma"}
     assert result["n_images"] == 10 and result["n_classes"] == 3 + 24 and result["generalized"] is True
     assert list(result["hit"]) == ["1", "2", "5", "10", "20"]
     assert 0 <= result["hit"]["1"] <= result["hit"]["5"] <= result["hit"]["20"] <= 1.0
@@ -305,10 +306,34 @@ def test_evaluate_command_json(tiny_run, tiny_images, capsys, monkeypatch, tmp_p
                  "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == 7 and result["n_classes"] == 3 and result["generalized"] is False
-    assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized", "split_seen"}
+    assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized", "split_seen",
+                           "split_classes", "split_nodes", "scoring"}
     assert result["hit"]["5"] == 1.0 and result["split"] == str(split) and result["split_seen"] == 0
     assert (result["mistake_severity"] is None) == (result["hit"]["1"] == 1.0)  # the run's graph was found
+    assert result["split_classes"] == 4 and result["split_nodes"] == 3 and result["scoring"] == "calibrated"
     assert main(["-q", "evaluate", str(tiny_run), "--data", str(root), "--split", "no-such-split"]) == 1
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_evaluate_says_what_it_leaves_out_and_takes_the_papers_scoring(tiny_run, tiny_images, capsys, caplog,
+                                                                        monkeypatch, tmp_path):
+    from kgzsl.cli import main
+
+    monkeypatch.setenv("KGZSL_CACHE", str(tmp_path / "kgzsl-cache"))
+    root, split = tiny_images
+    data = tmp_path / "images"
+    shutil.copytree(root, data)
+    shutil.copytree(data / UNSEEN[0], data / "windmill")  # a class folder named by a word: its images are not scored
+    shutil.copytree(data / UNSEEN[0], data / UNSEEN[0][:-1])  # a wnid with a digit missing
+    assert main(["-q", "evaluate", str(tiny_run), "--data", str(data), "--split", str(split), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "scoring calibrated" in out and "(3 of the split's 4 classes are nodes of the run's graph" in out
+    assert f"2 sub-folders of {data} are not named by a wnid and are left out" in caplog.text
+    assert "windmill" in caplog.text and UNSEEN[0][:-1] in caplog.text
+    assert main(["-q", "evaluate", str(tiny_run), "--data", str(data), "--split", str(split), "--scoring", "predicted",
+                 "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["scoring"] == "predicted"  # every candidate by its predicted row
 
 
 def test_format_result_says_when_the_split_holds_seen_classes():
