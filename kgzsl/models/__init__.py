@@ -22,7 +22,7 @@ from kgzsl.models.gcn import GCNZ, SGCN
 from kgzsl.models.operators import Operator, restrict
 from kgzsl.models.rgcn import RGCN
 
-__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "RGCN", "ConSE", "Ensemble", "MODELS", "build_model",
+__all__ = ["PropagationModel", "GCNZ", "SGCN", "DGP", "RGCN", "ConSE", "Ensemble", "MODELS", "build_model", "check_model_name",
            "rebuild_model", "Operator", "restrict"]
 
 MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": DGP, "rgcn": RGCN, "conse": ConSE}
@@ -31,6 +31,17 @@ MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": 
 def _unknown(name: str) -> InputError:
     return InputError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or several joined by + "
                       "(an ensemble, e.g. dgp+sgcn)")
+
+
+def check_model_name(name: str) -> None:
+    """Refuse an unknown model name (one of :data:`MODELS`, or several joined by ``+``) before any work.
+
+    Raises:
+        InputError: Naming the models there are.
+    """
+    for part in str(name).split("+"):
+        if part not in MODELS:
+            raise _unknown(part)
 
 
 def build_model(name: str, in_channels: int, out_channels: int, **params: Any) -> PropagationModel:

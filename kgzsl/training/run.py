@@ -50,7 +50,7 @@ from kgzsl.training.config import RunConfig, check_config, config_to_dict, save_
 from kgzsl.utils.device import resolve_device
 from kgzsl.graph import load_graph, load_or_build_graph, resolve_graph_dir
 from kgzsl.utils.io import atomic_path, cannot_write, check_writable, save_tensors, write_json
-from kgzsl.models import Ensemble, build_model
+from kgzsl.models import Ensemble, build_model, check_model_name
 from kgzsl.training.fit import FitResult, fit, keep_every_row, split_seen
 
 __all__ = ["graph_path", "select_holdout", "train_run", "plot_history", "CHECKPOINT_FILE", "GRAPH_FILES",
@@ -185,14 +185,19 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
         kgzsl.errors.OutputError: If the run folder cannot be written (checked before training).
         kgzsl.graph.GraphNotFoundError: If the graph does not exist and ``build_graph`` is False.
         kgzsl.training.checkpoint.CheckpointError: If ``resume`` finds a checkpoint of another config or graph.
-        InputError: If ``resume`` is asked of a finished run (``run.json`` and no checkpoint).
+        InputError: If ``resume`` is asked of a finished run (``run.json`` and no checkpoint), or of a
+            folder that does not exist.
     """
     from kgzsl.vision.backbones import load_backbone
     from kgzsl.text.features import node_features
 
     check_config(config)  # a config built in Python; load_config has checked a file's
+    check_model_name(config.model.name)  # a typo fails now, not after minutes of text features
     out = Path(out_dir) if out_dir else Path("runs") / config.name
     check_writable(out)  # before the graph loads and the training runs
+    if resume and not out.is_dir():  # a misspelt folder would train from scratch for minutes
+        raise InputError(f"--resume: {out} is no folder, so there is nothing to continue; give the folder of the "
+                         "interrupted run with --out (or leave --resume out to train a new run)")
     if resume and (out / "run.json").is_file() and not any(out.glob("checkpoint*.safetensors")):
         raise InputError(f"the run in {out} is finished: --resume has nothing to continue (leave it out to train "
                          "the run again, which replaces it; or give the folder of an interrupted run with --out)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kgzsl.errors import NotFoundError, OutputError
+from kgzsl.errors import InputError, NotFoundError, OutputError
 from kgzsl.training.config import ConfigError, RunConfig, TrainConfig, check_config, load_config
 from kgzsl.training.run import train_run
 
@@ -109,3 +109,25 @@ def test_train_run_checks_its_folder_can_be_written_before_loading_anything(tmp_
     with pytest.raises(OutputError, match=rf"^cannot write {tmp_path / out}: .+; choose a folder you can write to$"):
         train_run(config, out_dir=tmp_path / out, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing left behind
+
+
+def test_a_misspelt_model_fails_before_any_work(tmp_path, monkeypatch):
+    import kgzsl.text.features as features
+
+    monkeypatch.setattr(features, "node_features", lambda *a, **k: pytest.fail("text features computed first"))
+    config = load_config(None, ["model.name=dgpp", f"graph.path={tmp_path / 'no-graph'}"])
+    with pytest.raises(InputError, match="unknown model 'dgpp'; choose one of"):
+        train_run(config, out_dir=tmp_path / "run", progress=False)
+    config = load_config(None, ["model.name=dgp+sgnc", f"graph.path={tmp_path / 'no-graph'}"])
+    with pytest.raises(InputError, match="unknown model 'sgnc'"):
+        train_run(config, out_dir=tmp_path / "run", progress=False)
+
+
+def test_resume_of_a_folder_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+    import kgzsl.text.features as features
+
+    monkeypatch.setattr(features, "node_features", lambda *a, **k: pytest.fail("trained from the start"))
+    config = load_config(None, [f"graph.path={tmp_path / 'no-graph'}"])
+    with pytest.raises(InputError, match="--resume: .*runZ is no folder, so there is nothing to continue"):
+        train_run(config, out_dir=tmp_path / "runZ", progress=False, resume=True)
+    assert not (tmp_path / "runZ").exists()
