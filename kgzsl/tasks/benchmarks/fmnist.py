@@ -153,7 +153,7 @@ def _run_graph_and_text(run_dir: Path, summary: dict[str, Any]) -> tuple[Any, to
 
 def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
                limit_per_class: int | None = None) -> dict[str, Any]:
-    """Run B1 and write a confusion-matrix PNG of the best model.
+    """Run B1 and write a confusion-matrix PNG of the best all-10 row (``predict`` or a model).
 
     Args:
         runs: Model name → finished run folder (all trained on the same graph and backbone).
@@ -255,8 +255,9 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
                          "mean_per_class": _per_class_on(s, g_targets, labels),
                          "seen": split["seen"], "unseen": split["unseen"], "harmonic": split["harmonic"],
                          "gamma": float(g)})
-    best = max((r for r in rows if r["kind"] == "model" and r["setting"] == "all-10"), key=lambda r: r["top1"],
-               default=None)
+    # the best of what a user gets (predict, after calibrate or not) and the models under the papers' protocol
+    best = max((r for r in rows if r["kind"] in ("model", "predict") and r["setting"] == "all-10"),
+               key=lambda r: r["top1"], default=None)
     png = None
     if best is not None:
         png = out_dir / f"fmnist-confusion-{best['method']}.png"

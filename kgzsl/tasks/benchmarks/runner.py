@@ -123,7 +123,7 @@ def _run(name: str, models: list[str], runs_dir: Path, out_dir: Path, limit_per_
     result["runs"] = {k: str(v) for k, v in runs.items()}
     report = (f"Fashion-MNIST zero-shot (B1): {result['n_images']} test images, runs "
               f"{', '.join(map(str, runs.values()))}\n" + format_rows(result["rows"])
-              + f"\nconfusion matrix of the best model: {result['confusion_png']}\ntook {result['seconds']:.1f}s "
+              + f"\nconfusion matrix of the best row (all-10): {result['confusion_png']}\ntook {result['seconds']:.1f}s "
               "(runs, image features and scoring)")
     return report, result
 
