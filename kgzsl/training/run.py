@@ -201,6 +201,11 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     if resume and (out / "run.json").is_file() and not any(out.glob("checkpoint*.safetensors")):
         raise InputError(f"the run in {out} is finished: --resume has nothing to continue (leave it out to train "
                          "the run again, which replaces it; or give the folder of an interrupted run with --out)")
+    if not resume and (out / "run.json").is_file():
+        kept = [name for name in ("score_calibration.safetensors", "concepts.yaml") if (out / name).is_file()]
+        logger.warning("%s holds a finished run: this training replaces it%s", out,
+                       f"; its {' and '.join(kept)} stay and apply to the new rows (delete them to start clean)"
+                       if kept else "")
     device = resolve_device(config.train.device)
     start = time.perf_counter()
     load = load_or_build_graph if build_graph else load_graph

@@ -131,3 +131,24 @@ def test_resume_of_a_folder_that_does_not_exist_is_an_error(tmp_path, monkeypatc
     with pytest.raises(InputError, match="--resume: .*runZ is no folder, so there is nothing to continue"):
         train_run(config, out_dir=tmp_path / "runZ", progress=False, resume=True)
     assert not (tmp_path / "runZ").exists()
+
+
+def test_training_into_a_finished_run_says_what_stays(tmp_path, monkeypatch, caplog):
+    import kgzsl.training.run as run_module
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text("{}")
+    (out / "score_calibration.safetensors").write_bytes(b"")
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(run_module, "resolve_device", stop)  # the warning comes first; no training here
+    with pytest.raises(Stop):
+        train_run(load_config(None, [f"graph.path={tmp_path / 'g'}"]), out_dir=out, progress=False)
+    assert f"{out} holds a finished run: this training replaces it; its score_calibration.safetensors stay" \
+        in caplog.text
