@@ -172,7 +172,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
               f"{Path(args.run) / 'abstain.json'}")
         return 0
     # class folders: what the calibration does to top-1 among their classes, on their own images
-    named_classes = labels if labels is not None and args.labels is None else [p.name for p in folders] or None
+    named_classes = [p.name for p in folders] if folders else labels if args.labels is None else None
     check = _top1_check(clf, images, named_classes, quiet=args.quiet) if named_classes else None
     calib = calibrate_scores(clf, args.images, progress=not args.quiet, abstain_follows=abstain)
     kept = 0 if calib.features is None else calib.features.size(0)
@@ -204,10 +204,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _top1_check(clf: Any, images: Path, classes: list[str], quiet: bool) -> tuple[Any, list[str], float] | None:
     """``(features, truth, top-1 before calibrating)`` of the images of class folders, or None when no
     image of them can be read."""
-    from kgzsl.tasks.calibrate import labelled_images, top1_among
+    from kgzsl.tasks.calibrate import top1_among
     from kgzsl.vision.extract import extract_features
+    from kgzsl.vision.folders import image_folder
 
-    items = labelled_images(images, classes)
+    items = image_folder(images, wnids=classes)  # the class folders' images, whatever the folders' names
     if not items:
         return None
     feats, ok = extract_features(clf.backbone, [p for p, _ in items], progress=not quiet)

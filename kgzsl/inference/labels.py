@@ -225,15 +225,16 @@ class LabelResolver:
             except Exception:  # a class of your own, a ConceptNet node: no WordNet sense
                 return None
 
+        listed = [kind(r.index) for r in resolved]  # each label's kind, once
+        every = Counter(k for k in listed if k is not None)
         taken = {r.index for r in resolved}
         out = list(resolved)
         for n, res in enumerate(resolved):
-            if not res.alternatives or res.senses:
+            own = listed[n]
+            if not res.alternatives or res.senses or own is None:
                 continue
-            kinds = Counter(k for m, r in enumerate(resolved) if m != n for k in [kind(r.index)] if k is not None)
-            own = kind(res.index)
-            if own is None:
-                continue
+            kinds = every.copy()
+            kinds[own] -= 1  # the other labels' kinds
             options = [(kinds[k], -rank, i) for rank, name in enumerate(res.alternatives)
                        for i in [self.by_name.get(name)] if i is not None and i not in taken
                        for k in [kind(i)] if kinds[k] > kinds[own]]

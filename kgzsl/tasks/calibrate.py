@@ -25,7 +25,7 @@ from kgzsl.errors import InputError, OutputError
 from kgzsl.inference.abstain_rule import ABSTAIN_FILE
 from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration
 
-__all__ = ["calibrate_scores", "labelled_images", "top1_among"]
+__all__ = ["calibrate_scores", "top1_among"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +98,6 @@ def _remove(path: Path) -> bool:
         raise OutputError(f"cannot remove {path}: {exc.strerror or exc}; delete it by hand, its threshold was "
                           "set on the previous score calibration") from exc
     return True
-
-
-def labelled_images(root: str | os.PathLike, classes: list[str]) -> list[tuple[Path, str]]:
-    """``(image, class)`` of a folder with one sub-folder per class (named by the labels ``classes``),
-    sorted as :func:`~kgzsl.vision.folders.list_images` lists them."""
-    from kgzsl.vision.folders import list_images
-
-    return [(path, name) for name in sorted(classes) for path in list_images(Path(root) / name)]
 
 
 def top1_among(clf: Any, features: torch.Tensor, truth: list[str], classes: list[str]) -> float:
