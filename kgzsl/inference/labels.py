@@ -64,6 +64,8 @@ class ResolvedLabel:
 
     ``alternatives`` names the senses passed over; ``senses`` holds the node indices of other
     senses just as plausible for a photo, which the classifier also scores (the best one counts).
+    ``usual`` says the sense is the word's usual one by WordNet's tagged corpus ("cat": the feline,
+    18 of 18 uses), which the list's other labels never replace.
     """
 
     label: str
@@ -72,6 +74,7 @@ class ResolvedLabel:
     synset: str
     alternatives: tuple[str, ...] = field(default=())
     senses: tuple[int, ...] = field(default=())
+    usual: bool = False
 
 
 class LabelResolver:
@@ -206,14 +209,19 @@ class LabelResolver:
         """Each ambiguous word read as the kind of thing the list's other labels are.
 
         A word with several senses in the graph, of which the image does not pick (no ``senses``),
-        takes the sense of the kind (WordNet's lexicographer file: animal, artifact, food ...) that
-        more of the list's other labels are than are of its chosen sense's kind; the first such
-        sense in the usual order, of the most frequent kind: "bass" beside "trout" is the fish,
-        not the instrument; "bat" beside "ball" the club; "sole" beside "goldfish" the flatfish;
-        "bat" beside "cat" stays the animal. A sense another label already names is not taken.
-        Labels given as synset names or wnids have no alternatives, so they stay as given.
+        is read in the kind (WordNet's lexicographer file: animal, artifact, food ...) that more of
+        the list's other labels are than are of its chosen sense's kind; the first such sense in the
+        usual order, of the most frequent kind: "bass" beside "trout" is the fish, not the
+        instrument; "bat" beside "ball" the club; "alpaca" beside animals the animal, not the wool.
+        Only labels of one kind count: "crane" (the machine or the bird, for the image to pick)
+        says nothing about "cat" beside it; such a label is itself scored only as its senses of the
+        kind the others are, where one kind leads (:meth:`_narrowed`). A word's usual sense by the tagged corpus (``usual``) is
+        kept, and the sense of the others' kind is added for the image to pick: "cat" beside "Eiffel
+        Tower" is still the feline on a photo of one; "sole" beside "goldfish" is the flatfish
+        where the photo fits it better than a shoe's sole. A sense another label already names is
+        not taken. Labels given as synset names or wnids have no alternatives, so they stay as given.
         """
-        if len(resolved) < 2 or not any(r.alternatives and not r.senses for r in resolved):
+        if len(resolved) < 2 or not any(r.alternatives for r in resolved):
             return resolved
         wn = self._wn()
         if wn is None:
@@ -225,12 +233,17 @@ class LabelResolver:
             except Exception:  # a class of your own, a ConceptNet node: no WordNet sense
                 return None
 
-        listed = [kind(r.index) for r in resolved]  # each label's kind, once
+        # each label's kind, once; None where it has none or the image picks among senses of several kinds
+        listed = [kinds.pop() if len(kinds) == 1 else None
+                  for r in resolved for kinds in [{kind(i) for i in (r.index, *r.senses)}]]
         every = Counter(k for k in listed if k is not None)
-        taken = {r.index for r in resolved}
+        taken = {i for r in resolved for i in (r.index, *r.senses)}
         out = list(resolved)
         for n, res in enumerate(resolved):
             own = listed[n]
+            if res.senses and own is None:  # senses of several kinds for the image: keep those of the others' kind
+                out[n] = self._narrowed(res, every, kind)
+                continue
             if not res.alternatives or res.senses or own is None:
                 continue
             kinds = every.copy()
@@ -241,14 +254,39 @@ class LabelResolver:
             if not options:
                 continue
             index = max(options)[2]
-            logger.info("label %r read as %s (%s), of the kind the list's other labels are (%s), rather than %s; pass a "
-                        "synset name to choose a sense", res.label, self.names[index],
-                        wn.synset(self.names[index]).definition(), kind(index), res.synset)
-            taken.discard(res.index)
+            sense = f"{self.names[index]} ({wn.synset(self.names[index]).definition()})"
             taken.add(index)
+            if res.usual:  # the word's usual sense stays; the image may pick the other
+                logger.info("label %r is scored as %s, its usual sense, or as %s where the image fits that "
+                            "better, the kind the list's other labels are (%s); pass a synset name to choose "
+                            "a sense", res.label, res.synset, sense, kind(index))
+                out[n] = ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives, (index,),
+                                       res.usual)
+                continue
+            logger.info("label %r read as %s, of the kind the list's other labels are (%s), rather than %s; pass a "
+                        "synset name to choose a sense", res.label, sense, kind(index), res.synset)
+            taken.discard(res.index)
             rest = (res.synset,) + tuple(a for a in res.alternatives if a != self.names[index])
             out[n] = ResolvedLabel(res.label, index, self.wnids[index], self.names[index], rest)
         return out
+
+    def _narrowed(self, res: ResolvedLabel, others: Counter, kind: Callable[[int], str | None]) -> ResolvedLabel:
+        """``res`` scored only as its senses of the kind more of the list's other labels are than of each
+        other kind among its senses ("mouse" beside "keyboard" and "monitor" is the device, not also the
+        rodent; "crane" beside "heron" the bird); ``res`` itself where no kind leads."""
+        senses = (res.index, *res.senses)
+        kinds = Counter(kind(i) for i in senses)
+        best = max(kinds, key=lambda k: others[k] if k is not None else -1)
+        if best is None or any(others[k] >= others[best] for k in kinds if k != best):
+            return res
+        kept = [i for i in senses if kind(i) == best]
+        logger.info("label %r scored as %s, of the kind the list's other labels are (%s), not also as %s", res.label,
+                    ", ".join(self.names[i] for i in kept), best,
+                    ", ".join(self.names[i] for i in senses if i not in kept))
+        rest = res.alternatives if kept[0] == res.index else \
+            tuple(a for a in dict.fromkeys([res.synset, *res.alternatives]) if a != self.names[kept[0]])
+        return ResolvedLabel(res.label, kept[0], self.wnids[kept[0]], self.names[kept[0]], rest, tuple(kept[1:]),
+                             res.usual and kept[0] == res.index)
 
     def _wn(self) -> Any:
         """The WordNet reader, or None when it is unavailable (then lemma names are matched only)."""
@@ -351,7 +389,7 @@ class LabelResolver:
                                f"; not as {', '.join(rest)}" if rest else "", others[0])
                 res = self._result(text, self.index[wnid_of(best)], others)
                 return ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives,
-                                     tuple(self.index[wnid_of(s)] for s in senses.also))
+                                     tuple(self.index[wnid_of(s)] for s in senses.also), senses.usual(best))
             if synsets:
                 listed = "; ".join(f"{s.name()} ({s.definition()})" for s in synsets[:5])
                 word = text if key == label_key(text) else key  # the form WordNet knows: closed, no article
