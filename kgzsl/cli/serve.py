@@ -25,7 +25,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from kgzsl.serve.server import serve
 
     serve(args.run, host=args.host, port=args.port, device=args.device, limits=_limits(args),
-          log_level="warning" if args.quiet else "info", shutdown_timeout=args.shutdown_timeout)
+          log_level="warning" if args.quiet else "info", shutdown_timeout=args.shutdown_timeout,
+          adapt=not args.no_adapt)
     return 0
 
 
@@ -67,6 +68,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shutdown-timeout", type=_positive_float, default=10.0,
                    help="on Ctrl-C/SIGTERM, most seconds to let requests in progress finish before they are "
                    "cancelled (default 10)")
+    p.add_argument("--no-adapt", action="store_true", help="on a calibrated run, do not fit label lists to the "
+                   "calibration's images unless a request asks (\"adapt\": true); requests may say either way")
     p.set_defaults(func=_cmd_serve)
 
 

@@ -145,10 +145,11 @@ class CandidateScoring:
         return parts[0][0] if len(parts) == 1 else SplitHead(parts, len(nodes))
 
     def label_head(self, every: torch.Tensor, resolved: list[ResolvedLabel], seen: torch.Tensor,
-                   wnids: list[str]) -> Any:
+                   wnids: list[str], adapt: bool | None = None) -> Any:
         """The head of a resolved label list: a :class:`~kgzsl.inference.claims.GroupHead` when a
         label has several senses or stands for seen classes below it (``"calibrated"`` scoring), else
-        :meth:`linear`; fitted to the user's images where :meth:`adapter` applies."""
+        :meth:`linear`; fitted to the user's images where :meth:`adapter` applies and ``adapt`` (None:
+        :attr:`adapt`) allows it."""
         head = None
         if self.mode == "calibrated":
             senses = [[r.index, *r.senses] for r in resolved]
@@ -165,7 +166,8 @@ class CandidateScoring:
                 rows = self._backbone_rows()
                 share = SeenShare(rows, sorted(stood_for)) if shifted else None
                 head = GroupHead(every, extra, rows[[position[n] for n in extra]], senses, claims, share, known)
-        return self._adapted(head or self.linear(every, [r.index for r in resolved], seen), resolved, every.device)
+        head = head or self.linear(every, [r.index for r in resolved], seen)
+        return self._adapted(head, resolved, every.device) if (self.adapt if adapt is None else adapt) else head
 
     def _backbone_rows(self) -> torch.Tensor:
         """``[M, D + 1]``: every class of the backbone with the row it is scored with, its own
@@ -179,7 +181,7 @@ class CandidateScoring:
 
     def _adapted(self, head: Any, resolved: Sequence[ResolvedLabel], device: torch.device) -> Any:
         """``head`` with its candidates fitted to the user's images when :meth:`adapter` applies to them."""
-        adapter = self.adapter() if self.adapt else None
+        adapter = self.adapter()
         if adapter is None or not adapter.applies(len(resolved)):
             return head
         with torch.inference_mode():

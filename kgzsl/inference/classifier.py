@@ -121,6 +121,7 @@ class ZeroShotClassifier:
         self._store_added_labels = True
         self._abstain_warned = False  # the threshold's other label list is said once
         self._template_warned = False  # an ignored hypothesis_template is said once
+        self._concepts_version: int | None = None  # the run's concepts.yaml as last read by refresh_concepts
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", backbone: Any = None,
@@ -361,15 +362,17 @@ class ZeroShotClassifier:
         """
         return self._head(candidate_labels)[1]
 
-    def _head(self, candidate_labels: Sequence[str] | str | None) -> tuple[None, list[ResolvedLabel], Any]:
+    def _head(self, candidate_labels: Sequence[str] | str | None,
+              adapt: bool | None = None) -> tuple[None, list[ResolvedLabel], Any]:
         """``(None, resolved, head)`` of a label list, from the LRU cache :attr:`_heads`.
 
         The head is a :class:`LinearHead`, or a :class:`GroupHead` when a candidate also stands
         for seen classes below it (``"calibrated"`` scoring of a label list), or an
         :class:`~kgzsl.inference.adaptation.AdaptedHead` of either once the run is calibrated on
-        images it keeps (:meth:`adapter`).
+        images it keeps (:meth:`adapter`) and ``adapt`` (None: :attr:`adapt_to_images`) allows it.
         """
         key = _key(candidate_labels)
+        fit = self.adapt_to_images if adapt is None else bool(adapt)
 
         def build() -> tuple[None, list[ResolvedLabel], Any]:
             resolver, every = self.resolver, self.score_rows()  # nodes change only under the cache's lock
@@ -380,15 +383,57 @@ class ZeroShotClassifier:
                                           i, self.wnids[i], self.names[i]) for i in nodes]
                 return None, resolved, self._scoring.linear(every, list(nodes), self.seen_nodes())
             resolved = resolver.resolve_all([label.strip() for label in key])
-            return None, resolved, self._scoring.label_head(every, resolved, self.seen_nodes(), self.wnids)
+            return None, resolved, self._scoring.label_head(every, resolved, self.seen_nodes(), self.wnids, fit)
+
+        def cached() -> tuple[None, list[ResolvedLabel], Any]:
+            try:
+                return self._heads.get((key, fit), build)
+            except NotInGraphError as exc:  # WordNet nouns that are not nodes: added as concepts, then resolved
+                if not self.add_missing_labels or self.run_dir is None:
+                    raise
+                self._add_missing(exc)
+                return self._heads.get((key, fit), build)
 
         try:
-            return self._heads.get(key, build)
-        except NotInGraphError as exc:  # WordNet nouns that are not nodes: added as concepts, then resolved
-            if not self.add_missing_labels or self.run_dir is None:
+            return cached()
+        except LabelError as exc:  # an unknown label: `kgzsl add-concept` may have stored it since the run loaded
+            if isinstance(exc, NotInGraphError) or not self.refresh_concepts():
                 raise
-            self._add_missing(exc)
-            return self._heads.get(key, build)
+            return cached()
+
+    def refresh_concepts(self) -> int:
+        """Add the concepts another process stored in the run since this classifier loaded it (``kgzsl
+        add-concept`` while a server runs); called when a label is unknown. Reads ``concepts.yaml`` only
+        when it changed since the last look.
+
+        Returns:
+            How many concepts were added.
+        """
+        if self.run_dir is None:
+            return 0
+        path = Path(self.run_dir) / "concepts.yaml"
+        try:
+            version = path.stat().st_mtime_ns
+        except OSError:
+            return 0
+        with self.concept_lock:
+            if version == self._concepts_version:
+                return 0
+            from kgzsl.inference.concept_store import stored_elsewhere
+            from kgzsl.inference.concepts import add_concepts
+
+            theirs = stored_elsewhere(self)
+            self._concepts_version = version
+            if theirs:
+                try:
+                    add_concepts(self, theirs, stored=True)
+                except InputError as exc:  # never expected of a list a run stored: the label's own error stands
+                    logger.warning("the concepts another process stored in %s could not be added here (%s)",
+                                   self.run_dir, exc)
+                    return 0
+                logger.info("%d concept(s) stored in %s by another process since it was loaded: added here",
+                            len(theirs), self.run_dir)
+            return len(theirs)
 
     def _add_missing(self, exc: NotInGraphError) -> None:
         """Add the WordNet nouns of ``exc`` as concepts, all or none (once; stored with the run when it is writable)."""
@@ -418,13 +463,15 @@ class ZeroShotClassifier:
                 logger.warning("could not store the added concepts in %s (%s); they are kept in memory", self.run_dir, err)
 
     @torch.inference_mode()
-    def logits(self, features: torch.Tensor, candidate_labels: Sequence[str] | None = None) -> torch.Tensor:
-        """``[B, C]`` scores of pooled backbone features against the candidates."""
-        return self._head(candidate_labels)[2].logits(features)
+    def logits(self, features: torch.Tensor, candidate_labels: Sequence[str] | None = None,
+               adapt: bool | None = None) -> torch.Tensor:
+        """``[B, C]`` scores of pooled backbone features against the candidates (``adapt`` as in :meth:`predict`)."""
+        return self._head(candidate_labels, adapt)[2].logits(features)
 
     def predict_detailed(self, images: ImageSource | Sequence[ImageSource] | torch.Tensor,
                          candidate_labels: Sequence[str] | str | None = None, top_k: int | None = None,
-                         batch_size: int = 32, abstain: bool = False) -> list[dict[str, Any]]:
+                         batch_size: int = 32, abstain: bool = False,
+                         adapt: bool | None = None) -> list[dict[str, Any]]:
         """Like :meth:`predict`, one record per image: ``{"image", "predictions"}`` or ``{"image", "error"}``.
 
         A bad image gets an ``error`` entry; the others are still classified. With ``abstain=True``
@@ -436,7 +483,7 @@ class ZeroShotClassifier:
             ValueError: If ``abstain=True`` and the classifier has no calibration (checked before any
                 image work), or ``top_k < 1``.
         """
-        _, resolved, linear = self._head(candidate_labels)  # bad labels fail before any image work
+        _, resolved, linear = self._head(candidate_labels, adapt)  # bad labels fail before any image work
         calibration = self._abstain if abstain else None
         if abstain and calibration is None:
             raise missing_calibration(self.run_dir)
@@ -456,7 +503,7 @@ class ZeroShotClassifier:
                 candidate_labels: Sequence[str] | str | None = None, top_k: int | None = None,
                 batch_size: int = 32, abstain: bool = False, *, image: ImageSource | None = None,
                 hypothesis_template: str | None = None, timeout: float | None = None,
-                ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | dict[str, Any]:
+                adapt: bool | None = None) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | dict[str, Any]:
         """Zero-shot classify images, like Hugging Face's ``zero-shot-image-classification`` pipeline.
 
         ``clf(images, candidate_labels=..., top_k=...)`` is the same call.
@@ -485,6 +532,10 @@ class ZeroShotClassifier:
                 rows, not through text prompts (said once per classifier).
             timeout: Accepted for code written for the Hugging Face pipeline, which fetches URLs
                 within it; kgzsl fetches nothing (a URL is refused as an image), so it has no effect.
+            adapt: After ``kgzsl calibrate``, whether this call fits the label list to the images
+                the calibration kept (:mod:`kgzsl.inference.adaptation`); False scores with the
+                centred rows only, for lists whose classes those images do not show. None (the
+                default) follows :attr:`adapt_to_images`.
 
         Returns:
             For one image, a list of ``{"label", "wnid", "synset", "score"}`` sorted by score
@@ -509,13 +560,13 @@ class ZeroShotClassifier:
                            "backbone's rows, not through text prompts", hypothesis_template)
         images = split_pixel_batch(images, self.backbone.transform)
         if isinstance(images, (list, tuple)) or is_tensor_batch(images):
-            records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain)
+            records = self.predict_detailed(images, candidate_labels, top_k, batch_size, abstain, adapt)
             for r in records:
                 if "error" in r and not abstain:  # the plain lists below would lose it: log it once here
                     logger.warning("skipping image: %s", r["error"])
             return records if abstain else [r.get("predictions", []) for r in records]
         image = load_image(images, max_pixels=self.max_pixels)  # a single image: its error is raised as is
-        record = self.predict_detailed([image], candidate_labels, top_k, batch_size, abstain)[0]
+        record = self.predict_detailed([image], candidate_labels, top_k, batch_size, abstain, adapt)[0]
         record["image"] = describe_image(images)
         return record if abstain else record["predictions"]
 

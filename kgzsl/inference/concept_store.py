@@ -31,7 +31,7 @@ from kgzsl.inference.concepts import add_concepts, save_concepts
 from kgzsl.inference.run_folder import require_run_file
 from kgzsl.utils.io import cannot_write, load_tensors, read_tensor_metadata, save_tensors
 
-__all__ = ["store_concepts", "restore_concepts", "STORE_FORMAT"]
+__all__ = ["store_concepts", "restore_concepts", "stored_elsewhere", "STORE_FORMAT"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +77,7 @@ def store_concepts(clf: Any) -> Path:
     except OSError as exc:  # the lock file is the first thing written: a read-only run folder fails here
         raise cannot_write(run / _LOCK_FILE, exc) from exc
     try:
-        on_disk = _listed(run / _LIST_FILE)
-        mine = clf.concepts.added if clf.concepts is not None else []
-        theirs = [entry for entry in on_disk if entry not in mine]
+        theirs = stored_elsewhere(clf)
         if theirs:
             logger.info("%d concept(s) stored in %s by another process since it was loaded: added here too",
                         len(theirs), run)
@@ -91,6 +89,13 @@ def store_concepts(clf: Any) -> Path:
         return _store(clf)
     finally:
         lock.release()
+
+
+def stored_elsewhere(clf: Any) -> list[Any]:
+    """The entries of the run's ``concepts.yaml`` that the classifier lacks: concepts another process
+    (``kgzsl add-concept``, a server) stored since the classifier loaded the run."""
+    mine = clf.concepts.added if clf.concepts is not None else []
+    return [entry for entry in _listed(Path(clf.run_dir) / _LIST_FILE) if entry not in mine]
 
 
 def _listed(path: Path) -> list[Any]:
@@ -172,9 +177,12 @@ def restore_concepts(clf: Any) -> int:
     run = Path(clf.run_dir)
     path = run / _ROWS_FILE
     if path.is_file():
-        stored, rows, entries, meta = _read(path, len(clf.wnids), clf.rows.size(1))
+        # the digests first: rows stored for another training (retrained in place, on another graph) are
+        # propagated again, whatever their shape
+        meta = read_tensor_metadata(path)
         changed = [name for key, name in _SOURCES.items() if meta.get(f"sha256/{key}") != _digest(run / name)]
         if not changed:
+            stored, rows, entries, meta = _read(path, len(clf.wnids), clf.rows.size(1))
             clf.extend(rows, stored.wnids, stored.names, stored.lemmas)
             clf.attach_concepts(ConceptState(graph=None, x=None, model=None, text_spec=run_text_spec(clf.summary),
                                              added=list(entries), pending=stored))

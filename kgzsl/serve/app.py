@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -68,7 +69,7 @@ class ZeroShotService:
     """
 
     #: the parameters of ``POST /predict`` (any other is refused)
-    PREDICT_PARAMETERS = ("candidate_labels", "top_k", "abstain")
+    PREDICT_PARAMETERS = ("candidate_labels", "top_k", "abstain", "adapt")
     #: the parameters of ``POST /explain``
     EXPLAIN_PARAMETERS = ("label", "top_k")
 
@@ -117,9 +118,11 @@ class ZeroShotService:
         labels = candidate_labels(parameters.get("candidate_labels"), self.limits)
         k = top_k(parameters.get("top_k"))
         abstain = flag("abstain", parameters.get("abstain"))
+        # left out: the server's setting (kgzsl serve --no-adapt); false: no fitting to the calibration's images
+        adapt = None if parameters.get("adapt") is None else flag("adapt", parameters.get("adapt"))
         self.clf.resolve_labels(labels)  # bad labels fail before any image work (the head is cached for predict)
         picture = load_image(image, max_pixels=self.limits.max_pixels)
-        result = self.clf.predict(picture, labels, top_k=k, abstain=abstain)
+        result = self.clf.predict(picture, labels, top_k=k, abstain=abstain, adapt=adapt)
         if abstain:
             result.pop("image", None)  # the upload has no name
         return result
@@ -147,19 +150,27 @@ class ZeroShotService:
         return result
 
 
-def _error(status: int, exc: Exception) -> JSONResponse:
+def _error(status: int, exc: Exception, run_dir: Path | None = None) -> JSONResponse:
     from kgzsl.inference.labels import LabelError
 
-    detail = str(exc)
-    if isinstance(exc, LabelError) and exc.cli_message:  # the fix is the operator's, with the command line
-        detail = f"{exc.cli_message} (on the server's run, then restart kgzsl serve)"
+    detail = exc.cli_text() if isinstance(exc, LabelError) else str(exc)  # the fix is the operator's: commands
+    if isinstance(exc, LabelError) and "kgzsl add-concept RUN" in detail:  # on the server's run; no restart
+        run = shlex.quote(str(run_dir)) if run_dir is not None else "RUN"
+        detail = detail.replace("kgzsl add-concept RUN", f"kgzsl add-concept {run}") + \
+            " (the server sees it at the next request)"
     return JSONResponse({"detail": detail, "kind": type(exc).__name__}, status_code=status)
 
 
 async def _on_image(request: Request, service: ZeroShotService, work: Callable[[bytes, dict[str, Any]], Any],
-                    accepted: tuple[str, ...]) -> Any:
-    """Read the body on the event loop, then parse it (refusing parameters not in ``accepted``) and do
-    ``work(image, parameters)`` in one worker thread."""
+                    accepted: tuple[str, ...], query: tuple[str, ...] = ()) -> Any:
+    """Read the body on the event loop, then parse it (refusing parameters not in ``accepted``, and query
+    parameters not in ``query``) and do ``work(image, parameters)`` in one worker thread."""
+    odd = [name for name in request.query_params if name not in query]
+    if odd:  # "/predict?candidate_labels=cat,dog" would otherwise rank every class
+        where = "in the JSON body's \"parameters\" or as form fields" if odd[0] in accepted else \
+            f"not at all: accepted {', '.join(accepted)}, in the JSON body's \"parameters\" or as form fields"
+        raise RequestError(f"unknown query parameter{'s' if len(odd) > 1 else ''}: "
+                           f"{', '.join(repr(n) for n in odd)}; {request.url.path} takes its parameters {where}")
     body = await read_body(request.headers, request.stream(), service.limits.max_body_bytes)
     content_type = request.headers.get("content-type")
     return await run_in_threadpool(lambda: work(*parse_image_request(content_type, body, accepted)))
@@ -190,7 +201,7 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
-        return _error(400, exc)
+        return _error(400, exc, clf.run_dir)
 
     @app.exception_handler(KgzslError)
     async def server_side_error(_: Request, exc: KgzslError) -> JSONResponse:
@@ -231,17 +242,18 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
     @app.post("/predict")
     async def predict(request: Request) -> Any:
         """Zero-shot classify one image. JSON ``{"inputs": base64, "parameters": {"candidate_labels": [...],
-        "top_k": 5, "abstain": false}}`` or a multipart form (``image`` file, ``candidate_labels``
-        comma-separated, ``top_k``, ``abstain``). No candidate labels: every class of the graph. No ``top_k``:
-        every candidate of a list, the 5 best classes without one. Any
-        other field or key is refused (400)."""
+        "top_k": 5, "abstain": false, "adapt": true}}`` or a multipart form (``image`` file, ``candidate_labels``
+        comma-separated, ``top_k``, ``abstain``, ``adapt``). No candidate labels: every class of the graph. No
+        ``top_k``: every candidate of a list, the 5 best classes without one. ``adapt`` false: on a calibrated
+        run, the list is not fitted to the calibration's images. Any other field, key or query parameter is
+        refused (400)."""
         return await _on_image(request, service, service.predict, service.PREDICT_PARAMETERS)
 
     @app.post("/explain")
     async def explain(request: Request, fmt: str = Query("json", alias="format", pattern="^(json|png)$")) -> Any:
         """Why one label scored as it did for an image: the seen classes and WordNet paths that carried
         its row. Parameters ``label`` and ``top_k``; ``?format=png`` answers the drawing as a PNG."""
-        result = await _on_image(request, service, service.explain, service.EXPLAIN_PARAMETERS)
+        result = await _on_image(request, service, service.explain, service.EXPLAIN_PARAMETERS, ("format",))
         if fmt == "png":
             from kgzsl.tasks.explain import explanation_png
 

@@ -245,13 +245,20 @@ def _from_form(content_type: str, options: dict[bytes, bytes], body: bytes, acce
 def candidate_labels(value: Any, limits: ServeLimits) -> list[str] | None:
     """The candidate labels of a request: None (every class) when absent.
 
-    Accepts a list of strings or one comma-separated string (form fields).
+    Accepts a list of strings, one comma-separated string (form fields), or a form field holding a
+    JSON list of strings (``["cat", "dog"]``, as a JSON body would).
 
     Raises:
         RequestError: For another type, an empty list, too many labels or too long a label.
     """
     if value is None:
         return None
+    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise RequestError(f"candidate_labels looks like a JSON list but is not one ({value[:60]!r}); give a "
+                               "comma-separated list (cat,dog) or a JSON list of strings ([\"cat\", \"dog\"])") from None
     if isinstance(value, str):
         labels = value.split(",")
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -300,12 +307,14 @@ def top_k(value: Any) -> int | None:
 
 
 def flag(name: str, value: Any) -> bool:
-    """A boolean parameter: JSON true/false, or the form texts true/false/1/0/on/off; False when absent.
+    """A boolean parameter: JSON true/false (or 1/0), or the form texts true/false/1/0/on/off/yes/no; False when absent.
 
     Raises:
         RequestError: For anything else.
     """
     if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):  # JSON 1 / 0, as the form's "1" / "0"
         return bool(value)
     text = str(value).strip().lower() if isinstance(value, str) else None
     if text in ("true", "1", "on", "yes"):

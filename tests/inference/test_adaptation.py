@@ -178,6 +178,28 @@ def test_a_calibrated_run_adapts_a_short_label_list_and_reports_the_senses(tiny_
     torch.testing.assert_close(again.logits(x, labels), x @ expected[:, :-1].T + expected[:, -1], atol=1e-4, rtol=1e-4)
 
 
+def test_one_call_can_score_a_list_unfitted_without_changing_the_classifier(tiny_run, tmp_path):
+    """A server cannot flip adapt_to_images per request (other threads share it): predict takes ``adapt``."""
+    from kgzsl.tasks.calibrate import calibrate_scores
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    g = torch.Generator().manual_seed(16)
+    labels = ["cat", "dog"]
+    calibrate_scores(clf, _images_of(clf, ["n02123045", "n02099601"], 20, g), save=False)
+    x = torch.rand(3, clf.backbone.feature_dim, generator=g) * 2
+    fitted, plain = clf.logits(x, labels), clf.logits(x, labels, adapt=False)
+    torch.testing.assert_close(plain, clf.candidate_head(labels).base.logits(x))  # the centred head
+    assert not torch.allclose(fitted, plain)
+    assert clf.adapt_to_images and isinstance(clf.candidate_head(labels), AdaptedHead)  # untouched
+    images = torch.rand(2, 3, 96, 96, generator=g)
+    unfitted = clf.predict(images, labels, adapt=False)
+    clf.adapt_to_images = False
+    assert unfitted == clf.predict(images, labels)
+    assert clf.predict(images, labels, adapt=True) != unfitted  # and the other way round
+
+
 def test_threads_fitting_label_lists_at_once_get_the_sequential_answers(tiny_run, tmp_path):
     """A server fits each label list on first use, from many threads at once: same answers as one by one."""
     from concurrent.futures import ThreadPoolExecutor

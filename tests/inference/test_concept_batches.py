@@ -229,3 +229,39 @@ def test_a_misspelt_word_to_add_suggests_the_wordnet_noun(run):
                                            r"name\): say where it belongs"):
         clf.add_concept("tilapiaa")
     assert clf.added_wnids == []
+
+
+def test_a_label_another_process_stored_is_known_without_loading_the_run_again(run, caplog):
+    """A server loaded the run; `kgzsl add-concept` then stored a class in it: the server's next request
+    naming it found it, instead of an "unknown label" until some other request happened to add a word."""
+    caplog.set_level("INFO", logger="kgzsl")
+    server = ZeroShotClassifier.load(run, device="cpu")
+    with pytest.raises(KgzslError, match="unknown label 'fluffcat'"):
+        server.resolve_labels(["fluffcat", "tabby"])
+    cli = ZeroShotClassifier.load(run, device="cpu", backbone=server.backbone)
+    cli.add_concepts([{"name": "fluffcat", "parents": "tabby", "description": "a very fluffy house cat"}])
+    store_concepts(cli)
+    assert [r.wnid for r in server.resolve_labels(["fluffcat", "tabby"])] == ["x:fluffcat", "n02123045"]
+    assert "by another process" in caplog.text
+    torch.testing.assert_close(server.rows[-1], cli.rows[-1])
+    assert server.refresh_concepts() == 0  # the list has not changed since: not read again
+    with pytest.raises(KgzslError, match="unknown label 'spotcat'"):
+        server.resolve_labels(["spotcat"])
+
+
+def test_rows_stored_for_a_training_on_another_graph_are_propagated_again(run, caplog):
+    """Retrained in place on a graph of another size, the run failed to load: "concepts.safetensors does not
+    fit this run", where rows stored for another model are propagated again."""
+    from kgzsl.utils.io import load_tensors, read_tensor_metadata, save_tensors
+
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    clf.add_concepts([{"name": "fluffcat", "parents": "tabby"}])
+    store_concepts(clf)
+    path = run / "concepts.safetensors"
+    meta, tensors = read_tensor_metadata(path), load_tensors(path)
+    # what the file holds after `kgzsl train --out RUN` on a graph of 2 nodes more: another model, another base
+    meta.update({"base_nodes": str(int(meta["base_nodes"]) - 2), "sha256/model": "0" * 64})
+    save_tensors(path, tensors, metadata=meta)
+    again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)
+    assert again.added_wnids == ["x:fluffcat"] and "re-propagating" in caplog.text
+    torch.testing.assert_close(again.rows, clf.rows)

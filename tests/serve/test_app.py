@@ -222,9 +222,9 @@ def test_malformed_requests(client, request_kwargs, status, words):
     ({"candidate_labels": ["x" * 101]}, ["longer than 100"]),
     ({"candidate_labels": ["tabby", ""]}, ["empty label"]),
     ({"candidate_labels": ["tabby", "catt"]}, ["unknown label 'catt'", "did you mean cat"]),
-    ({"candidate_labels": ["tabby", "standing desk"]}, ["unknown label 'standing desk'", "`kgzsl add-concept RUN "
-                                                        "'standing desk' --parents ...` (on the server's run, then "
-                                                        "restart kgzsl serve)"]),
+    ({"candidate_labels": ["tabby", "standing desk"]}, ["unknown label 'standing desk'", "`kgzsl add-concept /",
+                                                        "/run 'standing desk' --parents ...` (the server sees it "
+                                                        "at the next request)"]),
     ({"candidate_labels": ["tabby", "tabby.n.01"]}, ["both resolve"]),
     ({"candidate_labels": ["n99999999"]}, ["n99999999"]),
     ({"top_k": 0}, ["top_k"]),
@@ -238,6 +238,65 @@ def test_malformed_requests(client, request_kwargs, status, words):
 def test_bad_parameters(client, cat, parameters, words):
     body = _refused(client.post("/predict", json=_json_request(cat, **parameters)), 400, *words)
     assert body["kind"] in {"RequestError", "LabelError"}
+
+
+def test_an_error_that_adding_a_concept_cannot_fix_gives_no_such_advice(client, cat):
+    body = _refused(client.post("/predict", json=_json_request(cat, candidate_labels=["tabby", "tabby"])), 400,
+                    "both resolve")
+    assert "add-concept" not in body["detail"] and "restart" not in body["detail"]
+
+
+@pytest.mark.parametrize("query", ["candidate_labels=tabby,tench", "top_k=1", "labels=tabby"])
+def test_query_parameters_are_refused_not_ignored(client, cat, query):
+    """``/predict?candidate_labels=...`` used to rank every class: the query string was never read."""
+    name = query.split("=")[0]
+    body = _refused(client.post(f"/predict?{query}", files={"image": cat}), 400, "unknown query parameter",
+                    repr(name))
+    assert ("JSON body" in body["detail"]) and ("accepted" in body["detail"]) == (name == "labels")
+    assert client.post("/explain?format=json", files={"image": cat}, data={"label": "tabby"}).status_code == 200
+
+
+def test_a_form_field_may_hold_a_json_list_of_labels(client, cat):
+    want = client.post("/predict", files={"image": cat}, data={"candidate_labels": "tabby,tench"}).json()
+    got = client.post("/predict", files={"image": cat}, data={"candidate_labels": '["tabby", "tench"]'})
+    assert got.status_code == 200 and _same(got.json(), want)
+    _refused(client.post("/predict", files={"image": cat}, data={"candidate_labels": '["tabby", 1]'}), 400,
+             "item 1 is int 1")
+    _refused(client.post("/predict", files={"image": cat}, data={"candidate_labels": "[tabby, tench]"}), 400,
+             "looks like a JSON list", "comma-separated")
+
+
+def test_flags_take_json_numbers_as_the_form_takes_their_text(client, cat):
+    for value in (0, False, "0", "no"):
+        assert client.post("/predict", json=_json_request(cat, candidate_labels=["tabby"], abstain=value)
+                           ).status_code == 200
+    _refused(client.post("/predict", json=_json_request(cat, candidate_labels=["tabby"], abstain=2)), 400,
+             "abstain must be true or false")
+
+
+def test_a_request_can_leave_its_list_unfitted_on_a_calibrated_run(tiny_run, tmp_path, cat):
+    import shutil
+
+    import torch
+
+    from kgzsl.tasks.calibrate import calibrate_scores
+
+    shutil.copytree(tiny_run, tmp_path / "run")
+    clf = tiny_classifier(tmp_path / "run")
+    rows = torch.nn.functional.normalize(clf.backbone.classifier_rows()[:, :-1], dim=1)
+    at = {w: i for i, w in enumerate(clf.backbone.wnids)}
+    g = torch.Generator().manual_seed(3)
+    calibrate_scores(clf, torch.cat([torch.rand(20, rows.size(1), generator=g) * 2 + 12 * rows[at[w]]
+                                     for w in ("n02123045", "n02099601")]), save=False)
+    client = TestClient(create_app(clf))
+    labels = ["cat", "dog"]
+    fitted = client.post("/predict", json=_json_request(cat, candidate_labels=labels)).json()
+    unfitted = client.post("/predict", files={"image": cat}, data={"candidate_labels": "cat,dog", "adapt": "false"})
+    assert unfitted.status_code == 200
+    assert _same(unfitted.json(), clf.predict(photo("chelsea.png"), labels, adapt=False))
+    assert _same(fitted, clf.predict(photo("chelsea.png"), labels)) and not _same(fitted, unfitted.json())
+    assert clf.adapt_to_images  # the request changed nothing for the others
+    _refused(client.post("/predict", json=_json_request(cat, candidate_labels=labels, adapt="maybe")), 400, "adapt")
 
 
 def test_uploads_never_touch_the_disk(client, monkeypatch, tmp_path):
