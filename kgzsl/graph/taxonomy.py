@@ -96,13 +96,24 @@ def custom_id(name: str) -> str:
     return f"x:{slug}"
 
 
+def _text(value: Any) -> bool:
+    """Whether a YAML value stands for text: a string, or a number written unquoted (``- 2024``); not a
+    boolean, which YAML makes of an unquoted yes / no / on / off / true / false."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and bool(str(value).strip())
+
+
+_QUOTE = "YAML reads an unquoted yes, no, on, off, true or false as a boolean: put it in quotes ('yes')"
+
+
 def _strings(value: Any, field: str, problems: list[str], where: str) -> tuple[str, ...]:
     """A field that takes a list of strings or one string (CSV: ``;``-separated); ``field`` as messages spell it."""
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(v, (str, int, float)) and str(v).strip() for v in items):
-        problems.append(f"{where}: {field} must be a list of non-empty strings or one string, got {value!r}")
+    if not isinstance(items, list) or not all(_text(v) for v in items):
+        odd = isinstance(value, bool) or isinstance(items, list) and any(isinstance(v, bool) for v in items)
+        problems.append(f"{where}: {field} must be a list of non-empty strings or one string, got {value!r}"
+                        f"{'; ' + _QUOTE if odd else ''}")
         return ()
     return tuple(dict.fromkeys(" ".join(str(v).split()) for v in items))
 
@@ -188,20 +199,28 @@ def _check(items: Sequence[Any], source: str, lines: Sequence[int] | None, spell
             continue
         unknown = sorted(set(map(str, item)) - set(FIELDS))
         name = item.get("name")
-        named = " ".join(str(name).split()) if isinstance(name, (str, int, float)) and str(name).strip() else None
+        named = " ".join(str(name).split()) if _text(name) else None
         label = spell.entry(where, named)
         if unknown:
             problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; an entry has {', '.join(FIELDS)}")
+        if isinstance(name, bool):
+            problems.append(f"{label}: {spell.field('name')} is {name!r}, not a name; {_QUOTE}")
+            continue
         if named is None:
             problems.append(f"{label}: {spell.field('name')} is missing or empty; every entry needs a name "
                             "(a word, a synset name or a wnid)")
             continue
         name = named
         for field in ("description", "sense"):
-            if item.get(field) is not None and not isinstance(item[field], (str, int, float)):
-                problems.append(f"{label}: {spell.field(field)} must be a string, got {item[field]!r}")
+            if item.get(field) is not None and not _text(item[field]):
+                problems.append(f"{label}: {spell.field(field)} must be a string, got {item[field]!r}"
+                                f"{'; ' + _QUOTE if isinstance(item[field], bool) else ''}")
         parents = _strings(item.get("parents"), spell.field("parents"), problems, label)
         aliases = _strings(item.get("aliases"), spell.field("aliases"), problems, label)
+        commas = [text for text in (name, *aliases) if "," in text]
+        if commas:  # "comma, fish" could never be a label: label lists are comma-separated
+            problems.append(f"{label}: a name or alias cannot hold a comma ({', '.join(map(repr, commas))}): labels "
+                            "are given as comma-separated lists; write it without one")
         description = str(item["description"]).strip() or None if item.get("description") is not None else None
         sense = str(item["sense"]).strip() or None if item.get("sense") is not None else None
         if aliases and not parents:

@@ -47,7 +47,7 @@ def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any |
 
     Raises:
         AmbiguousConceptError: If the word has several noun senses and none (or several) is already known.
-        ConceptError: If ``sense`` names no noun synset.
+        ConceptError: If ``sense`` names no noun synset, or one that is not a sense of ``word`` (a WordNet noun).
     """
     choice = (sense or "").strip() or word.strip()
     if sense and not (WNID_RE.match(choice) or SYNSET_RE.match(choice)):
@@ -57,6 +57,17 @@ def pick_synset(wn: Any, word: str, sense: str | None, known: set[str]) -> Any |
         synsets = noun_senses(wn, choice)
     except InputError as exc:
         raise ConceptError(str(exc)) from None
+    if sense and synsets and not (WNID_RE.match(word.strip()) or SYNSET_RE.match(word.strip())):
+        try:
+            own = noun_senses(wn, word)
+        except InputError:
+            own = []
+        if own and synsets[0] not in own:  # "heron" with sense dog.n.01 changed nothing, silently
+            listed = ", ".join(s.name() for s in own[:8])
+            raise ConceptError(f"{synsets[0].name()} is not a sense of {word!r}: its noun senses are {listed}; give "
+                               f"one of them as sense=, or leave sense out",
+                               cli_message=f"{synsets[0].name()} is not a sense of {word!r}: its noun senses are "
+                               f"{listed}; give one of them as --sense (in a --file: 'sense:'), or leave it out")
     if len(synsets) <= 1:
         return synsets[0] if synsets else None
     in_graph = [s for s in synsets if wnid_of(s) in known]

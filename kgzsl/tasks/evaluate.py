@@ -199,7 +199,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
 
     Returns:
         ``{"n_images", "n_classes", "hit": {"1", "2", "5", "10", "20"}, "mistake_severity", "split",
-        "split_classes", "split_nodes", "generalized", "split_seen", "scoring"}`` (``split_classes``:
+        "split_classes", "split_nodes", "generalized", "split_seen", "scoring", "calibrated_on"}``
+        (``scoring``: ``"auto"`` or ``"predicted"``, as given; ``calibrated_on``: how many images
+        ``kgzsl calibrate`` centred the scores on, None when the run is not calibrated; ``split_classes``:
         how many classes the split names; ``split_nodes``: how many of them are graph nodes, the
         candidates; ``split_seen``: how many of those are the backbone's) plus, generalized, ``"seen_accuracy", "unseen_accuracy", "harmonic_mean",
         "gamma"`` (and a ``"note"`` when gamma defaulted to 0). Accuracies are fractions; a metric
@@ -247,7 +249,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         "hit": {str(k): v for k, v in hit_from_ranks(stats["rank"], DEFAULT_KS).items()},
         "mistake_severity": None, "split": str(split), "split_classes": len(wanted), "split_nodes": split_nodes,
         "generalized": bool(generalized),
-        "split_seen": split_seen, "scoring": clf.scoring}
+        "split_seen": split_seen, "scoring": "auto" if clf.scoring == "calibrated" else clf.scoring,
+        "calibrated_on": None if clf.score_calibration is None else clf.score_calibration.images}
 
     try:
         graph, gnode = _graph_nodes(clf, candidates)
@@ -302,7 +305,10 @@ def format_result(result: dict) -> str:
     total, nodes = result.get("split_classes"), result.get("split_nodes")
     of = f" ({nodes} of the split's {total} classes are nodes of the run's graph; the others are left out)" \
         if total is not None and nodes is not None and nodes < total else ""
-    scoring = f"; scoring {result['scoring']}" if result.get("scoring") else ""
+    on = result.get("calibrated_on")
+    scoring = "" if not result.get("scoring") else f"; scoring {result['scoring']}, " + (
+        "every candidate by its predicted row" if result["scoring"] == "predicted" else "the backbone's own rows "
+        "for its classes") + (f", calibrated on {on} images" if on else ", not calibrated on your images")
     lines = [f"split {result['split']} ({kind}{scoring}): {result['n_images']} images, {result['n_classes']} "
              f"candidate classes{of}"]
     lines += [f"  hit@{k:<3} {v:7.2%}" for k, v in result["hit"].items()]

@@ -38,6 +38,13 @@ def test_children_come_after_their_parents():
     ("- 3.5\n- [a, b]\n", r"t\.yaml:2: an entry must be a mapping"),
     ("name: a\nparents: lamp\n", r"must hold a YAML list of entries"),
     ("- name: a\n  parents: [lamp\n", r"is not valid YAML"),
+    # YAML 1.1 makes booleans of these: they became classes named 'True' and 'False'
+    ("- name: yes\n  parents: fish\n", r"t\.yaml:1: 'name' is True, not a name; .* put it in quotes"),
+    ("- name: a\n  parents: [fish, off]\n", r"entry 'a': 'parents' must be .* got \['fish', False\]; .* in quotes"),
+    ("- name: a\n  parents: fish\n  description: no\n", r"entry 'a': 'description' must be a string, got False; "),
+    # a label list is comma-separated: such a class could never be named in one
+    ("- name: comma, fish\n  parents: fish\n", r"entry 'comma, fish': a name or alias cannot hold a comma"),
+    ("- name: a\n  parents: fish\n  aliases: [b, 'c,d']\n", r"entry 'a': a name or alias cannot hold a comma \('c,d'\)"),
 ])
 def test_each_problem_is_one_line_naming_entry_and_line(tmp_path, text, message):
     with pytest.raises(TaxonomyError, match=message):

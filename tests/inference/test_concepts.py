@@ -106,6 +106,9 @@ def test_ambiguous_and_unknown_words_raise(clf):
     # the example sense is one a photo shows (the machine), not WordNet's first sense (the writer Hart Crane)
     assert str(caught.value).endswith("e.g. add_concept('crane', sense='crane.n.04')")
     assert clf.add_concept("crane", sense="crane.n.04").synset == "crane.n.04"
+    # a sense of another word: "heron" stayed the bird and the call said it changed nothing
+    with pytest.raises(ConceptError, match=r"dog\.n\.01 is not a sense of 'heron': its noun senses are .*heron\.n\.02"):
+        clf.add_concept("heron", sense="dog.n.01")
     with pytest.raises(ConceptError, match="parents="):
         clf.add_concept("blorptastic gizmo")
     with pytest.raises(ConceptError, match="parent 'zzqx'"):

@@ -284,7 +284,7 @@ def test_evaluate_run_generalized_with_validation_gamma(tiny_run, tiny_images, m
     shutil.copytree(root, val)  # another folder: choosing gamma on the test folder itself is refused
     result = evaluate_run(tiny_run, root, split=split, generalized=True, val_dir=val, device="cpu", progress=False)
     assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized", "split_seen",
-                           "split_classes", "split_nodes", "scoring", "seen_accuracy", "unseen_accuracy",
+                           "split_classes", "split_nodes", "scoring", "calibrated_on", "seen_accuracy", "unseen_accuracy",
                            "harmonic_mean", "gamma"}
     assert result["n_images"] == 10 and result["n_classes"] == 3 + 24 and result["generalized"] is True
     assert list(result["hit"]) == ["1", "2", "5", "10", "20"]
@@ -307,10 +307,11 @@ def test_evaluate_command_json(tiny_run, tiny_images, capsys, monkeypatch, tmp_p
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == 7 and result["n_classes"] == 3 and result["generalized"] is False
     assert set(result) == {"n_images", "n_classes", "hit", "mistake_severity", "split", "generalized", "split_seen",
-                           "split_classes", "split_nodes", "scoring"}
+                           "split_classes", "split_nodes", "scoring", "calibrated_on"}
     assert result["hit"]["5"] == 1.0 and result["split"] == str(split) and result["split_seen"] == 0
     assert (result["mistake_severity"] is None) == (result["hit"]["1"] == 1.0)  # the run's graph was found
-    assert result["split_classes"] == 4 and result["split_nodes"] == 3 and result["scoring"] == "calibrated"
+    assert result["split_classes"] == 4 and result["split_nodes"] == 3 and result["scoring"] == "auto"
+    assert result["calibrated_on"] is None  # the option's name, not the internal mode ("calibrated" read as calibrated)
     assert main(["-q", "evaluate", str(tiny_run), "--data", str(root), "--split", "no-such-split"]) == 1
     capsys.readouterr()
 
@@ -328,7 +329,8 @@ def test_evaluate_says_what_it_leaves_out_and_takes_the_papers_scoring(tiny_run,
     shutil.copytree(data / UNSEEN[0], data / UNSEEN[0][:-1])  # a wnid with a digit missing
     assert main(["-q", "evaluate", str(tiny_run), "--data", str(data), "--split", str(split), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "scoring calibrated" in out and "(3 of the split's 4 classes are nodes of the run's graph" in out
+    assert "scoring auto, the backbone's own rows for its classes, not calibrated on your images" in out
+    assert "(3 of the split's 4 classes are nodes of the run's graph" in out
     assert f"2 sub-folders of {data} are not named by a wnid and are left out" in caplog.text
     assert "windmill" in caplog.text and UNSEEN[0][:-1] in caplog.text
     assert main(["-q", "evaluate", str(tiny_run), "--data", str(data), "--split", str(split), "--scoring", "predicted",
