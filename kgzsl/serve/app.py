@@ -97,6 +97,21 @@ class ZeroShotService:
         seen = [int(i) for i in self.clf.seen_nodes() if 0 <= i < nodes]
         return LabelIndex(self.clf.wnids[:nodes], self.clf.names[:nodes], self.clf.lemmas[:nodes], preferred=seen)
 
+    def suggest(self, query: str, limit: int) -> list[dict[str, str]]:
+        """:meth:`LabelIndex.suggest`, each suggestion with its WordNet ``definition`` ("" for a class of
+        your own, or without WordNet), so that a sense can be told from another before it is used."""
+        from kgzsl.graph.wordnet import SYNSET_RE, load_wordnet
+
+        found = self.labels.suggest(query, limit)
+        for suggestion in found:
+            suggestion["definition"] = ""
+            if SYNSET_RE.match(suggestion["synset"]):
+                try:
+                    suggestion["definition"] = load_wordnet().synset(suggestion["synset"]).definition()
+                except (KgzslError, LookupError, ValueError) as exc:  # no WordNet here: the names alone
+                    logger.debug("no definition for %s: %s", suggestion["synset"], exc)
+        return found
+
     def health(self) -> dict[str, Any]:
         """The run this server answers for."""
         run_dir = self.clf.run_dir
@@ -263,7 +278,8 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
     @app.get("/labels")
     def labels(q: str = Query(..., min_length=1, max_length=100), limit: int = Query(10, ge=1, le=50)
                ) -> list[dict[str, str]]:
-        """Label suggestions for what has been typed (``q``): lemma names, synset names, wnids."""
-        return service.labels.suggest(q, limit)
+        """Label suggestions for what has been typed (``q``): lemma names, synset names, wnids, with
+        each sense's WordNet definition."""
+        return service.suggest(q, limit)
 
     return app

@@ -133,7 +133,8 @@ def test_explain_gets_the_label_so_the_image_picks_its_sense_as_in_predict(clien
 
 def test_label_suggestions(client):
     hits = client.get("/labels", params={"q": "tab"}).json()
-    assert hits[0] == {"label": "tabby", "synset": "tabby.n.01", "wnid": "n02123045", "lemma": "tabby"}
+    assert hits[0] == {"label": "tabby", "synset": "tabby.n.01", "wnid": "n02123045", "lemma": "tabby",
+                       "definition": "a cat with a grey or tawny coat mottled with black"}  # to tell senses apart
     assert client.get("/labels", params={"q": "n0212304"}).json()[0]["wnid"] == "n02123045"
     assert len(client.get("/labels", params={"q": "t", "limit": 2}).json()) == 2
     assert client.get("/labels", params={"q": "zzqx"}).json() == []

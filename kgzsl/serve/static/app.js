@@ -73,6 +73,7 @@ async function suggest() {
     const synset = document.createElement("small");
     synset.textContent = s.label === s.synset ? s.lemma : s.synset;
     li.append(word, synset);
+    if (s.definition) li.title = s.definition;  // which sense this is, on hover
     li.addEventListener("mousedown", (event) => { event.preventDefault(); pick(s.label); });
     return li;
   }));
