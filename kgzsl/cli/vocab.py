@@ -177,7 +177,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     calib = calibrate_scores(clf, args.images, progress=not args.quiet, abstain_follows=abstain)
     kept = 0 if calib.features is None else calib.features.size(0)
     most = min(kept // MIN_IMAGES_PER_CANDIDATE, MAX_CANDIDATES)
-    fitted = f"label lists of 2 to {most} candidates are fitted to them" if most >= 2 else \
+    fitted = f"label lists of 2 to {most} candidates are fitted to them (for a list whose classes these images " \
+        "do not show, `kgzsl predict --no-adapt`, or \"adapt\": false in a served request)" if most >= 2 else \
         f"too few to fit label lists to them (that needs {2 * MIN_IMAGES_PER_CANDIDATE} images or more)"
     print(f"score calibration on {calib.source} (real logits: mean {calib.target_mean:.3f}, spread "
           f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'} with {kept} "
@@ -186,7 +187,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         feats, truth, before = check
         after = top1_among(clf, feats, truth, named_classes)
         print(f"top-1 among the {len(named_classes)} classes on their {len(truth)} images: {before:.3f} before "
-              f"this calibration, {after:.3f} after")
+              f"this calibration, {after:.3f} after (on the images it was fitted to; other classes may fare otherwise)")
         if after < before:
             logger.warning("this score calibration lowers top-1 on your labelled images (%.3f to %.3f): with few "
                            "images, or images like ImageNet's photos, centring can cost accuracy; `kgzsl calibrate "
