@@ -17,6 +17,9 @@ def _cmd_build_graph(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     target = resolve_graph_dir(args.out or "custom")  # the same rule as graph.path in a run config
+    if args.conceptnet and args.source == "wordnet":  # the file was read by nothing: a WordNet graph came out
+        raise InputError(f"--conceptnet {args.conceptnet} is read by the ConceptNet sources only: add --source "
+                         "wordnet+conceptnet (WordNet and ConceptNet merged) or --source conceptnet")
     if args.taxonomy:
         return _build_taxonomy_graph(args, target, start)
     if not args.wnids:

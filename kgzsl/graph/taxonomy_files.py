@@ -47,7 +47,13 @@ def read_taxonomy(path: str | Path, allow_empty: bool = False) -> list[TaxonomyE
     except UnicodeDecodeError as exc:
         raise TaxonomyError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8"
                             + (" (in Excel: 'CSV UTF-8')" if csv_file else "")) from None
-    entries = _read_csv(path, text) if csv_file else _read_yaml(path, text)
+    try:
+        entries = _read_csv(path, text) if csv_file else _read_yaml(path, text)
+    except TaxonomyError as exc:  # "lab.txt" holding CSV: say how the file was read
+        if csv_file or path.suffix.lower() in (".yaml", ".yml"):
+            raise
+        raise TaxonomyError(f"{exc}\n(read as YAML: the file's name ends in {path.suffix or 'no extension'!r}, "
+                            "not .yaml, .yml or .csv; a CSV file must end in .csv)") from None
     if not entries and not allow_empty:
         example = ("one line per class after the header line (name,parents,description,aliases), e.g. "
                    "'e-scooter,motor scooter,a standing scooter with an electric motor'" if csv_file else

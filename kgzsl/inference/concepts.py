@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from kgzsl.errors import SetupError
+from kgzsl.errors import InputError, SetupError
 from kgzsl.graph.taxonomy import (TaxonomyEntry, TaxonomyError, by_label, label_key, noun_senses, parse_concept,
                                   parse_taxonomy, topological_order, wordnet_collisions)
 from kgzsl.graph.taxonomy_files import read_taxonomy
@@ -177,7 +177,8 @@ class _Planner:
         new = [a for a in e.aliases if label_key(a) not in names]
         if given == have and not new:
             return
-        stored = next((a for a in self.state.added if label_key(a.get("name", "")) == label_key(e.name)), None)
+        # the stored entry of the same node: "e bike" and a stored "E-Bike" are both x:e-bike
+        stored = next((a for a in self.state.added if _node_id(a) == graph.wnids[node]), None)
         if stored is not None:
             kept, aliases = (_listed(stored.get(k)) for k in ("parents", "aliases"))
             how = f"remove its entry from {Path(self.clf.run_dir) / 'concepts.yaml'} and add it again"
@@ -217,6 +218,16 @@ class _Planner:
 def _listed(value: Any) -> list[str]:
     """A stored entry's ``parents`` or ``aliases`` as a list (one string, a list, or nothing)."""
     return [value] if isinstance(value, str) else list(value or [])
+
+
+def _node_id(stored: Any) -> str | None:
+    """The node id of a stored class of your own (``x:<name>``); None for a stored WordNet noun or a bad entry."""
+    if not isinstance(stored, dict) or not stored.get("parents"):
+        return None
+    try:
+        return custom_id(str(stored.get("name", "")))
+    except InputError:
+        return None
 
 
 def add_concepts(clf: Any, taxonomy: str | Path | Sequence[Any], stored: bool = False) -> ConceptReport:

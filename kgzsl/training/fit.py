@@ -73,6 +73,8 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "sse",
 
 #: fewest seen rows that still get a validation row when ``val_fraction`` rounds their share to 0
 MIN_SEEN_FOR_VALIDATION = 4
+#: fewer validation rows than this: the epoch they choose is mostly chance, and a warning says so
+FEW_VALIDATION_ROWS = 5
 
 
 def split_seen(seen: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +99,10 @@ def split_seen(seen: torch.Tensor, val_fraction: float, seed: int) -> tuple[torc
                            "keeps the epoch with the lowest training loss and reports no validation cosine. Add "
                            "seen classes to the graph (e.g. build-graph --wnids imagenet1k,...)", n,
                            MIN_SEEN_FOR_VALIDATION)
+    elif 0 < n_val < FEW_VALIDATION_ROWS:  # 16 seen fish, 1 validation row: "best at epoch 4 (104 epochs)"
+        logger.warning("only %d validation row(s) of %d seen rows: the epoch they choose is mostly chance, and "
+                       "training may stop early; raise train.val_fraction, or add seen classes to the graph "
+                       "(e.g. build-graph --wnids imagenet1k,...)", n_val, n)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 

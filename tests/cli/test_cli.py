@@ -37,6 +37,10 @@ def test_build_graph_command(tmp_path):
     assert manifest["sources"][0]["count"] == 2 and manifest["counts"]["nodes"] > 10
     bad = _kgzsl("build-graph", "--wnids", "no-such-list", "--out", str(tmp_path / "h"))
     assert bad.returncode == 1 and "neither a shipped set" in bad.stderr
+    # a ConceptNet file without a ConceptNet source was read by nothing: a WordNet graph came out, silently
+    cn = _kgzsl("build-graph", "--wnids", f"{wnids}", "--conceptnet", str(tmp_path / "cn.csv.gz"), "--out",
+                str(tmp_path / "c"))
+    assert cn.returncode == 1 and "--source wordnet+conceptnet" in cn.stderr and not (tmp_path / "c").exists()
 
 
 @requires_wordnet

@@ -79,3 +79,14 @@ def test_a_file_without_entries_is_refused_naming_it_and_what_an_entry_looks_lik
         read_taxonomy(path)
     assert isinstance(info.value, InputError) and "docs/taxonomy.md" in str(info.value)
     assert read_taxonomy(path, allow_empty=True) == []
+
+
+def test_a_file_of_another_extension_is_read_as_yaml_and_a_failure_says_so(tmp_path):
+    (tmp_path / "lab.txt").write_text("name,parents\ne-scooter,motor scooter\n", encoding="utf-8")
+    with pytest.raises(TaxonomyError, match=r"(?s)must hold a YAML list.*read as YAML: the file's name ends in "
+                                            r"'\.txt'.*must end in \.csv"):
+        read_taxonomy(tmp_path / "lab.txt")
+    (tmp_path / "lab.yml").write_text("name: a\n", encoding="utf-8")
+    with pytest.raises(TaxonomyError) as caught:
+        read_taxonomy(tmp_path / "lab.yml")
+    assert "read as YAML" not in str(caught.value)  # a YAML file's problem is only its own

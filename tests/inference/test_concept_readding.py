@@ -51,6 +51,9 @@ def test_a_class_given_again_under_other_parents_says_so_and_how_to_change_them(
     line = f"'e-scooter' is already a node of the run (x:e-scooter) under car: the parents given (airliner) " \
            f"differ and are not used; to change them, remove its entry from {run / 'concepts.yaml'} and add it again"
     assert other.warnings == [line] and line in caplog.text
+    # spelt otherwise, the same node: "E Scooter" is x:e-scooter too, stored in the run, not trained with it
+    spelt = clf.add_concepts([{"name": "E Scooter", "parents": ["airliner"]}])
+    assert spelt.warnings and "remove its entry from" in spelt.warnings[0] and "retrain" not in spelt.warnings[0]
     # what the warning says works: the entry removed, the run loaded again, the class added under airliner
     (run / "concepts.yaml").write_text("[]\n")
     again = ZeroShotClassifier.load(run, device="cpu", backbone=clf.backbone)

@@ -125,6 +125,14 @@ def test_small_graphs_get_a_validation_row_or_a_warning(caplog):
         tr, va = split_seen(torch.arange(3), 0.05, seed=0)
     assert va.numel() == 0 and tr.numel() == 3 and "only 3 seen row(s) in the graph: no validation rows" in caplog.text
     assert split_seen(torch.arange(10), 0.0, seed=0)[1].numel() == 0  # asked for none: none
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert split_seen(torch.arange(16), 0.1, seed=0)[1].numel() == 2  # 16 seen fish: 2 rows choose the epoch
+    assert "only 2 validation row(s) of 16 seen rows: the epoch they choose is mostly chance" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert split_seen(torch.arange(100), 0.1, seed=0)[1].numel() == 10
+    assert caplog.text == ""
 
 
 def test_without_validation_rows_no_loss_is_reported_as_a_cosine(tmp_path, caplog):
