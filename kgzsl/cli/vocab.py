@@ -102,7 +102,8 @@ def _cmd_add_concept(args: argparse.Namespace) -> int:
                  "aliases": split(args.aliases) if args.aliases else None}
         report = add_concepts(clf, [{k: v for k, v in entry.items() if v is not None}])
     stored = None
-    if report.added or args.file:  # a file also refreshes stored rows that no longer match the run
+    # a file also refreshes stored rows that no longer match the run; a run with no concepts gets no files
+    if report.added or (args.file and clf.added_wnids):
         stored = store_concepts(clf)  # before anything is said to be added
     for res in report.existing:
         another = "; to add another sense, pass --sense" if res.label in report.other_senses else " for it"

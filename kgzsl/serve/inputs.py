@@ -332,7 +332,7 @@ def one_label(value: Any, limits: ServeLimits) -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise RequestError("give the label to explain as \"label\" (a word, synset name or wnid), got "
-                           f"{value!r}")
+                           + ("none" if value is None else _describe(value)))
     if len(value) > limits.max_label_chars:
         raise RequestError(f"the label is longer than {limits.max_label_chars} characters")
     if "," in value:

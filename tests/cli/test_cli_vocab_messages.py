@@ -73,6 +73,14 @@ def test_add_concept_names_the_id_once_and_says_other_parents_are_not_used(run, 
            f"from {run / 'concepts.yaml'} and add it again" in caplog.text  # a warning, shown by the command
 
 
+def test_a_file_of_classes_the_run_has_already_writes_nothing(run, tmp_path, capsys):
+    (tmp_path / "have.yaml").write_text("- tabby\n- goldfish\n", encoding="utf-8")
+    assert main(["-q", "add-concept", str(run), "--file", str(tmp_path / "have.yaml"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "'tabby' is already a node of the run" in out and "stored in" not in out
+    assert not (run / "concepts.yaml").exists() and not (run / "concepts.safetensors").exists()
+
+
 def test_add_concept_reads_a_word_as_predict_does(run, capsys):
     assert main(["-q", "add-concept", str(run), "dog", "--sense", "dog.n.03", "--device", "cpu"]) == 0
     capsys.readouterr()  # two senses of "dog" are nodes now; `predict --labels dog` means dog.n.01

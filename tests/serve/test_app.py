@@ -114,7 +114,7 @@ def test_explain_json_and_png(client, cat):
     png = client.post("/explain?format=png", files={"image": cat}, data={"label": "tabby"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
-    _refused(client.post("/explain", json=_json_request(cat)), 400, "label")
+    _refused(client.post("/explain", json=_json_request(cat)), 400, "label", "got none")
     _refused(client.post("/explain", json=_json_request(cat, label="tabby,tench")), 400, "one label")
     _refused(client.post("/explain", json=_json_request(cat, label="zzqx")), 400, "unknown label")
     _refused(client.post("/explain?format=gif", json=_json_request(cat, label="tabby")), 422, "format")
