@@ -137,6 +137,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         if images.is_dir() else []
     folders = [p for p in subfolders if WNID_RE.match(p.name)]
     clf = ZeroShotClassifier.load(args.run, device=args.device)
+    had_concepts, earlier = len(clf.added_wnids), clf.score_calibration
     why_not = "that needs in-set images, in sub-folders named by a label or a wnid, or with --labels"
     if labels is None and not folders and subfolders:  # sub-folders named by labels, as benchmark photos takes them
         named = class_folders(images)
@@ -162,7 +163,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                   f"{', ...' if len(named) > 5 else ''})")
     abstain = labels is not None or bool(folders)  # else unlabelled images: no in-set classes to set it on
     if abstain:  # a label the threshold cannot be set on fails now, before the run's calibration is replaced
-        clf.resolve_labels(labels if labels is not None else [p.name for p in folders])
+        resolved = clf.resolve_labels(labels if labels is not None else [p.name for p in folders])
+        added = set(clf.added_wnids[had_concepts:])
+        new = [r.synset for r in resolved if r.wnid in added]
+        if new:  # WordNet nouns among the classes that were not nodes: stored in the run, as predict stores them
+            more = len(added) - len(new)
+            print(f"added {len(new)} of the classes to the run as concepts (WordNet nouns that were not graph nodes"
+                  f"{f', with {more} missing ancestors' if more else ''}): {', '.join(new[:8])}"
+                  f"{', ...' if len(new) > 8 else ''}")
     if args.abstain_only:  # the threshold on the scores as they are: no score calibration is written
         if not abstain:
             raise InputError(f"--abstain-only sets the 'none of these' threshold alone: {why_not}")
@@ -184,6 +192,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"score calibration on {calib.source} (real logits: mean {calib.target_mean:.3f}, spread "
           f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'} with {kept} "
           f"feature vectors: {fitted}")
+    if earlier is not None:
+        print(f"it replaces the run's earlier calibration on {earlier.images} images of {earlier.source}")
     if check is not None:
         feats, truth, before = check
         after = top1_among(clf, feats, truth, named_classes)

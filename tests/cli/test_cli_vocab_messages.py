@@ -169,6 +169,20 @@ def test_calibrate_on_unlabelled_images_says_no_threshold_was_set_and_a_file_is_
     assert f"{photo} is a file, not a folder of images" in capsys.readouterr().err
 
 
+def test_calibrate_says_what_it_adds_and_replaces(run, tmp_path, capsys):
+    import shutil
+
+    _photo_folders(tmp_path, per_class=3)
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "flat"), "--device", "cpu"]) == 0
+    assert "replaces" not in capsys.readouterr().out  # nothing to replace yet
+    shutil.copytree(tmp_path / "cal" / "n01440764", tmp_path / "cal" / "n02391049")  # zebra: not a node
+    assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "cal"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "added 1 of the classes to the run as concepts (WordNet nouns that were not graph nodes, with 3 " \
+           "missing ancestors): zebra.n.01" in out
+    assert "it replaces the run's earlier calibration on 6 images of " in out
+
+
 def test_calibrate_takes_class_folders_named_by_labels_as_the_in_set_classes(run, tmp_path, capsys):
     """As benchmark photos does: sub-folders named by labels set the threshold; sub-folders of other names
     (dates, "misc") are unlabelled images, and the note says why no threshold was set."""
