@@ -215,11 +215,12 @@ class LabelResolver:
         instrument; "bat" beside "ball" the club; "alpaca" beside animals the animal, not the wool.
         Only labels of one kind count: "crane" (the machine or the bird, for the image to pick)
         says nothing about "cat" beside it; such a label is itself scored only as its senses of the
-        kind the others are, where one kind leads (:meth:`_narrowed`). A word's usual sense by the tagged corpus (``usual``) is
-        kept, and the sense of the others' kind is added for the image to pick: "cat" beside "Eiffel
-        Tower" is still the feline on a photo of one; "sole" beside "goldfish" is the flatfish
-        where the photo fits it better than a shoe's sole. A sense another label already names is
-        not taken. Labels given as synset names or wnids have no alternatives, so they stay as given.
+        kind the others are, where one kind leads (:meth:`_narrowed`). A word's usual sense by the
+        tagged corpus (``usual``) stays, with an INFO line naming the sense of the others' kind to
+        pass instead: "cat" beside "car" and "chair" is the feline, not the whip, the andiron-like
+        "dog" or the Caterpillar tractor; "sole" beside "trout" is a shoe's sole (its 3 tagged uses),
+        and the line names ``sole.n.04``, the flatfish. A sense another label already names is not
+        taken. Labels given as synset names or wnids have no alternatives, so they stay as given.
         """
         if len(resolved) < 2 or not any(r.alternatives for r in resolved):
             return resolved
@@ -255,14 +256,14 @@ class LabelResolver:
                 continue
             index = max(options)[2]
             sense = f"{self.names[index]} ({wn.synset(self.names[index]).definition()})"
-            taken.add(index)
-            if res.usual:  # the word's usual sense stays; the image may pick the other
-                logger.info("label %r is scored as %s, its usual sense, or as %s where the image fits that "
-                            "better, the kind the list's other labels are (%s); pass a synset name to choose "
-                            "a sense", res.label, res.synset, sense, kind(index))
-                out[n] = ResolvedLabel(res.label, res.index, res.wnid, res.synset, res.alternatives, (index,),
-                                       res.usual)
+            if res.usual:  # the corpus settles the word: "cat" beside "car" and "chair" is no whip
+                told = f"{res.label}|{self.names[index]}"
+                if told not in self._told:  # once per label and sense: a server resolves lists often
+                    self._told.add(told)
+                    logger.info("label %r read as %s, its usual sense, though more of the list's other labels are "
+                                "%s; for %s, pass that synset name", res.label, res.synset, kind(index), sense)
                 continue
+            taken.add(index)
             logger.info("label %r read as %s, of the kind the list's other labels are (%s), rather than %s; pass a "
                         "synset name to choose a sense", res.label, sense, kind(index), res.synset)
             taken.discard(res.index)
