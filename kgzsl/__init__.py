@@ -27,6 +27,12 @@ _EXPORTS = {
     "train_run": "kgzsl.training.run",
     "explain": "kgzsl.tasks.explain",
     "KgzslError": "kgzsl.errors",
+    # the errors predict and load raise, to catch one kind without the module paths
+    "InputError": "kgzsl.errors",
+    "LabelError": "kgzsl.inference.labels",
+    "ImageLoadError": "kgzsl.vision.images",
+    "RunNotFoundError": "kgzsl.inference.run_folder",
+    "RunFormatError": "kgzsl.inference.run_folder",
 }
 
 __all__ = ["__version__", *_EXPORTS]

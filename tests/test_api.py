@@ -28,6 +28,13 @@ def test_the_exports_are_the_library_objects():
     assert {"ZeroShotClassifier", "load_backbone", "KnowledgeGraph", "build_wordnet_graph", "build_model",
             "train_run", "load_config", "explain", "KgzslError", "__version__"} <= set(kgzsl.__all__)
     assert isinstance(kgzsl.__version__, str) and kgzsl.__version__[0].isdigit()
+    # the errors predict's and load's Raises sections name, catchable without their module paths
+    from kgzsl.inference.labels import LabelError
+    from kgzsl.vision.images import ImageLoadError
+
+    assert kgzsl.LabelError is LabelError and kgzsl.ImageLoadError is ImageLoadError
+    assert all(issubclass(getattr(kgzsl, name), kgzsl.KgzslError) for name in
+               ("InputError", "LabelError", "ImageLoadError", "RunNotFoundError", "RunFormatError"))
     assert callable(kgzsl.ZeroShotClassifier.__call__) and kgzsl.ZeroShotClassifier.__call__ is \
         kgzsl.ZeroShotClassifier.predict
 

@@ -80,11 +80,15 @@ class CandidateScoring:
         return self._calibration
 
     def calibrate(self, features: torch.Tensor, source: str) -> ScoreCalibration:
-        """Fit the calibration on pooled features of unlabelled images; the score rows are rebuilt on next use."""
+        """Fit the calibration on pooled features of unlabelled images and :meth:`use` it."""
         calib = fit_calibration(features, self.backbone.classifier_rows(), source)
+        self.use(calib)
+        return calib
+
+    def use(self, calib: ScoreCalibration | None) -> None:
+        """Score through ``calib`` from now on (None: no calibration); the score rows are rebuilt on next use."""
         with self._lock:
             self._calibration, self._rows, self._real, self._adapter = calib, None, None, None
-        return calib
 
     def score_rows(self, rows: torch.Tensor, seen: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``[N, D + 1]`` rows every node is scored with; logits are ``rows @ [x, 1]``.

@@ -146,9 +146,9 @@ class ZeroShotClassifier:
         run = read_run(Path(run_dir))
         run_dir = run.path
         backbone = run_backbone(run, device, backbone, finetuned)
+        calib = run_dir / CALIBRATION_FILE
+        scores = ScoreCalibration.load(calib) if calib.is_file() else None  # a damaged file: its own error
         try:
-            calib = run_dir / CALIBRATION_FILE
-            scores = ScoreCalibration.load(calib) if calib.is_file() else None
             abstain = follows_score_calibration(read_calibration(run_dir), scores, run_dir)
             clf = cls(backbone, run.rows, run.wnids, run.names, run.lemmas, run.row_scale, run_dir=run_dir,
                       summary=run.summary, abstain_calibration=abstain, scoring=scoring, score_calibration=scores)
@@ -286,6 +286,13 @@ class ZeroShotClassifier:
         """
         with self._heads.changing():
             return self._scoring.calibrate(features, source)
+
+    def set_score_calibration(self, calibration: ScoreCalibration | None) -> None:
+        """Score through ``calibration`` (as :func:`kgzsl.inference.scoring.fit_calibration` returns it, or
+        :meth:`ScoreCalibration.load` reads it) from now on; None goes back to the uncalibrated scores.
+        Nothing is written to the run folder."""
+        with self._heads.changing():
+            self._scoring.use(calibration)
 
     @property
     def add_missing_labels(self) -> bool:
@@ -446,10 +453,14 @@ class ZeroShotClassifier:
                     pending.append(label)
             if not pending:
                 return
+            from kgzsl.graph.taxonomy import TaxonomyError
+            from kgzsl.inference.concept_nodes import ConceptError
+
             try:
                 added = self.add_concepts(list(dict.fromkeys(pending))).added  # all in one propagation, or none
-            except InputError:
+            except (ConceptError, TaxonomyError):
                 raise exc from None  # ambiguous or not addable: the label error says what to do
+            # anything else (a damaged model.safetensors, say) is the error to see: it is raised as it is
             logger.info("added %s as concept(s) of run %s (WordNet nouns that were not graph nodes)%s",
                         ", ".join(r.synset if r.label == r.synset else f"{r.label}={r.synset}" for r in added),
                         self.run_dir, "" if self.store_added_labels else ", in memory only (not stored in the run)")

@@ -23,7 +23,7 @@ import torch
 
 from kgzsl.errors import InputError, OutputError
 from kgzsl.inference.abstain_rule import ABSTAIN_FILE
-from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration
+from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, fit_calibration
 
 __all__ = ["calibrate_scores", "top1_among"]
 
@@ -53,7 +53,8 @@ def calibrate_scores(clf: Any, images: str | os.PathLike | torch.Tensor, progres
 
     Raises:
         InputError: If fewer than 2 images could be read.
-        kgzsl.errors.OutputError: If the run folder cannot be written to.
+        kgzsl.errors.OutputError: If the run folder cannot be written to; the classifier is then left
+            as it was (its calibration and abstain threshold).
     """
     if isinstance(images, torch.Tensor):
         feats, source = images, f"{images.size(0)} feature vectors"
@@ -74,11 +75,13 @@ def calibrate_scores(clf: Any, images: str | os.PathLike | torch.Tensor, progres
                        "after; 50 or more images gained on Fashion-MNIST); with more images of your domain it is "
                        "better estimated, and `kgzsl calibrate --abstain-only` sets the 'none of these' threshold "
                        "alone", feats.size(0))
-    calib = clf.calibrate_scores(feats, source)
+    calib = fit_calibration(feats, clf.backbone.classifier_rows(), source)
+    if save and clf.run_dir is not None:  # stored first: a run folder that cannot be written changes nothing
+        calib.save(Path(clf.run_dir) / CALIBRATION_FILE)
+    clf.set_score_calibration(calib)
     stale = "dropped the classifier's abstain threshold" if clf.abstain_calibration is not None else None
     clf.set_abstain(None)
     if save and clf.run_dir is not None:
-        calib.save(Path(clf.run_dir) / CALIBRATION_FILE)
         if _remove(Path(clf.run_dir) / ABSTAIN_FILE):
             stale = f"removed {Path(clf.run_dir) / ABSTAIN_FILE}"
     if stale and not abstain_follows:

@@ -239,7 +239,16 @@ def load_image(source: ImageSource, max_pixels: int = 100_000_000, max_aspect_ra
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return _from_array(source, max_pixels, max_aspect_ratio)
     if isinstance(source, Image.Image):
-        return _finish(source, f"<PIL image mode={source.mode} size={source.size}>")
+        name = f"<PIL image mode={source.mode} size={source.size}>"
+        try:
+            source.load()  # a closed image fails here, not as "mode 'RGB' cannot be converted to RGB"
+        except ValueError as exc:
+            if "closed" in str(exc):
+                raise ImageLoadError(name, "the PIL image is closed",
+                                     "pass it before closing it, or open it again") from None
+        except OSError:  # a truncated file behind the image: _finish names it as before
+            pass
+        return _finish(source, name)
     data = _text_content(source) if isinstance(source, str) else None
     if data is not None:  # an image's content as text, as Hugging Face takes it
         name = describe_image(source)

@@ -165,3 +165,19 @@ def test_cli_predict_with_a_concept_file(tiny_run, tmp_path, capsys):
     assert {p["label"] for p in preds} == {"e-scooter", "Burmese cat"}
     assert main(["-q", "predict", str(tiny_run), str(_photo("chelsea.png")), "--labels", "crane",
                  "--concept-file", str(tmp_path / "missing.yaml"), "--device", "cpu"]) == 1
+
+
+def test_a_damaged_model_file_is_the_error_a_label_added_on_first_use_raises(tiny_run, tmp_path):
+    """It used to be hidden behind "'pagoda' is a WordNet noun but none of its senses is a node"."""
+    import shutil
+
+    from kgzsl.utils.io import TensorFileError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    model = run / "model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated
+    clf = ZeroShotClassifier.load(run, device="cpu")
+    with pytest.raises(TensorFileError, match="model.safetensors"):
+        clf.resolve_labels(["tabby", "pagoda"])
+    assert [r.wnid for r in clf.resolve_labels(["tabby"])] == ["n02123045"]  # the nodes it has still answer

@@ -81,3 +81,24 @@ def test_a_calibration_on_few_images_is_warned_about(clf, caplog):
     calibrate_scores(clf, _features(4), save=False)  # 12 images
     assert "score calibration on 12 images only: the centring is estimated from few images" in caplog.text
     assert "--abstain-only" in caplog.text
+
+
+def test_a_calibration_the_run_cannot_store_leaves_the_classifier_as_it_was(clf, monkeypatch):
+    """A read-only run: the OutputError came after the classifier was calibrated and its threshold dropped."""
+    from kgzsl.errors import OutputError
+    from kgzsl.inference.scoring import ScoreCalibration
+
+    calibrate_abstain(clf, keep=0.9, images=_features(1), labels=LABELS)
+    threshold = clf.abstain_calibration
+    x = _features(3)
+    before = clf.logits(x, LABELS)
+
+    def read_only(self, path):
+        raise OutputError(f"cannot write {path}: Permission denied")
+
+    monkeypatch.setattr(ScoreCalibration, "save", read_only)
+    with pytest.raises(OutputError, match="Permission denied"):
+        calibrate_scores(clf, _features(0))
+    assert clf.score_calibration is None and clf.abstain_calibration == threshold
+    torch.testing.assert_close(clf.logits(x, LABELS), before)
+    assert (clf.run_dir / ABSTAIN_FILE).is_file() and not (clf.run_dir / CALIBRATION_FILE).exists()

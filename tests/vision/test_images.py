@@ -293,3 +293,17 @@ def test_text_that_is_neither_image_nor_path_says_so_briefly(source, problem):
     with pytest.raises(ImageLoadError, match=problem) as info:
         load_image(source)
     assert len(str(info.value)) < 500  # never the whole text back
+
+
+def test_a_closed_pil_image_is_named_as_closed(tmp_path):
+    from PIL import Image
+
+    from kgzsl.vision.images import ImageLoadError, load_image
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), "red").save(path)
+    image = Image.open(path)
+    image.close()
+    with pytest.raises(ImageLoadError, match="the PIL image is closed; pass it before closing it"):
+        load_image(image)
+    assert load_image(Image.open(path)).size == (8, 8)
