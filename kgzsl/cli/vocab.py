@@ -193,7 +193,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
           f"{calib.target_std:.3f}); stored in {Path(args.run) / 'score_calibration.safetensors'} with {kept} "
           f"feature vectors: {fitted}")
     if earlier is not None:
-        print(f"it replaces the run's earlier calibration on {earlier.images} images of {earlier.source}")
+        print(f"it replaces the run's earlier calibration ({earlier.source})")
     if check is not None:
         feats, truth, before = check
         after = top1_among(clf, feats, truth, named_classes)

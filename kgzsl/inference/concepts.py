@@ -343,7 +343,7 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
 
     Returns:
         The concept resolved to its node (an existing one if the graph has it already; then nothing
-        changes — :func:`add_concepts` says which).
+        changes, and a warning says so).
 
     Raises:
         AmbiguousConceptError: If the word has several noun senses; it lists them with glosses.
@@ -357,6 +357,8 @@ def add_concept(clf: Any, word_or_wnid: str, parents: Sequence[str] | str | None
     entry = {"name": word, "parents": parents or None, "description": description, "sense": sense,
              "aliases": list(aliases) if aliases else None}
     report = add_concepts(clf, [{k: v for k, v in entry.items() if v is not None}])  # its problems said of it
+    if report.existing:  # asked to add one concept, nothing was added: said where a script sees it
+        logger.warning("%r is already a node of the run (%s): nothing changed", word, report.existing[0].synset)
     return (report.added or report.existing)[0]
 
 

@@ -180,7 +180,7 @@ def test_calibrate_says_what_it_adds_and_replaces(run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "added 1 of the classes to the run as concepts (WordNet nouns that were not graph nodes, with 3 " \
            "missing ancestors): zebra.n.01" in out
-    assert "it replaces the run's earlier calibration on 6 images of " in out
+    assert "it replaces the run's earlier calibration (6 images in flat)" in out
 
 
 def test_calibrate_takes_class_folders_named_by_labels_as_the_in_set_classes(run, tmp_path, capsys):

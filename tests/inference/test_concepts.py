@@ -181,3 +181,11 @@ def test_a_damaged_model_file_is_the_error_a_label_added_on_first_use_raises(tin
     with pytest.raises(TensorFileError, match="model.safetensors"):
         clf.resolve_labels(["tabby", "pagoda"])
     assert [r.wnid for r in clf.resolve_labels(["tabby"])] == ["n02123045"]  # the nodes it has still answer
+
+
+def test_adding_a_class_the_run_has_says_so_as_a_warning(clf, caplog):
+    rows = clf.rows.clone()
+    with caplog.at_level("WARNING", logger="kgzsl"):
+        res = clf.add_concept("tabby")
+    assert res.wnid == "n02123045" and clf.rows.equal(rows)
+    assert "'tabby' is already a node of the run (tabby.n.01): nothing changed" in caplog.text
