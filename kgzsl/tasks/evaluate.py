@@ -250,7 +250,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         "mistake_severity": None, "split": str(split), "split_classes": len(wanted), "split_nodes": split_nodes,
         "generalized": bool(generalized),
         "split_seen": split_seen, "scoring": "auto" if clf.scoring == "calibrated" else clf.scoring,
-        "calibrated_on": None if clf.score_calibration is None else clf.score_calibration.images}
+        # the papers' scoring reads no calibration: every candidate by its predicted row
+        "calibrated_on": None if clf.score_calibration is None or clf.scoring == "predicted" else
+        clf.score_calibration.images}
 
     try:
         graph, gnode = _graph_nodes(clf, candidates)
@@ -308,7 +310,7 @@ def format_result(result: dict) -> str:
     on = result.get("calibrated_on")
     scoring = "" if not result.get("scoring") else f"; scoring {result['scoring']}, " + (
         "every candidate by its predicted row" if result["scoring"] == "predicted" else "the backbone's own rows "
-        "for its classes") + (f", calibrated on {on} images" if on else ", not calibrated on your images")
+        "for its classes" + (f", calibrated on {on} images" if on else ", not calibrated on your images"))
     lines = [f"split {result['split']} ({kind}{scoring}): {result['n_images']} images, {result['n_classes']} "
              f"candidate classes{of}"]
     lines += [f"  hit@{k:<3} {v:7.2%}" for k, v in result["hit"].items()]

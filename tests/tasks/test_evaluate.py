@@ -350,6 +350,11 @@ def test_format_result_says_when_the_split_holds_seen_classes():
     assert "hit@k ranks the raw scores; gamma moves the accuracies below" in format_result(generalized)
     text = format_result({**base, "split_seen": 2})
     assert "unseen classes only" not in text and "2 of them are the backbone's classes" in text
+    # the table names the scoring as the option does, and a calibration only where the scoring reads one
+    first = format_result({**base, "split_seen": 0, "scoring": "auto", "calibrated_on": 50}).splitlines()[0]
+    assert "scoring auto, the backbone's own rows for its classes, calibrated on 50 images" in first
+    first = format_result({**base, "split_seen": 0, "scoring": "predicted", "calibrated_on": None}).splitlines()[0]
+    assert "scoring predicted, every candidate by its predicted row)" in first
 
 
 def test_gamma_options_that_would_be_ignored_or_would_see_the_test_images_are_refused(tmp_path):
