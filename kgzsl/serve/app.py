@@ -182,10 +182,11 @@ async def _on_image(request: Request, service: ZeroShotService, work: Callable[[
     parameters not in ``query``) and do ``work(image, parameters)`` in one worker thread."""
     odd = [name for name in request.query_params if name not in query]
     if odd:  # "/predict?candidate_labels=cat,dog" would otherwise rank every class
-        where = "in the JSON body's \"parameters\" or as form fields" if odd[0] in accepted else \
-            f"not at all: accepted {', '.join(accepted)}, in the JSON body's \"parameters\" or as form fields"
+        where = "takes them in the JSON body's \"parameters\" or as form fields" if odd[0] in accepted else \
+            (f"takes no such parameter: its parameters (accepted: {', '.join(accepted)}) go in the JSON body's "
+             "\"parameters\" or in form fields")
         raise RequestError(f"unknown query parameter{'s' if len(odd) > 1 else ''}: "
-                           f"{', '.join(repr(n) for n in odd)}; {request.url.path} takes its parameters {where}")
+                           f"{', '.join(repr(n) for n in odd)}; {request.url.path} {where}")
     body = await read_body(request.headers, request.stream(), service.limits.max_body_bytes)
     content_type = request.headers.get("content-type")
     return await run_in_threadpool(lambda: work(*parse_image_request(content_type, body, accepted)))
