@@ -313,7 +313,9 @@ def format_result(result: dict) -> str:
         "for its classes" + (f", calibrated on {on} images" if on else ", not calibrated on your images"))
     lines = [f"split {result['split']} ({kind}{scoring}): {result['n_images']} images, {result['n_classes']} "
              f"candidate classes{of}"]
-    lines += [f"  hit@{k:<3} {v:7.2%}" for k, v in result["hit"].items()]
+    # with as many candidates as k or fewer, hit@k is 100% whatever the scores: said, not shown as a result
+    lines += [f"  hit@{k:<3} {v:7.2%}" + (f"  (k >= the {result['n_classes']} candidates: every one is in the top k)"
+                                         if int(k) >= result["n_classes"] else "") for k, v in result["hit"].items()]
     if result["generalized"]:
         lines.append("  (hit@k ranks the raw scores; gamma moves the accuracies below)")
     sev = result["mistake_severity"]

@@ -355,6 +355,9 @@ def test_format_result_says_when_the_split_holds_seen_classes():
     assert "scoring auto, the backbone's own rows for its classes, calibrated on 50 images" in first
     first = format_result({**base, "split_seen": 0, "scoring": "predicted", "calibrated_on": None}).splitlines()[0]
     assert "scoring predicted, every candidate by its predicted row)" in first
+    # hit@k with k at least the number of candidates says nothing: marked
+    lines = format_result({**base, "split_seen": 0, "hit": {"1": 0.5, "2": 0.75, "5": 1.0}}).splitlines()
+    assert [line.endswith("every one is in the top k)") for line in lines if "hit@" in line] == [False, False, True]
 
 
 def test_gamma_options_that_would_be_ignored_or_would_see_the_test_images_are_refused(tmp_path):
