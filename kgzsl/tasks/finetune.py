@@ -55,6 +55,9 @@ __all__ = ["finetune_run", "finetuned_weights", "FINETUNE_DIR", "CheckpointError
 
 logger = logging.getLogger(__name__)
 
+#: fewer validation images than this: the epoch they choose is mostly chance, and a warning says so
+FEW_VALIDATION_IMAGES = 5
+
 class _FixedHead(nn.Module):
     """The backbone body followed by the classifier's head over fixed rows ``[W | b]`` (never trained)."""
 
@@ -233,6 +236,10 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
         logger.warning("no validation images: %d images over %d classes give none at val_fraction %g (a class "
                        "needs %d images to lend one); no epoch can be chosen by validation top-1, so the last one "
                        "is kept", len(items), len(classes), val_fraction, int(0.5 / val_fraction) + 1)
+    elif 0 < len(val_items) < FEW_VALIDATION_IMAGES and main:  # one photo chose "100% at epoch 1"
+        logger.warning("only %d validation image(s): the epoch they choose, and the validation top-1 reported, are "
+                       "mostly chance; add images (each class lends one per %d) or raise val_fraction",
+                       len(val_items), int(0.5 / val_fraction) + 1)
     resolved = clf.resolve_labels(classes)
     index = torch.tensor([r.index for r in resolved])
     rows = (clf.rows[index.to(clf.rows.device)].float() * clf.row_scale).to(dev)  # the predicted rows, scaled
@@ -261,6 +268,11 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
             logger.info("resuming the fine-tune from %s after epoch %d", ckpt, len(history))
     elif resume and main:
         logger.warning("no checkpoint at %s: fine-tuning from the start", ckpt)
+    elif main and (ckpt.exists() or done is not None):  # not --resume: the earlier fine-tune goes
+        logger.warning("replacing the %s fine-tune in %s with this one, from the backbone's own weights%s",
+                       "interrupted" if ckpt.exists() else "finished", out,
+                       "; to continue the interrupted one instead, stop and pass --resume (resume=True)"
+                       if ckpt.exists() else "")
     if main and not (resume and ckpt.exists()):
         (out / WEIGHTS_FILE).unlink(missing_ok=True)  # a new fine-tune replaces any earlier one
     summary: dict[str, Any] = {

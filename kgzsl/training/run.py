@@ -203,9 +203,12 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
                          "the run again, which replaces it; or give the folder of an interrupted run with --out)")
     if not resume and (out / "run.json").is_file():
         kept = [name for name in ("score_calibration.safetensors", "concepts.yaml") if (out / name).is_file()]
-        logger.warning("%s holds a finished run: this training replaces it%s", out,
+        tuned = (out / "finetune").is_dir()  # a backbone fine-tuned to the old rows: predict would use it with the new
+        logger.warning("%s holds a finished run: this training replaces it%s%s", out,
                        f"; its {' and '.join(kept)} stay and apply to the new rows (delete them to start clean)"
-                       if kept else "")
+                       if kept else "",
+                       f"; its fine-tuned backbone ({out / 'finetune'}) stays too, and predict uses it, though it was "
+                       "tuned to the old rows: delete that folder, or run kgzsl finetune again" if tuned else "")
     device = resolve_device(config.train.device)
     start = time.perf_counter()
     load = load_or_build_graph if build_graph else load_graph

@@ -241,3 +241,19 @@ def test_too_few_images_for_a_validation_split_is_said(tiny_run, tmp_path, caplo
         finetune_run(run, tmp_path / "data", epochs=1, patience=1, val_fraction=0.1, **QUICK)
     assert "no validation images: 6 images over 2 classes give none at val_fraction 0.1 (a class needs 6 images" \
         in caplog.text
+
+
+def test_few_validation_images_and_a_replaced_fine_tune_are_said(tiny_run, tmp_path, caplog):
+    """One validation photo chose "100% at epoch 1"; a second fine-tune without --resume dropped the first silently."""
+    run = _copy_run(tiny_run, tmp_path / "run")
+    _write_images(tmp_path / "data" / TABBY, 4, colour=(200, 60, 40))
+    _write_images(tmp_path / "data" / TENCH, 4, colour=(40, 80, 200))
+    with caplog.at_level(logging.WARNING, logger="kgzsl"):
+        finetune_run(run, tmp_path / "data", epochs=1, patience=1, val_fraction=0.25, **QUICK)
+    assert "only 2 validation image(s): the epoch they choose, and the validation top-1 reported, are mostly " \
+           "chance" in caplog.text and "replacing" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kgzsl"):
+        finetune_run(run, tmp_path / "data", epochs=1, patience=1, val_fraction=0.25, **QUICK)
+    assert f"replacing the finished fine-tune in {run / 'finetune'} with this one, from the backbone's own " \
+           "weights" in caplog.text

@@ -152,3 +152,10 @@ def test_training_into_a_finished_run_says_what_stays(tmp_path, monkeypatch, cap
         train_run(load_config(None, [f"graph.path={tmp_path / 'g'}"]), out_dir=out, progress=False)
     assert f"{out} holds a finished run: this training replaces it; its score_calibration.safetensors stay" \
         in caplog.text
+    assert "fine-tuned backbone" not in caplog.text
+    (out / "finetune").mkdir()  # a backbone fine-tuned to the old rows: predict would go on using it
+    caplog.clear()
+    with pytest.raises(Stop):
+        train_run(load_config(None, [f"graph.path={tmp_path / 'g'}"]), out_dir=out, progress=False)
+    assert f"its fine-tuned backbone ({out / 'finetune'}) stays too, and predict uses it, though it was tuned to " \
+           "the old rows" in caplog.text
