@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import transforms as T
 
-from kgzsl.errors import InputError, NotFoundError
-from kgzsl.vision.folders import ImageFiles, collate_images
+from kgzsl.errors import InputError
+from kgzsl.graph.wordnet import WNID_RE
+from kgzsl.vision.folders import ImageFiles, collate_images, not_a_folder
 
 __all__ = ["select_classes", "split_per_class", "train_transform", "make_loaders", "warn_unreadable"]
 
@@ -38,15 +39,17 @@ def select_classes(data_dir: str | os.PathLike, seen: Sequence[str], nodes: Sequ
     zero-shot evaluation of the held-out classes). The others are listed in one warning (if ``warn``).
 
     Raises:
-        FileNotFoundError: If ``data_dir`` is not a folder.
+        FileNotFoundError: If ``data_dir`` does not exist.
+        InputError: If it is a file, not a folder.
         ValueError: If fewer than two classes remain.
     """
     root = Path(data_dir)
-    if not root.is_dir():
-        raise NotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():  # missing, or a file given instead (a split list)
+        raise not_a_folder(root)
     seen_set, node_set, hidden = set(seen), set(nodes), set(holdout)
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    reasons = {name: ("held out from the run's training" if name in hidden else
+    reasons = {name: ("not named by a wnid" if not WNID_RE.match(name) else
+                      "held out from the run's training" if name in hidden else
                       "not a seen class of the backbone" if name not in seen_set else
                       "not a node of the run's graph" if name not in node_set else "")
                for name in folders}

@@ -30,7 +30,7 @@ from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.wordnet import WNID_RE
 from kgzsl.vision.images import ImageLoadError, load_image
 
-__all__ = ["IMAGE_EXTENSIONS", "NoClassFoldersError", "list_images", "class_folders", "image_folder", "ImageFiles",
+__all__ = ["IMAGE_EXTENSIONS", "NoClassFoldersError", "not_a_folder", "list_images", "class_folders", "image_folder", "ImageFiles",
            "collate_images", "item_seed"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -39,7 +39,7 @@ _MASK = (1 << 63) - 1
 logger = logging.getLogger(__name__)
 
 
-def _not_a_folder(path: Path) -> InputError:
+def not_a_folder(path: Path) -> InputError:
     """The error for an image folder argument that is not a folder: missing, or a file given instead."""
     if path.is_file():
         return InputError(f"{path} is a file, not a folder of images: give the folder that holds it "
@@ -59,7 +59,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise _not_a_folder(folder)
+        raise not_a_folder(folder)
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -114,7 +114,7 @@ def image_folder(root: str | os.PathLike, wnids: Iterable[str] | None = None) ->
     """
     root = Path(root)
     if not root.is_dir():
-        raise _not_a_folder(root)
+        raise not_a_folder(root)
     keep = None if wnids is None else set(wnids)
     folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     is_class = [bool(WNID_RE.match(d.name) or (keep and d.name in keep)) for d in folders]

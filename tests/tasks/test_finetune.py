@@ -19,6 +19,7 @@ import kgzsl.tasks.finetune as ft
 from kgzsl.vision.backbones import load_backbone
 from kgzsl.inference.classifier import ZeroShotClassifier
 from kgzsl.cli import main
+from kgzsl.errors import InputError
 from kgzsl.tasks.finetune import CheckpointError, finetune_run
 from kgzsl.tasks.finetune_data import select_classes, split_per_class, train_transform
 from kgzsl.vision.folders import ImageFiles, collate_images
@@ -167,11 +168,16 @@ def test_too_few_classes_is_a_clear_error(tiny_run, tmp_path):
 
 
 def test_class_choice_skips_unseen_foreign_and_held_out_folders(tmp_path, caplog):
-    for wnid in ["n1", "n2", "n3", "n4", "n5"]:
-        (tmp_path / wnid).mkdir()
+    n1, n2, n3, n4, n5 = (f"n0000000{i}" for i in range(1, 6))
+    for name in [n1, n2, n3, n4, n5, "notawnid"]:
+        (tmp_path / name).mkdir()
     with caplog.at_level(logging.WARNING):
-        assert select_classes(tmp_path, ["n1", "n2", "n3", "n4"], ["n1", "n2", "n4", "n5"], holdout=["n4"]) == ["n1", "n2"]
-    assert "n3 (not a node" in caplog.text and "n4 (held out" in caplog.text and "n5 (not a seen class" in caplog.text
+        assert select_classes(tmp_path, [n1, n2, n3, n4], [n1, n2, n4, n5], holdout=[n4]) == [n1, n2]
+    assert f"{n3} (not a node" in caplog.text and f"{n4} (held out" in caplog.text
+    assert f"{n5} (not a seen class" in caplog.text and "notawnid (not named by a wnid)" in caplog.text
+    (tmp_path / "split.txt").write_text(f"{n1}\n")
+    with pytest.raises(InputError, match="split.txt is a file, not a folder of images"):
+        select_classes(tmp_path / "split.txt", [n1, n2], [n1, n2])
 
 
 def test_split_augmentation_and_unreadable_images(tmp_path):
