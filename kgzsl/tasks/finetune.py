@@ -196,6 +196,7 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     Raises:
         ValueError: For bad settings, or a data folder with fewer than two usable classes.
         CheckpointError: If ``resume`` meets a checkpoint of other settings or data, or an unreadable one.
+        InputError: If ``resume`` meets a finished fine-tune (nothing to continue).
         kgzsl.inference.run_folder.RunNotFoundError: If ``run_dir`` is not a finished run.
     """
     from kgzsl.inference.classifier import ZeroShotClassifier
@@ -220,10 +221,9 @@ def finetune_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, *, epo
     out = Path(run_dir) / FINETUNE_DIR
     ckpt = out / CHECKPOINT_FILE
     done = finetuned_weights(run_dir)
-    if resume and done is not None and not ckpt.exists():
-        if main:
-            logger.info("the fine-tune in %s already finished; nothing to resume", out)
-        return done[1]
+    if resume and done is not None and not ckpt.exists():  # as `kgzsl train --resume` of a finished run
+        raise InputError(f"the fine-tune in {out} is finished: --resume has nothing to continue (leave it out to "
+                         "fine-tune again, which replaces it)")
 
     clf = ZeroShotClassifier.load(run_dir, device=str(dev), finetuned=False)
     backbone = clf.backbone

@@ -156,6 +156,8 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tiny_run, t
     b = load_tensors(broken / "finetune" / "backbone.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not ckpt.exists()
+    with pytest.raises(InputError, match="is finished: --resume has nothing to continue"):  # as train --resume
+        finetune_run(broken, data, **settings, resume=True)
 
 
 def test_too_few_classes_is_a_clear_error(tiny_run, tmp_path):
