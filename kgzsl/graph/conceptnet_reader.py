@@ -161,7 +161,7 @@ def iter_assertions(path: str | os.PathLike, stats: ReadStats | None = None,
     start = time.perf_counter()
     raw, fh = _open_binary(path)
     bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"read {path.name}",
-               disable=not progress, leave=False)
+               disable=None if progress else True, leave=False)  # None: no bar off a terminal
     try:
         for line in fh:
             stats.lines += 1

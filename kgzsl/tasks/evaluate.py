@@ -102,7 +102,8 @@ def _evaluate_folder(clf: Any, data_dir: str | os.PathLike, candidates: list[str
     features = iter_features(clf.backbone, [[items[i][0] for i in idx] for idx in groups], cache_dir=cache_dir,
                              progress=False, **(extract or {}))
     for (_, f, ok), idx in zip(tqdm(features, total=len(groups), unit="class",
-                                    desc=f"evaluating {Path(data_dir).name}", disable=not progress), groups):
+                                    desc=f"evaluating {Path(data_dir).name}", disable=None if progress else True),
+                                 groups):  # None: no bar where stderr is no terminal (a log file)
         failed += int((~ok).sum())
         if ok.any():
             out["index"].append(torch.tensor(idx)[ok])

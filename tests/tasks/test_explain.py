@@ -53,8 +53,11 @@ def test_explain_an_added_concept(tiny_run, tmp_path):
 
 @requires_wordnet
 def test_cli_explain(tiny_run, tmp_path, capsys):
+    import shutil
+
     from kgzsl.cli import main
 
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")  # "Burmese cat" below is added to the run it explains
     png = tmp_path / "out.png"
     assert main(["-q", "explain", str(tiny_run), str(_chelsea()), "--label", "tabby", "--png", str(png),
                  "--json", "--device", "cpu"]) == 0

@@ -138,7 +138,8 @@ def fmnist_features(backbone: Any, split: str = "test", indices: np.ndarray | No
         if cached is not None and cached["features"].size(0) == len(indices):
             return cached["features"], cached["labels"]
     chunks = []
-    bar = tqdm(range(0, len(indices), batch_size), desc=f"fmnist {split} features", disable=not progress)
+    bar = tqdm(range(0, len(indices), batch_size), desc=f"fmnist {split} features",
+               disable=None if progress else True)  # None: no bar off a terminal
     with torch.inference_mode():
         for start in bar:
             batch = torch.stack([backbone.transform(Image.fromarray(images[i]).convert("RGB"))
