@@ -219,8 +219,9 @@ class LabelResolver:
         tagged corpus (``usual``) stays, with an INFO line naming the sense of the others' kind to
         pass instead: "cat" beside "car" and "chair" is the feline, not the whip or the Caterpillar
         tractor, and "dog" the dog, not the andiron (a firedog); "sole" beside "trout" is a shoe's
-        sole (its 3 tagged uses), and the line names ``sole.n.04``, the flatfish. A sense another label already names is not
-        taken. Labels given as synset names or wnids have no alternatives, so they stay as given.
+        sole (its 3 tagged uses), and the line names ``sole.n.04``, the flatfish. A sense another
+        label already names is not taken. Labels given as synset names or wnids have no
+        alternatives, so they stay as given.
         """
         if len(resolved) < 2 or not any(r.alternatives for r in resolved):
             return resolved

@@ -258,7 +258,8 @@ def candidate_labels(value: Any, limits: ServeLimits) -> list[str] | None:
             value = json.loads(value)
         except ValueError:
             raise RequestError(f"candidate_labels looks like a JSON list but is not one ({value[:60]!r}); give a "
-                               "comma-separated list (cat,dog) or a JSON list of strings ([\"cat\", \"dog\"])") from None
+                               "comma-separated list (cat,dog) or a JSON list of strings ([\"cat\", \"dog\"])"
+                               ) from None
     if isinstance(value, str):
         labels = value.split(",")
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):

@@ -184,7 +184,8 @@ def iter_features(backbone: Any, groups: Sequence[Sequence[str | os.PathLike]],
         batches = iter(loader)
     autocast = (lambda: torch.autocast(device.type, dtype=half)) if half is not None else contextlib.nullcontext
     # no bar when every group came from the cache
-    with tqdm(total=len(flat), unit="img", desc="features", disable=None if progress and flat else True) as bar:  # None: none off a terminal
+    # disable=None: no bar where stderr is no terminal (a log file)
+    with tqdm(total=len(flat), unit="img", desc="features", disable=None if progress and flat else True) as bar:
         for g in range(len(groups)):
             if g in hits:
                 yield g, *hits.pop(g)

@@ -30,8 +30,8 @@ from kgzsl.errors import InputError, NotFoundError
 from kgzsl.graph.wordnet import WNID_RE
 from kgzsl.vision.images import ImageLoadError, load_image
 
-__all__ = ["IMAGE_EXTENSIONS", "NoClassFoldersError", "not_a_folder", "list_images", "class_folders", "image_folder", "ImageFiles",
-           "collate_images", "item_seed"]
+__all__ = ["IMAGE_EXTENSIONS", "NoClassFoldersError", "not_a_folder", "list_images", "class_folders", "image_folder",
+           "ImageFiles", "collate_images", "item_seed"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 _MASK = (1 << 63) - 1
