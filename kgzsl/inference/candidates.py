@@ -32,7 +32,7 @@ from kgzsl.inference.adaptation import AdaptedHead, ClassAdapter
 from kgzsl.inference.head import INT8_MIN_ROWS, LinearHead, SplitHead
 from kgzsl.inference.labels import ResolvedLabel
 from kgzsl.inference.claims import GroupHead, SeenShare, claimed_seen, seen_ancestors
-from kgzsl.inference.scoring import ScoreCalibration, centred_rows, fit_calibration, predicted_rows, scoring_rows
+from kgzsl.inference.scoring import ScoreCalibration, centred_rows, predicted_rows, scoring_rows
 
 __all__ = ["CandidateScoring", "SCORING_MODES"]
 
@@ -78,12 +78,6 @@ class CandidateScoring:
     def calibration(self) -> ScoreCalibration | None:
         """The statistics of the user's images that ``"calibrated"`` scoring centres on (None: none)."""
         return self._calibration
-
-    def calibrate(self, features: torch.Tensor, source: str) -> ScoreCalibration:
-        """Fit the calibration on pooled features of unlabelled images and :meth:`use` it."""
-        calib = fit_calibration(features, self.backbone.classifier_rows(), source)
-        self.use(calib)
-        return calib
 
     def use(self, calib: ScoreCalibration | None) -> None:
         """Score through ``calib`` from now on (None: no calibration); the score rows are rebuilt on next use."""

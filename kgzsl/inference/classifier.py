@@ -31,7 +31,7 @@ from kgzsl.inference.candidates import CandidateScoring
 from kgzsl.inference.head import HeadCache
 from kgzsl.inference.labels import LabelError, LabelResolver, NotInGraphError, ResolvedLabel
 from kgzsl.inference.run_folder import RunFormatError, RunNotFoundError, read_run, requested_wnids, run_backbone
-from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration
+from kgzsl.inference.scoring import CALIBRATION_FILE, ScoreCalibration, fit_calibration
 from kgzsl.vision.images import ImageSource, describe_image, is_tensor_batch, load_image
 
 __all__ = ["ZeroShotClassifier", "RunNotFoundError", "RunFormatError"]
@@ -284,8 +284,9 @@ class ZeroShotClassifier:
         Nothing is written; ``kgzsl calibrate`` (:func:`kgzsl.tasks.calibrate.calibrate_scores`) also
         stores it in the run.
         """
-        with self._heads.changing():
-            return self._scoring.calibrate(features, source)
+        calib = fit_calibration(features, self.backbone.classifier_rows(), source)
+        self.set_score_calibration(calib)
+        return calib
 
     def set_score_calibration(self, calibration: ScoreCalibration | None) -> None:
         """Score through ``calibration`` (as :func:`kgzsl.inference.scoring.fit_calibration` returns it, or

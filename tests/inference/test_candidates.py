@@ -10,6 +10,7 @@ from kgzsl.inference.candidates import CandidateScoring
 from kgzsl.inference.head import INT8_MIN_ROWS, SplitHead
 from kgzsl.inference.labels import ResolvedLabel
 from kgzsl.inference.claims import GroupHead
+from kgzsl.inference.scoring import fit_calibration
 
 
 class _Backbone:
@@ -56,7 +57,8 @@ def test_calibrating_rebuilds_the_rows_centred_on_the_images():
     scoring = CandidateScoring(bb, "calibrated", row_scale=3.0)
     before = scoring.score_rows(rows, lambda: seen)
     feats = torch.rand(30, 4, generator=torch.Generator().manual_seed(2)) * 2
-    calib = scoring.calibrate(feats, "toy images")
+    calib = fit_calibration(feats, bb.classifier_rows(), "toy images")
+    scoring.use(calib)
     assert scoring.calibration is calib and calib.source == "toy images"
     after = scoring.score_rows(rows, lambda: seen)
     assert not torch.allclose(after, before)
