@@ -241,10 +241,15 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tiny_run, tmp_p
     assert all(torch.equal(on_disk[k], w0[k]) for k in w0)
 
 
+def _two_flat_classes(tiny_run: Path, tmp_path: Path, per_class: int) -> Path:
+    """A copy of the run, and ``tmp_path/data`` with ``per_class`` flat images of tabby and of tench."""
+    _write_images(tmp_path / "data" / TABBY, per_class, colour=(200, 60, 40))
+    _write_images(tmp_path / "data" / TENCH, per_class, colour=(40, 80, 200))
+    return _copy_run(tiny_run, tmp_path / "run")
+
+
 def test_too_few_images_for_a_validation_split_is_said(tiny_run, tmp_path, caplog):
-    run = _copy_run(tiny_run, tmp_path / "run")
-    _write_images(tmp_path / "data" / TABBY, 3, colour=(200, 60, 40))
-    _write_images(tmp_path / "data" / TENCH, 3, colour=(40, 80, 200))
+    run = _two_flat_classes(tiny_run, tmp_path, 3)
     with caplog.at_level(logging.WARNING, logger="kgzsl"):
         finetune_run(run, tmp_path / "data", epochs=1, patience=1, val_fraction=0.1, **QUICK)
     assert "no validation images: 6 images over 2 classes give none at val_fraction 0.1 (a class needs 6 images" \
@@ -253,9 +258,7 @@ def test_too_few_images_for_a_validation_split_is_said(tiny_run, tmp_path, caplo
 
 def test_few_validation_images_and_a_replaced_fine_tune_are_said(tiny_run, tmp_path, caplog):
     """One validation photo chose "100% at epoch 1"; a second fine-tune without --resume dropped the first silently."""
-    run = _copy_run(tiny_run, tmp_path / "run")
-    _write_images(tmp_path / "data" / TABBY, 4, colour=(200, 60, 40))
-    _write_images(tmp_path / "data" / TENCH, 4, colour=(40, 80, 200))
+    run = _two_flat_classes(tiny_run, tmp_path, 4)
     with caplog.at_level(logging.WARNING, logger="kgzsl"):
         finetune_run(run, tmp_path / "data", epochs=1, patience=1, val_fraction=0.25, **QUICK)
     assert "only 2 validation image(s): the epoch they choose, and the validation top-1 reported, are mostly " \
