@@ -124,8 +124,37 @@ def format_explanation(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _tree_positions(g: Any, root: str, first: list[str]) -> tuple[dict[str, tuple[float, float]], int]:
+    """Positions of a tidy tree drawing: ``root`` on top, each node one row below its parent in a
+    breadth-first tree, leaves side by side; nodes that no path joins to ``root`` (``first`` says
+    which to start from) hang from the top row as trees of their own. Returns the positions and
+    the number of leaves (the drawing's width)."""
+    import networkx as nx
+
+    x: dict[str, float] = {}
+    y: dict[str, float] = {}
+
+    def place(tree: Any, node: str, row: int, free: int) -> int:
+        y[node] = -row
+        kids = sorted(tree.successors(node))
+        if not kids:
+            x[node] = free
+            return free + 1
+        for kid in kids:
+            free = place(tree, kid, row + 1, free)
+        x[node] = (x[kids[0]] + x[kids[-1]]) / 2
+        return free
+
+    free = place(nx.bfs_tree(g, root), root, 0, 0)
+    for start in first:  # paths that do not reach the label (none in WordNet; guarded all the same)
+        if start not in x:
+            free = place(nx.bfs_tree(g, start), start, 1, free)
+    return {n: (x[n], y[n]) for n in x}, free
+
+
 def explanation_png(result: dict[str, Any]) -> bytes:
-    """The explanation's graph neighbourhood (label red, seen classes blue, paths as edges) as PNG bytes.
+    """The explanation's graph neighbourhood as PNG bytes: a tree with the label (red) on top and
+    the WordNet paths down to the seen classes (blue, with their cosine), one row per step.
 
     Drawn on a figure of its own (no pyplot state), so several threads may draw at once.
     """
@@ -141,12 +170,20 @@ def explanation_png(result: dict[str, Any]) -> bytes:
         g.add_nodes_from(nodes)
         g.add_edges_from(zip(nodes, nodes[1:]))
         weight[s["synset"]] = s["similarity"]
-    colour = ["tab:red" if n == target else "tab:blue" if n in weight else "lightgray" for n in g.nodes]
-    fig = Figure(figsize=(9, 7))
+    pos, width = _tree_positions(g, target, list(weight))
+    depth = -min(py for _, py in pos.values())
+    fig = Figure(figsize=(max(6.0, 2.2 * width), max(3.0, 0.5 * depth + 1.5)))
     ax = fig.add_subplot()
-    pos = nx.spring_layout(g, seed=0)
-    nx.draw_networkx(g, pos, ax=ax, node_color=colour, font_size=7, node_size=500, edge_color="gray")
-    ax.set_title(f"{result['label']}: seen classes (blue) and WordNet paths", fontsize=10)
+    nx.draw_networkx_edges(g, pos, ax=ax, edge_color="gray")
+    colour = ["tab:red" if n == target else "tab:blue" if n in weight else "lightgray" for n in g.nodes]
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colour, node_size=120)
+    for node, xy in pos.items():  # names beside the nodes, not on them, so they never cover each other
+        text = f"{node}  {weight[node]:+.2f}" if node in weight else node
+        ax.annotate(text, xy, xytext=(7, 0), textcoords="offset points", va="center", fontsize=8,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    ax.set_xlim(-0.5, width - 0.2)
+    ax.set_title(f"{result['label']}: the seen classes (blue, cosine of their real row) and their WordNet paths",
+                 fontsize=10)
     ax.axis("off")
     return figure_png(fig, dpi=110)
 

@@ -95,3 +95,23 @@ def test_explanation_png_bytes_equal_the_file_and_threads_draw_alike(tmp_path):
     assert explain_png(result, tmp_path / "why.png").read_bytes() == data
     with ThreadPoolExecutor(4) as pool:  # no shared pyplot state: concurrent drawings are the sequential one
         assert list(pool.map(lambda _: explanation_png(result), range(4))) == [data] * 4
+
+
+def test_the_drawing_is_a_tree_from_the_label_down_with_no_two_nodes_in_one_place():
+    import networkx as nx
+
+    from kgzsl.tasks.explain import _tree_positions
+
+    g = nx.Graph()  # label - mill - machine - {farm machine - {harvester, thresher}, device - tractor}; lone
+    g.add_edges_from([("label", "mill"), ("mill", "machine"), ("machine", "farm"), ("farm", "harvester"),
+                      ("farm", "thresher"), ("machine", "device"), ("device", "tractor")])
+    g.add_node("lone")
+    pos, width = _tree_positions(g, "label", ["harvester", "thresher", "tractor", "lone"])
+    assert set(pos) == set(g.nodes) and width == 4  # leaves: tractor, harvester, thresher, then lone
+    assert len(set(pos.values())) == len(pos)  # names sit beside their nodes: distinct places keep them apart
+    assert pos["label"][1] == 0 and pos["mill"][1] == -1 and pos["harvester"][1] == -4 and pos["tractor"][1] == -4
+    for parent, child in [("mill", "machine"), ("machine", "farm"), ("farm", "thresher"), ("device", "tractor")]:
+        assert pos[child][1] == pos[parent][1] - 1  # one row per step of a path
+    leaves = sorted(pos[n][0] for n in ("harvester", "thresher", "tractor", "lone"))
+    assert leaves == [0, 1, 2, 3] and pos["lone"] == (3, -1)  # no path to the label: its own tree, one row down
+    assert pos["tractor"][0] == 0 and pos["farm"][0] == 1.5  # children by name; a parent centred over them
