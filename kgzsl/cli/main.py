@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-out", metavar="PATH", help="also write the result as JSON to this file; - prints it "
                    "to stdout instead of the table")
     p.add_argument("--limit-per-class", type=positive_int,
-                   help="fmnist: quick run on a stratified subset of the test images")
+                   help="fmnist: quick run on N test images per class (and at most N train images per "
+                   "class, of the 200 it calibrates and centres on)")
     p.add_argument("--device", default="auto", help="imagenet-heldout trains 4 times per model: a GPU helps")
     p.add_argument("--ensemble", action="store_true",
                    help="imagenet-heldout: also score the models together (the normalised mean of their rows)")

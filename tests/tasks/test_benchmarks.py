@@ -33,6 +33,15 @@ def test_real_fashion_mnist():
     assert np.bincount(labels[idx]).tolist() == [5] * 10
 
 
+def test_a_quick_fmnist_run_takes_no_more_train_images_per_class_than_test_images():
+    from kgzsl.tasks.benchmarks.fmnist import train_subset
+
+    labels = torch.arange(10).repeat(300)  # 300 train images of each class
+    assert np.bincount(labels[train_subset(labels)].numpy()).tolist() == [200] * 10  # the full benchmark
+    assert np.bincount(labels[train_subset(labels, 20)].numpy()).tolist() == [20] * 10  # --limit-per-class 20
+    assert np.bincount(labels[train_subset(labels, 500)].numpy()).tolist() == [200] * 10  # never more than 200
+
+
 def test_class_table():
     assert [c.label for c in FMNIST_CLASSES] == list(range(10))
     assert {c.name for c in FMNIST_CLASSES if c.seen} == {"T-shirt/top", "Sandal"}

@@ -153,6 +153,16 @@ def _run_graph_and_text(run_dir: Path, summary: dict[str, Any]) -> tuple[Any, to
     return graph, run_features(run_dir, graph, run_text_spec(summary))
 
 
+TRAIN_PER_CLASS = 200  # labelled train images per class: predict+images' calibration, the probe, centring
+
+
+def train_subset(train_labels: torch.Tensor, limit_per_class: int | None = None) -> torch.Tensor:
+    """The stratified train images B1 calibrates, centres and fits its linear probe on: 200 per class
+    (2,000), or ``limit_per_class`` per class when fewer, so a quick run stays quick."""
+    per_class = TRAIN_PER_CLASS if limit_per_class is None else min(TRAIN_PER_CLASS, limit_per_class)
+    return stratified_subset(train_labels, per_class, seed=0)
+
+
 def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
                limit_per_class: int | None = None) -> dict[str, Any]:
     """Run B1 and write a confusion-matrix PNG of the best all-10 row (``predict`` or a model).
@@ -161,7 +171,8 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
         runs: Model name → finished run folder (all trained on the same graph and backbone).
         out_dir: Where the confusion matrix PNG goes.
         progress: Progress bars for feature extraction.
-        limit_per_class: Use a stratified subset of the test images (quick runs); None = all 10,000.
+        limit_per_class: Use a stratified subset of the test images (quick runs), and at most as many train
+            images per class for calibration, centring and the probe; None = all 10,000 and 200 per class.
 
     Returns:
         ``{"benchmark": "fmnist", "rows": [...], "n_images": N, "confusion_png": PATH, ...}``.
@@ -178,7 +189,7 @@ def run_fmnist(runs: dict[str, Path], out_dir: Path, progress: bool = True,
     test_idx = None if limit_per_class is None else stratified_subset(test_labels, limit_per_class, seed=0)
     feats, labels = fmnist_features(backbone, "test", indices=test_idx, progress=progress)
     _, train_labels = load_fmnist("train")
-    val_feats, val_labels = fmnist_features(backbone, "train", indices=stratified_subset(train_labels, 200, seed=0),
+    val_feats, val_labels = fmnist_features(backbone, "train", indices=train_subset(train_labels, limit_per_class),
                                             progress=progress)
     logits_of = LinearHead(backbone.classifier_rows()).logits  # the backbone's own 1,000 rows
 
