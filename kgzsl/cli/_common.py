@@ -130,6 +130,12 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def add_original_backbone_arg(p: argparse.ArgumentParser) -> None:
+    """``--original-backbone``: score with the run's original backbone weights after ``kgzsl finetune``."""
+    p.add_argument("--original-backbone", action="store_true", help="after `kgzsl finetune RUN`, use the "
+                   "backbone's original weights, not the fine-tuned ones (no effect on a run never fine-tuned)")
+
+
 def add_extraction_args(p: argparse.ArgumentParser) -> None:
     """The feature-extraction options shared by ``evaluate`` and ``index`` (read by :func:`extraction_job`)."""
     p.add_argument("--device", default="auto", help="under torchrun, 'cuda' means each rank's own GPU")

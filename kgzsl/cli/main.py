@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kgzsl._version import __version__
-from kgzsl.cli._common import add_extraction_args, extraction_job, format_table, label_list, positive_int, printable, \
+from kgzsl.cli._common import add_extraction_args, add_original_backbone_arg, extraction_job, format_table, label_list, positive_int, printable, \
     quiet_third_party, setup_logging
 from kgzsl.cli.finetune import add_finetune_parser
 from kgzsl.cli.graph import add_graph_parser
@@ -75,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from kgzsl.inference.classifier import ZeroShotClassifier
 
-    clf = ZeroShotClassifier.load(args.run, device=args.device)
+    clf = ZeroShotClassifier.load(args.run, device=args.device, finetuned=not args.original_backbone)
     clf.max_pixels = args.max_pixels
     clf.adapt_to_images = not args.no_adapt
     if args.concept_file:
@@ -125,7 +125,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(args.run, args.data, split=args.split, generalized=args.generalized, gamma=args.gamma,
                               val_dir=args.val, device=ctx.device, progress=not args.quiet, batch_size=args.batch_size,
-                              num_workers=workers, amp=amp, dist_ctx=ctx, scoring=args.scoring)
+                              num_workers=workers, amp=amp, dist_ctx=ctx, scoring=args.scoring,
+                              finetuned=not args.original_backbone)
     finally:
         close_distributed(ctx)
     if ctx.is_main:
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the label list to the calibration's images")
     p.add_argument("--abstain", action="store_true", help="answer 'none of these' below the run's calibrated "
                    "threshold (set by `kgzsl calibrate RUN --images DIR`)")
+    add_original_backbone_arg(p)
     p.set_defaults(func=_cmd_predict)
 
     add_vocabulary_parsers(sub)
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "every candidate by its predicted row, as the GCNZ and DGP papers evaluate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_extraction_args(p)
+    add_original_backbone_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="run a benchmark (fmnist, imagenet-heldout, photos, speed, serve) "

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kgzsl.cli._common import label_list, positive_int
+from kgzsl.cli._common import add_original_backbone_arg, label_list, positive_int
 
 __all__ = ["add_serve_parser", "run_serve_benchmark"]
 
@@ -26,7 +26,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.run, host=args.host, port=args.port, device=args.device, limits=_limits(args),
           log_level="warning" if args.quiet else "info", shutdown_timeout=args.shutdown_timeout,
-          adapt=not args.no_adapt)
+          adapt=not args.no_adapt, finetuned=not args.original_backbone)
     return 0
 
 
@@ -70,6 +70,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    "cancelled (default 10)")
     p.add_argument("--no-adapt", action="store_true", help="on a calibrated run, do not fit label lists to the "
                    "calibration's images unless a request asks (\"adapt\": true); requests may say either way")
+    add_original_backbone_arg(p)
     p.set_defaults(func=_cmd_serve)
 
 

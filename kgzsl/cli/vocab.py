@@ -12,17 +12,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kgzsl.cli._common import add_extraction_args, extraction_job, label_list, positive_int, printable
+from kgzsl.cli._common import add_extraction_args, add_original_backbone_arg, extraction_job, label_list, positive_int, printable
 
 __all__ = ["add_vocabulary_parsers"]
 
 logger = logging.getLogger(__name__)
 
 
-def _load_with_concepts(run: str, device: str, concept_file: str | None):
+def _load_with_concepts(run: str, device: str, concept_file: str | None, finetuned: bool = True):
     from kgzsl.inference.classifier import ZeroShotClassifier
 
-    clf = ZeroShotClassifier.load(run, device=device)
+    clf = ZeroShotClassifier.load(run, device=device, finetuned=finetuned)
     if concept_file:
         from kgzsl.inference.concepts import load_concepts
 
@@ -35,7 +35,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.png:
         check_png_path(args.png)  # before anything is computed
-    clf = _load_with_concepts(args.run, args.device, args.concept_file)
+    clf = _load_with_concepts(args.run, args.device, args.concept_file, finetuned=not args.original_backbone)
     result = explain(clf, args.image, args.label, top_k=args.top_k)
     if args.png:
         result["png"] = str(explain_png(result, args.png))
@@ -242,6 +242,7 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--concept-file", help="taxonomy file (YAML or CSV) of concepts to add first")
     p.add_argument("--device", default="auto")
+    add_original_backbone_arg(p)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("index", help="cache backbone features of a folder of images for `kgzsl search` "

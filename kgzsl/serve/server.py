@@ -36,7 +36,7 @@ def _uvicorn() -> Any:
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           limits: ServeLimits | None = None, log_level: str = "info", shutdown_timeout: float = 10.0,
-          adapt: bool = True) -> None:
+          adapt: bool = True, finetuned: bool = True) -> None:
     """Load a run once and serve it over HTTP until interrupted.
 
     On Ctrl-C or SIGTERM the server stops accepting connections and lets the requests in progress
@@ -53,6 +53,8 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
         shutdown_timeout: Most seconds a shutdown waits for the requests in progress.
         adapt: On a calibrated run, whether label lists are fitted to the calibration's images when a
             request does not say (its ``adapt`` parameter); False: the centred rows only.
+        finetuned: After ``kgzsl finetune``, serve with the fine-tuned backbone (the default); False:
+            with the original weights the rows were trained for.
 
     Raises:
         kgzsl.inference.run_folder.RunNotFoundError: If ``run`` is not a finished run.
@@ -62,7 +64,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
 
     uvicorn = _uvicorn()
     _check_port(host, port)  # before the run loads, and before "serving on" is logged
-    clf = ZeroShotClassifier.load(run, device=device)
+    clf = ZeroShotClassifier.load(run, device=device, finetuned=finetuned)
     clf.adapt_to_images = adapt
     logger.info("serving %r (%d classes) on http://%s:%d", clf, len(clf.wnids), host, port)
     uvicorn.run(create_app(clf, limits), host=host, port=port, log_level=log_level,

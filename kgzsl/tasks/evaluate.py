@@ -173,7 +173,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
                  generalized: bool = False, gamma: float | None = None, val_dir: str | os.PathLike | None = None,
                  device: str | torch.device = "auto", cache_dir: str | os.PathLike | None = None,
                  progress: bool = True, batch_size: int = 32, num_workers: int = 0, amp: str | bool = "auto",
-                 dist_ctx: DistContext | None = None, scoring: str = "auto") -> dict[str, Any]:
+                 dist_ctx: DistContext | None = None, scoring: str = "auto", finetuned: bool = True) -> dict[str, Any]:
     """Hit@k (and generalized accuracy) of a run on an ImageNet-style image folder.
 
     Args:
@@ -197,6 +197,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
         scoring: How candidates are scored (:meth:`ZeroShotClassifier.load`): ``"auto"`` as
             ``predict`` scores them (the backbone's own rows for its classes), ``"predicted"`` every
             candidate by its predicted row, as the GCNZ and DGP papers evaluate.
+        finetuned: After ``kgzsl finetune``, evaluate with the fine-tuned backbone (the default);
+            False: with the original weights the rows were trained for.
 
     Returns:
         ``{"n_images", "n_classes", "hit": {"1", "2", "5", "10", "20"}, "mistake_severity", "split",
@@ -217,7 +219,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     ctx = dist_ctx or DistContext()  # warnings every rank would repeat are logged by rank 0 only
     _check_gamma_options(data_dir, generalized, gamma, val_dir)
     wanted = split_wnids(split)  # a wrong split fails before the backbone loads
-    clf = ZeroShotClassifier.load(run_dir, device=device, scoring=scoring)
+    clf = ZeroShotClassifier.load(run_dir, device=device, scoring=scoring, finetuned=finetuned)
     node = {w: i for i, w in enumerate(clf.wnids)}
     candidates = [w for w in wanted if w in node]
     if len(candidates) < len(wanted) and ctx.is_main:

@@ -268,3 +268,37 @@ def test_few_validation_images_and_a_replaced_fine_tune_are_said(tiny_run, tmp_p
         finetune_run(run, tmp_path / "data", epochs=1, patience=1, val_fraction=0.25, **QUICK)
     assert f"replacing the finished fine-tune in {run / 'finetune'} with this one, from the backbone's own " \
            "weights" in caplog.text
+
+
+def test_cli_commands_take_the_original_backbone_when_asked(tuned, tmp_path, monkeypatch, capsys):
+    run = tuned[0]
+    image = str(run.parent / "data" / TENCH / "img0.png")
+    tuned_clf, plain = ZeroShotClassifier.load(run, device="cpu"), ZeroShotClassifier.load(run, device="cpu",
+                                                                                           finetuned=False)
+    labels = ["tabby", "tench", "airliner", "cat"]
+
+    def cli_scores(*extra: str) -> list[float]:
+        assert main(["-q", "predict", str(run), image, "--labels", ",".join(labels), "--json", "--device", "cpu",
+                     *extra]) == 0
+        return sorted(p["score"] for p in json.loads(capsys.readouterr().out)[0]["predictions"])
+
+    def api_scores(clf: ZeroShotClassifier) -> list[float]:
+        return sorted(p["score"] for p in clf.predict(image, labels, top_k=4))
+
+    assert api_scores(tuned_clf) != api_scores(plain)  # the two backbones tell apart on this image
+    assert cli_scores() == pytest.approx(api_scores(tuned_clf), abs=1e-4)
+    assert cli_scores("--original-backbone") == pytest.approx(api_scores(plain), abs=1e-4)
+    assert main(["-q", "explain", str(run), image, "--label", "cat", "--json", "--device", "cpu",
+                 "--original-backbone"]) == 0
+    from kgzsl.tasks.explain import explain
+
+    assert explain(plain, image, "cat")["logit"] != explain(tuned_clf, image, "cat")["logit"]
+    assert json.loads(capsys.readouterr().out)["logit"] == explain(plain, image, "cat")["logit"]
+    seen: dict[str, object] = {}  # serve and evaluate pass the choice on
+    monkeypatch.setattr("kgzsl.serve.server.serve", lambda *a, **kw: seen.update(serve=kw["finetuned"]))
+    monkeypatch.setattr("kgzsl.tasks.evaluate.evaluate_run", lambda *a, **kw: seen.update(evaluate=kw["finetuned"]) or {})
+    monkeypatch.setattr("kgzsl.tasks.evaluate.format_result", lambda result: "")
+    assert main(["-q", "serve", str(run), "--original-backbone"]) == 0
+    assert main(["-q", "evaluate", str(run), "--data", str(tmp_path), "--split", "2-hops", "--original-backbone",
+                 "--device", "cpu"]) == 0
+    assert seen == {"serve": False, "evaluate": False}
