@@ -311,7 +311,13 @@ def _decode(file: Path | io.BytesIO, name: str, max_pixels: int, max_aspect_rati
                 return _finish(im, name)
     except ImageLoadError:
         raise
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError as exc:  # PIL refuses at open, before its size can be read
+        import re
+
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        if claimed and int(claimed.group(1)) > max_pixels:  # the same message as any image over the limit
+            raise ImageLoadError(name, f"{int(claimed.group(1)):,} pixels exceeds max_pixels={max_pixels:,}",
+                                 "downscale it, or raise max_pixels if trusted") from exc
         raise ImageLoadError(name, f"too many pixels for PIL ({exc})",
                              "downscale it before loading") from exc
     except UnidentifiedImageError as exc:

@@ -307,3 +307,10 @@ def test_a_closed_pil_image_is_named_as_closed(tmp_path):
     with pytest.raises(ImageLoadError, match="the PIL image is closed; pass it before closing it"):
         load_image(image)
     assert load_image(Image.open(path)).size == (8, 8)
+
+
+def test_an_image_pil_refuses_at_open_gets_the_same_message_as_any_over_max_pixels(tmp_path):
+    _png_claiming(tmp_path / "bomb.png", 30_000, 30_000)  # 900 M pixels: PIL's own bomb check fires before ours
+    with pytest.raises(ImageLoadError, match=r"900,000,000 pixels exceeds max_pixels=40,000,000") as err:
+        load_image((tmp_path / "bomb.png").read_bytes(), max_pixels=40_000_000)
+    assert "decompression bomb" not in str(err.value) and "downscale it, or raise max_pixels" in str(err.value)
