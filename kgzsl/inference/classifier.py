@@ -256,6 +256,19 @@ class ZeroShotClassifier:
         return LabelResolver(self.wnids, self.names, self.lemmas, wordnet=load_wordnet, seen=seen,
                              requested=self.requested_nodes(), grounded=grounded if seen else None, can_add=can_add)
 
+    def _node_labels(self, nodes: Sequence[int]) -> list[str]:
+        """What names each node in a prediction without labels: its first word where that word names
+        no other node (``"tabby"`` is the cat, ``tabby.n.02``, and the fabric), else its synset name,
+        so that a label given back as a candidate scores the same node (as ``/labels`` suggests them)."""
+        from collections import Counter
+
+        words = Counter(lemma.replace("_", " ").lower() for node_lemmas in self.lemmas for lemma in set(node_lemmas))
+        labels = []
+        for i in nodes:
+            word = self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i]
+            labels.append(word if words.get(word.lower(), 0) <= 1 else self.names[i])
+        return labels
+
     def requested_nodes(self) -> list[int] | None:
         """Nodes that name a class someone asked for: the wnid lists the run's graph was built from, and
         the concepts added since; None when the lists are not known (then every node counts)."""
@@ -387,8 +400,8 @@ class ZeroShotClassifier:
             if key is None:  # every class: the requested nodes, not the ancestors added to connect them
                 chosen = self.requested_nodes()
                 nodes = range(len(self.wnids)) if chosen is None else chosen
-                resolved = [ResolvedLabel(self.lemmas[i][0].replace("_", " ") if self.lemmas[i] else self.wnids[i],
-                                          i, self.wnids[i], self.names[i]) for i in nodes]
+                resolved = [ResolvedLabel(label, i, self.wnids[i], self.names[i])
+                            for i, label in zip(nodes, self._node_labels(nodes))]
                 return None, resolved, self._scoring.linear(every, list(nodes), self.seen_nodes())
             resolved = resolver.resolve_all([label.strip() for label in key])
             return None, resolved, self._scoring.label_head(every, resolved, self.seen_nodes(), self.wnids, fit)

@@ -226,3 +226,14 @@ def test_a_tensor_batch_not_of_the_transforms_size_gets_a_warning(caplog):
         clf.predict(torch.randn(2, 3, 30, 45, generator=torch.Generator().manual_seed(0)), COLOURS)  # normalised
     assert "a 2x3x30x45 tensor is taken as a batch already transformed, but the backbone's transform gives 4x4" \
         in caplog.text
+
+
+def test_without_labels_a_word_naming_several_classes_comes_as_its_synset_and_round_trips():
+    rows = torch.cat([torch.eye(3) * 4, torch.zeros(3, 1)], 1)
+    clf = ZeroShotClassifier(ColourBackbone(), rows, COLOURS, ["tabby.n.01", "tabby.n.02", "red.n.01"],
+                             [["tabby"], ["tabby", "female_cat"], ["red"]])
+    green = _solid((10, 200, 30))
+    found = clf(green, top_k=3)
+    assert [p["label"] for p in found] == ["tabby.n.02", "red", "tabby.n.01"]  # "tabby" names two nodes
+    again = clf(green, candidate_labels=[p["label"] for p in found])  # given back: the same classes, same order
+    assert [(p["label"], p["synset"]) for p in again] == [(p["label"], p["synset"]) for p in found]

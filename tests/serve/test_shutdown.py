@@ -40,7 +40,7 @@ def test_the_shutdown_bound_reaches_uvicorn(tiny_run, monkeypatch):
     calls: list[dict] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
     clf = tiny_classifier(tiny_run)
-    monkeypatch.setattr(ZeroShotClassifier, "load", classmethod(lambda cls, run, device: clf))
+    monkeypatch.setattr(ZeroShotClassifier, "load", classmethod(lambda cls, run, device, **options: clf))
     server.serve(tiny_run, port=_free_port())
     server.serve(tiny_run, port=_free_port(), shutdown_timeout=2.5)
     assert [call["timeout_graceful_shutdown"] for call in calls] == [10.0, 2.5]
