@@ -108,7 +108,8 @@ class ZeroShotClassifier:
         self.lemmas = [list(x) for x in lemmas]
         self.max_pixels = int(max_pixels)
         # (rows, resolved labels, LinearHead) of the last few label lists; `search` makes one per query
-        self._heads = HeadCache(HEAD_CACHE_SIZE)
+        # label lists come and go; the head over every class (no labels) stays: it takes seconds to build
+        self._heads = HeadCache(HEAD_CACHE_SIZE, keep=lambda key: key[0] is None)
         self.summary: dict[str, Any] = dict(summary or {})
         self._num_given = len(self.wnids)  # nodes given at construction; later ones came through extend()
         self._requested = requested_wnids(self.run_dir) if self.run_dir is not None else None

@@ -199,12 +199,19 @@ class SplitHead:
 
 
 class HeadCache:
-    """A small thread-safe LRU cache: the least recently used entry goes past ``maxsize``."""
+    """A small thread-safe LRU cache: the least recently used entry goes past ``maxsize``.
 
-    def __init__(self, maxsize: int = 8) -> None:
+    Args:
+        maxsize: Most entries kept, besides the kept ones.
+        keep: Says which keys are never evicted nor counted (the head over every class, slow to
+            build and asked for between any number of label lists); None: every key may go.
+    """
+
+    def __init__(self, maxsize: int = 8, keep: Callable[[Hashable], bool] | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize = maxsize
+        self.keep = keep
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -213,8 +220,9 @@ class HeadCache:
         with self._lock:
             if key not in self._entries:
                 self._entries[key] = build()
-                while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)
+                evictable = [k for k in self._entries if self.keep is None or not self.keep(k)]  # oldest first
+                for old in evictable[:max(0, len(evictable) - self.maxsize)]:
+                    del self._entries[old]
             self._entries.move_to_end(key)
             return self._entries[key]
 

@@ -237,3 +237,19 @@ def test_without_labels_a_word_naming_several_classes_comes_as_its_synset_and_ro
     assert [p["label"] for p in found] == ["tabby.n.02", "red", "tabby.n.01"]  # "tabby" names two nodes
     again = clf(green, candidate_labels=[p["label"] for p in found])  # given back: the same classes, same order
     assert [(p["label"], p["synset"]) for p in again] == [(p["label"], p["synset"]) for p in found]
+
+
+def test_the_head_over_every_class_outlives_any_number_of_label_lists():
+    from kgzsl.inference.classifier import HEAD_CACHE_SIZE
+
+    names = [f"c:{i}" for i in range(HEAD_CACHE_SIZE + 4)]
+    rows = torch.cat([torch.randn(len(names), 3, generator=torch.Generator().manual_seed(0)),
+                      torch.zeros(len(names), 1)], 1)
+    clf = ZeroShotClassifier(ColourBackbone(), rows, names, [f"n{i}.n.01" for i in range(len(names))],
+                             [[f"n{i}"] for i in range(len(names))])
+    red = _solid((200, 30, 10))
+    clf(red)  # no labels: the head over every class (seconds to build on a real run)
+    for i in range(HEAD_CACHE_SIZE + 2):  # more label lists than the cache keeps
+        clf(red, [names[i], names[i + 1]])
+    assert sum(key[0] is not None for key in clf._heads._entries) == HEAD_CACHE_SIZE
+    assert any(key[0] is None for key in clf._heads._entries)

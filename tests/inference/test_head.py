@@ -133,6 +133,16 @@ def test_head_cache_keeps_the_most_recent_entries():
         HeadCache(0)
 
 
+def test_head_cache_never_evicts_the_kept_entry():
+    cache = HeadCache(maxsize=2, keep=lambda key: key == "every class")
+    cache.get("every class", lambda: "slow to build")
+    for key in "abcdefg":  # more label lists than the cache holds
+        cache.get(key, lambda: key)
+    assert list(cache._entries) == ["every class", "f", "g"]  # the two newest lists, and the kept entry
+    rebuilt = []
+    assert cache.get("every class", lambda: rebuilt.append(1)) == "slow to build" and not rebuilt
+
+
 @needs_int8
 def test_classifier_predictions_unchanged_by_int8_head(tiny_run, monkeypatch):
     from kgzsl.vision.samples import demo_photos
