@@ -26,7 +26,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.run, host=args.host, port=args.port, device=args.device, limits=_limits(args),
           log_level="warning" if args.quiet else "info", shutdown_timeout=args.shutdown_timeout,
-          adapt=not args.no_adapt, finetuned=not args.original_backbone)
+          adapt=not args.no_adapt, finetuned=not args.original_backbone, cors_origins=args.cors_origin or ())
     return 0
 
 
@@ -38,6 +38,17 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def _origin(text: str) -> str:
+    """A web origin, ``scheme://host[:port]``, as browsers send it in the ``Origin`` header."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a web origin: give scheme://host[:port], "
+                                         "e.g. http://localhost:3000")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _port(text: str) -> int:
@@ -70,6 +81,10 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    "cancelled (default 10)")
     p.add_argument("--no-adapt", action="store_true", help="on a calibrated run, do not fit label lists to the "
                    "calibration's images unless a request asks (\"adapt\": true); requests may say either way")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN", type=_origin,
+                   help="let web pages of this origin (e.g. http://localhost:3000) call the API; repeat for "
+                   "several. Without it, a POST from a page of another origin is refused (403): a page you visit "
+                   "cannot add concepts to the served run")
     add_original_backbone_arg(p)
     p.set_defaults(func=_cmd_serve)
 

@@ -12,9 +12,10 @@ Endpoints (JSON unless said otherwise; ``/openapi.json`` describes them):
   drawing as ``image/png`` with ``?format=png``;
 - ``GET /labels?q=cat`` — label suggestions for autocompletion (:class:`~kgzsl.serve.labels.LabelIndex`).
 
-Bad input is a 4xx answer with a JSON body ``{"detail": MESSAGE, "kind": ERROR CLASS}``: a
-:class:`~kgzsl.errors.InputError` (a bad image, an unknown label with its close matches, a
-parameter the endpoint does not take, ...) is 400, a too large body 413, a wrong content type 415.
+Bad input is a 4xx answer with a JSON body ``{"detail": MESSAGE, "kind": ERROR CLASS, "error": MESSAGE}``:
+a :class:`~kgzsl.errors.InputError` (a bad image, an unknown label with its close matches, a
+parameter the endpoint does not take, ...) is 400, a too large body 413, a wrong content type 415,
+a POST from a web page of another origin 403 (:class:`SameOriginPosts`).
 A client that disconnects before its body arrived is one INFO line. Any other exception is a bug: a
 logged 500.
 Requests carry images and labels, never paths: nothing on the server's disk is read or written
@@ -34,7 +35,8 @@ import logging
 import shlex
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
 
 from kgzsl._version import __version__
 from kgzsl.errors import InputError, KgzslError, MissingPackageError
@@ -53,7 +55,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingPackageError("serving needs FastAPI and uvicorn: pip install 'kgzsl[serve]'") from exc
 
-__all__ = ["create_app", "ZeroShotService"]
+__all__ = ["create_app", "ZeroShotService", "SameOriginPosts"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,15 +167,22 @@ class ZeroShotService:
         return result
 
 
+def error_response(status: int, detail: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error answer: ``{"detail", "kind"}``, and ``"error"`` (the same text), which Hugging Face's
+    clients (``huggingface_hub.InferenceClient``) show."""
+    return JSONResponse({"detail": detail, "kind": kind, "error": detail}, status_code=status, headers=headers)
+
+
 def _error(status: int, exc: Exception, run_dir: Path | None = None) -> JSONResponse:
     from kgzsl.inference.labels import LabelError
 
     detail = exc.cli_text() if isinstance(exc, LabelError) else str(exc)  # the fix is the operator's: commands
     if isinstance(exc, LabelError) and "kgzsl add-concept RUN" in detail:  # on the server's run; no restart
+        # the client is told what the operator can do; the run's path on the server stays in the server's log
         run = shlex.quote(str(run_dir)) if run_dir is not None else "RUN"
-        detail = detail.replace("kgzsl add-concept RUN", f"kgzsl add-concept {run}") + \
-            " (the server sees it at the next request)"
-    return JSONResponse({"detail": detail, "kind": type(exc).__name__}, status_code=status)
+        logger.info("a request's label: %s", detail.replace("kgzsl add-concept RUN", f"kgzsl add-concept {run}"))
+        detail += " (on the server, RUN being the run it serves; the server sees it at the next request)"
+    return error_response(status, detail, type(exc).__name__)
 
 
 async def _on_image(request: Request, service: ZeroShotService, work: Callable[[bytes, dict[str, Any]], Any],
@@ -192,12 +201,49 @@ async def _on_image(request: Request, service: ZeroShotService, work: Callable[[
     return await run_in_threadpool(lambda: work(*parse_image_request(content_type, body, accepted)))
 
 
-def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
+class SameOriginPosts:
+    """ASGI middleware refusing (403) a POST that a web page of another origin sends.
+
+    A browser sends a form to any server without asking it first, and a ``/predict`` naming a WordNet
+    noun the run lacks adds it to the run: any site open in the browser could write into the served
+    run. Browsers name the page's origin in an ``Origin`` header; a POST whose origin is neither this
+    server (its ``Host``) nor one of ``allowed`` is refused before its body is read. Clients that are
+    not browsers (curl, Python) send no ``Origin`` and are not affected.
+
+    Args:
+        app: The application to guard.
+        allowed: Origins whose pages may call the API (``kgzsl serve --cors-origin``), e.g.
+            ``http://localhost:3000``.
+    """
+
+    def __init__(self, app: Any, allowed: Sequence[str] = ()) -> None:
+        self.app = app
+        self.allowed = frozenset(o.rstrip("/") for o in allowed)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            origin = headers.get("origin")
+            if origin is not None and origin.rstrip("/") not in self.allowed and \
+                    urlsplit(origin).netloc != headers.get("host"):
+                detail = (f"a POST from a page of another origin ({origin}) is refused; if that page is yours, "
+                          f"start the server with --cors-origin {origin}")
+                logger.warning("refused %s %s from a page of %s (not allowed with --cors-origin)", scope["method"],
+                               scope["path"], origin)
+                await error_response(403, detail, "CrossOriginError")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(clf: Any, limits: ServeLimits | None = None, cors_origins: Sequence[str] = ()) -> FastAPI:
     """The FastAPI application serving ``clf``.
 
     Args:
         clf: A loaded :class:`~kgzsl.inference.classifier.ZeroShotClassifier`.
         limits: What one request may carry (default :class:`ServeLimits`).
+        cors_origins: Origins of web pages allowed to call the API (CORS), e.g.
+            ``["http://localhost:3000"]``; a POST from a page of any other origin is refused (403,
+            :class:`SameOriginPosts`). The server's own page is always allowed.
 
     Returns:
         The app (``app.state.service`` is its :class:`ZeroShotService`); run it with uvicorn, or
@@ -210,6 +256,12 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
                   description="Knowledge-graph zero-shot image classification of one trained run.")
     app.state.service = service
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(SameOriginPosts, allowed=list(cors_origins))
+    if cors_origins:  # added last, so it runs first: preflight requests are answered before the origin check
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=[o.rstrip("/") for o in cors_origins],
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -227,12 +279,11 @@ def create_app(clf: Any, limits: ServeLimits | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"detail": message, "kind": "RequestValidationError"}, status_code=422)
+        return error_response(422, message, "RequestValidationError")
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "kind": "HTTPException"}, status_code=exc.status_code,
-                            headers=exc.headers)
+        return error_response(exc.status_code, exc.detail, "HTTPException", exc.headers)
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, _: ClientDisconnect) -> Response:

@@ -6,7 +6,13 @@ Two request shapes are accepted for an image:
   classification: ``{"inputs": "<base64 image>", "parameters": {"candidate_labels": [...], "top_k": 5}}``
   (a ``data:image/...;base64,`` prefix is allowed);
 - ``multipart/form-data``: an ``image`` file and the parameters as form fields
-  (``candidate_labels`` comma-separated).
+  (``candidate_labels`` comma-separated);
+- the image file's bytes as the body (``image/jpeg``, ``image/png``..., or
+  ``application/octet-stream``), as Hugging Face's ``image-classification`` clients send it: no
+  parameters, so every class is ranked.
+
+The Inference API's top-level ``"options"`` (``wait_for_model``, ``use_cache``) are accepted and have
+nothing to do here (the model is always loaded, nothing is cached between requests).
 
 A key the request shape does not take (a form field, a top-level JSON key, a key of
 ``"parameters"``) is refused, naming the close match: ``candidate_label`` is a typo, never silently
@@ -39,8 +45,8 @@ __all__ = ["ServeLimits", "RequestError", "read_body", "parse_image_request", "c
 
 JSON_SHAPE = '{"inputs": "<base64 image>", "parameters": {...}}'
 
-#: the top-level keys of a JSON request
-JSON_KEYS = ("inputs", "parameters")
+#: the top-level keys of a JSON request ("options": the Inference API's wait_for_model / use_cache, ignored)
+JSON_KEYS = ("inputs", "parameters", "options")
 
 #: parameters of other zero-shot APIs that kgzsl has no use for, and why (refused, not ignored)
 NOT_USED = {"hypothesis_template": "kgzsl scores graph nodes, not text prompts: leave it out"}
@@ -125,10 +131,14 @@ def parse_image_request(content_type: str | None, body: bytes, accepted: Sequenc
         return _from_json(body, accepted)
     if kind == b"multipart/form-data":
         return _from_form(content_type or "", options, body, accepted)
+    if kind.startswith(b"image/") or kind == b"application/octet-stream":  # the image file itself
+        if not body:
+            raise RequestError("the body is empty: send the image file's bytes")
+        return body, {}
     given = f"unsupported content type {content_type!r}" if content_type else \
         ("a request without a body" if not body else "a body with no content type (Content-Type header)")
-    raise RequestError(f"{given}: send application/json ({JSON_SHAPE}) or "
-                       "multipart/form-data (an image file and form fields)", 415)
+    raise RequestError(f"{given}: send application/json ({JSON_SHAPE}), "
+                       "multipart/form-data (an image file and form fields) or the image file itself (image/...)", 415)
 
 
 def _refuse_unknown(given: Iterable[str], accepted: Sequence[str], what: str, where: str = "",
@@ -178,6 +188,8 @@ def _from_json(body: bytes, accepted: Sequence[str]) -> tuple[bytes, dict[str, A
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
         raise RequestError(f"the JSON body must be an object with the image as a base64 string in \"inputs\": "
                            f"{JSON_SHAPE}")
+    if not isinstance(payload.get("options", {}), dict):
+        raise RequestError(f"\"options\" must be a JSON object, got {type(payload['options']).__name__}")
     parameters = payload.get("parameters")
     if parameters is None:
         parameters = {}

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from kgzsl.errors import MissingPackageError, SetupError
 from kgzsl.serve.app import create_app
@@ -36,7 +36,7 @@ def _uvicorn() -> Any:
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           limits: ServeLimits | None = None, log_level: str = "info", shutdown_timeout: float = 10.0,
-          adapt: bool = True, finetuned: bool = True) -> None:
+          adapt: bool = True, finetuned: bool = True, cors_origins: Sequence[str] = ()) -> None:
     """Load a run once and serve it over HTTP until interrupted.
 
     On Ctrl-C or SIGTERM the server stops accepting connections and lets the requests in progress
@@ -55,6 +55,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
             request does not say (its ``adapt`` parameter); False: the centred rows only.
         finetuned: After ``kgzsl finetune``, serve with the fine-tuned backbone (the default); False:
             with the original weights the rows were trained for.
+        cors_origins: Origins of web pages that may call the API (:func:`~kgzsl.serve.app.create_app`).
 
     Raises:
         kgzsl.inference.run_folder.RunNotFoundError: If ``run`` is not a finished run.
@@ -67,7 +68,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, device: st
     clf = ZeroShotClassifier.load(run, device=device, finetuned=finetuned)
     clf.adapt_to_images = adapt
     logger.info("serving %r (%d classes) on http://%s:%d", clf, len(clf.wnids), host, port)
-    uvicorn.run(create_app(clf, limits), host=host, port=port, log_level=log_level,
+    uvicorn.run(create_app(clf, limits, cors_origins), host=host, port=port, log_level=log_level,
                 timeout_graceful_shutdown=shutdown_timeout)
 
 

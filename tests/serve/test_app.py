@@ -50,7 +50,8 @@ def _json_request(image: bytes, **parameters) -> dict:
 def _refused(response, status: int, *words: str) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"detail", "kind"} and body["detail"], body
+    # "error" repeats "detail": Hugging Face's clients show that key
+    assert set(body) == {"detail", "kind", "error"} and body["detail"] and body["error"] == body["detail"], body
     for word in words:
         assert word in body["detail"], body
     return body
@@ -223,9 +224,10 @@ def test_malformed_requests(client, request_kwargs, status, words):
     ({"candidate_labels": ["x" * 101]}, ["longer than 100"]),
     ({"candidate_labels": ["tabby", ""]}, ["empty label"]),
     ({"candidate_labels": ["tabby", "catt"]}, ["unknown label 'catt'", "did you mean cat"]),
-    ({"candidate_labels": ["tabby", "standing desk"]}, ["unknown label 'standing desk'", "`kgzsl add-concept /",
-                                                        "/run 'standing desk' --parents ...` (the server sees it "
-                                                        "at the next request)"]),
+    ({"candidate_labels": ["tabby", "standing desk"]}, ["unknown label 'standing desk'", "`kgzsl add-concept RUN "
+                                                        "'standing desk' --parents ...` (on the server, RUN being "
+                                                        "the run it serves; the server sees it at the next "
+                                                        "request)"]),
     ({"candidate_labels": ["tabby", "tabby.n.01"]}, ["both resolve"]),
     ({"candidate_labels": ["n99999999"]}, ["n99999999"]),
     ({"top_k": 0}, ["top_k"]),
@@ -328,7 +330,7 @@ def test_form_top_k_is_text_read_as_a_number(client, cat):
     ("/predict", {"json": {"candidate_labels": ["tabby"]}},
      ["unknown key in the JSON body", "'candidate_labels'", "under \"parameters\"", "accepted: inputs, parameters"]),
     ("/predict", {"json": {"input": "x"}}, ["'input'", "did you mean inputs?"]),
-    ("/predict", {"json": {"options": {}, "foo": 1}}, ["unknown keys in the JSON body", "'options', 'foo'"]),
+    ("/predict", {"json": {"extras": {}, "foo": 1}}, ["unknown keys in the JSON body", "'extras', 'foo'"]),
     ("/predict", {"json": {"parameters": {"hypothesis_template": "a photo of {}"}}},
      ["'hypothesis_template'", "not text prompts"]),
     ("/predict", {"json": {"parameters": {"label": "tabby"}}}, ["'label'", "candidate_labels, top_k, abstain"]),
@@ -378,3 +380,49 @@ def test_a_client_gone_mid_upload_is_one_info_line(clf, caplog):
     assert [(r.levelno, r.exc_info) for r in records] == [(logging.INFO, None)], caplog.text
     assert "disconnected" in records[0].getMessage() and "/predict" in records[0].getMessage()
     assert all(m.get("status", 400) < 500 for m in sent)
+
+
+def test_the_servers_path_stays_in_its_log_not_in_the_answer(client, clf, cat, caplog):
+    with caplog.at_level("INFO", logger="kgzsl.serve"):
+        body = _refused(client.post("/predict", json=_json_request(cat, candidate_labels=["tabby", "standing desk"])),
+                        400, "kgzsl add-concept RUN")
+    assert str(clf.run_dir) not in body["detail"]
+    assert f"kgzsl add-concept {clf.run_dir} 'standing desk'" in caplog.text  # the operator's log has the command
+
+
+def test_a_post_from_a_page_of_another_origin_is_refused_unless_allowed(clf, cat):
+    form = {"files": {"image": ("cat.png", cat, "image/png")}, "data": {"candidate_labels": "tabby,tench"}}
+    client = TestClient(create_app(clf))  # TestClient's requests come from host "testserver"
+    _refused(client.post("/predict", headers={"Origin": "http://evil.example"}, **form), 403,
+             "another origin (http://evil.example)", "--cors-origin http://evil.example")
+    assert client.post("/predict", headers={"Origin": "http://testserver"}, **form).status_code == 200  # its page
+    assert client.post("/predict", **form).status_code == 200  # curl, Python: no Origin header
+    assert client.get("/health", headers={"Origin": "http://evil.example"}).status_code == 200  # reads are fine
+
+    allowing = TestClient(create_app(clf, cors_origins=["http://localhost:3000/"]))
+    preflight = allowing.options("/predict", headers={"Origin": "http://localhost:3000",
+                                                      "Access-Control-Request-Method": "POST",
+                                                      "Access-Control-Request-Headers": "content-type"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
+    answer = allowing.post("/predict", headers={"Origin": "http://localhost:3000"}, **form)
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "http://localhost:3000"
+    _refused(allowing.post("/predict", headers={"Origin": "http://evil.example"}, **form), 403, "another origin")
+
+
+def test_the_image_file_as_the_body_ranks_every_class_as_hugging_faces_image_classification(client, cat):
+    raw = client.post("/predict", content=cat, headers={"content-type": "image/png"})
+    as_json = client.post("/predict", json=_json_request(cat))
+    assert raw.status_code == 200 and raw.json() == as_json.json() and len(raw.json()) == 5
+    octets = client.post("/predict", content=cat, headers={"content-type": "application/octet-stream"})
+    assert octets.json() == as_json.json()
+    _refused(client.post("/predict", content=b"", headers={"content-type": "image/jpeg"}), 400, "empty")
+    _refused(client.post("/predict", content=b"not an image", headers={"content-type": "image/jpeg"}), 400)
+
+
+def test_the_inference_apis_options_are_taken_and_change_nothing(client, cat):
+    plain = client.post("/predict", json=_json_request(cat, candidate_labels=["tabby", "tench"]))
+    request = {**_json_request(cat, candidate_labels=["tabby", "tench"]),
+               "options": {"wait_for_model": True, "use_cache": False}}
+    assert client.post("/predict", json=request).json() == plain.json()
+    _refused(client.post("/predict", json={**request, "options": "fast"}), 400, "\"options\" must be a JSON object")

@@ -98,3 +98,65 @@ def test_none_of_these_on_a_calibrated_run(browser, tiny_run):
         wait.until(lambda b: _text(b, "#results .label"))
         assert browser.find_element(By.ID, "none").is_displayed()
         assert "none of these" in browser.find_element(By.ID, "none").text
+
+
+def test_the_newest_answer_wins_and_the_explanation_is_of_the_synset_predicted(browser, tiny_run):
+    import time
+
+    app = create_app(tiny_classifier(tiny_run))
+    service = app.state.service
+    predict, explain, explained = service.predict, service.explain, []
+
+    def slow_for_tench(image, parameters):  # the first request answers last
+        if "tench" in str(parameters.get("candidate_labels")):
+            time.sleep(3)
+        return predict(image, parameters)
+
+    service.predict = slow_for_tench
+    service.explain = lambda image, parameters: explained.append(parameters["label"]) or explain(image, parameters)
+    wait = WebDriverWait(browser, 60)
+    with running_server(app) as url:
+        browser.get(url)
+        wait.until(lambda b: "efficientnet-lite0" in b.find_element(By.ID, "run").text)
+        browser.find_element(By.ID, "file").send_keys(str(photo("chelsea.png")))
+        labels = browser.find_element(By.ID, "labels")
+        labels.send_keys("tabby, tench")
+        browser.find_element(By.ID, "go").click()
+        labels.clear()
+        labels.send_keys("tabby, airliner", Keys.ESCAPE)
+        browser.find_element(By.ID, "go").click()
+        wait.until(lambda b: sorted(_text(b, "#results .label")) == ["airliner", "tabby"])
+        time.sleep(4)  # the slow first answer has arrived by now, and is not shown
+        assert sorted(_text(browser, "#results .label")) == ["airliner", "tabby"]
+        wait.until(lambda b: b.find_element(By.ID, "why").is_displayed())
+        assert explained == ["tabby.n.01"]  # the synset the prediction named, not the word "tabby"
+
+
+def test_keyboard_and_narrow_screens(browser, tiny_run):
+    wait = WebDriverWait(browser, 60)
+    with running_server(create_app(tiny_classifier(tiny_run))) as url:
+        browser.get(url)
+        wait.until(lambda b: "efficientnet-lite0" in b.find_element(By.ID, "run").text)
+        # Enter on the drop zone opens the file chooser (its click is caught here: headless has no dialog)
+        browser.execute_script("window.chooser = 0; document.getElementById('file').addEventListener('click', "
+                               "(e) => { window.chooser += 1; e.preventDefault(); });")
+        browser.find_element(By.ID, "drop").send_keys(Keys.ENTER)
+        assert browser.execute_script("return window.chooser") == 1
+        # the suggestions never cover the button: a click there classifies
+        browser.find_element(By.ID, "file").send_keys(str(photo("chelsea.png")))
+        browser.find_element(By.ID, "labels").send_keys("tabby, tench, airl")
+        wait.until(lambda b: any(t.startswith("airliner") for t in _text(b, "#suggestions li")))
+        assert browser.execute_script("const r = document.getElementById('go').getBoundingClientRect(); "
+                                      "return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2).id"
+                                      ) == "go"
+        try:
+            browser.set_window_size(375, 812)  # a phone: every score in view, and its bar
+            browser.find_element(By.ID, "labels").send_keys(Keys.ESCAPE, "iner")
+            browser.find_element(By.ID, "go").click()
+            wait.until(lambda b: len(_text(b, "#results .label")) == 3)
+            width = browser.execute_script("return document.documentElement.clientWidth")
+            for score in browser.find_elements(By.CSS_SELECTOR, "#results .score"):
+                assert score.rect["x"] + score.rect["width"] <= width and score.text.endswith("%")
+            assert all(bar.rect["width"] > 100 for bar in browser.find_elements(By.CSS_SELECTOR, "#results .bar"))
+        finally:
+            browser.set_window_size(900, 1300)

@@ -79,6 +79,13 @@ def test_serve_options_are_checked():
         with pytest.raises(SystemExit) as info:
             build_parser().parse_args(["serve", "runs/x", *bad])
         assert info.value.code == 2
+    args = build_parser().parse_args(["serve", "runs/x", "--cors-origin", "http://localhost:3000/",
+                                      "--cors-origin", "https://shop.example"])
+    assert args.cors_origin == ["http://localhost:3000", "https://shop.example"]
+    for bad in ("localhost:3000", "ftp://x.example", "http://x.example/page"):  # not an origin
+        with pytest.raises(SystemExit) as info:
+            build_parser().parse_args(["serve", "runs/x", "--cors-origin", bad])
+        assert info.value.code == 2
     args = build_parser().parse_args(["benchmark", "serve", "runs/x", "--clients", "2", "--seconds", "5"])
     assert (args.name, args.run, args.clients, args.seconds) == ("serve", "runs/x", 2, 5)
 
