@@ -74,8 +74,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return 0
     query = clf.resolve_labels([args.query])[0]  # the sense the images were ranked by, as predict reports it
     also = [clf.names[i] for i in query.senses]
+    sense = (lambda hit: f"  ({hit['synset']})") if also else (lambda hit: "")  # which one each image fitted
     print(f"{args.query} = {query.synset}" + (f" (or {', '.join(also)}, whichever an image fits best)" if also else "")
-          + "".join(f"\n{h['score']:9.3f}  {printable(h['path'])}" for h in hits))
+          + "".join(f"\n{h['score']:9.3f}  {printable(h['path'])}{sense(h)}" for h in hits))
     return 0
 
 

@@ -279,19 +279,29 @@ def _cannot_stat(path: Path, exc: OSError) -> str:
 def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) -> list[dict[str, Any]]:
     """Rank the indexed images by the logit of ``query``'s predicted row.
 
+    The scores are logits, as :meth:`~kgzsl.inference.classifier.ZeroShotClassifier.logits` gives
+    them: they order the images for one query, but do not compare across queries, and the best
+    images come back whether or not the index holds any image of the query at all.
+
     Args:
         clf: A loaded :class:`~kgzsl.inference.classifier.ZeroShotClassifier` (its backbone built the index).
         index_path: File written by :func:`build_index`.
-        query: A word, synset name or wnid of a graph node or an added concept.
-        top_k: How many images to return.
+        query: A word, synset name or wnid of a graph node or an added concept (a WordNet noun that
+            is not a node is added first, as ``predict`` adds it).
+        top_k: How many images to return (>= 1).
 
     Returns:
-        ``[{"path", "score"}]``, best first; the score is the query's logit for that image.
+        ``[{"path", "score", "synset", "wnid"}]``, best first; the score is the query's logit for that
+        image, ``synset`` / ``wnid`` the sense it was scored by (for a word with senses a photo picks
+        between, ``"crane"``, the one that image fits best).
 
     Raises:
+        kgzsl.errors.InputError: If ``top_k`` is below 1.
         kgzsl.inference.labels.LabelError: If the query is not a node (add it first with ``clf.add_concept``).
         SearchIndexError: If the index is corrupt or comes from another backbone.
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InputError(f"top_k must be a whole number >= 1, got {top_k!r}")
     index_path = Path(index_path)
     if not index_path.is_file():
         raise NotFoundError(f"index not found: {index_path}; build it with `kgzsl index RUN DIR --out {index_path}`")
@@ -301,6 +311,14 @@ def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) 
                           f"{clf.backbone.name!r}; build the index with the run's backbone")
     if not files:
         return []
-    scores = clf.logits(feats.to(clf.rows.device), [query])[:, 0].float().cpu()
-    values, order = scores.topk(min(top_k, len(files)))
-    return [{"path": files[i]["path"], "score": round(float(v), 4)} for v, i in zip(values.tolist(), order.tolist())]
+    resolved = clf.resolve_labels([query])[0]
+    head = clf.candidate_head([query])
+    features = feats.to(clf.rows.device)
+    if hasattr(head, "choose"):  # senses a photo picks between: each image's own
+        logits, choice = head.choose(features)
+        senses = [head.senses[0][int(c)] for c in choice[:, 0].tolist()]
+    else:
+        logits, senses = head.logits(features), [resolved.index] * len(files)
+    values, order = logits[:, 0].float().cpu().topk(min(top_k, len(files)))
+    return [{"path": files[i]["path"], "score": round(float(v), 4), "synset": clf.names[senses[i]],
+             "wnid": clf.wnids[senses[i]]} for v, i in zip(values.tolist(), order.tolist())]

@@ -47,6 +47,10 @@ def test_index_is_incremental_and_search_finds_the_cat(clf, photos, tmp_path):
     hits = search(clf, index, "tabby", top_k=5)
     assert Path(hits[0]["path"]).name == "chelsea.png" and len(hits) == 2
     assert hits[0]["score"] > hits[1]["score"]
+    assert {(h["synset"], h["wnid"]) for h in hits} == {("tabby.n.01", "n02123045")}  # the sense each was scored by
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="top_k must be a whole number >= 1"):
+            search(clf, index, "tabby", top_k=bad)
 
 
 def test_search_ranks_three_photos_and_added_concepts(clf, photos, tmp_path):
