@@ -12,8 +12,9 @@ from setuptools import find_packages, setup
 SHIPPED = {"kgzsl.data.configs": "configs", "kgzsl.data.wnids": "graph_data/wnids"}
 
 setup(
-    packages=find_packages(include=["kgzsl", "kgzsl.*"]) + list(SHIPPED),
+    # kgzsl.data and kgzsl.serve.static hold data only (no __init__.py): named here, as setuptools wants them
+    packages=find_packages(include=["kgzsl", "kgzsl.*"]) + ["kgzsl.data", "kgzsl.serve.static"] + list(SHIPPED),
     package_dir=SHIPPED,
-    package_data={"kgzsl": ["data/lexnames", "py.typed"], "kgzsl.serve": ["static/*"], "kgzsl.data.configs": ["*.yaml"],
-                  "kgzsl.data.wnids": ["*.txt", "LICENSE-*", "NOTICE.md"]},
+    package_data={"kgzsl": ["py.typed"], "kgzsl.data": ["lexnames"], "kgzsl.serve.static": ["*"],
+                  "kgzsl.data.configs": ["*.yaml"], "kgzsl.data.wnids": ["*.txt", "LICENSE-*", "NOTICE.md"]},
 )
