@@ -187,7 +187,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     calib = calibrate_scores(clf, args.images, progress=not args.quiet, abstain_follows=abstain)
     kept = 0 if calib.features is None else calib.features.size(0)
     most = min(kept // MIN_IMAGES_PER_CANDIDATE, MAX_CANDIDATES)
-    fitted = f"label lists of 2 to {most} candidates are fitted to them (for a list whose classes these images " \
+    sizes = "of 2 candidates are" if most == 2 else f"of 2 to {most} candidates are"
+    fitted = f"label lists {sizes} fitted to them (for a list whose classes these images " \
         "do not show, `kgzsl predict --no-adapt`, or \"adapt\": false in a served request)" if most >= 2 else \
         f"too few to fit label lists to them (that needs {2 * MIN_IMAGES_PER_CANDIDATE} images or more)"
     print(f"score calibration on {calib.source} (real logits: mean {calib.target_mean:.3f}, spread "

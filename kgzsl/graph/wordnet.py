@@ -130,13 +130,16 @@ def _load_wordnet(path: str | None) -> Any:
             return reader
     if path:
         raise WordNetNotFoundError(f"no WordNet files (data.noun, index.noun) in {path}. {_FIX}")
+    named = os.environ.get("KGZSL_WORDNET_DIR")
+    named_fix = (f" KGZSL_WORDNET_DIR is set to {named}, which holds no data.noun and index.noun: point it at "
+                 "the folder that does, or unset it.") if named else ""
     try:
         corpus_root = nltk.data.find("corpora/wordnet")
     except LookupError:
         try:
             corpus_root = nltk.data.find("corpora/wordnet.zip/wordnet/")
         except LookupError:
-            raise WordNetNotFoundError(f"WordNet 3.0 was not found. {_FIX}") from None
+            raise WordNetNotFoundError(f"WordNet 3.0 was not found.{named_fix} {_FIX}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reader = _reader_class()(corpus_root, None)

@@ -118,6 +118,7 @@ class LabelResolver:
                 for lemma in ls:
                     self.own.setdefault(label_key(lemma), []).append(i)
         self._wordnet = wordnet
+        self._wordnet_failed = ""  # why WordNet could not be loaded, once it failed
         self.seen = frozenset(seen)
         self.requested = frozenset(range(len(self.wnids))) if requested is None else frozenset(requested)
         self._grounded_of = grounded
@@ -298,7 +299,7 @@ class LabelResolver:
             return self._wordnet()
         except Exception as exc:  # WordNet missing: fall back to the graph's own lemma names
             logger.warning("WordNet unavailable (%s); matching labels to lemma names only", exc)
-            self._wordnet = None
+            self._wordnet, self._wordnet_failed = None, str(exc)
             return None
 
     def _grounded_nodes(self) -> frozenset[int]:
@@ -413,6 +414,9 @@ class LabelResolver:
         if prompt:
             hint = f"; a label names the class alone, not a prompt: try {prompt.group(1).replace('_', ' ')!r}"
         told = f"unknown label {text!r}: not a WordNet noun nor a lemma of this graph's nodes{hint}"
+        if self._wordnet_failed:  # "cats", "TV": WordNet would have known them
+            told = (f"unknown label {text!r}: not a lemma of this graph's nodes, and WordNet, which knows plurals "
+                    f"and other words for them, could not be loaded here ({self._wordnet_failed}){hint}")
         if prompt or not re.search("[a-z]", key):
             raise LabelError(told)
         own = (" Or" if told.endswith("?") else "; or") + " make it a class of your own, under parents the graph has: "

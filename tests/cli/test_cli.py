@@ -107,7 +107,7 @@ def test_predict_fits_a_label_list_to_the_calibration_images_unless_told_not_to(
         Image.open(data / name).convert("RGB").rotate(7 * i).resize((96, 80)).save(tmp_path / "mine" / f"{i}.png")
     assert main(["-q", "calibrate", str(run), "--images", str(tmp_path / "mine"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "with 12 feature vectors: label lists of 2 to 2 candidates are fitted to them" in out
+    assert "with 12 feature vectors: label lists of 2 candidates are fitted to them" in out
     assert "kgzsl predict --no-adapt" in out and "\"adapt\": false" in out  # how to leave a list unfitted
     cat = str(data / "chelsea.png")
     scores = {}

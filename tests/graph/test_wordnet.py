@@ -93,3 +93,26 @@ def test_one_reader_shared_by_threads_reads_the_same_synsets_and_counts_as_one_t
         fresh = _reader_class()(reference.root, None)  # nothing cached: every synset is read from the file
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda w: read(fresh, w), words)) == expected
+
+
+def test_a_kgzsl_wordnet_dir_without_wordnet_is_named_in_the_error(tmp_path, monkeypatch):
+    import nltk
+
+    from kgzsl.graph import wordnet
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("KGZSL_WORDNET_DIR", str(empty))
+    monkeypatch.setattr(wordnet, "DEBIAN_WORDNET_DIR", tmp_path / "no-debian-wordnet")
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "no-nltk-data")])
+    wordnet._load_wordnet.cache_clear()
+    try:
+        with pytest.raises(wordnet.WordNetNotFoundError, match=f"KGZSL_WORDNET_DIR is set to {empty}, which holds "
+                                                               "no data.noun and index.noun"):
+            wordnet.load_wordnet()
+        monkeypatch.delenv("KGZSL_WORDNET_DIR")
+        with pytest.raises(wordnet.WordNetNotFoundError) as plain:
+            wordnet.load_wordnet()
+        assert "KGZSL_WORDNET_DIR is set" not in str(plain.value) and "apt-get install wordnet-base" in str(plain.value)
+    finally:
+        wordnet._load_wordnet.cache_clear()  # the next test loads the real WordNet again

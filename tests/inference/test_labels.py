@@ -16,6 +16,20 @@ def test_lemma_matching_without_wordnet():
     assert r.resolve("animal.n.01").index == 1
     with pytest.raises(LabelError, match="did you mean animal"):
         r.resolve("animl")
+    with pytest.raises(LabelError) as err:
+        r.resolve("animals")
+    assert "could not be loaded" not in str(err.value)  # no WordNet was asked for: nothing failed
+
+
+def test_an_unknown_word_says_wordnet_could_not_be_loaded_when_it_failed():
+    def missing():
+        raise RuntimeError("WordNet 3.0 was not found")
+
+    r = LabelResolver(["x0", "x1"], ["entity.n.01", "animal.n.01"], [["entity"], ["animal"]], wordnet=missing)
+    with pytest.raises(LabelError, match=r"unknown label 'animals': not a lemma of this graph's nodes, and WordNet, "
+                                         r"which knows plurals and other words for them, could not be loaded here "
+                                         r"\(WordNet 3.0 was not found\); did you mean animal"):
+        r.resolve("animals")
 
 
 def test_a_closed_compound_suggests_the_open_one_first():
