@@ -65,6 +65,9 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
     from kgzsl.vision.backbones import imagenet_wnids
     from kgzsl.inference.classifier import ZeroShotClassifier
 
+    photos = demo_photos()  # before the ten minutes of training: a missing demo extra is told at once
+    if not photos:
+        raise MissingPackageError("no demo photos found: install the demo extra (pip install 'kgzsl[demo]')")
     out = ensure_demo_run(config_path, out_dir, retrain)
     previous = out / "run.json"
     clf = ZeroShotClassifier.load(out)
@@ -78,9 +81,6 @@ def run_demo(config_path: str | Path | None = None, out_dir: str | Path | None =
         label_log.setLevel(level)
     seen = set(imagenet_wnids())
     in_1k = [r.label for r in resolved if r.wnid in seen]
-    photos = demo_photos()
-    if not photos:
-        raise MissingPackageError("no demo photos found: install the demo extra (pip install 'kgzsl[demo]')")
     records = clf.predict_detailed(photos, labels, top_k=3)
     summary = json.loads(previous.read_text(encoding="utf-8"))
     fits = [m for m in summary.get("members") or [summary] if m["epochs_run"]]  # the members that were trained
