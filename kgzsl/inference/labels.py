@@ -413,6 +413,9 @@ class LabelResolver:
         prompt = _PROMPT.match(key)
         if prompt:
             hint = f"; a label names the class alone, not a prompt: try {prompt.group(1).replace('_', ' ')!r}"
+        if "," in text:  # "windmill,fish" as one label: a search query, or a list passed as one string
+            raise LabelError(f"unknown label {text!r}: a label holds no comma; give one label here (commas "
+                             "separate the labels of a list, as in --labels)")
         told = f"unknown label {text!r}: not a WordNet noun nor a lemma of this graph's nodes{hint}"
         if self._wordnet_failed:  # "cats", "TV": WordNet would have known them
             told = (f"unknown label {text!r}: not a lemma of this graph's nodes, and WordNet, which knows plurals "

@@ -131,3 +131,10 @@ def test_an_unknown_name_is_told_it_can_become_a_class_of_ones_own_in_either_wor
     with pytest.raises(LabelError) as err:  # a prompt gets its own advice instead
         r.resolve("a photo of a dog")
     assert "add_concept" not in str(err.value)
+
+
+def test_a_label_with_a_comma_is_told_it_is_two_labels_not_to_add_it():
+    r = _toy_resolver()
+    with pytest.raises(LabelError, match="a label holds no comma; give one label here") as err:
+        r.resolve("animal,entity")
+    assert "add-concept" not in err.value.cli_text() and "add_concept" not in str(err.value)
