@@ -20,7 +20,7 @@ from serve_helpers import LABELS, photo, same_predictions as _same, tiny_classif
 from fastapi.testclient import TestClient  # noqa: E402  (after serve_helpers' importorskip)
 
 from kgzsl.inference.classifier import ZeroShotClassifier
-from kgzsl.serve.app import create_app
+from kgzsl.serve.app import ZeroShotService, create_app
 from kgzsl.serve.inputs import ServeLimits
 
 from badfiles import corpus_bytes
@@ -426,3 +426,21 @@ def test_the_inference_apis_options_are_taken_and_change_nothing(client, cat):
                "options": {"wait_for_model": True, "use_cache": False}}
     assert client.post("/predict", json=request).json() == plain.json()
     _refused(client.post("/predict", json={**request, "options": "fast"}), 400, "\"options\" must be a JSON object")
+
+
+def test_openapi_describes_the_bodies_read_by_hand_and_the_error_answers(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    predict, explain = paths["/predict"]["post"], paths["/explain"]["post"]
+    assert set(predict["requestBody"]["content"]) == {"application/json", "multipart/form-data", "image/*"}
+    parameters = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]["parameters"]
+    assert set(parameters["properties"]) == set(ZeroShotService.PREDICT_PARAMETERS)  # as the endpoint takes them
+    form = explain["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert set(form) == {"image", *ZeroShotService.EXPLAIN_PARAMETERS}
+    assert "image/png" in explain["responses"]["200"]["content"]
+    for operation in (predict, explain):
+        assert {"400", "403", "413", "415"} <= set(operation["responses"])
+        for code, answer in operation["responses"].items():
+            if code != "200":  # every error answer is the {"detail", "kind", "error"} the server sends
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema["required"] == ["detail", "kind", "error"] and "$ref" not in schema
+    assert "$ref" not in paths["/labels"]["get"]["responses"]["422"]["content"]["application/json"]["schema"]
