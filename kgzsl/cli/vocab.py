@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +66,34 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from kgzsl.inference.labels import LabelError
     from kgzsl.tasks.search import search
 
-    clf = _load_with_concepts(args.run, args.device, args.concept_file)
-    hits = search(clf, args.index, args.query, top_k=args.top_k)
-    if args.json:
-        print(json.dumps(hits, indent=2))
-        return 0
-    query = clf.resolve_labels([args.query])[0]  # the sense the images were ranked by, as predict reports it
-    also = [clf.names[i] for i in query.senses]
-    sense = (lambda hit: f"  ({hit['synset']})") if also else (lambda hit: "")  # which one each image fitted
-    print(f"{args.query} = {query.synset}" + (f" (or {', '.join(also)}, whichever an image fits best)" if also else "")
-          + "".join(f"\n{h['score']:9.3f}  {printable(h['path'])}{sense(h)}" for h in hits))
-    return 0
+    clf = _load_with_concepts(args.run, args.device, args.concept_file)  # loaded once for every query
+    results, blocks, failed = [], [], 0
+    for text in args.query:
+        try:
+            hits = search(clf, args.index, text, top_k=args.top_k)
+        except LabelError as exc:
+            if len(args.query) == 1:
+                raise
+            failed += 1  # one bad query does not cost the others
+            print(f"{text}: {exc.cli_text()}", file=sys.stderr)
+            continue
+        results.append({"query": text, "hits": hits})
+        query = clf.resolve_labels([text])[0]  # the sense the images were ranked by, as predict reports it
+        also = [clf.names[i] for i in query.senses]
+        sense = (lambda hit: f"  ({hit['synset']})") if also else (lambda hit: "")  # which one each image fitted
+        blocks.append(f"{text} = {query.synset}" + (f" (or {', '.join(also)}, whichever an image fits best)"
+                                                   if also else "")
+                      + "".join(f"\n{h['score']:9.3f}  {printable(h['path'])}{sense(h)}" for h in hits))
+    if args.json:  # one query: its hits; several: each query with its hits
+        print(json.dumps(results[0]["hits"] if len(args.query) == 1 else results, indent=2))
+    else:
+        print("\n\n".join(blocks))
+    if failed:
+        print(f"{failed} of {len(args.query)} queries failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_add_concept(args: argparse.Namespace) -> int:
@@ -260,8 +276,9 @@ def add_vocabulary_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="rank indexed images by a concept (text → images)")
     p.add_argument("run", help="run folder written by `kgzsl train` (the one the index was built with)")
     p.add_argument("index", help="index file written by `kgzsl index`")
-    p.add_argument("query", help="word, synset name or wnid (a graph node or an added concept)")
-    p.add_argument("--top-k", type=positive_int, default=10, help="images listed, best first (default 10)")
+    p.add_argument("query", nargs="+", help="word, synset name or wnid (a graph node or an added concept); "
+                   "several queries are answered one after the other, the run loaded once")
+    p.add_argument("--top-k", type=positive_int, default=10, help="images listed per query, best first (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a list")
     p.add_argument("--concept-file", help="taxonomy file (YAML or CSV) of concepts to add first")
     p.add_argument("--device", default="auto")

@@ -80,6 +80,14 @@ def test_cli_index_and_search(tiny_run, photos, tmp_path, capsys):
     assert main(["-q", "search", str(tiny_run), str(index), "tabby", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "tabby = tabby.n.01" and lines[1].endswith("chelsea.png")  # the sense the query was read as
+    # several queries, the run loaded once; a bad one is reported and the others answered
+    assert main(["-q", "search", str(tiny_run), str(index), "tabby", "tabbby", "tench", "--json", "--top-k", "1",
+                 "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    answers = __import__("json").loads(captured.out)
+    assert [a["query"] for a in answers] == ["tabby", "tench"]
+    assert Path(answers[0]["hits"][0]["path"]).name == "chelsea.png" and answers[1]["hits"][0]["synset"] == "tench.n.01"
+    assert "tabbby: unknown label 'tabbby'" in captured.err and "1 of 3 queries failed" in captured.err
 
 
 def test_a_symbolic_link_is_found_by_its_own_path_and_an_empty_folder_is_an_error(clf, photos, tmp_path):
