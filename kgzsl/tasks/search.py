@@ -114,20 +114,36 @@ def _read_index(path: Path) -> tuple[list[dict[str, Any]], torch.Tensor, dict[st
     return files, feats, meta
 
 
-def _reusable_rows(backbone: Any, index_path: Path) -> dict[tuple, torch.Tensor]:
-    """Features of the files an existing index already holds, keyed by (path, size, mtime_ns)."""
+def _file_keys(entry: dict[str, Any]) -> list[tuple]:
+    """The keys an indexed file's features are reused by: its absolute path, size and modification
+    time, and (indexes of this version) its path under the indexed folder with the same, so that a
+    folder moved or mounted elsewhere is not read again."""
+    keys = [(entry["path"], entry["size"], entry["mtime_ns"])]
+    if "relative" in entry:
+        keys.append(("relative", entry["relative"], entry["size"], entry["mtime_ns"]))
+    return keys
+
+
+def _old_row(old: dict[tuple, torch.Tensor], entry: dict[str, Any]) -> torch.Tensor | None:
+    """The features ``old`` holds for a listed file, by any of its keys (None: new or changed)."""
+    return next((old[k] for k in _file_keys(entry) if k in old), None)
+
+
+def _reusable_rows(backbone: Any, index_path: Path) -> tuple[dict[tuple, torch.Tensor], list[dict[str, Any]]]:
+    """Features of the files an existing index already holds, keyed by :func:`_file_keys`, and its list
+    of files (none: no index there, or one of another backbone)."""
     if not index_path.is_file() or index_path.stat().st_size == 0:
-        return {}
+        return {}, []
     try:
         prev, feats, meta = _read_index(index_path)
     except _DamagedIndexError as exc:  # anything that is no index at all was refused before (check_index_path)
         logger.warning("%s is a damaged kgzsl image index (%s): building it again from every image",
                        index_path, exc.problem)
-        return {}
+        return {}, []
     if meta.get("backbone") != backbone.name or meta.get("weights", "") != str(getattr(backbone, "weights", "")):
         logger.info("index %s was built with another backbone: rebuilding it", index_path)
-        return {}
-    return {(f["path"], f["size"], f["mtime_ns"]): feats[i] for i, f in enumerate(prev)}
+        return {}, []
+    return {key: feats[i] for i, f in enumerate(prev) for key in _file_keys(f)}, prev
 
 
 def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.PathLike,
@@ -192,11 +208,12 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
         seen.add(resolved)
         files.append(p)
         # the path as listed under the folder (a symbolic link keeps its own name), made absolute
-        keys.append({"path": str(p.absolute()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        keys.append({"path": str(p.absolute()), "relative": p.relative_to(Path(folder)).as_posix(), "size": st.st_size,
+                     "mtime_ns": st.st_mtime_ns})
     if not all_ranks_agree(keys, ctx):
         raise SetupError(f"the processes listed different files under {folder} (did it change?); run again")
-    old = _reusable_rows(backbone, index_path) if ctx.is_main else {}
-    todo = [i for i, k in enumerate(keys) if (k["path"], k["size"], k["mtime_ns"]) not in old]
+    old, before = _reusable_rows(backbone, index_path) if ctx.is_main else ({}, [])
+    todo = [i for i, k in enumerate(keys) if _old_row(old, k) is None]
     todo = broadcast_object(todo, ctx)  # rank 0 read the index: the others take its list
     share = [[todo[j] for j in shard_indices(len(todo), DistContext(rank=r, world_size=ctx.world_size))]
              for r in range(ctx.world_size)]
@@ -220,9 +237,10 @@ def build_index(backbone: Any, folder: str | os.PathLike, index_path: str | os.P
         feats = torch.cat(shares) if shares else torch.zeros(0, dim)
         ok = torch.cat(oks) if oks else torch.zeros(0, dtype=torch.bool)
         kept = _write_index(index_path, backbone, keys, old, rows, feats, ok)
-        now = {k["path"] for k in keys}
+        paths, relatives = {k["path"] for k in keys}, {k["relative"] for k in keys}
+        removed = [e for e in before if e["path"] not in paths and e.get("relative") not in relatives]  # moved: kept
         stats = {"images": kept, "new": int(ok.sum()), "reused": len(keys) - len(todo),
-                 "removed": len({p for p, _, _ in old} - now), "failed": int((~ok).sum()) + unlisted}
+                 "removed": len(removed), "failed": int((~ok).sum()) + unlisted}
         logger.info("index %s: %s", index_path, stats)
     return broadcast_object(stats, ctx)
 
@@ -258,7 +276,8 @@ def _write_index(index_path: Path, backbone: Any, keys: list[dict[str, Any]], ol
     new = {i: f for i, f, good in zip(rows, feats, ok.tolist()) if good}
     kept, out = [], []
     for i, k in enumerate(keys):
-        row = old.get((k["path"], k["size"], k["mtime_ns"]), new.get(i))
+        row = _old_row(old, k)
+        row = new.get(i) if row is None else row
         if row is not None:
             kept.append(k)
             out.append(row)
@@ -320,5 +339,11 @@ def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) 
     else:
         logits, senses = head.logits(features), [resolved.index] * len(files)
     values, order = logits[:, 0].float().cpu().topk(min(top_k, len(files)))
-    return [{"path": files[i]["path"], "score": round(float(v), 4), "synset": clf.names[senses[i]],
+    hits = [{"path": files[i]["path"], "score": round(float(v), 4), "synset": clf.names[senses[i]],
              "wnid": clf.wnids[senses[i]]} for v, i in zip(values.tolist(), order.tolist())]
+    gone = [h["path"] for h in hits if not os.path.exists(h["path"])]
+    if gone:  # the folder moved, or files were deleted, since it was indexed
+        logger.warning("%d of the %d images found are no longer where %s says (e.g. %s): if the folder moved, "
+                       "index it again where it is now (`kgzsl index RUN NEWDIR --out %s`; unchanged files are not "
+                       "read again)", len(gone), len(hits), index_path, gone[0], index_path)
+    return hits

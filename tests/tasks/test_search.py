@@ -101,3 +101,19 @@ def test_a_symbolic_link_is_found_by_its_own_path_and_an_empty_folder_is_an_erro
     with pytest.raises(InputError, match="is a folder without image files"):
         build_index(clf.backbone, tmp_path / "empty", tmp_path / "empty.index", progress=False)
     assert not (tmp_path / "empty.index").exists()
+
+
+def test_a_moved_folder_is_indexed_again_without_reading_its_images(clf, photos, tmp_path, caplog):
+    index = tmp_path / "moved.index"
+    build_index(clf.backbone, photos, index, progress=False)
+    moved = tmp_path / "elsewhere" / "photos"
+    moved.parent.mkdir()
+    shutil.move(str(photos), str(moved))  # sizes and modification times kept, as mv and cp -a keep them
+    with caplog.at_level("WARNING", logger="kgzsl.tasks.search"):
+        search(clf, index, "tabby", top_k=1)
+    assert "no longer where" in caplog.text and f"kgzsl index RUN NEWDIR --out {index}" in caplog.text
+    stats = build_index(clf.backbone, moved, index, progress=False)
+    assert stats == {"images": 3, "new": 0, "reused": 3, "removed": 0, "failed": 0}  # nothing read again
+    assert search(clf, index, "tabby", top_k=1)[0]["path"] == str(moved / "chelsea.png")
+    (moved / "coffee.png").unlink()
+    assert build_index(clf.backbone, moved, index, progress=False)["removed"] == 1
