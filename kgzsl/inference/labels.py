@@ -21,7 +21,8 @@ import logging
 import re
 import shlex
 from collections import Counter
-from dataclasses import dataclass, field
+import unicodedata
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection, Sequence
 
 from kgzsl.errors import InputError
@@ -143,6 +144,10 @@ class LabelResolver:
         own = self.own.get(label_key(text))
         if own:
             return self._result(text, own[0], tuple(self.names[i] for i in own[1:]))
+        if text != text.lower() and (WNID_RE.match(text.lower()) or SYNSET_RE.match(text.lower())):
+            given, text = text, text.lower()  # "N02121620", "Cat.N.01": WordNet's ids are lower case
+            if text in self.index or text in self.by_name:
+                return self._result(given, self.index.get(text, self.by_name.get(text)))
         if WNID_RE.match(text):
             message = self._missing_wnid(text)
             raise NotInGraphError(message, [text]) if "is not a node of this graph" in message else LabelError(message)
@@ -154,6 +159,12 @@ class LabelResolver:
             index = self._synset_node(text)
             if index is not None:
                 return self._result(text, index)
+        plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        if plain != text and plain.isascii():  # "café", "Pokémon": WordNet's words carry no accents
+            try:
+                return replace(self._resolve_word(plain), label=text)
+            except LabelError:
+                pass  # the error names the word as given
         return self._resolve_word(text)
 
     def resolve_all(self, labels: Sequence[str]) -> list[ResolvedLabel]:

@@ -138,3 +138,13 @@ def test_a_label_with_a_comma_is_told_it_is_two_labels_not_to_add_it():
     with pytest.raises(LabelError, match="a label holds no comma; give one label here") as err:
         r.resolve("animal,entity")
     assert "add-concept" not in err.value.cli_text() and "add_concept" not in str(err.value)
+
+
+def test_ids_in_capitals_and_words_with_accents_resolve():
+    r = LabelResolver(["n02121620", "x1"], ["cat.n.01", "hot_dog.n.01"], [["cat"], ["hot_dog", "frank"]],
+                      wordnet=None)
+    assert r.resolve("N02121620").index == 0 and r.resolve("Cat.N.01").index == 0
+    found = r.resolve("hôt dög")
+    assert found.index == 1 and found.label == "hôt dög"  # reported as given
+    with pytest.raises(LabelError, match="unknown label 'crème'"):
+        r.resolve("crème")
