@@ -66,6 +66,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from kgzsl.graph.wordnet import gloss
     from kgzsl.inference.labels import LabelError
     from kgzsl.tasks.search import search
 
@@ -84,8 +85,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         query = clf.resolve_labels([text])[0]  # the sense the images were ranked by, as predict reports it
         also = [clf.names[i] for i in query.senses]
         sense = (lambda hit: f"  ({hit['synset']})") if also else (lambda hit: "")  # which one each image fitted
-        blocks.append(f"{text} = {query.synset}" + (f" (or {', '.join(also)}, whichever an image fits best)"
-                                                   if also else "")
+        meaning = gloss(query.synset)  # "Eiffel" is the engineer: the definition says so
+        blocks.append(f"{text} = {query.synset}" + (f": {meaning}" if meaning and not also else "")
+                      + (f" (or {', '.join(also)}, whichever an image fits best)" if also else "")
                       + "".join(f"\n{h['score']:9.3f}  {printable(h['path'])}{sense(h)}" for h in hits))
     if args.json:  # one query: its hits; several: each query with its hits
         print(json.dumps(results[0]["hits"] if len(args.query) == 1 else results, indent=2))

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 from kgzsl.errors import InputError, SetupError
 
-__all__ = ["WordNetNotFoundError", "load_wordnet", "synset_from_wnid", "wnid_of", "hypernym_closure",
+__all__ = ["WordNetNotFoundError", "load_wordnet", "gloss", "synset_from_wnid", "wnid_of", "hypernym_closure",
            "DEBIAN_WORDNET_DIR", "WNID_RE", "SYNSET_RE"]
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,17 @@ def _reader_class() -> type:
             return super().open(fileid)
 
     return OfflineWordNetReader
+
+
+def gloss(synset_name: str) -> str:
+    """WordNet's definition of a synset name (``"crane.n.04"``), or "" for a class of one's own, a name
+    WordNet does not know, or where WordNet cannot be loaded."""
+    if not SYNSET_RE.match(synset_name):
+        return ""
+    try:
+        return load_wordnet().synset(synset_name).definition()
+    except Exception:  # no WordNet here (WordNetNotFoundError), or nltk's WordNetError / ValueError for the name
+        return ""
 
 
 def _candidate_dirs(path: str | os.PathLike | None) -> list[Path]:

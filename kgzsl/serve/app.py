@@ -102,16 +102,11 @@ class ZeroShotService:
     def suggest(self, query: str, limit: int) -> list[dict[str, str]]:
         """:meth:`LabelIndex.suggest`, each suggestion with its WordNet ``definition`` ("" for a class of
         your own, or without WordNet), so that a sense can be told from another before it is used."""
-        from kgzsl.graph.wordnet import SYNSET_RE, load_wordnet
+        from kgzsl.graph.wordnet import gloss
 
         found = self.labels.suggest(query, limit)
         for suggestion in found:
-            suggestion["definition"] = ""
-            if SYNSET_RE.match(suggestion["synset"]):
-                try:
-                    suggestion["definition"] = load_wordnet().synset(suggestion["synset"]).definition()
-                except (KgzslError, LookupError, ValueError) as exc:  # no WordNet here: the names alone
-                    logger.debug("no definition for %s: %s", suggestion["synset"], exc)
+            suggestion["definition"] = gloss(suggestion["synset"])
         return found
 
     def health(self) -> dict[str, Any]:

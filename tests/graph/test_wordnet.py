@@ -116,3 +116,11 @@ def test_a_kgzsl_wordnet_dir_without_wordnet_is_named_in_the_error(tmp_path, mon
         assert "KGZSL_WORDNET_DIR is set" not in str(plain.value) and "apt-get install wordnet-base" in str(plain.value)
     finally:
         wordnet._load_wordnet.cache_clear()  # the next test loads the real WordNet again
+
+
+@requires_wordnet
+def test_gloss_is_wordnets_definition_or_nothing():
+    from kgzsl.graph.wordnet import gloss
+
+    assert gloss("eiffel.n.01").startswith("French engineer who constructed the Eiffel Tower")
+    assert gloss("standing_desk") == "" and gloss("zzz.n.99") == "" and gloss("n02084071") == ""

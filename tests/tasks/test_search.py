@@ -79,7 +79,8 @@ def test_cli_index_and_search(tiny_run, photos, tmp_path, capsys):
     assert Path(hits[0]["path"]).name == "chelsea.png"
     assert main(["-q", "search", str(tiny_run), str(index), "tabby", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "tabby = tabby.n.01" and lines[1].endswith("chelsea.png")  # the sense the query was read as
+    assert lines[0].startswith("tabby = tabby.n.01: a cat with a grey or tawny coat")  # the sense, and its meaning
+    assert lines[1].endswith("chelsea.png")
     # several queries, the run loaded once; a bad one is reported and the others answered
     assert main(["-q", "search", str(tiny_run), str(index), "tabby", "tabbby", "tench", "--json", "--top-k", "1",
                  "--device", "cpu"]) == 1

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from kgzsl.errors import InputError, NotFoundError
-from kgzsl.graph.wordnet import WNID_RE
+from kgzsl.graph.wordnet import WNID_RE, gloss as wordnet_gloss
 from kgzsl.vision.folders import IMAGE_EXTENSIONS, image_folder
 
 __all__ = ["photo_items", "read_groups", "run_photos", "format_photos"]
@@ -178,16 +178,6 @@ def _senses(word: str) -> int:
         return len(load_wordnet().synsets(word.strip().replace(" ", "_"), "n"))
     except Exception:  # no WordNet here: the label resolved through the nodes' lemma names
         return 0
-
-
-def _gloss(synset: str) -> str:
-    """WordNet's definition of ``synset``, or ""."""
-    from kgzsl.graph.wordnet import load_wordnet
-
-    try:
-        return load_wordnet().synset(synset).definition()
-    except Exception:  # a class of one's own, or no WordNet
-        return ""
 
 
 def run_photos(clf: Any, data_dir: str | Path, progress: bool = True,
@@ -378,7 +368,7 @@ def format_photos(result: dict[str, Any]) -> str:
         lines.append(f"class folders named by a word of several senses, as read ({len(ambiguous)}; rename a folder to a "
                      "synset name, like plate.n.04, to choose another sense):")
         for r in ambiguous[:SENSES_SHOWN]:
-            gloss = _gloss(r["synset"])
+            gloss = wordnet_gloss(r["synset"])
             gloss = gloss if len(gloss) <= 70 else gloss[:67].rstrip() + "..."
             also = f" (or, as a photo fits: {', '.join(r['also'])})" if r.get("also") else ""
             lines.append(f"  {r['class']} = {r['synset']}{also}" + (f": {gloss}" if gloss else ""))
