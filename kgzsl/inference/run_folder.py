@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ def run_backbone(run: RunContents, device: str = "auto", backbone: Any = None, f
     """
     tuned = None
     if backbone is None:
-        from kgzsl.training.checkpoint import finetuned_weights
+        from kgzsl.training.checkpoint import BACKBONE_COPY, finetuned_weights
         from kgzsl.vision.backbones import load_backbone
 
         cfg = (run.summary.get("config") or {}).get("backbone") or {}
@@ -135,6 +136,14 @@ def run_backbone(run: RunContents, device: str = "auto", backbone: Any = None, f
                                  f"{_RETRAIN}")
         tuned = finetuned_weights(run.path) if finetuned else None
         weights = str(tuned[0]) if tuned else cfg.get("weights", "DEFAULT")
+        if not tuned and (run.path / BACKBONE_COPY).is_file():  # the run's own copy of a local weights file
+            weights = str(run.path / BACKBONE_COPY)
+        elif not tuned and _names_a_file(weights) and not os.path.isfile(weights):
+            name = cfg.get("name") or run.backbone
+            raise RunFormatError(f"run {run.path} was trained on the backbone weights file {weights}, which is not "
+                                 "there any more (moved or deleted, or a relative path from another folder); put it "
+                                 "back, or load the run in Python with ZeroShotClassifier.load(run, backbone="
+                                 f"load_backbone({name!r}, weights=PATH)); runs trained now keep their own copy")
         backbone = load_backbone(cfg.get("name") or run.backbone, weights=weights, device=str(resolve_device(device)))
         if tuned:
             digest = hashlib.sha256(tuned[0].read_bytes()).hexdigest()[:16]
@@ -146,13 +155,22 @@ def run_backbone(run: RunContents, device: str = "auto", backbone: Any = None, f
         raise RunFormatError(f"run {run.path} was trained for backbone {run.backbone!r}, not {backbone.name!r}; "
                              "load it without `backbone=` to use its own, or train a run for "
                              f"{backbone.name!r} (backbone.name={backbone.name})")
+    from kgzsl.vision.backbones import same_weights
+
     recorded = run.summary.get("backbone_weights")
+    source = run.summary.get("backbone_weights_source")  # the file a run's copy came from: the same weights
     base = tuned[1].get("base_weights") if tuned else getattr(backbone, "weights", None)
-    if recorded and base and recorded != base:
+    if recorded and base and not same_weights(recorded, base) and not same_weights(source, base):
         logger.warning("run %s was trained on backbone weights %r but the backbone has %r; predictions are "
                        "only meaningful with the weights the rows were fitted to", run.path, recorded,
                        backbone.weights)
     return backbone
+
+
+def _names_a_file(weights: Any) -> bool:
+    """Whether a recorded ``backbone.weights`` is a file's path (not "DEFAULT", None or a weights name)."""
+    return isinstance(weights, str) and (os.sep in weights or weights.endswith((".pth", ".pt", ".safetensors",
+                                                                                ".bin")))
 
 
 def requested_wnids(run_dir: Path) -> frozenset[str] | None:

@@ -140,7 +140,10 @@ def _reusable_rows(backbone: Any, index_path: Path) -> tuple[dict[tuple, torch.T
         logger.warning("%s is a damaged kgzsl image index (%s): building it again from every image",
                        index_path, exc.problem)
         return {}, []
-    if meta.get("backbone") != backbone.name or meta.get("weights", "") != str(getattr(backbone, "weights", "")):
+    from kgzsl.vision.backbones import same_weights
+
+    if meta.get("backbone") != backbone.name or not same_weights(meta.get("weights", ""),
+                                                                  str(getattr(backbone, "weights", ""))):
         logger.info("index %s was built with another backbone: rebuilding it", index_path)
         return {}, []
     return {key: feats[i] for i, f in enumerate(prev) for key in _file_keys(f)}, prev
@@ -325,9 +328,15 @@ def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) 
     if not index_path.is_file():
         raise NotFoundError(f"index not found: {index_path}; build it with `kgzsl index RUN DIR --out {index_path}`")
     files, feats, meta = _read_index(index_path)
+    from kgzsl.vision.backbones import same_weights
+
     if meta.get("backbone") != clf.backbone.name:
         raise SearchIndexError(f"{index_path} was built with backbone {meta.get('backbone')!r}, the run uses "
                           f"{clf.backbone.name!r}; build the index with the run's backbone")
+    if "weights" in meta and not same_weights(meta["weights"], str(getattr(clf.backbone, "weights", ""))):
+        raise SearchIndexError(f"{index_path} was built with other weights of {clf.backbone.name} ({meta['weights']}) "
+                               f"than the run's ({clf.backbone.weights}); index the folder again with this run: "
+                               f"`kgzsl index RUN DIR --out {index_path}`")
     if not files:
         return []
     resolved = clf.resolve_labels([query])[0]

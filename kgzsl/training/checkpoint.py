@@ -29,7 +29,7 @@ from kgzsl.utils.io import (TensorFileError, load_tensors, optimizer_from_tensor
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "digest", "save_checkpoint", "load_checkpoint",
            "restore_checkpoint", "finetuned_weights", "FINETUNE_DIR", "WEIGHTS_FILE", "SUMMARY_FILE",
-           "CHECKPOINT_FILE"]
+           "CHECKPOINT_FILE", "BACKBONE_COPY"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 FINETUNE_DIR, WEIGHTS_FILE, SUMMARY_FILE, CHECKPOINT_FILE = ("finetune", "backbone.safetensors", "finetune.json",
                                                              "checkpoint.safetensors")
+#: a run trained on a local weights file keeps its own copy of the backbone under this name: the run
+#: stays whole when the file moves, changes or is deleted
+BACKBONE_COPY = "backbone.safetensors"
 # kind -> (header key marking the file, what "from the start" means, what must match)
 _KINDS = {"training": ("kgzsl_checkpoint", "train", "the settings"),
           "fine-tuning": ("kgzsl_finetune_checkpoint", "fine-tune", "the settings and data")}

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -295,12 +296,23 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
                   "seconds_to_best": None, "resumed_from_epoch": None,
                   "members": [{"model": m.name, **_fit_summary(r, kept_rows)}
                               for m, r, kept_rows in zip(members, results, remembered)]}
+    weights = backbone.weights
+    if config.backbone.weights not in (None, "DEFAULT") and os.path.isfile(str(config.backbone.weights)):
+        from kgzsl.training.checkpoint import BACKBONE_COPY
+        from kgzsl.vision.backbones import file_weights
+
+        # your own weights file: the run keeps a copy, which it loads from then on (file_weights names it
+        # by content, so the copy and the file it came from are the same weights)
+        save_tensors(out / BACKBONE_COPY, backbone.full_state_dict(),
+                     metadata={"backbone": backbone.name, "copied_from": backbone.weights})
+        weights = file_weights(out / BACKBONE_COPY)
     summary: dict[str, Any] = {
         "name": config.name, "model": model.name, "backbone": backbone.name, "graph": str(Path(graph.path).absolute()),
         "graph_counts": graph.manifest.get("counts", {}), "num_nodes": graph.num_nodes,
         "seen": len(present), "train": tr.numel(), "val": va.numel(), "holdout": sorted(hidden), **fitted,
         "total_seconds": round(time.perf_counter() - start, 2), "device": str(device), "seed": config.train.seed,
-        "backbone_weights": backbone.weights,
+        "backbone_weights": weights, **({"backbone_weights_source": backbone.weights} if weights != backbone.weights
+                                        else {}),
         "torch_threads": torch.get_num_threads(),
         "versions": _versions(), "config": config_to_dict(config),
     }

