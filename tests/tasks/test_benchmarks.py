@@ -280,3 +280,14 @@ def test_fmnist_uses_the_runs_copy_not_the_recorded_graph_folder(tmp_path, monke
     with pytest.raises(Reached):
         fmnist.run_fmnist({"dgp": run}, tmp_path / "out", progress=False)
     assert sorted(p.name for p in graph_dir.rglob("*")) == before  # no feature cache written into it
+
+
+def test_the_feature_cache_tells_apart_weights_that_differ_only_at_the_end():
+    from types import SimpleNamespace
+
+    from kgzsl.tasks.benchmarks.fmnist_data import _cache_name
+
+    first, second = ("/runs/demo/finetune/backbone.safetensors (fine-tuned from x; sha256 %s)" % d
+                     for d in ("0123456789abcdef", "fedcba9876543210"))  # two fine-tunes of one run
+    names = {_cache_name("test", "all", SimpleNamespace(name="efficientnet-lite0", weights=w)) for w in (first, second)}
+    assert len(names) == 2 and all(n.startswith("fmnist-test-all-efficientnet-lite0-_runs_demo") for n in names)

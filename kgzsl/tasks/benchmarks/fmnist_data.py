@@ -104,6 +104,14 @@ def stratified_subset(labels: np.ndarray, per_class: int, seed: int = 0) -> np.n
     return np.sort(np.concatenate(picks))
 
 
+def _cache_name(split: str, subset: str, backbone: Any) -> str:
+    """The feature cache's file name: the split, the subset, the backbone and its weights (a readable
+    start of their description, and a digest of all of it: two fine-tunes of one run differ at its end)."""
+    described = str(getattr(backbone, "weights", ""))
+    weights = described.replace("/", "_").replace(" ", "_")[:40] + "-" + hashlib.sha1(described.encode()).hexdigest()[:10]
+    return f"fmnist-{split}-{subset}-{backbone.name}-{weights}.safetensors"
+
+
 def fmnist_features(backbone: Any, split: str = "test", indices: np.ndarray | None = None,
                     cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,8 +135,7 @@ def fmnist_features(backbone: Any, split: str = "test", indices: np.ndarray | No
         indices = np.arange(len(labels))
     digest = hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:10]
     subset = "all" if len(indices) == len(labels) else f"{len(indices)}-{digest}"
-    weights = str(getattr(backbone, "weights", "")).replace("/", "_").replace(" ", "_")[:40]
-    cache = Path(cache_dir or default_cache_dir()) / f"fmnist-{split}-{subset}-{backbone.name}-{weights}.safetensors"
+    cache = Path(cache_dir or default_cache_dir()) / _cache_name(split, subset, backbone)
     if cache.is_file():
         try:
             cached = load_tensors(cache)
