@@ -158,6 +158,12 @@ def build_conceptnet_graph(path: str | os.PathLike, classes: Sequence[ConceptCla
         dst.append(ids.setdefault(e, len(ids)))
         rel.append(rel_ids.setdefault(a.relation, len(rel_ids)))
         wts.append(a.weight)
+    if not stats.kept:  # an empty file, or another format (Numberbatch vectors, a CSV of one's own)
+        malformed = ", ".join(f"{k}: {v}" for k, v in sorted(stats.malformed.items())) or "none"
+        raise InputError(f"{path} holds no English ConceptNet assertion ({stats.lines} lines: {stats.non_english} "
+                         f"not English, malformed {malformed}); give the ConceptNet 5.7 assertions dump "
+                         "(conceptnet-assertions-5.7.0.csv.gz: tab-separated assertion URI, relation, start, end "
+                         "and JSON info with a weight)")
     n = len(ids)
     s_t, d_t = _tensor(src, torch.long), _tensor(dst, torch.long)
     r_t, w_t = _tensor(rel, torch.int32).long(), _tensor(wts, torch.float64)

@@ -29,21 +29,23 @@ __all__ = ["write_fixture", "FIXTURE_CLASSES", "CAT_FILLERS"]
 
 FIXTURE_CLASSES = (
     ConceptClass("n02439398", "okapi.n.01", ("okapi", "Okapia_johnstoni"),
-                 "similar to the giraffe but smaller with much shorter neck and stripe on the legs", ("animal",)),
+                 "similar to the giraffe but smaller with much shorter neck and stripe on the legs", ("animal",),
+                 ("okapi", "Okapia_johnstoni")),
     ConceptClass("n02391049", "zebra.n.01", ("zebra",),
-                 "any of several fleet black-and-white striped African equines", ("animal",)),
+                 "any of several fleet black-and-white striped African equines", ("animal",), ("zebra",)),
     ConceptClass("n02439033", "giraffe.n.01", ("giraffe", "camelopard", "Giraffa_camelopardalis"),
                  "tallest living quadruped; having a spotted coat and small horns and very long neck and legs; "
-                 "of savannahs of tropical Africa", ("animal",)),
+                 "of savannahs of tropical Africa", ("animal",), ("giraffe", "camelopard", "Giraffa_camelopardalis")),
     ConceptClass("n02084071", "dog.n.01", ("dog", "domestic_dog", "Canis_familiaris"),
                  "a member of the genus Canis (probably descended from the common wolf) that has been domesticated "
-                 "by man since prehistoric times; occurs in many breeds", ("animal",)),
+                 "by man since prehistoric times; occurs in many breeds", ("animal",),
+                 ("dog", "domestic_dog", "Canis_familiaris")),
     ConceptClass("n02121620", "cat.n.01", ("cat", "true_cat"),
                  "feline mammal usually having thick soft fur and no ability to roar: domestic cats; wildcats",
-                 ("animal",)),
+                 ("animal",), ("cat", "true_cat")),
     ConceptClass("n03791053", "motor_scooter.n.01", ("motor_scooter", "scooter"),
                  "a wheeled vehicle with small wheels and a low-powered gasoline engine geared to the rear wheel",
-                 ("artifact",)),
+                 ("artifact",), ("motor_scooter",)),  # "scooter" is first the foot-propelled one
 )
 
 #: 25 weak (weight 0.1) RelatedTo neighbours of /c/en/cat: a top-k below 25 must drop them

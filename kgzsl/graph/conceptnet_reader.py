@@ -206,6 +206,9 @@ class ConceptClass:
         gloss: Definition.
         domains: WordNet sense labels ConceptNet gives this synset in ``/n/wn/<label>``: its
             lexicographer file without ``noun.`` (``animal``) and its topic domain, if any.
+        usual: The lemmas of which this synset is WordNet's first noun sense (the most used one):
+            only those map an untagged ``/c/en/<term>`` to the class (``wind`` is the air, not the
+            wind instrument that is a class); None: every lemma (classes described by hand).
     """
 
     id: str
@@ -213,6 +216,7 @@ class ConceptClass:
     lemmas: tuple[str, ...]
     gloss: str = ""
     domains: tuple[str, ...] = ()
+    usual: tuple[str, ...] | None = None
 
 
 def classes_from_wordnet(wnids: Iterable[str], wordnet_dir: str | None = None) -> list[ConceptClass]:
@@ -230,8 +234,9 @@ def classes_from_wordnet(wnids: Iterable[str], wordnet_dir: str | None = None) -
         syn = synset_from_wnid(wn, wnid)
         domains = [syn.lexname().split(".", 1)[-1]]
         domains += [concept_terms(d.lemma_names()[0])[0] for d in syn.topic_domains()]
+        usual = tuple(lemma for lemma in syn.lemma_names() if wn.synsets(lemma, "n")[:1] == [syn])
         out.append(ConceptClass(wnid, syn.name(), tuple(syn.lemma_names()), syn.definition(),
-                                tuple(dict.fromkeys(domains))))
+                                tuple(dict.fromkeys(domains)), usual))
     return out
 
 
@@ -245,8 +250,9 @@ class ConceptMapper:
        class's id. Any other ``/wn/`` sense of a class lemma (another synset, e.g. ``dog/n/wn/person``)
        is its own node, ``/c/en/<term>/n/wn/<label>``, never merged into a class.
     3. A non-noun sense of a class lemma (``/c/en/dog/v``) is its own node ``/c/en/<term>/<pos>``.
-    4. Otherwise (root, ``/n``, ``/n/wikt/...``): the class, if exactly one class has the lemma;
-       for lemmas shared by several classes (``crane``) the root, a node of its own.
+    4. Otherwise (root, ``/n``, ``/n/wikt/...``): the class, if exactly one class has the lemma and
+       it is the lemma's usual sense (:attr:`ConceptClass.usual`); for lemmas shared by several classes
+       (``crane``), or whose usual sense is no class (``wind``), the root, a node of its own.
 
     Args:
         classes: The classes, whose ids become the node ids of their concepts.
@@ -259,10 +265,13 @@ class ConceptMapper:
     def __init__(self, classes: Iterable[ConceptClass]) -> None:
         self.by_term: dict[str, set[str]] = {}
         self.by_sense: dict[tuple[str, str], set[str]] = {}
+        self.unusual: set[tuple[str, str]] = set()  # (term, class id): the term's usual sense is another synset
         for c in classes:
             for lemma in c.lemmas:
                 for term in concept_terms(lemma):
                     self.by_term.setdefault(term, set()).add(c.id)
+                    if c.usual is not None and lemma not in c.usual:
+                        self.unusual.add((term, c.id))
                     for label in c.domains:
                         self.by_sense.setdefault((term, label), set()).add(c.id)
         self.ambiguous = {t for t, ids in self.by_term.items() if len(ids) > 1}
@@ -284,7 +293,7 @@ class ConceptMapper:
             node = next(iter(hits))
         elif pos and pos != "n":
             return f"/c/en/{term}/{pos}"
-        elif len(ids) == 1:
+        elif len(ids) == 1 and (term, next(iter(ids))) not in self.unusual:
             node = next(iter(ids))
         else:
             return "/c/en/" + term

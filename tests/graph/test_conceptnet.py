@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kgzsl.errors import InputError
 from kgzsl.graph import KnowledgeGraph
 from kgzsl.graph.conceptnet import (ConceptClass, ConceptMapper, ReadStats, _csr, build_conceptnet_graph,
                                     build_source_graph, classes_from_wordnet, concept_terms, iter_assertions,
@@ -82,6 +83,26 @@ def test_reader_streams_lazily(tmp_path: Path) -> None:
     assert first.start.startswith("/c/en/") and stats.lines < 200 < info["lines"]
     gen.close()  # stopping early closes the file and finalises the counters
     assert 0 < stats.bytes_read < Path(info["path"]).stat().st_size
+
+
+def test_an_untagged_word_joins_a_class_only_where_the_class_is_its_usual_sense() -> None:
+    wind = ConceptClass("n04586932", "wind_instrument.n.01", ("wind_instrument", "wind"), usual=("wind_instrument",))
+    m = ConceptMapper([*FIXTURE_CLASSES, wind])
+    assert m.node("/c/en/wind") == "/c/en/wind" and m.node("/c/en/wind/n") == "/c/en/wind"  # the air, a node of its own
+    assert m.node("/c/en/wind_instrument") == wind.id
+    assert m.node("/c/en/scooter") == "/c/en/scooter"  # first the foot-propelled one, not the class motor_scooter
+    assert m.node("/c/en/scooter/n/wn/artifact") == SCOOTER  # a sense tag still names the class
+
+
+def test_a_file_without_english_assertions_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    numberbatch = tmp_path / "numberbatch.txt"
+    numberbatch.write_text("2 3\n/c/en/dog 0.1 0.2 0.3\n/c/en/cat 0.2 0.1 0.0\n")
+    for path, lines in ((empty, "0 lines"), (numberbatch, "3 lines")):
+        with pytest.raises(InputError, match=f"holds no English ConceptNet assertion \\({lines}: .*give the ConceptNet 5.7 "
+                                             "assertions dump"):
+            build_conceptnet_graph(path, FIXTURE_CLASSES, progress=False)
 
 
 def test_concept_terms() -> None:
