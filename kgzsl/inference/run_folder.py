@@ -126,6 +126,9 @@ def run_backbone(run: RunContents, device: str = "auto", backbone: Any = None, f
             say which one it was.
     """
     tuned = None
+    if isinstance(backbone, (str, os.PathLike)):  # load(run, backbone="resnet18"): a name, not a backbone
+        raise InputError(f"backbone={str(backbone)!r} names a backbone; give a loaded one, "
+                         f"kgzsl.load_backbone({str(backbone)!r}, weights=...), or leave it out for the run's own")
     if backbone is None:
         from kgzsl.training.checkpoint import BACKBONE_COPY, finetuned_weights
         from kgzsl.vision.backbones import load_backbone

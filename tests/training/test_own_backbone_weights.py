@@ -82,3 +82,22 @@ def test_a_run_of_the_past_whose_weights_file_is_gone_says_how_to_go_on(tmp_path
     with pytest.raises(RunFormatError, match=r"was trained on the backbone weights file .*resnet18.pth, which is not "
                                              r"there any more .*load_backbone\('resnet18', weights=PATH\)"):
         run_backbone(run, device="cpu")
+
+
+def test_a_backbone_given_by_name_is_told_to_be_loaded(tiny_run):
+    from kgzsl.errors import InputError
+
+    with pytest.raises(InputError, match=r"backbone='resnet18' names a backbone; give a loaded one, "
+                                         r"kgzsl.load_backbone\('resnet18', weights=...\)"):
+        ZeroShotClassifier.load(tiny_run, device="cpu", backbone="resnet18")
+
+
+def test_training_checks_the_backbone_before_the_text_features(tmp_path, monkeypatch):
+    from kgzsl.errors import InputError
+    from kgzsl.training import run as training
+    from kgzsl.training.config import load_config
+
+    monkeypatch.setattr("kgzsl.text.features.node_features", lambda *a, **kw: pytest.fail("text features first"))
+    config = load_config(None, [f"graph.path={tmp_path / 'graph'}", "backbone.name=resnet-18", "train.device=cpu"])
+    with pytest.raises(InputError, match="did you mean resnet18"):
+        training.train_run(config, out_dir=tmp_path / "run", progress=False, build_graph=False)

@@ -133,3 +133,33 @@ def test_download_failure_explains_offline_options(monkeypatch):
 def test_model_without_thousand_way_head():
     with pytest.raises(ValueError, match="1000-way"):
         load_backbone("squeezenet1_0", weights=None, device="cpu")
+
+
+def test_names_close_to_a_classifier_are_suggested_and_other_models_refused():
+    with pytest.raises(ValueError, match="did you mean resnet18"):
+        load_backbone("resnet-18", weights=None)
+    with pytest.raises(ValueError, match="unknown backbone 'fcn_resnet50'"):  # segmentation, not a classifier
+        load_backbone("fcn_resnet50", weights=None)
+    with pytest.raises(ValueError, match="neither a local file nor a weights name of 'resnet18'"):
+        load_backbone("resnet18", weights="ResNet50_Weights.IMAGENET1K_V2", device="cpu")  # another model's
+
+
+def test_a_named_final_layer_in_a_sequential_is_split_off():
+    vit = load_backbone("vit_b_16", weights=None, device="cpu")  # its final layer is heads.head
+    assert vit.head_keys == ("heads.head.weight", "heads.head.bias") and vit.feature_dim == 768
+
+
+def test_pickled_files_are_refused_in_one_line_with_the_fix(tmp_path):
+    path = tmp_path / "whole_model.pth"
+    torch.save(torchvision.models.resnet18(weights=None), path)  # the model object, not its state_dict
+    with pytest.raises(ValueError, match=r"cannot be loaded safely \(.*\)\. kgzsl reads plain state_dicts") as info:
+        load_backbone("resnet18", weights=str(path), device="cpu")
+    assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
+    assert "torch.save(model.state_dict(), PATH)" in str(info.value) and "weights_only=False" not in str(info.value)
+
+
+def test_a_head_of_other_classes_is_told_the_1000_way_layer_is_needed(tmp_path):
+    path = tmp_path / "ten_classes.pth"
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=10).state_dict(), path)
+    with pytest.raises(ValueError, match="needs the ImageNet-1k classifier with its 1000-way final layer"):
+        load_backbone("resnet18", weights=str(path), device="cpu")
