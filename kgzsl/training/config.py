@@ -231,8 +231,15 @@ def config_from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A plain nested dict of a config (for YAML/JSON)."""
-    return dataclasses.asdict(config)
+    """A plain nested dict of a config (for YAML/JSON); paths set from Python (``Path``) become text."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(plain(v) for v in value)
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    return plain(dataclasses.asdict(config))
 
 
 def _check_override(parts: list[str], value: Any, where: str) -> None:

@@ -71,3 +71,18 @@ def test_a_config_error_names_the_file_and_the_section_apart(tmp_path):
     bad.write_text("train:\n  epochs: 1.5\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: train\.epochs: expected int"):
         load_config(bad)
+
+
+def test_paths_set_from_python_are_written_as_text(tmp_path):
+    import yaml
+    from pathlib import Path
+
+    from kgzsl.training.config import config_to_dict, load_config
+
+    config = load_config(None, [])
+    config.backbone.weights = Path("/data/weights/resnet50.safetensors")  # as a Python user sets it
+    config.graph.path = tmp_path / "graph"
+    plain = config_to_dict(config)
+    assert plain["backbone"]["weights"] == "/data/weights/resnet50.safetensors"
+    assert plain["graph"]["path"] == str(tmp_path / "graph")
+    yaml.safe_dump(plain)  # what run.json and config.yaml are written from: no Path objects left
