@@ -290,6 +290,10 @@ def build_source_graph(source: str, wnids: Sequence[str], conceptnet: str | os.P
     if not conceptnet:
         raise InputError(f"source {source!r} needs conceptnet=PATH (conceptnet-assertions-5.7.0.csv.gz)",
                          cli_message=f"--source {source} needs --conceptnet PATH (conceptnet-assertions-5.7.0.csv.gz)")
+    if Path(conceptnet).is_dir():
+        raise InputError(f"{conceptnet} is a folder; give the assertions file in it "
+                         "(conceptnet-assertions-5.7.0.csv.gz)", cli_message=f"--conceptnet {conceptnet} is a folder; "
+                         "give the assertions file in it (conceptnet-assertions-5.7.0.csv.gz)")
     if not Path(conceptnet).is_file():
         raise NotFoundError(f"ConceptNet assertions file not found: {conceptnet}")
     classes = classes_from_wordnet(wnids, wordnet_dir)

@@ -236,3 +236,9 @@ def test_cli_build_graph_conceptnet(fixture: dict, tmp_path: Path, capsys: pytes
     assert main(["-q", "build-graph", "--wnids", str(wnids), "--source", "conceptnet", "--conceptnet",
                  fixture["path"], "--conceptnet-topk", "5"]) == 1
     assert "two positive integers" in capsys.readouterr().err
+
+
+def test_a_folder_given_as_the_conceptnet_file_is_named_as_one(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a folder; give the assertions file in it") as info:
+        build_source_graph("conceptnet", ["n02084071"], tmp_path, progress=False)
+    assert info.value.cli_text().startswith(f"--conceptnet {tmp_path} is a folder")
