@@ -170,8 +170,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             why = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0].rstrip(". ") if str(exc).strip() \
                 else type(exc).__name__
             raise InputError(f"weights file {path} cannot be loaded safely ({why}). kgzsl reads plain state_dicts "
-                             "of tensors only: re-export with torch.save(model.state_dict(), PATH), or as "
-                             ".safetensors") from None
+                             "of tensors only: save model.state_dict() (not the model) with torch's save, or "
+                             "as .safetensors") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
