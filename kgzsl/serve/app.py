@@ -254,7 +254,8 @@ class SameOriginPosts:
     A browser sends a form to any server without asking it first, and a ``/predict`` naming a WordNet
     noun the run lacks adds it to the run: any site open in the browser could write into the served
     run. Browsers name the page's origin in an ``Origin`` header; a POST whose origin is neither this
-    server (its ``Host``) nor one of ``allowed`` is refused before its body is read. Clients that are
+    server (its ``Host``, or ``X-Forwarded-Host`` behind a reverse proxy) nor one of ``allowed`` is
+    refused before its body is read. Clients that are
     not browsers (curl, Python) send no ``Origin`` and are not affected.
 
     Args:
@@ -271,8 +272,10 @@ class SameOriginPosts:
         if scope["type"] == "http" and scope["method"] == "POST":
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             origin = headers.get("origin")
-            if origin is not None and origin.rstrip("/") not in self.allowed and \
-                    urlsplit(origin).netloc != headers.get("host"):
+            # the server's own host, as the client saw it: Host, or behind a reverse proxy X-Forwarded-Host
+            # (a header no page can add to a request the browser sends without asking the server first)
+            own = {headers.get("host"), *(h.strip() for h in headers.get("x-forwarded-host", "").split(",") if h)}
+            if origin is not None and origin.rstrip("/") not in self.allowed and urlsplit(origin).netloc not in own:
                 detail = (f"a POST from a page of another origin ({origin}) is refused; if that page is yours, "
                           f"start the server with --cors-origin {origin}")
                 logger.warning("refused %s %s from a page of %s (not allowed with --cors-origin)", scope["method"],

@@ -396,6 +396,8 @@ def test_a_post_from_a_page_of_another_origin_is_refused_unless_allowed(clf, cat
     _refused(client.post("/predict", headers={"Origin": "http://evil.example"}, **form), 403,
              "another origin (http://evil.example)", "--cors-origin http://evil.example")
     assert client.post("/predict", headers={"Origin": "http://testserver"}, **form).status_code == 200  # its page
+    proxied = {"Origin": "https://shop.example", "X-Forwarded-Host": "shop.example"}  # its page behind a proxy
+    assert client.post("/predict", headers=proxied, **form).status_code == 200
     assert client.post("/predict", **form).status_code == 200  # curl, Python: no Origin header
     assert client.get("/health", headers={"Origin": "http://evil.example"}).status_code == 200  # reads are fine
 
