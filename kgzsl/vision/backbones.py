@@ -216,10 +216,11 @@ _DIGEST = re.compile(r"sha256 ([0-9a-f]{16})")
 
 def same_weights(a: str | None, b: str | None) -> bool:
     """Whether two backbone weight descriptions (:attr:`Backbone.weights`) name the same weights: by
-    content where both carry a sha256 (a file moved elsewhere is the same), else by name."""
-    found_a, found_b = _DIGEST.search(a or ""), _DIGEST.search(b or "")
+    content where both carry a sha256 (a file moved elsewhere is the same), else by name. The last
+    digest counts: a fine-tune's description names its base's digest first, then its own."""
+    found_a, found_b = _DIGEST.findall(a or ""), _DIGEST.findall(b or "")
     if found_a and found_b:
-        return found_a.group(1) == found_b.group(1)
+        return found_a[-1] == found_b[-1]
     return (a or "") == (b or "")
 
 

