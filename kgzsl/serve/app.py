@@ -255,8 +255,8 @@ class SameOriginPosts:
     noun the run lacks adds it to the run: any site open in the browser could write into the served
     run. Browsers name the page's origin in an ``Origin`` header; a POST whose origin is neither this
     server (its ``Host``, or ``X-Forwarded-Host`` behind a reverse proxy) nor one of ``allowed`` is
-    refused before its body is read. Clients that are
-    not browsers (curl, Python) send no ``Origin`` and are not affected.
+    refused before its body is read. Clients that are not browsers (curl, Python) send no ``Origin``
+    and are not affected.
 
     Args:
         app: The application to guard.
