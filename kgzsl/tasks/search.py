@@ -342,11 +342,12 @@ def search(clf: Any, index_path: str | os.PathLike, query: str, top_k: int = 5) 
     resolved = clf.resolve_labels([query])[0]
     head = clf.candidate_head([query])
     features = feats.to(clf.rows.device)
-    if hasattr(head, "choose"):  # senses a photo picks between: each image's own
-        logits, choice = head.choose(features)
-        senses = [head.senses[0][int(c)] for c in choice[:, 0].tolist()]
-    else:
-        logits, senses = head.logits(features), [resolved.index] * len(files)
+    with torch.inference_mode():  # as clf.logits scores
+        if hasattr(head, "choose"):  # senses a photo picks between: each image's own
+            logits, choice = head.choose(features)
+            senses = [head.senses[0][int(c)] for c in choice[:, 0].tolist()]
+        else:
+            logits, senses = head.logits(features), [resolved.index] * len(files)
     values, order = logits[:, 0].float().cpu().topk(min(top_k, len(files)))
     hits = [{"path": files[i]["path"], "score": round(float(v), 4), "synset": clf.names[senses[i]],
              "wnid": clf.wnids[senses[i]]} for v, i in zip(values.tolist(), order.tolist())]
