@@ -215,7 +215,24 @@ class LabelResolver:
                              cli_message="; ".join(dict.fromkeys(cli_errors)) + also)
         if absent:
             raise NotInGraphError("; ".join(dict.fromkeys(m for _, m in absent)), missing)
-        return self._in_context(out)
+        return self._in_context(self._unshared(out))
+
+    def _unshared(self, resolved: list[ResolvedLabel]) -> list[ResolvedLabel]:
+        """The labels with each sense for the image to pick kept by one label only, so that two labels never
+        split one class's score: a sense another label resolved to is that label's; a sense two labels may
+        pick is kept by the label it is named after ("castle" and "palace" may both pick ``palace.n.01``:
+        "palace" keeps it), else by the first."""
+        primary = {r.index for r in resolved}
+        pickers: dict[int, list[int]] = {}
+        for n, r in enumerate(resolved):
+            for i in r.senses:
+                pickers.setdefault(i, []).append(n)
+        keeper = {}
+        for i, labels in pickers.items():
+            named = [n for n in labels if label_key(self.names[i].rsplit(".", 2)[0]) == label_key(resolved[n].label)]
+            keeper[i] = (named or labels)[0]
+        return [replace(r, senses=kept) if (kept := tuple(i for i in r.senses if i not in primary and keeper[i] == n))
+                != r.senses else r for n, r in enumerate(resolved)]
 
     def _in_context(self, resolved: list[ResolvedLabel]) -> list[ResolvedLabel]:
         """Each ambiguous word read as the kind of thing the list's other labels are.

@@ -114,6 +114,14 @@ def test_senses_for_the_image_narrow_to_the_kind_of_the_others():
     assert "mouse.n.04" in {r.label: r for r in resolver.resolve_all(["rat", "mouse"])}["mouse"].alternatives
     assert read(["crane", "heron", "stork"], "crane") == ["crane.n.05"]  # the bird
     assert read(["crane", "mouse"], "crane") == ["crane.n.04", "crane.n.05"]  # no kind leads: both stay
+    assert read(["crane", "crane.n.05"], "crane") == ["crane.n.04"]  # the bird is the other label's: not picked twice
+
+
+def test_two_labels_never_both_pick_one_sense():
+    resolver = _graph_of(["castle", "palace"])
+    both = {r.label: r for r in resolver.resolve_all(["castle", "palace"])}
+    castle, palace = ([resolver.names[i] for i in (r.index, *r.senses)] for r in (both["castle"], both["palace"]))
+    assert "palace.n.01" in palace and "palace.n.01" not in castle  # named after "palace": that label keeps it
 
 
 def test_a_sense_is_listed_once():
