@@ -168,7 +168,7 @@ _ERROR = {"type": "object", "required": ["detail", "kind", "error"],
                          "kind": {"type": "string", "description": "the error's class, e.g. LabelError"},
                          "error": {"type": "string", "description": "the same as detail (Hugging Face clients)"}}}
 _ERRORS = {code: {"description": why, "content": {"application/json": {"schema": _ERROR}}} for code, why in (
-    (400, "bad input: the image, a parameter, an unknown label (its close matches named)"),
+    (400, "bad input: the image, a parameter (or any query parameter), an unknown label (its close matches named)"),
     (403, "a POST from a web page of another origin (kgzsl serve --cors-origin allows one)"),
     (413, "the body exceeds kgzsl serve --max-upload-mb"),
     (415, "another content type than JSON, a multipart form or an image"),
@@ -188,7 +188,8 @@ def _image_body(parameters: dict[str, Any], raw: bool) -> dict[str, Any]:
             "type": "object", "required": ["image"],
             "properties": {"image": {"type": "string", "format": "binary"}, **form}}}}
     if raw:  # Hugging Face's image-classification clients: the file itself, no parameters
-        content["image/*"] = {"schema": {"type": "string", "format": "binary"}}
+        for kind in ("image/*", "application/octet-stream"):
+            content[kind] = {"schema": {"type": "string", "format": "binary"}}
     return {"required": True, "content": content}
 
 
@@ -206,7 +207,8 @@ _PREDICT_ANSWERS = {200: {"description": "the predictions, best first; with abst
                               {"type": "object", "properties": {
                                   "predictions": {"type": "array", "items": _PREDICTION},
                                   "abstained": {"type": "boolean"}, "max_logit": {"type": "number"},
-                                  "threshold": {"type": "number"}}}]}}}}, **_ERRORS}
+                                  "threshold": {"type": "number"}}}]}}}},
+                    **{code: answer for code, answer in _ERRORS.items() if code != 422}}  # no query parameters
 _EXPLAIN_BODY = {"requestBody": _image_body({"label": {"type": "string"}, "top_k": {"type": "integer", "minimum": 1}},
                                             raw=False)}
 _EXPLAIN_ANSWERS = {200: {"description": "the explanation, or with ?format=png its drawing",
@@ -274,8 +276,12 @@ class SameOriginPosts:
             origin = headers.get("origin")
             # the server's own host, as the client saw it: Host, or behind a reverse proxy X-Forwarded-Host
             # (a header no page can add to a request the browser sends without asking the server first)
-            own = {headers.get("host"), *(h.strip() for h in headers.get("x-forwarded-host", "").split(",") if h)}
-            if origin is not None and origin.rstrip("/") not in self.allowed and urlsplit(origin).netloc not in own:
+            forwarded = [h.strip() for h in headers.get("x-forwarded-host", "").split(",") if h.strip()]
+            page = urlsplit(origin or "")
+            # nginx's `$host` drops the port: a forwarded host without one stands for the page's host name
+            own = page.netloc in {headers.get("host"), *forwarded} or page.hostname in {h for h in forwarded
+                                                                                      if ":" not in h}
+            if origin is not None and origin.rstrip("/") not in self.allowed and not own:
                 detail = (f"a POST from a page of another origin ({origin}) is refused; if that page is yours, "
                           f"start the server with --cors-origin {origin}")
                 logger.warning("refused %s %s from a page of %s (not allowed with --cors-origin)", scope["method"],

@@ -398,6 +398,9 @@ def test_a_post_from_a_page_of_another_origin_is_refused_unless_allowed(clf, cat
     assert client.post("/predict", headers={"Origin": "http://testserver"}, **form).status_code == 200  # its page
     proxied = {"Origin": "https://shop.example", "X-Forwarded-Host": "shop.example"}  # its page behind a proxy
     assert client.post("/predict", headers=proxied, **form).status_code == 200
+    on_a_port = {"Origin": "http://shop.example:8080", "X-Forwarded-Host": "shop.example"}  # nginx's $host: no port
+    assert client.post("/predict", headers=on_a_port, **form).status_code == 200
+    _refused(client.post("/predict", headers={**on_a_port, "Origin": "http://evil.example:8080"}, **form), 403)
     assert client.post("/predict", **form).status_code == 200  # curl, Python: no Origin header
     assert client.get("/health", headers={"Origin": "http://evil.example"}).status_code == 200  # reads are fine
 
@@ -433,7 +436,9 @@ def test_the_inference_apis_options_are_taken_and_change_nothing(client, cat):
 def test_openapi_describes_the_bodies_read_by_hand_and_the_error_answers(client):
     paths = client.get("/openapi.json").json()["paths"]
     predict, explain = paths["/predict"]["post"], paths["/explain"]["post"]
-    assert set(predict["requestBody"]["content"]) == {"application/json", "multipart/form-data", "image/*"}
+    assert set(predict["requestBody"]["content"]) == {"application/json", "multipart/form-data", "image/*",
+                                                      "application/octet-stream"}
+    assert "422" not in predict["responses"]  # it has no query parameters: any is a 400
     parameters = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]["parameters"]
     assert set(parameters["properties"]) == set(ZeroShotService.PREDICT_PARAMETERS)  # as the endpoint takes them
     form = explain["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]

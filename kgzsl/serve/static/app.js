@@ -48,6 +48,7 @@ function choose(file) {
   const limit = run && run.limits ? run.limits.max_body_bytes : Infinity;
   if (file.size > limit) {  // refused by the server anyway: say so before uploading it
     image = null;
+    $("preview").hidden = true;
     return say(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB, over this server's limit of ` +
       `${(limit / 2 ** 20).toFixed(1)} MB: choose a smaller image`, true);
   }
@@ -214,7 +215,8 @@ async function classify(event) {
 // ---- wiring
 $("file").addEventListener("change", (e) => choose(e.target.files[0]));
 const drop = $("drop");
-drop.addEventListener("click", (e) => { if (e.target === drop) $("file").click(); });
+// anywhere in the drop zone opens the chooser (its "choose a file" label does so by itself)
+drop.addEventListener("click", (e) => { if (!e.target.closest("label")) $("file").click(); });
 drop.addEventListener("keydown", (e) => {  // keyboard users choose a file from the drop zone
   if (e.key === "Enter" || e.key === " ") {
     e.preventDefault();
