@@ -231,8 +231,11 @@ class LabelResolver:
         for i, labels in pickers.items():
             named = [n for n in labels if label_key(self.names[i].rsplit(".", 2)[0]) == label_key(resolved[n].label)]
             keeper[i] = (named or labels)[0]
-        return [replace(r, senses=kept) if (kept := tuple(i for i in r.senses if i not in primary and keeper[i] == n))
-                != r.senses else r for n, r in enumerate(resolved)]
+        out = []
+        for n, r in enumerate(resolved):
+            kept = tuple(i for i in r.senses if i not in primary and keeper[i] == n)
+            out.append(r if kept == r.senses else replace(r, senses=kept))
+        return out
 
     def _in_context(self, resolved: list[ResolvedLabel]) -> list[ResolvedLabel]:
         """Each ambiguous word read as the kind of thing the list's other labels are.
