@@ -304,8 +304,8 @@ def train_run(config: RunConfig, out_dir: str | Path | None = None, progress: bo
 
         # your own weights file: the run keeps a copy, which it loads from then on (file_weights names it
         # by content, so the copy and the file it came from are the same weights)
-        save_tensors(out / BACKBONE_COPY, backbone.full_state_dict(),
-                     metadata={"backbone": backbone.name, "copied_from": backbone.weights})
+        # nothing of the source's path in the file: the same weights give the same bytes, so runs share indexes
+        save_tensors(out / BACKBONE_COPY, backbone.full_state_dict(), metadata={"backbone": backbone.name})
         weights = file_weights(out / BACKBONE_COPY)
     summary: dict[str, Any] = {
         "name": config.name, "model": model.name, "backbone": backbone.name, "graph": str(Path(graph.path).absolute()),

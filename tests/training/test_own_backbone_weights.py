@@ -58,6 +58,11 @@ def test_a_run_on_a_weights_file_keeps_its_copy(tmp_path, monkeypatch, caplog):
     assert (run / "backbone.safetensors").is_file()
     summary = json.loads((run / "run.json").read_text())
     assert same_weights(summary["backbone_weights_source"], file_weights(mine))
+    shutil.copy(mine, tmp_path / "copy.safetensors")  # the same weights, from another path
+    config.backbone.weights = str(tmp_path / "copy.safetensors")
+    other = train_run(config, out_dir=tmp_path / "run2", progress=False, build_graph=True)
+    config.backbone.weights = "resnet18.safetensors"
+    assert same_weights(json.loads((other / "run.json").read_text())["backbone_weights"], summary["backbone_weights"])
 
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     expected = ZeroShotClassifier.load(run, device="cpu").predict(picture, ["tabby", "tench", "airliner"])
