@@ -43,6 +43,7 @@ from kgzsl.errors import InputError, KgzslError, MissingPackageError
 from kgzsl.serve.inputs import RequestError, ServeLimits, candidate_labels, flag, one_label, \
     parse_image_request, read_body, top_k
 from kgzsl.serve.labels import LabelIndex
+from kgzsl.serve.openapi import ERRORS, EXPLAIN_ANSWERS, EXPLAIN_BODY, PREDICT_ANSWERS, PREDICT_BODY
 
 try:
     from fastapi import FastAPI, Query, Request
@@ -160,60 +161,6 @@ class ZeroShotService:
         result.pop("image", None)
         result["label"] = label
         return result
-
-
-# ---- what /openapi.json says of the bodies read by hand (FastAPI cannot see them in the signatures)
-_ERROR = {"type": "object", "required": ["detail", "kind", "error"],
-          "properties": {"detail": {"type": "string", "description": "what is wrong, and the fix"},
-                         "kind": {"type": "string", "description": "the error's class, e.g. LabelError"},
-                         "error": {"type": "string", "description": "the same as detail (Hugging Face clients)"}}}
-_ERRORS = {code: {"description": why, "content": {"application/json": {"schema": _ERROR}}} for code, why in (
-    (400, "bad input: the image, a parameter (or any query parameter), an unknown label (its close matches named)"),
-    (403, "a POST from a web page of another origin (kgzsl serve --cors-origin allows one)"),
-    (413, "the body exceeds kgzsl serve --max-upload-mb"),
-    (415, "another content type than JSON, a multipart form or an image"),
-    (422, "a bad query parameter"))}
-_BASE64 = {"type": "string", "description": "the image file's bytes, base64-encoded, or a data: URL"}
-
-
-def _image_body(parameters: dict[str, Any], raw: bool) -> dict[str, Any]:
-    """The OpenAPI request body of an endpoint taking an image and ``parameters`` (name → schema)."""
-    form = {name: {"type": "string"} if schema.get("type") == "array" else schema for name, schema in parameters.items()}
-    content = {
-        "application/json": {"schema": {
-            "type": "object", "required": ["inputs"], "additionalProperties": False,
-            "properties": {"inputs": _BASE64, "options": {"type": "object", "description": "ignored"},
-                           "parameters": {"type": "object", "properties": parameters, "additionalProperties": False}}}},
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["image"],
-            "properties": {"image": {"type": "string", "format": "binary"}, **form}}}}
-    if raw:  # Hugging Face's image-classification clients: the file itself, no parameters
-        for kind in ("image/*", "application/octet-stream"):
-            content[kind] = {"schema": {"type": "string", "format": "binary"}}
-    return {"required": True, "content": content}
-
-
-_PREDICTION = {"type": "object", "properties": {name: {"type": kind} for name, kind in (
-    ("label", "string"), ("wnid", "string"), ("synset", "string"), ("score", "number"))}}
-_PREDICT_BODY = {"requestBody": _image_body({
-    "candidate_labels": {"type": "array", "items": {"type": "string"},
-                         "description": "words, synset names or wnids; in a form comma-separated or a JSON list; "
-                                        "left out: every class"},
-    "top_k": {"type": "integer", "minimum": 1}, "abstain": {"type": "boolean"}, "adapt": {"type": "boolean"}},
-    raw=True)}
-_PREDICT_ANSWERS = {200: {"description": "the predictions, best first; with abstain the record",
-                          "content": {"application/json": {"schema": {"oneOf": [
-                              {"type": "array", "items": _PREDICTION},
-                              {"type": "object", "properties": {
-                                  "predictions": {"type": "array", "items": _PREDICTION},
-                                  "abstained": {"type": "boolean"}, "max_logit": {"type": "number"},
-                                  "threshold": {"type": "number"}}}]}}}},
-                    **{code: answer for code, answer in _ERRORS.items() if code != 422}}  # no query parameters
-_EXPLAIN_BODY = {"requestBody": _image_body({"label": {"type": "string"}, "top_k": {"type": "integer", "minimum": 1}},
-                                            raw=False)}
-_EXPLAIN_ANSWERS = {200: {"description": "the explanation, or with ?format=png its drawing",
-                          "content": {"application/json": {"schema": {"type": "object"}},
-                                      "image/png": {"schema": {"type": "string", "format": "binary"}}}}, **_ERRORS}
 
 
 def error_response(status: int, detail: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -362,7 +309,7 @@ def create_app(clf: Any, limits: ServeLimits | None = None, cors_origins: Sequen
         """The run this server answers for: name, model, backbone, node count, abstain, limits."""
         return service.health()
 
-    @app.post("/predict", openapi_extra=_PREDICT_BODY, responses=_PREDICT_ANSWERS)
+    @app.post("/predict", openapi_extra=PREDICT_BODY, responses=PREDICT_ANSWERS)
     async def predict(request: Request) -> Any:
         """Zero-shot classify one image. JSON ``{"inputs": base64, "parameters": {"candidate_labels": [...],
         "top_k": 5, "abstain": false, "adapt": true}}`` or a multipart form (``image`` file, ``candidate_labels``
@@ -372,7 +319,7 @@ def create_app(clf: Any, limits: ServeLimits | None = None, cors_origins: Sequen
         refused (400)."""
         return await _on_image(request, service, service.predict, service.PREDICT_PARAMETERS)
 
-    @app.post("/explain", openapi_extra=_EXPLAIN_BODY, responses=_EXPLAIN_ANSWERS)
+    @app.post("/explain", openapi_extra=EXPLAIN_BODY, responses=EXPLAIN_ANSWERS)
     async def explain(request: Request, fmt: str = Query("json", alias="format", pattern="^(json|png)$")) -> Any:
         """Why one label scored as it did for an image: the seen classes and WordNet paths that carried
         its row. Parameters ``label`` and ``top_k``; ``?format=png`` answers the drawing as a PNG."""
@@ -383,7 +330,7 @@ def create_app(clf: Any, limits: ServeLimits | None = None, cors_origins: Sequen
             return Response(await run_in_threadpool(explanation_png, result), media_type="image/png")
         return result
 
-    @app.get("/labels", responses={422: _ERRORS[422]})
+    @app.get("/labels", responses={422: ERRORS[422]})
     def labels(q: str = Query(..., min_length=1, max_length=100), limit: int = Query(10, ge=1, le=50)
                ) -> list[dict[str, str]]:
         """Label suggestions for what has been typed (``q``): lemma names, synset names, wnids, with
